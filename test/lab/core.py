@@ -1,0 +1,278 @@
+"""The lab: a bridge, its hosts, a CA, the external PostgreSQL; creation, reset, teardown, sweeping.
+
+Every run gets a random 4-hex run id; its bridge, namespaces and veths carry the prefix
+`chl<rid>` and its files live in /tmp/chl-<rid>/ (short: unix sockets are limited to 108 bytes).
+`lab.json` there records what the run created and which process owns it, so that a later run's
+sweeper removes what a crashed or killed run left behind, and two live runs never collide.
+"""
+
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import psutil
+
+from .hosts import Host, Network, netns_list
+from .pki import LabCA
+from .postgres import PostgresServer
+from .proc import LabError, alive, run
+
+BASE = Path("/tmp")
+LOCK = BASE / "chl.lock"
+RUN_DIR_RE = re.compile(r"^chl-([0-9a-f]{4})$")
+NAME_RE = re.compile(r"^chl([0-9a-f]{4})")
+
+DB_INDEX, LB_INDEX, CLI_INDEX, FIRST_MANAGER_INDEX = 2, 3, 4, 11
+
+
+def _owner_record():
+    me = psutil.Process()
+    return {"pid": me.pid, "create_time": me.create_time()}
+
+
+def _owner_alive(owner):
+    try:
+        proc = psutil.Process(owner["pid"])
+    except (psutil.NoSuchProcess, KeyError, TypeError):
+        return False
+    return abs(proc.create_time() - owner.get("create_time", 0)) < 1 and alive(owner["pid"])
+
+
+class Lab:
+    """A set of isolated hosts on one bridge.
+
+    managers: how many manager hosts (mgr1..mgrN). Extra host kinds: one DB host (`db`),
+    one LB host (`lb`) and one CLI host (`cli`, an admin workstation with only `cfy`).
+    """
+
+    def __init__(self, managers=3, passwords=None):
+        self.rid = secrets.token_hex(2)
+        self.prefix = f"chl{self.rid}"
+        self.dir = BASE / f"chl-{self.rid}"
+        self.n_managers = managers
+        self.network = None
+        self.hosts = {}
+        self.ca = None
+        self.db = None
+        self.minions = {}  # host name -> pytest-salt-factories minion daemon (set by fixtures)
+        self.passwords = passwords or {
+            "postgres": "pg-" + secrets.token_urlsafe(12),
+        }
+        self.created = False
+
+    # ---- facts -----------------------------------------------------------------------------
+    @property
+    def managers(self):
+        return [h for h in self.hosts.values() if h.kind == "manager"]
+
+    def __getitem__(self, name):
+        return self.hosts[name]
+
+    @property
+    def subnet_cidr(self):
+        return f"{self.network.prefix}.0/24"
+
+    def facts(self):
+        """What tests and pillar templates need to know about this run's lab."""
+        return {
+            "rid": self.rid,
+            "dir": str(self.dir),
+            "bridge": self.network.bridge,
+            "master_ip": self.network.gateway,
+            "subnet": self.subnet_cidr,
+            "hosts": {n: h.describe() for n, h in self.hosts.items()},
+            "db": {"host": self.db.host.ip if self.db else None, "port": 5432},
+            "ca_cert": str(self.ca.cert) if self.ca else None,
+        }
+
+    # ---- creation --------------------------------------------------------------------------
+    def create(self):
+        sweep()
+        with open(LOCK, "w", encoding="ascii") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            octet = _free_octet()
+            self.dir.mkdir()
+            self.dir.chmod(0o711)  # PostgreSQL runs as postgres and must reach its data dir
+            self._record({"octet": octet, "state": "creating"})
+        try:
+            self._create(octet)
+        except BaseException:
+            self.destroy()
+            raise
+        self.created = True
+        self._record({"octet": octet, "state": "up", "hosts": list(self.hosts)})
+        return self
+
+    def _record(self, extra):
+        data = {"owner": _owner_record(), "prefix": self.prefix, "rid": self.rid}
+        data.update(extra)
+        (self.dir / "lab.json").write_text(json.dumps(data, indent=1))
+
+    def _create(self, octet):
+        self.network = Network(f"{self.prefix}br", octet)
+        self.network.create()
+        ns_dir = self.dir / "ns"
+        ns_dir.mkdir()
+        # persistent namespace files need a private parent mount
+        run(["mount", "--bind", ns_dir, ns_dir])
+        run(["mount", "--make-private", ns_dir])
+        specs = [("db", "db", DB_INDEX), ("lb", "lb", LB_INDEX), ("cli", "cli", CLI_INDEX)]
+        specs += [(f"mgr{i}", "manager", FIRST_MANAGER_INDEX + i - 1)
+                  for i in range(1, self.n_managers + 1)]
+        for name, kind, index in specs:
+            host = Host(self.dir, self.prefix, name, kind, index, self.network)
+            self.hosts[name] = host
+            host.create()
+        hosts_file = ("127.0.0.1 localhost\n" + f"{self.network.gateway} salt master\n"
+                      + "".join(f"{h.ip} {h.name}\n" for h in self.hosts.values()))
+        for host in self.hosts.values():
+            host.set_hosts_file(hosts_file)
+        self.ca = LabCA(self.dir / "pki").create()
+        self.db = PostgresServer(self.hosts["db"], self.dir / "db", self.ca,
+                                 self.passwords["postgres"], self.subnet_cidr).create()
+        self.db.start()
+
+    # ---- faults and resets -----------------------------------------------------------------
+    def kill(self, name):
+        """Power the host off: every process in it dies at once, its minion included."""
+        host = self.hosts[name]
+        host.kill()
+        minion = self.minions.get(name)
+        if minion is not None:
+            minion.terminate()  # reaps the dead process and resets the factory
+        if host.kind == "db" and self.db:
+            pass  # PostgreSQL died with the host; power_on restarts it
+
+    def power_on(self, name):
+        """Boot the host: its boot services, then its salt-minion (returns once it is back)."""
+        host = self.hosts[name]
+        host.boot()
+        if host.kind == "db" and self.db and not self.db.running():
+            self.db.start()
+        minion = self.minions.get(name)
+        if minion is not None and not minion.is_running():
+            minion.start()
+
+    def wipe(self, name, power_on=True):
+        """Reinstall the host's OS: killed, every file it wrote gone, then booted again."""
+        self.kill(name)
+        self.hosts[name].wipe()
+        if power_on:
+            self.power_on(name)
+
+    # ---- teardown --------------------------------------------------------------------------
+    def destroy(self):
+        if self.db is not None:
+            self.db.stop()
+        for host in self.hosts.values():
+            host.destroy()
+        if self.network is not None:
+            self.network.destroy()
+        _kill_processes_mentioning(str(self.dir) + "/")
+        ns_dir = self.dir / "ns"
+        run(["umount", "-l", ns_dir], check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.created = False
+
+
+def _free_octet():
+    used = set()
+    for lab_json in BASE.glob("chl-*/lab.json"):
+        try:
+            used.add(json.loads(lab_json.read_text())["octet"])
+        except (OSError, ValueError, KeyError):
+            continue
+    addrs = run(["ip", "-4", "-o", "addr"], check=False).stdout
+    used |= {int(m) for m in re.findall(r"inet 10\.213\.(\d+)\.", addrs)}
+    for octet in range(1, 255):
+        if octet not in used:
+            return octet
+    raise LabError("no free 10.213.X.0/24 subnet for the lab; run 'make demo-down' to sweep")
+
+
+def _kill_processes_mentioning(text):
+    victims = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and any(text in arg for arg in proc.info["cmdline"] or ()):
+                victims.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in victims:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(victims, timeout=5)
+
+
+def sweep(verbose=False):
+    """Remove what earlier lab runs left behind; never touch a run whose owner still lives."""
+    removed = []
+    live_rids = set()
+    for run_dir in BASE.glob("chl-*"):
+        m = RUN_DIR_RE.match(run_dir.name)
+        if not m:
+            continue
+        rid = m.group(1)
+        try:
+            data = json.loads((run_dir / "lab.json").read_text())
+        except (OSError, ValueError):
+            data = {}
+        if data and _owner_alive(data.get("owner", {})):
+            live_rids.add(rid)
+            continue
+        _sweep_run(rid, run_dir)
+        removed.append(rid)
+    # namespaces and links whose run directory is gone
+    for ns in netns_list():
+        m = NAME_RE.match(ns)
+        if m and m.group(1) not in live_rids:
+            for pid in run(["ip", "netns", "pids", ns], check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            run(["ip", "netns", "del", ns], check=False)
+            removed.append(ns)
+    links = run(["ip", "-o", "link"], check=False).stdout
+    for name in re.findall(r"^\d+: (chl[0-9a-f]{4}[^:@ ]*)", links, re.M):
+        m = NAME_RE.match(name)
+        if m and m.group(1) not in live_rids:
+            run(["ip", "link", "del", name], check=False)
+            removed.append(name)
+    if verbose:
+        print("swept:", ", ".join(removed) if removed else "nothing")
+    return removed
+
+
+def _sweep_run(rid, run_dir):
+    prefix = f"chl{rid}"
+    for ns in netns_list():
+        if ns.startswith(prefix + "-"):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                pids = run(["ip", "netns", "pids", ns], check=False).stdout.split()
+                if not pids:
+                    break
+                for pid in pids:
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.05)
+            run(["ip", "netns", "del", ns], check=False)
+    _kill_processes_mentioning(str(run_dir) + "/")
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    for line in reversed(mounts):
+        target = line.split()[1]
+        if target.startswith(str(run_dir) + "/") or target == str(run_dir):
+            run(["umount", "-l", target], check=False)
+    run(["ip", "link", "del", f"{prefix}br"], check=False)
+    shutil.rmtree(run_dir, ignore_errors=True)

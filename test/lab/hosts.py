@@ -1,0 +1,292 @@
+"""Lab hosts: Linux network + mount + UTS namespaces on one bridge.
+
+A host is a persistent network namespace (its own eth0 and address on the lab bridge, no default
+route) plus a persistent mount namespace in which /etc, /opt, /root, /usr and /var are overlays
+over the machine's own directories, and /run is a private tmpfs. Whatever a process in the host
+writes there (the Cloudify paths, the package database, firewall files, CLI profiles) lands in the
+host's own upper directory and is invisible to other hosts and to the machine. Processes are
+entered into the namespaces with nsenter, which execs in place, so a daemon's PID is the real
+program's PID. See test/lab/README.md.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from .proc import LabError, alive, run, wait_until
+
+OVERLAID = ("etc", "opt", "root", "usr", "var")
+# what a host starts at boot, like enabled units on a systemd host (see boot())
+BOOT_DIR = "/etc/lab/boot.d"
+FAULT_TABLE = "lab_faults"
+
+
+class Network:
+    """The lab bridge: the only link every host has."""
+
+    def __init__(self, bridge, subnet_octet):
+        self.bridge = bridge
+        self.octet = subnet_octet
+        self.prefix = f"10.213.{subnet_octet}"
+        self.gateway = f"{self.prefix}.1"  # the bridge's address: the salt-master listens here
+
+    def address(self, index):
+        return f"{self.prefix}.{index}"
+
+    def create(self):
+        run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run(["ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge])
+        run(["ip", "link", "set", self.bridge, "up"])
+
+    def destroy(self):
+        run(["ip", "link", "del", self.bridge], check=False)
+
+
+class Host:
+    """One lab host. `kind` is manager, db, lb or cli."""
+
+    def __init__(self, lab_dir, prefix, name, kind, index, network):
+        self.name = name
+        self.kind = kind
+        self.index = index
+        self.network = network
+        self.ip = network.address(index)
+        self.netns = f"{prefix}-{name}"
+        self.veth = f"{prefix}v{index}"
+        self.dir = Path(lab_dir) / "hosts" / name
+        self.ns_dir = Path(lab_dir) / "ns"
+        self.mnt_file = self.ns_dir / f"{name}.mnt"
+        self.uts_file = self.ns_dir / f"{name}.uts"
+        self.etc_hosts = ""
+
+    # ---- description -------------------------------------------------------------------
+    def describe(self):
+        return {"name": self.name, "kind": self.kind, "ip": self.ip, "netns": self.netns,
+                "veth": self.veth}
+
+    def __repr__(self):
+        return f"<Host {self.name} {self.kind} {self.ip}>"
+
+    # ---- running things inside ---------------------------------------------------------
+    def prefix(self):
+        """argv prefix that runs a command inside this host (nsenter execs in place)."""
+        return ["nsenter", f"--net=/run/netns/{self.netns}", f"--mount={self.mnt_file}",
+                f"--uts={self.uts_file}", "--"]
+
+    def run(self, argv, **kwargs):
+        """Run argv inside the host; see proc.run for the keyword arguments."""
+        return run(self.prefix() + list(argv), **kwargs)
+
+    def sh(self, script, **kwargs):
+        """Run a /bin/sh script inside the host."""
+        return self.run(["/bin/sh", "-ec", script], **kwargs)
+
+    def read(self, path):
+        """A file's text as this host sees it, or None when it does not exist there."""
+        proc = self.run(["cat", path], check=False)
+        return proc.stdout if proc.returncode == 0 else None
+
+    def exists(self, path):
+        return self.run(["test", "-e", path], check=False).returncode == 0
+
+    def write(self, path, text, mode="0644"):
+        self.run(["install", "-D", "-m", mode, "/dev/stdin", path], input=text)
+
+    def popen(self, argv, **kwargs):
+        return subprocess.Popen(self.prefix() + [str(a) for a in argv], **kwargs)
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def create(self):
+        net = self.network
+        run(["ip", "netns", "add", self.netns])
+        run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", f"{self.veth}p"])
+        run(["ip", "link", "set", self.veth, "master", net.bridge])
+        run(["ip", "link", "set", self.veth, "up"])
+        run(["ip", "link", "set", f"{self.veth}p", "netns", self.netns])
+        inside = ["ip", "-n", self.netns]
+        run(inside + ["link", "set", f"{self.veth}p", "name", "eth0"])
+        run(inside + ["addr", "add", f"{self.ip}/24", "dev", "eth0"])
+        run(inside + ["link", "set", "eth0", "up"])
+        run(inside + ["link", "set", "lo", "up"])
+        for d in OVERLAID:
+            (self.dir / "upper" / d).mkdir(parents=True, exist_ok=True)
+            (self.dir / "work" / d).mkdir(parents=True, exist_ok=True)
+        self.mnt_file.touch()
+        self.uts_file.touch()
+        run(["nsenter", f"--net=/run/netns/{self.netns}", "unshare", f"--mount={self.mnt_file}",
+             f"--uts={self.uts_file}", "--propagation", "private", "--", "/bin/sh", "-ec",
+             f"mount -t sysfs sysfs /sys; hostname {self.name}"])
+        self._mount_overlays()
+        self._mount_run()
+
+    def _mount_overlays(self):
+        script = []
+        for d in OVERLAID:
+            script.append(
+                f"mount -t overlay lab-{self.name}-{d} -o lowerdir=/{d},"
+                f"upperdir={self.dir}/upper/{d},workdir={self.dir}/work/{d} /{d}")
+        script.append(f"echo {self.name} > /etc/hostname")
+        self.sh("\n".join(script))
+        if self.etc_hosts:
+            self.write("/etc/hosts", self.etc_hosts)
+
+    def _mount_run(self):
+        # a fresh /run at every boot, as tmpfs is on a real host: pid files do not survive
+        self.sh("if mountpoint -q /run; then umount -l /run; fi\n"
+                "mount -t tmpfs -o mode=0755 lab-run /run\nmkdir -p /run/lock")
+
+    def set_hosts_file(self, text):
+        self.etc_hosts = text
+        self.write("/etc/hosts", text)
+
+    def pids(self):
+        proc = run(["ip", "netns", "pids", self.netns], check=False)
+        return [int(p) for p in proc.stdout.split()]
+
+    def kill(self, timeout=15):
+        """Kill every process in the host at once (a power cut); return when none is alive."""
+        killed = set()
+
+        def all_gone():
+            pids = self.pids()
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                killed.add(pid)
+            return not pids and not any(alive(p) for p in killed)
+
+        wait_until(all_gone, timeout, f"every process of {self.name} to die")
+        return sorted(killed)
+
+    def boot(self):
+        """Start what the host starts at boot: a fresh /run, then every script in BOOT_DIR.
+
+        Boot scripts start their daemons in the background and return; the lab's caller starts
+        the salt-minion itself (it is a pytest-salt-factories daemon).
+        """
+        self._mount_run()
+        self.sh(f"[ -d {BOOT_DIR} ] || exit 0\n"
+                f"for s in {BOOT_DIR}/*; do [ -x \"$s\" ] && \"$s\" start; done; true")
+
+    def wipe(self):
+        """Return the host to a freshly installed OS: every write since creation is gone.
+
+        The host must have no processes (kill() first): its overlays are unmounted and their
+        upper layers removed.
+        """
+        if self.pids():
+            raise LabError(f"{self.name} still has processes; kill it before wiping it")
+        # lazy: the shell doing the unmounting runs from the overlaid /usr itself
+        umounts = "\n".join(f"umount -l /{d}" for d in reversed(OVERLAID))
+        run(["nsenter", f"--mount={self.mnt_file}", "--", "/bin/sh", "-ec",
+             f"umount -l /run 2>/dev/null || true\n{umounts}"])
+        for d in ("upper", "work"):
+            shutil.rmtree(self.dir / d, ignore_errors=True)
+            for sub in OVERLAID:
+                (self.dir / d / sub).mkdir(parents=True, exist_ok=True)
+        self._mount_overlays()
+        self._mount_run()
+
+    def destroy(self):
+        """Remove the host: processes, mounts, namespaces, veth."""
+        if self.netns in netns_list():
+            self.kill()
+        for f in (self.mnt_file, self.uts_file):
+            run(["umount", "-l", str(f)], check=False)
+        run(["ip", "netns", "del", self.netns], check=False)
+        run(["ip", "link", "del", self.veth], check=False)
+
+    # ---- faults --------------------------------------------------------------------------
+    def link_up(self):
+        return Path(f"/sys/class/net/{self.veth}/operstate").read_text().strip() == "up"
+
+    def cut_link(self, timeout=10):
+        """Unplug the host's cable: nothing reaches it and it reaches nothing."""
+        run(["ip", "link", "set", self.veth, "down"])
+        wait_until(lambda: not self.link_up() and not tcp_open(self.ip, 22, 0.2, expect_refused=True),
+                   timeout, f"{self.name}'s link to go down")
+
+    def restore_link(self, timeout=10):
+        run(["ip", "link", "set", self.veth, "up"])
+        wait_until(lambda: self.link_up() and tcp_open(self.ip, 22, 0.5, expect_refused=True),
+                   timeout, f"{self.name}'s link to come back")
+
+    def _nft(self, *args, check=True):
+        return run(["nsenter", f"--net=/run/netns/{self.netns}", "--", "nft", *args], check=check)
+
+    def blocked_ports(self):
+        proc = self._nft("-j", "list", "table", "inet", FAULT_TABLE, check=False)
+        if proc.returncode != 0:
+            return set()
+        ports = set()
+        for item in json.loads(proc.stdout)["nftables"]:
+            rule = item.get("rule")
+            if rule and rule.get("comment", "").startswith("block "):
+                _, proto, port = rule["comment"].split()
+                ports.add((proto, int(port)))
+        return ports
+
+    def block_port(self, port, proto="tcp", timeout=10):
+        """Drop every packet to or from `port`/`proto` on this host, in both directions.
+
+        Returns when the rules are in the host's ruleset and, for TCP, when a connection from
+        the bridge to the port is silently dropped (no answer, not even a reset).
+        """
+        self._nft("add", "table", "inet", FAULT_TABLE)
+        for chain, hook in (("input", "input"), ("output", "output")):
+            self._nft("add", "chain", "inet", FAULT_TABLE, chain,
+                      f"{{ type filter hook {hook} priority -10; policy accept; }}")
+        self._nft("add", "rule", "inet", FAULT_TABLE, "input", proto, "dport", str(port), "drop",
+                  "comment", f'"block {proto} {port}"')
+        self._nft("add", "rule", "inet", FAULT_TABLE, "output", proto, "dport", str(port), "drop",
+                  "comment", f'"block {proto} {port}"')
+        check = (lambda: (proto, port) in self.blocked_ports()
+                 and (proto != "tcp" or tcp_dropped(self.ip, port)))
+        wait_until(check, timeout, f"{proto}/{port} to be blocked on {self.name}")
+
+    def unblock_port(self, port, proto="tcp", timeout=10):
+        proc = self._nft("-j", "-a", "list", "table", "inet", FAULT_TABLE, check=False)
+        if proc.returncode == 0:
+            for item in json.loads(proc.stdout)["nftables"]:
+                rule = item.get("rule")
+                if rule and rule.get("comment") == f"block {proto} {port}":
+                    self._nft("delete", "rule", "inet", FAULT_TABLE, rule["chain"], "handle",
+                              str(rule["handle"]))
+        check = (lambda: (proto, port) not in self.blocked_ports()
+                 and (proto != "tcp" or not tcp_dropped(self.ip, port)))
+        wait_until(check, timeout, f"{proto}/{port} to be open again on {self.name}")
+
+
+def netns_list():
+    proc = run(["ip", "netns", "list"], check=False)
+    return {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+
+
+def tcp_open(ip, port, timeout, expect_refused=False):
+    """True when ip answers on port (a connection, or a reset when expect_refused)."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return True
+    except ConnectionRefusedError:
+        return expect_refused
+    except OSError:
+        return False
+
+
+def tcp_dropped(ip, port, timeout=0.3):
+    """True when a TCP connection to ip:port gets no answer at all (dropped by a firewall)."""
+    start = time.monotonic()
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return False
+    except OSError:
+        return time.monotonic() - start >= timeout * 0.9

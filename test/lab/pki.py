@@ -1,0 +1,40 @@
+"""The lab's certificate authority: a CA, server certificates with IP SANs, client certificates."""
+
+from pathlib import Path
+
+from .proc import run
+
+
+class LabCA:
+    """A throwaway CA under `directory`; every key is 0600."""
+
+    def __init__(self, directory):
+        self.dir = Path(directory)
+        self.cert = self.dir / "ca.crt"
+        self.key = self.dir / "ca.key"
+
+    def create(self):
+        self.dir.mkdir(parents=True, exist_ok=True)
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", self.key, "-out", self.cert, "-days", "30",
+             "-subj", "/CN=cloudify_ha lab CA"])
+        self.key.chmod(0o600)
+        return self
+
+    def issue(self, name, cn, ips=(), client=False):
+        """Issue `name`.crt / `name`.key signed by the CA; returns (cert path, key path)."""
+        cert, key, csr = (self.dir / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
+        ext = self.dir / f"{name}.ext"
+        lines = ["basicConstraints=CA:FALSE",
+                 f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}"]
+        if ips:
+            lines.append("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips))
+        ext.write_text("\n".join(lines) + "\n")
+        run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+             "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"])
+        run(["openssl", "x509", "-req", "-in", csr, "-CA", self.cert, "-CAkey", self.key,
+             "-CAcreateserial", "-out", cert, "-days", "30", "-extfile", ext])
+        key.chmod(0o600)
+        csr.unlink()
+        ext.unlink()
+        return cert, key

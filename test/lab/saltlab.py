@@ -1,0 +1,79 @@
+"""Salt in the lab: a salt-master on the bridge address, a salt-minion inside each host."""
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import attr
+from saltfactories.cli.call import SaltCall
+from saltfactories.daemons.minion import SaltMinion
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@attr.s(kw_only=True, slots=True)
+class NetnsSaltMinion(SaltMinion):
+    """A salt-minion started inside a lab host (nsenter prefix; nsenter execs in place)."""
+
+    ns_prefix = attr.ib(factory=list)
+
+    def cmdline(self, *args):
+        return [*self.ns_prefix, *super().cmdline(*args)]
+
+    def salt_call_cli(self, factory_class=None, **kwargs):
+        """salt-call inside the same host, not in the machine's namespaces."""
+        if factory_class is None:
+            prefix = self.ns_prefix
+
+            @attr.s(kw_only=True, slots=True)
+            class _HostSaltCall(SaltCall):
+                def cmdline(self, *a, **kw):
+                    return [*prefix, *super().cmdline(*a, **kw)]
+
+            factory_class = _HostSaltCall
+        return SaltMinion.salt_call_cli(self, factory_class=factory_class, **kwargs)
+
+
+def master_overrides(lab, pillar_dirs):
+    """The lab master: an operator's master serving this repository as its file_roots."""
+    return {
+        "interface": lab.network.gateway,
+        "file_roots": {"base": [str(REPO)]},
+        # the repository also holds the venv, git data and tests: not for the file server
+        "file_ignore_regex": [r"/\.venv($|/)", r"/\.git($|/)", r"/test($|/)", r"/bench($|/)",
+                              r"/__pycache__($|/)"],
+        "pillar_roots": {"base": [str(d) for d in pillar_dirs]},
+        "worker_threads": 4,
+        # every minion of the lab is ours: no pending-key round trips at start
+        "auto_accept": True,
+        "log_level_logfile": "info",
+        "keep_jobs_seconds": 86400,
+    }
+
+
+def minion_overrides(lab):
+    gateway = lab.network.gateway
+    return {
+        "master": gateway,
+        # the factories' log server and event listener are reachable from a host at the bridge IP
+        "pytest-minion": {"log": {"host": gateway}, "returner_address": {"host": gateway}},
+        "log_level_logfile": "info",
+    }
+
+
+def start_minions(master, lab, names):
+    """Create and start a minion in each named host, in parallel; returns {name: factory}."""
+    factories = {}
+    for name in names:
+        host = lab[name]
+        factories[name] = master.salt_minion_daemon(
+            name, factory_class=NetnsSaltMinion, ns_prefix=host.prefix(),
+            overrides=minion_overrides(lab))
+    with ThreadPoolExecutor(len(factories)) as pool:
+        list(pool.map(lambda f: f.start(), factories.values()))
+    lab.minions.update(factories)
+    return factories
+
+
+def stop_minions(factories):
+    with ThreadPoolExecutor(max(1, len(factories))) as pool:
+        list(pool.map(lambda f: f.terminate(), factories.values()))
