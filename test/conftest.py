@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from lab.core import Lab
+from lab.emulator import Emulator, build_packages
 from lab.saltlab import REPO, master_overrides, start_minions, stop_minions
 
 
@@ -55,9 +56,28 @@ def pillar_dir(lab):
 
 
 @pytest.fixture(scope="session")
-def salt_master(salt_factories, lab, pillar_dir):
+def packages(lab):
+    """The emulator's .deb packages, in a directory the master also serves as salt://."""
+    return build_packages(lab.dir / "srv" / "cloudify_ha_packages")
+
+
+@pytest.fixture(scope="session")
+def emulator(lab, packages):
+    return Emulator(lab, packages)
+
+
+@pytest.fixture
+def fresh_lab(lab, emulator):
+    """Every host but the DB wiped to a fresh OS, the external database emptied, audit empty."""
+    lab.reset()
+    return lab
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, lab, pillar_dir, packages):
     factory = salt_factories.salt_master_daemon(
-        "master", overrides=master_overrides(lab, [pillar_dir, REPO / "test" / "pillar"]))
+        "master", overrides=master_overrides(lab, [pillar_dir, REPO / "test" / "pillar"],
+                                             [REPO, lab.dir / "srv"]))
     with factory.started():
         yield factory
 

@@ -8,6 +8,7 @@ sweeper removes what a crashed or killed run left behind, and two live runs neve
 
 import fcntl
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import re
 import secrets
@@ -139,6 +140,13 @@ class Lab:
         self.db.start()
 
     # ---- faults and resets -----------------------------------------------------------------
+    def client_cert(self, name):
+        """(cert, key) of a CA-signed PostgreSQL client certificate for host `name`."""
+        cert = self.ca.dir / f"{name}-client.crt"
+        if cert.exists():
+            return cert, self.ca.dir / f"{name}-client.key"
+        return self.ca.issue(f"{name}-client", name, client=True)
+
     def kill(self, name):
         """Power the host off: every process in it dies at once, its minion included."""
         host = self.hosts[name]
@@ -146,8 +154,6 @@ class Lab:
         minion = self.minions.get(name)
         if minion is not None:
             minion.terminate()  # reaps the dead process and resets the factory
-        if host.kind == "db" and self.db:
-            pass  # PostgreSQL died with the host; power_on restarts it
 
     def power_on(self, name):
         """Boot the host: its boot services, then its salt-minion (returns once it is back)."""
@@ -165,6 +171,21 @@ class Lab:
         self.hosts[name].wipe()
         if power_on:
             self.power_on(name)
+
+    def reset(self, names=None):
+        """Cheap per-test reset: wipe the named hosts (default: every host but the DB) in
+        parallel and empty the external database of Cloudify's databases and role."""
+        names = list(names or [n for n, h in self.hosts.items() if h.kind != "db"])
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(lambda n: self.wipe(n, power_on=False), names))
+        self.reset_database()
+        with ThreadPoolExecutor(len(names)) as pool:
+            list(pool.map(self.power_on, names))
+
+    def reset_database(self):
+        for name in ("cloudify_db", "stage", "composer"):
+            self.db.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.db.query('DROP ROLE IF EXISTS "cloudify"')
 
     # ---- teardown --------------------------------------------------------------------------
     def destroy(self):

@@ -33,11 +33,12 @@ class NetnsSaltMinion(SaltMinion):
         return SaltMinion.salt_call_cli(self, factory_class=factory_class, **kwargs)
 
 
-def master_overrides(lab, pillar_dirs):
-    """The lab master: an operator's master serving this repository as its file_roots."""
+def master_overrides(lab, pillar_dirs, file_dirs):
+    """The lab master: an operator's master serving this repository as its file_roots (and a
+    directory of packages, as an operator would serve the installer rpm)."""
     return {
         "interface": lab.network.gateway,
-        "file_roots": {"base": [str(REPO)]},
+        "file_roots": {"base": [str(d) for d in file_dirs]},
         # the repository also holds the venv, git data and tests: not for the file server
         "file_ignore_regex": [r"/\.venv($|/)", r"/\.git($|/)", r"/test($|/)", r"/bench($|/)",
                               r"/__pycache__($|/)"],

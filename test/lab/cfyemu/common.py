@@ -1,0 +1,230 @@
+"""What every part of the emulated Cloudify 4.6 manager shares: paths, config, audit, knobs, REST
+errors, database access. Runs inside a lab host; imports only the stdlib, PyYAML and pg8000."""
+
+import base64
+import copy
+import json
+import os
+import ssl
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+VERSION = "4.6"
+ETC = Path("/etc/cloudify")
+CONFIG = ETC / "config.yaml"
+INSTALL_MARKER = ETC / ".install"
+CLUSTER_MARKER = ETC / "cluster"
+LOG_DIR = Path("/var/log/cloudify")
+INSTALL_LOG = LOG_DIR / "manager" / "cfy_manager.log"
+SERVICE_LOG = LOG_DIR / "rest" / "cloudify-rest-service.log"
+OPT = Path("/opt/manager")
+RESOURCES = OPT / "resources"
+CLUSTER_STATE = OPT / "cluster.json"
+SERVICE_STATE = OPT / "service.json"
+RUN_DIR = Path("/run/cloudify")
+PIDFILE = RUN_DIR / "manager.pid"
+BOOT_SCRIPT = Path("/etc/lab/boot.d/cloudify-manager")
+CFY_BIN = Path("/usr/bin/cfy")
+PACKAGE_LIB = Path("/opt/cloudify-manager-install/lib")
+# lab-only files: not part of Cloudify, outside every path the formula manages
+AUDIT = Path("/var/log/cloudify-lab/audit.jsonl")
+KNOBS = Path("/var/lib/cloudify-lab/knobs.json")
+
+PORTS = {"rest": 80, "rest_ssl": 443, "rpc": 8300, "gossip": 8301, "consul": 8500, "sync": 22000}
+DEFAULT_TENANT = "default_tenant"
+
+# config.yaml defaults of the 4.6 installer (the keys this emulator reads)
+DEFAULT_CONFIG = {
+    "manager": {
+        "private_ip": "",
+        "public_ip": "",
+        "hostname": "",
+        "cli_local_profile_host_name": "localhost",
+        "security": {"ssl_enabled": False, "admin_username": "admin", "admin_password": ""},
+    },
+    "postgresql_client": {
+        "host": "localhost",
+        "db_name": "cloudify_db",
+        "username": "cloudify",
+        "password": "cloudify",
+        "postgres_password": "",
+        "ssl_enabled": False,
+    },
+    "ssl_inputs": {
+        "external_cert_path": "",
+        "external_key_path": "",
+        "ca_cert_path": "",
+        "postgresql_client_cert_path": "",
+        "postgresql_client_key_path": "",
+    },
+    "cluster": {"master_ip": "", "node_name": "", "host_ip": ""},
+    "services_to_install": ["database_service", "queue_service", "composer_service",
+                            "manager_service"],
+}
+
+
+# ---- config ------------------------------------------------------------------------------
+def merge(base, override):
+    out = copy.deepcopy(base)
+    for key, value in (override or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_user_config():
+    if not CONFIG.exists():
+        return {}
+    data = yaml.safe_load(CONFIG.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{CONFIG} must hold a YAML mapping")
+    return data
+
+
+def load_config():
+    return merge(DEFAULT_CONFIG, read_user_config())
+
+
+def write_config_in_place(config):
+    """Rewrite config.yaml as the 4.6 installer does: open(..., 'w') keeps the file's mode."""
+    CONFIG.parent.mkdir(parents=True, exist_ok=True)
+    with open(CONFIG, "w", encoding="utf-8") as fh:
+        yaml.safe_dump(config, fh, default_flow_style=False)
+
+
+def is_external_db(config):
+    return config["postgresql_client"]["host"] not in ("localhost", "127.0.0.1", "")
+
+
+def secrets_of(config=None):
+    """Every secret this host knows: to mask them and to tell when one reached argv."""
+    found = set()
+    if config is None:
+        try:
+            config = load_config()
+        except Exception:  # pylint: disable=broad-except
+            config = DEFAULT_CONFIG
+    for value in (config["manager"]["security"].get("admin_password"),
+                  config["postgresql_client"].get("password"),
+                  config["postgresql_client"].get("postgres_password"),
+                  os.environ.get("CLOUDIFY_PASSWORD")):
+        if value and value not in ("<removed>", "cloudify"):
+            found.add(str(value))
+    return found
+
+
+# ---- lab knobs and audit (lab-only) ------------------------------------------------------
+def knobs():
+    try:
+        return json.loads(KNOBS.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def audit(entry):
+    """Append one JSON line to the lab's audit (one write: whole lines even when concurrent)."""
+    entry = dict(entry, host=os.uname().nodename)
+    AUDIT.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(AUDIT, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(entry, sort_keys=True) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+SECRET_FLAGS = {"-a", "--admin-password", "--postgres-password", "-p", "--manager-password",
+                "--password"}
+
+
+def mask_argv(argv, known_secrets):
+    """(masked argv, whether any secret was on it): secret flags' values and known secrets."""
+    masked, leaked, hide_next = [], False, False
+    for arg in argv:
+        if hide_next:
+            masked.append("******")
+            leaked, hide_next = True, False
+            continue
+        name, eq, value = arg.partition("=")
+        if name in SECRET_FLAGS and eq:
+            masked.append(f"{name}=******")
+            leaked = True
+        elif arg in SECRET_FLAGS:
+            masked.append(arg)
+            hide_next = True
+        elif any(s and s in arg for s in known_secrets):
+            out = arg
+            for s in known_secrets:
+                out = out.replace(s, "******")
+            masked.append(out)
+            leaked = True
+        else:
+            masked.append(arg)
+    return masked, leaked
+
+
+class AuditedCommand:
+    """Context manager recording one CLI invocation in the lab audit."""
+
+    def __init__(self, prog, argv, mutating):
+        self.prog, self.argv, self.mutating = prog, list(argv), mutating
+        self.start = time.time()
+
+    def finish(self, code):
+        try:
+            masked, leaked = mask_argv(self.argv, secrets_of())
+        except Exception:  # pylint: disable=broad-except
+            masked, leaked = ["<unreadable>"], False
+        audit({"kind": "cli", "prog": self.prog, "argv": masked, "secret_on_argv": leaked,
+               "mutating": self.mutating, "exit": code, "start": self.start, "end": time.time()})
+
+
+# ---- REST errors and basic auth ----------------------------------------------------------
+class RestError(Exception):
+    """An error the REST service answers with: {"message", "error_code", "server_traceback"}."""
+
+    def __init__(self, status, error_code, message, bare=False):
+        super().__init__(message)
+        self.status, self.error_code, self.message, self.bare = status, error_code, message, bare
+
+    def body(self):
+        return {"message": self.message, "error_code": self.error_code, "server_traceback": ""}
+
+
+def basic_auth_header(username, password):
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return f"Basic {token}"
+
+
+# ---- database ----------------------------------------------------------------------------
+def db_ssl_context(config):
+    inputs = config["ssl_inputs"]
+    ctx = ssl.create_default_context(cafile=inputs.get("ca_cert_path") or None)
+    if inputs.get("postgresql_client_cert_path"):
+        ctx.load_cert_chain(inputs["postgresql_client_cert_path"],
+                            inputs.get("postgresql_client_key_path") or None)
+    return ctx
+
+
+def db_connect(config, database=None, superuser=False, timeout=5):
+    """A pg8000 connection to the external database, SSL always (4.6 refuses it without)."""
+    import pg8000.native  # pylint: disable=import-outside-toplevel
+
+    client = config["postgresql_client"]
+    if superuser:
+        user, password = "postgres", client.get("postgres_password")
+    else:
+        user, password = client["username"], client["password"]
+    host, _, port = str(client["host"]).partition(":")
+    return pg8000.native.Connection(
+        user=user, password=password, host=host, port=int(port or 5432),
+        database=database or client["db_name"], ssl_context=db_ssl_context(config),
+        timeout=timeout)
+
+
+def eprint(*args):
+    print(*args, file=sys.stderr, flush=True)

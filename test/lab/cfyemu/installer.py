@@ -1,0 +1,416 @@
+"""`cfy_manager`: the emulated 4.6 installer (install, remove, start/stop/restart/configure).
+
+Follows ../shared/cloudify-4.6.md section 5: the flag rules and their exact texts, config.yaml
+merged over the package defaults and rewritten after install (postgres_password -> <removed>),
+the install-time join over http:80 only, and the data-loss trap: a non-join install really drops
+cloudify_db, stage and composer on the external PostgreSQL.
+"""
+
+import argparse
+import os
+import shutil
+import socket
+import sys
+import time
+
+from . import cluster as clustermod
+from . import profile as profiles
+from . import service
+from .common import (BOOT_SCRIPT, CFY_BIN, CLUSTER_MARKER, CONFIG, DEFAULT_TENANT, ETC,
+                     INSTALL_LOG, INSTALL_MARKER, OPT, PACKAGE_LIB, PORTS, RESOURCES,
+                     VERSION, AuditedCommand, db_connect, is_external_db, knobs, load_config, merge,
+                     read_user_config, write_config_in_place)
+from .rest import NetworkFailure, call
+from .store import create_schema
+
+COMPONENTS = ["manager", "postgresql_client", "rabbitmq", "restservice", "nginx", "stage",
+              "composer", "cli", "cluster"]
+DATABASES = ("cloudify_db", "stage", "composer")
+MUTATING = {"install", "remove", "start", "stop", "restart", "configure"}
+
+
+class InstallError(Exception):
+    """Printed as '<kind>: <message>' (or the bare message when kind is empty); exit 1."""
+
+    def __init__(self, message, kind=""):
+        super().__init__(message)
+        self.kind = kind
+
+    def render(self):
+        return f"{self.kind}: {self}" if self.kind else str(self)
+
+
+class Logger:
+    def __init__(self):
+        INSTALL_LOG.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(INSTALL_LOG, "a", encoding="utf-8")  # pylint: disable=consider-using-with
+
+    def __call__(self, component, message, console=True, level="INFO"):
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.fh.write(f"{stamp} {level:5s} [{component.upper()}] {message}\n")
+        self.fh.flush()
+        if console:
+            print(f"[{component.upper()}] {message}", flush=True)
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="cfy_manager")
+    sub = parser.add_subparsers(dest="command", required=True)
+    inst = sub.add_parser("install")
+    inst.add_argument("--private-ip")
+    inst.add_argument("--public-ip")
+    inst.add_argument("-a", "--admin-password")
+    inst.add_argument("--clean-db", action="store_true")
+    inst.add_argument("--join-cluster")
+    inst.add_argument("--database-ip")
+    inst.add_argument("--postgres-password")
+    inst.add_argument("-v", "--verbose", action="store_true")
+    rem = sub.add_parser("remove")
+    rem.add_argument("-f", "--force", action="store_true")
+    rem.add_argument("-v", "--verbose", action="store_true")
+    for name in ("start", "stop", "restart", "configure"):
+        p = sub.add_parser(name)
+        p.add_argument("-v", "--verbose", action="store_true")
+    return parser.parse_args(argv)
+
+
+# ---- install ---------------------------------------------------------------------------------
+def check_flags(args):
+    join_flags = [args.join_cluster, args.database_ip, args.postgres_password]
+    if args.admin_password and any(join_flags) and not all(join_flags):
+        raise InstallError("The --join-cluster, --database-ip, --admin-password and "
+                           "--postgres-password flags must be used together")
+    if (args.join_cluster or args.database_ip) and not args.admin_password:
+        raise InstallError("The --join-cluster, --database-ip and --admin-password"
+                           "flags must be used together")
+    if args.admin_password and INSTALL_MARKER.exists() and not args.clean_db:
+        raise InstallError("The --admin-password argument can only be used in conjunction with "
+                           "the --clean-db flag.")
+
+
+def effective_config(args):
+    config = load_config()
+    overrides = {"manager": {"security": {}}, "postgresql_client": {}, "cluster": {}}
+    if args.private_ip:
+        overrides["manager"]["private_ip"] = args.private_ip
+    if args.public_ip:
+        overrides["manager"]["public_ip"] = args.public_ip
+    if args.admin_password:
+        overrides["manager"]["security"]["admin_password"] = args.admin_password
+    if args.join_cluster:
+        overrides["cluster"]["master_ip"] = args.join_cluster
+    if args.database_ip:
+        overrides["postgresql_client"]["host"] = args.database_ip
+    if args.postgres_password:
+        overrides["postgresql_client"]["postgres_password"] = args.postgres_password
+    return merge(config, overrides)
+
+
+def validate(config, joining):
+    manager = config["manager"]
+    if not manager.get("private_ip"):
+        raise InstallError("private_ip is not set: set manager.private_ip in "
+                           f"{CONFIG} or pass --private-ip", "ValidationError")
+    if not manager.get("public_ip"):
+        raise InstallError("public_ip is not set: set manager.public_ip in "
+                           f"{CONFIG} or pass --public-ip", "ValidationError")
+    client = config["postgresql_client"]
+    if not is_external_db(config):
+        raise InstallError("this lab emulates the external-database topology only: set "
+                           "postgresql_client.host to the database's address", "ValidationError")
+    if not client.get("ssl_enabled"):
+        raise InstallError("When using an external database, SSL must be enabled",
+                           "ValidationError")
+    if not client.get("postgres_password") or client["postgres_password"] == "<removed>":
+        raise InstallError("postgresql_client.postgres_password is required when using an "
+                           "external database", "ValidationError")
+    for key in ("ca_cert_path", "postgresql_client_cert_path", "postgresql_client_key_path"):
+        path = config["ssl_inputs"].get(key)
+        if path and not os.path.exists(path):
+            raise InstallError(f"ssl_inputs.{key}: {path} does not exist", "ValidationError")
+    if manager["security"].get("ssl_enabled"):
+        for key in ("external_cert_path", "external_key_path"):
+            path = config["ssl_inputs"].get(key)
+            if not path or not os.path.exists(path):
+                raise InstallError(f"ssl_inputs.{key} must name an existing file when "
+                                   "manager.security.ssl_enabled is true", "ValidationError")
+    if joining and not manager["security"].get("admin_password"):
+        raise InstallError("manager.security.admin_password is required to join a cluster",
+                           "ValidationError")
+
+
+def _drop_and_create(config, log):
+    client = config["postgresql_client"]
+    try:
+        conn = db_connect(config, database="postgres", superuser=True, timeout=10)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise InstallError(f"Could not connect to the database at {client['host']}: {exc}",
+                           "ProcessExecutionError") from None
+    try:
+        for name in DATABASES:
+            log("postgresql_client", f"Dropping database {name} (DROP DATABASE IF EXISTS {name})",
+                console=False)
+            for attempt in range(20):
+                try:
+                    conn.run(f'DROP DATABASE IF EXISTS "{name}"')
+                    break
+                except Exception as exc:  # pylint: disable=broad-except
+                    if "being accessed by other users" not in str(exc) or attempt == 19:
+                        raise InstallError(f"Failed to drop database {name}: {exc}",
+                                           "ProcessExecutionError") from None
+                    time.sleep(0.25)
+        user = client["username"]
+        exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :u", u=user)
+        verb = "ALTER" if exists else "CREATE"
+        conn.run(f'{verb} ROLE "{user}" WITH LOGIN PASSWORD ' + conn_literal(client["password"]))
+        for name in DATABASES:
+            conn.run(f'CREATE DATABASE "{name}" OWNER "{user}"')
+        log("postgresql_client", "Databases cloudify_db, stage and composer created")
+    finally:
+        conn.close()
+
+
+def conn_literal(value):
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _check_database(config, log):
+    """A joiner skips DB creation but proves it can reach the cluster's database as postgres."""
+    client = config["postgresql_client"]
+    try:
+        conn = db_connect(config, database="postgres", superuser=True, timeout=10)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise InstallError(f"Could not connect to the database at {client['host']}: {exc}",
+                           "ProcessExecutionError") from None
+    try:
+        if not conn.run("SELECT 1 FROM pg_database WHERE datname = :d", d=client["db_name"]):
+            raise InstallError(f"Database {client['db_name']} does not exist on {client['host']}: "
+                               "the cluster's first manager creates it", "ValidationError")
+    finally:
+        conn.close()
+    log("postgresql_client", "Joining node: skipping database creation")
+
+
+def _join(config, log):
+    master = config["cluster"]["master_ip"]
+    security = config["manager"]["security"]
+    node_name = config["cluster"].get("node_name") or socket.gethostname()
+    host_ip = config["cluster"].get("host_ip") or config["manager"]["private_ip"]
+    database_ip = str(config["postgresql_client"]["host"]).partition(":")[0]
+    auth = {"username": security["admin_username"], "password": security["admin_password"],
+            "tenant": DEFAULT_TENANT}
+    log("cluster", f"Master ip found, joining to cluster with {master} as master")
+    base = f"http://{master}:{PORTS['rest']}/api/v3.1"  # 4.6 hard-codes http and port 80
+    try:
+        status, body = call("GET", f"{base}/cluster/nodes", timeout=10, **auth)
+    except NetworkFailure as exc:
+        raise InstallError(f"Could not connect to the cluster master at {master}: {exc}",
+                           "NetworkError") from None
+    if status == 401:
+        log("cluster", f"GET /cluster/nodes answered 401: {body}", console=False, level="ERROR")
+        raise InstallError("Could not authenticate against the cluster master: Master and "
+                           "replica nodes must have the same admin password", "NetworkError")
+    if status != 200:
+        log("cluster", f"GET /cluster/nodes answered {status}: {body}", console=False, level="ERROR")
+        raise InstallError(f"REST service returned an unexpected response: {status}", "NetworkError")
+    members = {n["name"]: {"host_ip": n["host_ip"], "public_ip": n.get("public_ip"),
+                           "database_ip": n.get("database_ip"), "credentials": n.get("credentials"),
+                           "required": n.get("required", {}), "initialized": n.get("initialized")}
+               for n in body.get("items", [])}
+    log("cluster", f'Adding cluster node "{node_name}" to the cluster')
+    try:
+        status, node = call("PUT", f"{base}/cluster/nodes/{node_name}", timeout=30,
+                            body={"host_ip": host_ip, "node_name": node_name,
+                                  "database_ip": database_ip}, **auth)
+    except NetworkFailure as exc:
+        raise InstallError(f"Could not connect to the cluster master at {master}: {exc}",
+                           "NetworkError") from None
+    if status != 200:
+        # 4.6 hides the server's reason on the console; it is only in the log
+        log("cluster", f"PUT /cluster/nodes/{node_name} answered {status}: {node}",
+            console=False, level="ERROR")
+        raise InstallError(f"REST service returned an unexpected response: {status}", "NetworkError")
+    try:
+        call("GET", f"http://{master}:{PORTS['consul']}/v1/status/leader", timeout=5)
+    except NetworkFailure as exc:
+        raise InstallError(f"Could not reach the cluster's consul at {master}:{PORTS['consul']}: "
+                           f"{exc}", "ClusterError") from None
+    members[node_name] = {"host_ip": host_ip, "public_ip": config["manager"]["public_ip"],
+                          "database_ip": database_ip, "credentials": node["credentials"],
+                          "required": node.get("required", {}), "initialized": False}
+    state = {"node_name": node_name, "host_ip": host_ip, "credentials": node["credentials"],
+             "term": 0, "voted_for": None, "members_version": 0, "members": members,
+             "removed_credentials": []}
+    clustermod.save_state(state)
+    if not _restart_services():
+        raise InstallError("The manager's services did not start", "ProcessExecutionError")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            status = clustermod.control_call({"type": "status"})
+            if (status.get("leader") and status.get("leader") != node_name
+                    and (status.get("leader_contact_age") or 99) < 3):
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    else:
+        raise InstallError(f"Node {node_name} did not join the cluster within 60 seconds: the "
+                           f"cluster at {master} was not reachable on ports "
+                           f"{PORTS['rpc']}/{PORTS['gossip']}", "ClusterError")
+    clustermod.write_cluster_marker(clustermod.load_state())
+    log("cluster", "Node has been added to the cluster successfully!")
+
+
+def _restart_services():
+    service.stop()
+    return service.start()
+
+
+def _install_cli(config):
+    package_cfy = PACKAGE_LIB.parent / "bin" / "cfy"
+    CFY_BIN.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(package_cfy, CFY_BIN)
+    os.chmod(CFY_BIN, 0o755)
+    security = config["manager"]["security"]
+    ssl_on = bool(security.get("ssl_enabled"))
+    name = config["manager"].get("cli_local_profile_host_name") or "localhost"
+    # the installer creates the local profile itself (cfy profiles use localhost -u -p -t)
+    ctx = profiles.new(name, name, security["admin_username"], security["admin_password"],
+                       DEFAULT_TENANT, 443 if ssl_on else 80, "https" if ssl_on else "http",
+                       config["ssl_inputs"].get("ca_cert_path") or None)
+    profiles.save(ctx)
+    profiles.set_active(name)
+
+
+def install(args, log):
+    check_flags(args)
+    if INSTALL_MARKER.exists() and not args.clean_db:
+        raise InstallError("Cloudify Manager is already installed on this machine; remove it "
+                           "with 'cfy_manager remove -f' or reinstall with --clean-db (which "
+                           "drops the database)")
+    config = effective_config(args)
+    joining = bool(config["cluster"].get("master_ip"))
+    validate(config, joining)
+    generated_password = None
+    if not config["manager"]["security"].get("admin_password"):
+        generated_password = os.urandom(9).hex()
+        config["manager"]["security"]["admin_password"] = generated_password
+    knob = knobs()
+    delay = float(knob.get("install_seconds", 0)) / len(COMPONENTS)
+    log("main", f"Installing Cloudify Manager {VERSION} on {config['manager']['private_ip']}")
+    for component in COMPONENTS:
+        if component == "cluster" and not joining:
+            continue
+        log(component, f"Installing {component}...")
+        if delay:
+            time.sleep(delay)
+        if knob.get("fail_at") == component:
+            log(component, f"Failed to install {component}: the lab's knob fail_at={component} "
+                "made this step fail", console=False, level="ERROR")
+            raise InstallError(f"Failed to install {component}: simulated failure (lab knob "
+                               f"fail_at={component}); see {INSTALL_LOG}", "ProcessExecutionError")
+        if component == "manager":
+            for path in (OPT, RESOURCES, ETC / "ssl"):
+                path.mkdir(parents=True, exist_ok=True)
+        elif component == "postgresql_client":
+            if joining:
+                _check_database(config, log)
+            else:
+                _drop_and_create(config, log)
+        elif component == "restservice":
+            write_config_in_place(_user_view(config))
+            if not joining:
+                create_schema(config, config["manager"]["security"]["admin_username"],
+                              config["manager"]["security"]["admin_password"])
+            BOOT_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
+            BOOT_SCRIPT.write_text("#!/bin/sh\n# lab: what systemd's enabled cloudify units do at boot\n"
+                                   f"exec {PACKAGE_LIB.parent}/bin/cloudify-services \"$@\"\n")
+            os.chmod(BOOT_SCRIPT, 0o755)
+            if not _restart_services():
+                raise InstallError("The manager's REST service did not start",
+                                   "ProcessExecutionError")
+        elif component == "cli":
+            _install_cli(config)
+        elif component == "cluster":
+            _join(config, log)
+        log(component, f"{component} installed successfully", console=False)
+    INSTALL_MARKER.write_text("")
+    final = _user_view(config)
+    final["postgresql_client"]["postgres_password"] = "<removed>"
+    write_config_in_place(final)
+    if generated_password:
+        log("main", f"Admin password: {generated_password}")
+    log("main", "Installation finished successfully!")
+    scheme = "https" if config["manager"]["security"].get("ssl_enabled") else "http"
+    log("main", f"Manager is up at {scheme}://{config['manager']['public_ip']}")
+
+
+def _user_view(config):
+    """What the installer writes back: the user's keys with the effective values."""
+    user = read_user_config()
+    out = merge(user, {})
+    for section in ("manager", "postgresql_client", "ssl_inputs", "cluster"):
+        out[section] = merge(out.get(section, {}), config[section])
+    out.setdefault("services_to_install", config["services_to_install"])
+    return out
+
+
+# ---- remove / services -----------------------------------------------------------------------
+def remove(args, log):
+    if not args.force:
+        raise InstallError("This action requires additional confirmation. Add the '-f' or "
+                           "'--force' flags to your command if you are certain this command "
+                           "should be executed.")
+    log("main", "Removing Cloudify Manager...")
+    service.stop()
+    for path in (BOOT_SCRIPT, CFY_BIN, INSTALL_MARKER, CLUSTER_MARKER):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(OPT, ignore_errors=True)
+    shutil.rmtree(ETC / "ssl", ignore_errors=True)
+    shutil.rmtree(profiles.home(), ignore_errors=True)
+    log("main", "Cloudify Manager successfully removed!")
+
+
+def services(args, log):
+    if CLUSTER_MARKER.exists():
+        raise InstallError(f"This manager is part of a Cloudify Manager cluster: "
+                           f"'cfy_manager {args.command}' is not supported on cluster members; "
+                           "use systemctl to control its services")
+    if not INSTALL_MARKER.exists():
+        raise InstallError("Cloudify Manager is not installed")
+    if args.command in ("stop", "restart"):
+        service.stop()
+        log("main", "Cloudify Manager services stopped")
+    if args.command in ("start", "restart", "configure"):
+        if not service.start():
+            raise InstallError("The manager's services did not start", "ProcessExecutionError")
+        log("main", "Cloudify Manager services started")
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), "")
+    record = AuditedCommand("cfy_manager", argv, command in MUTATING)
+    code = 1
+    try:
+        args = parse(argv)
+        log = Logger()
+        {"install": install, "remove": remove}.get(args.command, services)(args, log)
+        code = 0
+    except SystemExit as exc:  # argparse
+        code = exc.code if isinstance(exc.code, int) else 1
+    except InstallError as err:
+        try:
+            Logger()("main", err.render(), console=False, level="ERROR")
+        except OSError:
+            pass
+        print(err.render(), file=sys.stderr, flush=True)
+        code = 1
+    finally:
+        record.finish(code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The lab side of the Cloudify emulator: build its packages, drive its knobs, read its audit."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .proc import run
+
+CFYEMU = Path(__file__).resolve().parent / "cfyemu"
+MANAGER_PACKAGE = "cloudify-manager-install"
+CLI_PACKAGE = "cloudify-cli"
+VERSION = "4.6.0-1"
+
+WRAPPER = """#!/bin/sh
+# {what} (emulated by the cloudify_ha lab)
+PYTHONPATH={lib} exec {python} -m cfyemu.{module} "$@"
+"""
+
+
+def _wrapper(path, what, lib, module, python):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(WRAPPER.format(what=what, lib=lib, module=module, python=python))
+    path.chmod(0o755)
+
+
+def _copy_code(dest):
+    shutil.copytree(CFYEMU, dest / "cfyemu", ignore=shutil.ignore_patterns("__pycache__", "*.md"))
+
+
+def _control(root, package, description):
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {package}\nVersion: {VERSION}\nArchitecture: all\n"
+        "Maintainer: cloudify_ha lab <lab@localhost>\n"
+        f"Description: {description}\n This package is the cloudify_ha test lab's emulator.\n")
+
+
+def build_packages(out_dir, python=sys.executable):
+    """Build the two .deb packages into out_dir; returns {package name: path}."""
+    out_dir = Path(out_dir)
+    work = out_dir / "build"
+    shutil.rmtree(work, ignore_errors=True)
+    built = {}
+
+    root = work / MANAGER_PACKAGE
+    base = root / "opt" / "cloudify-manager-install"
+    lib = "/opt/cloudify-manager-install/lib"
+    _copy_code(base / "lib")
+    _wrapper(base / "bin" / "cfy_manager", "cfy_manager, the Cloudify Manager installer", lib,
+             "installer", python)
+    _wrapper(base / "bin" / "cfy", "cfy, the Cloudify CLI", lib, "cli", python)
+    _wrapper(base / "bin" / "cloudify-services", "the manager's services", lib, "service", python)
+    _wrapper(root / "usr" / "bin" / "cfy_manager", "cfy_manager", lib, "installer", python)
+    _control(root, MANAGER_PACKAGE, "Cloudify Manager 4.6 installer (emulated)")
+
+    cli_root = work / CLI_PACKAGE
+    _copy_code(cli_root / "opt" / "cfy" / "lib")
+    _wrapper(cli_root / "usr" / "bin" / "cfy", "cfy, the Cloudify CLI", "/opt/cfy/lib", "cli", python)
+    _control(cli_root, CLI_PACKAGE, "Cloudify CLI 4.6 (emulated)")
+
+    for name, pkg_root in ((MANAGER_PACKAGE, root), (CLI_PACKAGE, cli_root)):
+        target = out_dir / f"{name}_{VERSION}_all.deb"
+        run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", pkg_root, target])
+        built[name] = target
+    shutil.rmtree(work, ignore_errors=True)
+    return built
+
+
+class Emulator:
+    """Per-host controls of the emulator, for tests (not used by the formula)."""
+
+    def __init__(self, lab, packages):
+        self.lab = lab
+        self.packages = packages
+
+    def install_package(self, host, package=MANAGER_PACKAGE):
+        """Install the package the way an admin would on a fresh host: dpkg -i."""
+        self.lab[host].run(["dpkg", "-i", str(self.packages[package])])
+
+    def set_knobs(self, host, **knobs):
+        """fail_at=<component>, install_seconds=<float>, edition=community; None clears one."""
+        current = json.loads(self.lab[host].read("/var/lib/cloudify-lab/knobs.json") or "{}")
+        current.update(knobs)
+        current = {k: v for k, v in current.items() if v is not None}
+        self.lab[host].write("/var/lib/cloudify-lab/knobs.json", json.dumps(current))
+
+    def seed_blueprints(self, host, *names):
+        """Leave blueprint files on a host, as a previous standalone manager would: not empty."""
+        for name in names:
+            self.lab[host].write(f"/opt/manager/resources/blueprints/default_tenant/{name}/blueprint.yaml",
+                                 f"tosca_definitions_version: cloudify_dsl_1_3\n# {name}\n")
+
+    def audit(self, host):
+        """The host's audit entries (cli and rest), oldest first."""
+        path = self.lab[host].dir / "upper" / "var" / "log" / "cloudify-lab" / "audit.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def all_audit(self):
+        return {name: self.audit(name) for name in self.lab.hosts}
+
+    def mutating(self, host=None):
+        """Every mutating command and REST call (on one host, or on all)."""
+        hosts = [host] if host else list(self.lab.hosts)
+        found = []
+        for name in hosts:
+            for entry in self.audit(name):
+                if entry["kind"] == "cli" and entry["mutating"]:
+                    found.append(entry)
+                elif entry["kind"] == "rest" and entry["method"] in ("PUT", "PATCH", "DELETE", "POST"):
+                    found.append(entry)
+        return found
+
+    def clear_audit(self):
+        for host in self.lab.hosts.values():
+            host.run(["sh", "-c", "[ ! -e /var/log/cloudify-lab/audit.jsonl ] || "
+                      ": > /var/log/cloudify-lab/audit.jsonl"])
