@@ -11,7 +11,7 @@ import yaml
 
 from lab.core import Lab
 from lab.emulator import Emulator, build_packages
-from lab.saltlab import REPO, master_overrides, start_minions, stop_minions
+from lab.saltlab import REPO, formula_root, master_overrides, start_minions, stop_minions
 
 
 def pytest_configure(config):
@@ -47,11 +47,24 @@ def salt_factories_config(lab):
 
 
 @pytest.fixture(scope="session")
-def pillar_dir(lab):
-    """This run's first pillar root; tests may shadow a pillar file of test/pillar here."""
+def pillar_dir(lab, packages):
+    """This run's first pillar root: lab.yaml (the facts test/pillar/cloudify_ha.sls renders
+    from); a test may shadow a pillar file of test/pillar here (see the `pillar` fixture)."""
     path = lab.dir / "pillar"
     path.mkdir(exist_ok=True)
-    (path / "lab.sls").write_text(yaml.safe_dump({"lab": lab.facts()}))
+    cert, key = lab.client_cert("managers")
+    facts = {
+        "managers": [{"name": h.name, "ip": h.ip} for h in lab.managers],
+        "db_ip": lab["db"].ip,
+        "subnet": lab.subnet_cidr,
+        "passwords": lab.passwords,
+        "ca_cert": lab.ca.cert.read_text(),
+        "client_cert": cert.read_text(),
+        "client_key": key.read_text(),
+        "packages": {"manager": f"salt://cloudify_ha_packages/{packages['cloudify-manager-install'].name}",
+                     "cli": f"salt://cloudify_ha_packages/{packages['cloudify-cli'].name}"},
+    }
+    (path / "lab.yaml").write_text(yaml.safe_dump(facts))
     return path
 
 
@@ -77,7 +90,7 @@ def fresh_lab(lab, emulator):
 def salt_master(salt_factories, lab, pillar_dir, packages):
     factory = salt_factories.salt_master_daemon(
         "master", overrides=master_overrides(lab, [pillar_dir, REPO / "test" / "pillar"],
-                                             [REPO, lab.dir / "srv"]))
+                                             [formula_root(lab), lab.dir / "srv"]))
     with factory.started():
         yield factory
 
@@ -98,4 +111,8 @@ def salt_cli(salt_master, lab_minions):
 
 @pytest.fixture(scope="session")
 def salt_run_cli(salt_master, lab_minions):
-    return salt_master.salt_run_cli(timeout=600)
+    cli = salt_master.salt_run_cli(timeout=600)
+    # the README's one-time setup step: the formula's modules on the master (orch validation)
+    ret = cli.run("saltutil.sync_all")
+    assert ret.returncode == 0, ret
+    return cli

@@ -62,8 +62,11 @@ class Lab:
         self.ca = None
         self.db = None
         self.minions = {}  # host name -> pytest-salt-factories minion daemon (set by fixtures)
+        # recognisable and unique per run: tests look for them where they must never be
         self.passwords = passwords or {
-            "postgres": "pg-" + secrets.token_urlsafe(12),
+            "postgres": "PgSecret-" + secrets.token_hex(8),
+            "admin": "AdminSecret-" + secrets.token_hex(8),
+            "db": "DbSecret-" + secrets.token_hex(8),
         }
         self.created = False
 

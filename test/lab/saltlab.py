@@ -33,15 +33,28 @@ class NetnsSaltMinion(SaltMinion):
         return SaltMinion.salt_call_cli(self, factory_class=factory_class, **kwargs)
 
 
+# what an operator's file_roots holds of this repository: the formula, not its venv or tests
+FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_runners", "_beacons")
+
+
+def formula_root(lab):
+    """A file root holding the formula's directories (symlinks into the working tree, so an
+    edit is served at once): what a gitfs remote or a formula checkout gives an operator."""
+    root = lab.dir / "formula"
+    root.mkdir(exist_ok=True)
+    for name in FORMULA_DIRS:
+        link = root / name
+        if (REPO / name).is_dir() and not link.exists():
+            link.symlink_to(REPO / name)
+    return root
+
+
 def master_overrides(lab, pillar_dirs, file_dirs):
-    """The lab master: an operator's master serving this repository as its file_roots (and a
+    """The lab master: an operator's master serving the formula as its file_roots (and a
     directory of packages, as an operator would serve the installer rpm)."""
     return {
         "interface": lab.network.gateway,
         "file_roots": {"base": [str(d) for d in file_dirs]},
-        # the repository also holds the venv, git data and tests: not for the file server
-        "file_ignore_regex": [r"/\.venv($|/)", r"/\.git($|/)", r"/test($|/)", r"/bench($|/)",
-                              r"/__pycache__($|/)"],
         "pillar_roots": {"base": [str(d) for d in pillar_dirs]},
         "worker_threads": 4,
         # every minion of the lab is ours: no pending-key round trips at start

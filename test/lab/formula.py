@@ -1,0 +1,132 @@
+"""Driving the formula in the lab as an operator would, and reading what it did."""
+
+import contextlib
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+ORCH = "cloudify_ha.orch"
+
+
+class OrchRun:
+    """One `salt-run state.orch` run: its exit code and its steps by state ID."""
+
+    def __init__(self, ret):
+        self.ret = ret
+        self.returncode = ret.returncode
+        data = ret.data if isinstance(ret.data, dict) else {}
+        data = data.get("data", data)
+        chunks = next(iter(data.values()), {}) if data else {}
+        self.steps = {}
+        if isinstance(chunks, dict):
+            for chunk in chunks.values():
+                if isinstance(chunk, dict) and "__id__" in chunk:
+                    self.steps[chunk["__id__"]] = chunk
+        self.text = (ret.stdout or "") + (ret.stderr or "")
+
+    def __getitem__(self, step_id):
+        return self.steps[step_id]
+
+    def results(self):
+        return {sid: s["result"] for sid, s in self.steps.items()}
+
+    def changed(self):
+        return {sid for sid, s in self.steps.items() if s.get("changes")}
+
+    def minion_states(self, step_id):
+        """The states one salt.state step ran, {minion: {state key: chunk}}."""
+        changes = self.steps[step_id].get("changes") or {}
+        return changes.get("ret") or {}
+
+    def comments(self):
+        return "\n".join(str(s.get("comment", "")) for s in self.steps.values())
+
+    def __repr__(self):
+        lines = [f"<OrchRun rc={self.returncode}"]
+        for sid, step in sorted(self.steps.items(), key=lambda i: i[1].get("__run_num__", 0)):
+            lines.append(f"  {sid}: {step['result']} {str(step.get('comment'))[:300]}")
+        if not self.steps:
+            lines.append(self.text[-3000:])
+        return "\n".join(lines) + ">"
+
+
+def orch(salt_run_cli, cluster=None, test=False, timeout=900):
+    args = ["state.orch", ORCH]
+    if cluster:
+        args.append("pillar=" + json.dumps({"cluster": cluster}))
+    if test:
+        args.append("test=True")
+    return OrchRun(salt_run_cli.run(*args, _timeout=timeout))
+
+
+def cfy_json(host, *args):
+    """A `cfy ... --json` command on a lab host (its own profile and credentials)."""
+    proc = host.run(["cfy", *args, "--json"], check=False)
+    assert proc.returncode == 0, (host.name, args, proc.stdout, proc.stderr)
+    return json.loads(proc.stdout)
+
+
+def nodes(host):
+    """`cfy cluster nodes list` on a host, parsed from the table people read: {name: row}
+    with the columns name, host_ip, state, consul, cloudify services, database, heartbeat."""
+    proc = host.run(["cfy", "cluster", "nodes", "list"], check=False)
+    assert proc.returncode == 0, (host.name, proc.stdout, proc.stderr)
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")]
+            for line in proc.stdout.splitlines() if line.startswith("|")]
+    header, body = rows[0], rows[1:]
+    return {row[0]: dict(zip(header, row)) for row in body}
+
+
+def profile_ips(host, profile="localhost"):
+    path = f"/root/.cloudify/profiles/{profile}/context"
+    if not host.exists(path):
+        return None
+
+    class _Loader(yaml.SafeLoader):
+        pass
+
+    _Loader.add_constructor("!CloudifyProfileContext",
+                            lambda loader, node: loader.construct_mapping(node, deep=True))
+    data = yaml.load(host.read(path), Loader=_Loader) or {}
+    return sorted(n["manager_ip"] for n in data.get("_cluster") or [])
+
+
+def minion_pillar(salt_cli, minion="mgr1"):
+    """The cloudify_ha pillar as a minion renders it (unmasked), to derive broken variants."""
+    ret = salt_cli.run("pillar.item", "cloudify_ha", "unmask=True", minion_tgt=minion)
+    assert ret.returncode == 0, ret
+    return ret.data["cloudify_ha"]
+
+
+@contextlib.contextmanager
+def shadow_pillar(pillar_dir, cloudify_ha):
+    """Serve another cloudify_ha pillar (shadowing test/pillar/cloudify_ha.sls) for a while."""
+    path = Path(pillar_dir) / "cloudify_ha.sls"
+    path.write_text(yaml.safe_dump({"cloudify_ha": cloudify_ha}, default_flow_style=False))
+    path.chmod(0o600)
+    try:
+        yield path
+    finally:
+        path.unlink()
+
+
+def deep(data):
+    return copy.deepcopy(data)
+
+
+def files_containing(root, needles, skip=()):
+    """Every file under root whose bytes contain one of the needles: [(path, needle)]."""
+    found = []
+    for path in Path(root).rglob("*"):
+        if not path.is_file() or path.is_symlink() or any(s in str(path) for s in skip):
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        for needle in needles:
+            if needle.encode() in data:
+                found.append((str(path), needle))
+    return found
