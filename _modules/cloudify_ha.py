@@ -1,0 +1,734 @@
+"""
+Cloudify Manager 4.5.5/4.6 high availability on an external PostgreSQL.
+
+The only code of the cloudify_ha formula that talks to Cloudify: ``cfy_manager``, ``cfy``, the
+REST API and the external database. The states in ``_states/cloudify_ha.py`` make every decision.
+
+Settings come from the ``cloudify_ha:clusters`` pillar (see ``pillar.example``): the cluster
+whose ``managers`` list names this minion's id, or the one given with ``cluster=<name>``.
+
+Secrets (admin, database and postgres passwords, the client key) never reach a command line:
+``cfy_manager`` reads them from ``/etc/cloudify/config.yaml`` (written 0600), ``cfy`` from the
+environment; output and errors are scrubbed before they are returned or logged.
+"""
+
+import logging
+import os
+import tempfile
+import types
+from concurrent.futures import ThreadPoolExecutor
+
+import salt.utils.files
+import salt.utils.path
+import salt.utils.yaml
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "cloudify_ha"
+
+CONFIG_PATH = "/etc/cloudify/config.yaml"
+INSTALL_MARKER = "/etc/cloudify/.install"
+CLUSTER_MARKER = "/etc/cloudify/cluster"
+INSTALL_LOG = "/var/log/cloudify/manager/cfy_manager.log"
+RESOURCES = "/opt/manager/resources"
+CERT_DIR = "/etc/cloudify_ha"
+PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles")
+LOCAL_PROFILE = "localhost"
+SERVICES = ["queue_service", "composer_service", "manager_service"]
+CLOUDIFY_DATABASES = ("cloudify_db", "stage", "composer")
+
+
+def __virtual__():
+    return __virtualname__
+
+
+# ---- settings ------------------------------------------------------------------------------
+def _util(name):
+    """One of this formula's _utils modules, classes included (__utils__ maps only functions)."""
+    anchor = {"cloudify_ha_pillar": "plan", "cloudify_ha_rest": "request"}[name]
+    return types.SimpleNamespace(**__utils__[f"{name}.{anchor}"].__globals__)
+
+
+def _pillar_util():
+    return _util("cloudify_ha_pillar")
+
+
+def _rest():
+    return _util("cloudify_ha_rest")
+
+
+def _settings(cluster=None, need_manager=True):
+    """(cluster settings, this minion's manager entry or None)."""
+    pillar = __salt__["pillar.get"]("cloudify_ha", {}, unmask=True)
+    util = _pillar_util()
+    settings, manager = util.find_manager(pillar, __opts__["id"], cluster)
+    if settings is None and cluster is not None:
+        raw = (pillar.get("clusters") or {}).get(cluster)
+        if raw is not None:
+            settings = util.cluster_settings(cluster, raw)
+    if settings is None:
+        where = f"cloudify_ha:clusters:{cluster}" if cluster else "cloudify_ha:clusters"
+        raise SaltInvocationError(
+            f"no cluster in pillar {where} lists minion '{__opts__['id']}' as a manager"
+            + ("" if cluster else "; pass cluster=<name> or add it to a cluster's managers"))
+    if need_manager and manager is None:
+        raise SaltInvocationError(
+            f"minion '{__opts__['id']}' is not a manager of cluster '{settings['name']}' "
+            f"(cloudify_ha:clusters:{settings['name']}:managers)")
+    return settings, manager
+
+
+def _secrets(settings):
+    return _pillar_util().secrets_in(settings)
+
+
+def _scrub(text, settings):
+    return _pillar_util().scrub(text, _secrets(settings))
+
+
+def _write_private(path, content, mode=0o600):
+    """Write a file atomically, created with `mode` before any byte is written; True if changed."""
+    try:
+        with salt.utils.files.fopen(path, "r") as fh:
+            if fh.read() == content and (os.stat(path).st_mode & 0o777) == mode:
+                return False
+    except OSError:
+        pass
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".cloudify_ha-")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(content)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _cert_paths(settings):
+    """The database CA and client certificate files of this cluster, written from pillar."""
+    db = settings["database"]
+    base = os.path.join(CERT_DIR, settings["name"])
+    paths = {"ca": os.path.join(base, "db-ca.pem")}
+    _write_private(paths["ca"], db["ca_cert"], 0o644)
+    if db.get("client_cert"):
+        paths["cert"] = os.path.join(base, "db-client.pem")
+        paths["key"] = os.path.join(base, "db-client.key")
+        _write_private(paths["cert"], db["client_cert"], 0o644)
+        _write_private(paths["key"], db["client_key"], 0o600)
+    if settings["rest"].get("ca_cert"):
+        paths["rest_ca"] = os.path.join(base, "rest-ca.pem")
+        _write_private(paths["rest_ca"], settings["rest"]["ca_cert"], 0o644)
+    return paths
+
+
+def _endpoint(settings, host):
+    rest = settings["rest"]
+    ca_path = None
+    if rest.get("ssl") and rest.get("ca_cert"):
+        ca_path = _cert_paths(settings)["rest_ca"]
+    return _rest().Endpoint(host, settings["admin"]["username"], settings["admin"]["password"],
+                               settings["admin"]["tenant"], rest.get("ssl"), ca_path)
+
+
+def _call(settings, host, method, path, body=None, timeout=None, retries=None):
+    """A REST call; RestError/Unreachable become CommandExecutionError (scrubbed)."""
+    rest = _rest()
+    try:
+        return rest.request(_endpoint(settings, host), method, path, body=body,
+                               timeout=timeout, retries=retries)
+    except rest.RestError as exc:
+        if exc.status == 401:
+            raise CommandExecutionError(
+                f"the manager at {host} rejected the admin credentials (401): check "
+                f"cloudify_ha:clusters:{settings['name']}:admin:username/password") from None
+        raise CommandExecutionError(_scrub(f"{method} {path} on {host} failed: {exc}",
+                                           settings)) from None
+    except rest.Unreachable as exc:
+        raise CommandExecutionError(f"{method} {path}: nothing answered at {host} ({exc})") from None
+
+
+def _run(argv, settings, env=None, timeout=None):
+    """Run a Cloudify command: never through a shell, never logged, secrets only in env."""
+    binary = salt.utils.path.which(argv[0])
+    if binary is None:
+        raise CommandExecutionError(f"'{argv[0]}' is not installed on this minion")
+    full_env = {"HOME": os.path.expanduser("~root")}
+    full_env.update(env or {})
+    result = __salt__["cmd.run_all"](
+        [binary] + list(argv[1:]), python_shell=False, output_loglevel="quiet",
+        ignore_retcode=True, env=full_env, timeout=timeout, reset_system_locale=False)
+    result["stdout"] = _scrub(result.get("stdout", ""), settings)
+    result["stderr"] = _scrub(result.get("stderr", ""), settings)
+    return result
+
+
+def _cfy_env(settings):
+    admin = settings["admin"]
+    return {"CLOUDIFY_USERNAME": admin["username"], "CLOUDIFY_PASSWORD": admin["password"],
+            "CLOUDIFY_TENANT": admin["tenant"]}
+
+
+def _tail(text, lines=15):
+    return "\n".join((text or "").strip().splitlines()[-lines:])
+
+
+def _install_log_tail(settings, lines=25):
+    """The relevant end of cfy_manager.log: 4.6 hides join failures behind a bare 400."""
+    try:
+        with salt.utils.files.fopen(INSTALL_LOG, "r") as fh:
+            content = fh.read().splitlines()
+    except OSError:
+        return "(no installer log)"
+    start = 0
+    for index, line in enumerate(content):
+        if "Installing Cloudify Manager" in line:
+            start = index
+    relevant = content[start:]
+    errors = [line for line in relevant if " ERROR " in line]
+    tail = relevant[-lines:]
+    picked = errors + [line for line in tail if line not in errors]
+    return _scrub("\n".join(picked[-lines:]), settings)
+
+
+# ---- reading the node and the cluster ---------------------------------------------------------
+def _package(settings=None):
+    return __salt__["pillar.get"]("cloudify_ha:lookup:installer_package",
+                               "cloudify-manager-install", unmask=True)
+
+
+def node_state(cluster=None):
+    """
+    What this manager host is, from its local markers and its local REST answer.
+
+    absent: the installer package is not installed; package_installed: no
+    /etc/cloudify/.install yet; installed: a standalone manager (not clustered); leader: the
+    active node; replica; removed: removed from its cluster (must be torn down to rejoin);
+    down: clustered, but its REST service does not answer.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.node_state
+    """
+    settings, manager = _settings(cluster)
+    if not __salt__["pkg.version"](_package()):
+        return "absent"
+    if not os.path.exists(INSTALL_MARKER):
+        return "package_installed"
+    if not os.path.exists(CLUSTER_MARKER):
+        return "installed"
+    rest = _rest()
+    try:
+        rest.request(_endpoint(settings, manager["private_ip"]), "GET", "/status",
+                        timeout=(2, 10), retries=1)
+        return "leader"
+    except rest.RestError as exc:
+        if exc.error_code == "not_cluster_master":
+            return "replica"
+        if exc.error_code == "removed_from_cluster":
+            return "removed"
+        if exc.status == 401:
+            raise CommandExecutionError(
+                f"the local manager rejected the admin credentials (401): check "
+                f"cloudify_ha:clusters:{settings['name']}:admin:password") from None
+        raise CommandExecutionError(_scrub(f"the local manager answered {exc}", settings)) from None
+    except rest.Unreachable:
+        return "down"
+
+
+def _status_of(settings, host, timeout):
+    return _probe_status(_rest(), _endpoint(settings, host), timeout)
+
+
+def _probe_status(rest, endpoint, timeout):
+    """One bounded GET /status: active, unauthorized, an error code, or unreachable.
+
+    Safe in a worker thread: it uses no loader dunder (those live in the caller's context).
+    """
+    try:
+        rest.request(endpoint, "GET", "/status", timeout=(timeout, timeout * 3), retries=0)
+        return "active"
+    except rest.RestError as exc:
+        if exc.status == 401:
+            return "unauthorized"
+        return exc.error_code or f"http {exc.status}"
+    except rest.Unreachable:
+        return "unreachable"
+    except Exception as exc:  # pylint: disable=broad-except
+        return f"error: {exc.__class__.__name__}"
+
+
+def active_node(candidates=None, cluster=None, timeout=3, required=True):
+    """
+    The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
+    parallel with bounded timeouts. Candidates default to every manager of the cluster in
+    pillar. Raises when none answers, and when two do (split brain), naming them.
+
+    Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
+    None when no node answers (a cluster that does not run yet) instead of an error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr2 cloudify_ha.active_node
+        salt cfy-mgr2 cloudify_ha.active_node candidates='[10.0.0.11, 10.0.0.12]'
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    names = {m["private_ip"]: m["name"] for m in settings["managers"]}
+    hosts = list(candidates) if candidates else list(names)
+    if not hosts:
+        raise SaltInvocationError("no candidate managers to ask")
+    rest = _rest()
+    endpoints = [_endpoint(settings, h) for h in hosts]
+    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
+        answers = dict(zip(hosts, pool.map(lambda e: _probe_status(rest, e, timeout), endpoints)))
+    active = [h for h, a in answers.items() if a == "active"]
+    if len(active) == 1:
+        return {"name": names.get(active[0]), "host": active[0]}
+    described = "; ".join(f"{names.get(h, h)} ({h}): {a}" for h, a in answers.items())
+    if not active:
+        if not required and all(a == "unreachable" for a in answers.values()):
+            return None
+        if all(a == "unauthorized" for a in answers.values()):
+            raise CommandExecutionError(
+                "every manager rejected the admin credentials (401): check "
+                f"cloudify_ha:clusters:{settings['name']}:admin:password")
+        raise CommandExecutionError(f"no active node in cluster '{settings['name']}': {described}")
+    raise CommandExecutionError(
+        f"split brain in cluster '{settings['name']}': "
+        + " and ".join(f"{names.get(h, h)} ({h})" for h in active)
+        + " both answer as the active node (or are standalone managers); "
+        "resolve it before changing the cluster")
+
+
+def _normalise(node):
+    state = "leader" if node.get("master") else ("replica" if node.get("online") else "offline")
+    return {"name": node.get("name"), "host_ip": node.get("host_ip"), "state": state,
+            "online": bool(node.get("online")), "master": bool(node.get("master")),
+            "initialized": bool(node.get("initialized")), "database_ip": node.get("database_ip"),
+            "checks": node.get("checks") or {}}
+
+
+def cluster_status(active=None, cluster=None):
+    """
+    The active node's ``GET /api/v3.1/cluster``: ``{"initialized": bool, ...}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.cluster_status
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    host = active or active_node(cluster=settings["name"])["host"]
+    return _call(settings, host, "GET", "/cluster?_include=initialized,consul")
+
+
+def cluster_nodes(active=None, cluster=None):
+    """
+    The cluster's nodes as the active node lists them: name, host_ip, state
+    (leader/replica/offline), online, master, initialized, database_ip, checks.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.cluster_nodes
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    host = active or active_node(cluster=settings["name"])["host"]
+    answer = _call(settings, host, "GET", "/cluster/nodes")
+    return [_normalise(n) for n in (answer or {}).get("items", [])]
+
+
+def resources():
+    """
+    Files under /opt/manager/resources (blueprints, deployments, plugins) on this host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr3 cloudify_ha.resources
+    """
+    found = []
+    for root, _dirs, files in os.walk(RESOURCES):
+        found += [os.path.relpath(os.path.join(root, f), RESOURCES) for f in files]
+    return sorted(found)
+
+
+def is_empty():
+    """
+    True when this host holds no Cloudify resources (blueprints, deployments, plugins): only
+    an empty manager may join a cluster.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr3 cloudify_ha.is_empty
+    """
+    return not resources()
+
+
+def _psql(settings, dbname, sql):
+    db = settings["database"]
+    paths = _cert_paths(settings)
+    conninfo = (f"host={db['host']} port={db['port']} dbname={dbname} user=postgres "
+                f"sslmode=verify-full sslrootcert={paths['ca']} connect_timeout=10")
+    if "cert" in paths:
+        conninfo += f" sslcert={paths['cert']} sslkey={paths['key']}"
+    result = _run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql], settings,
+                  env={"PGPASSWORD": db["postgres_password"]}, timeout=60)
+    if result["retcode"] != 0:
+        raise CommandExecutionError(
+            f"could not query the external database at {db['host']}:{db['port']} as postgres: "
+            f"{_tail(result['stderr'], 3)}")
+    return [line.split("|") for line in result["stdout"].splitlines() if line]
+
+
+def database_holds_data(cluster=None):
+    """
+    Whether the external database holds a Cloudify cluster's data (``cloudify_db`` with a
+    schema), which a non-join ``cfy_manager install`` would drop. Returns ``holds_data``, the
+    Cloudify databases present and row counts of the main tables.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.database_holds_data
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    names = ",".join(f"'{n}'" for n in CLOUDIFY_DATABASES)
+    present = [r[0] for r in _psql(settings, "postgres",
+                                   f"SELECT datname FROM pg_database WHERE datname IN ({names})")]
+    result = {"holds_data": False, "databases": sorted(present), "tables": 0, "rows": {},
+              "host": f"{settings['database']['host']}:{settings['database']['port']}"}
+    dbname = settings["database"]["name"]
+    if dbname not in present:
+        return result
+    tables = [r[0] for r in _psql(settings, dbname, "SELECT table_name FROM "
+                                  "information_schema.tables WHERE table_schema = 'public'")]
+    result["tables"] = len(tables)
+    result["holds_data"] = bool(tables)
+    for table in ("blueprints", "deployments", "users"):
+        if table in tables:
+            result["rows"][table] = int(_psql(settings, dbname, f"SELECT count(*) FROM {table}")[0][0])
+    return result
+
+
+# ---- acting ----------------------------------------------------------------------------------
+def _manager_config(settings, manager, join=None):
+    """The 4.6 config.yaml for this manager (install-time join settings when join is given)."""
+    db = settings["database"]
+    paths = _cert_paths(settings)
+    host = db["host"] if join is None else join["database_ip"]
+    config = {
+        "manager": {
+            "private_ip": manager["private_ip"],
+            "public_ip": manager["public_ip"],
+            "security": {"ssl_enabled": bool(settings["rest"].get("ssl")),
+                         "admin_username": settings["admin"]["username"],
+                         "admin_password": settings["admin"]["password"]},
+        },
+        "postgresql_client": {
+            "host": host if int(db["port"]) == 5432 else f"{host}:{db['port']}",
+            "db_name": db["name"],
+            "username": db["username"],
+            "password": db["password"],
+            "postgres_password": db["postgres_password"],
+            "ssl_enabled": True,
+        },
+        "ssl_inputs": {"ca_cert_path": paths["ca"],
+                       "postgresql_client_cert_path": paths.get("cert", ""),
+                       "postgresql_client_key_path": paths.get("key", "")},
+        "services_to_install": list(SERVICES),
+    }
+    if join is not None:
+        config["cluster"] = {"master_ip": join["master_ip"], "node_name": manager["name"],
+                             "host_ip": manager["private_ip"]}
+    return config
+
+
+def _install(settings, manager, join=None):
+    config = _manager_config(settings, manager, join)
+    _write_private(CONFIG_PATH, salt.utils.yaml.safe_dump(config, default_flow_style=False))
+    timeout = settings["installer"]["install_timeout"]
+    result = _run(["cfy_manager", "install"], settings, timeout=timeout)
+    os.chmod(CONFIG_PATH, 0o600)
+    if result["retcode"] != 0:
+        console = _tail(result["stderr"] or result["stdout"], 3)
+        raise CommandExecutionError(
+            f"cfy_manager install failed (exit {result['retcode']}): {console}\n"
+            f"--- {INSTALL_LOG} (relevant lines) ---\n{_install_log_tail(settings)}")
+    return {"retcode": 0, "output": _tail(result["stdout"], 5)}
+
+
+def install(cluster=None):
+    """
+    Install this manager as the cluster's first manager on the external database: a NON-join
+    install, which drops and recreates ``cloudify_db``, ``stage`` and ``composer``. The state
+    ``cloudify_ha.manager_installed`` guards it; call this directly only on purpose.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.install
+    """
+    settings, manager = _settings(cluster)
+    return _install(settings, manager)
+
+
+def join(master_ip, database_ip, cluster=None):
+    """
+    Install this manager with the install-time join: cluster.master_ip (the active node),
+    postgresql_client.host (the cluster's database, as the active node reports it), the admin
+    and postgres passwords, all from config.yaml (0600), never on the command line.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr2 cloudify_ha.join 10.0.0.11 10.0.0.5
+    """
+    settings, manager = _settings(cluster)
+    return _install(settings, manager, join={"master_ip": master_ip, "database_ip": database_ip})
+
+
+def start_cluster(node_name, host_ip, cluster=None):
+    """
+    ``cfy cluster start`` on this (installed, standalone) manager, always with an explicit node
+    name and host IP (the defaults are ``localhost`` and a random name).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.start_cluster mgr1 10.0.0.11
+    """
+    settings, _ = _settings(cluster)
+    result = _run(["cfy", "cluster", "start", "--cluster-node-name", node_name,
+                   "--cluster-host-ip", host_ip], settings, env=_cfy_env(settings), timeout=900)
+    if result["retcode"] != 0:
+        raise CommandExecutionError(
+            f"cfy cluster start failed (exit {result['retcode']}): "
+            f"{_tail(result['stdout'] + result['stderr'], 8)}")
+    return {"retcode": 0, "output": _tail(result["stdout"], 5)}
+
+
+def local_api_ok(cluster=None):
+    """
+    True when this manager's own REST API answers ``/status`` (200, or 400 as a replica).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.local_api_ok
+    """
+    settings, manager = _settings(cluster)
+    return _status_of(settings, manager["private_ip"], 3) in ("active", "not_cluster_master")
+
+
+def _profile_path(profile):
+    return os.path.join(PROFILES_DIR, profile, "context")
+
+
+def profile_nodes(profile=LOCAL_PROFILE):
+    """
+    The node addresses a ``cfy`` profile knows (its ``_cluster`` list), or None when the
+    profile does not exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.profile_nodes
+        salt admin1 cloudify_ha.profile_nodes profile=prod
+    """
+    path = _profile_path(profile)
+    if not os.path.exists(path):
+        return None
+
+    class _Loader(salt.utils.yaml.SaltYamlSafeLoader):  # pylint: disable=too-many-ancestors
+        pass
+
+    _Loader.add_constructor("!CloudifyProfileContext",
+                            lambda loader, node: loader.construct_mapping(node, deep=True))
+    with salt.utils.files.fopen(path, "r") as fh:
+        data = salt.utils.yaml.load(fh, Loader=_Loader) or {}
+    return sorted(n.get("manager_ip") for n in data.get("_cluster") or [])
+
+
+def profile_mode(profile=LOCAL_PROFILE):
+    """
+    The permission bits of a profile's context file (it holds the admin password), or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.profile_mode
+    """
+    path = _profile_path(profile)
+    return oct(os.stat(path).st_mode & 0o777) if os.path.exists(path) else None
+
+
+def secure_profile(profile=LOCAL_PROFILE):
+    """
+    Make a profile's context file 0600 (cfy writes it with the umask). Returns True if changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.secure_profile
+    """
+    path = _profile_path(profile)
+    if os.path.exists(path) and os.stat(path).st_mode & 0o777 != 0o600:
+        os.chmod(path, 0o600)
+        return True
+    return False
+
+
+def active_profile():
+    """
+    The name of the active ``cfy`` profile on this host, or None.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt admin1 cloudify_ha.active_profile
+    """
+    path = os.path.join(os.path.dirname(PROFILES_DIR), "active.profile")
+    try:
+        with salt.utils.files.fopen(path, "r") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def use_profile(profile, host, cluster=None):
+    """
+    ``cfy profiles use <host> --profile-name <profile>`` with the credentials from the
+    environment (validation skipped: the host may be a replica); makes the profile active.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt admin1 cloudify_ha.use_profile prod 10.0.0.11 cluster=prod
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    argv = ["cfy", "profiles", "use", host, "--profile-name", profile,
+            "--skip-credentials-validation"]
+    if settings["rest"].get("ssl"):
+        argv.append("--ssl")
+        if settings["rest"].get("ca_cert"):
+            argv += ["--rest-certificate", _cert_paths(settings)["rest_ca"]]
+    result = _run(argv, settings, env=_cfy_env(settings), timeout=120)
+    if result["retcode"] != 0:
+        raise CommandExecutionError(f"cfy profiles use failed (exit {result['retcode']}): "
+                                    f"{_tail(result['stdout'] + result['stderr'], 5)}")
+    return True
+
+
+def update_profile(cluster=None):
+    """
+    ``cfy cluster update-profile`` on the active profile: adds the cluster's nodes to it and
+    drops nodes gone from the cluster.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.update_profile
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    result = _run(["cfy", "cluster", "update-profile"], settings, env=_cfy_env(settings), timeout=120)
+    if result["retcode"] != 0:
+        raise CommandExecutionError(f"cfy cluster update-profile failed (exit {result['retcode']}): "
+                                    f"{_tail(result['stdout'] + result['stderr'], 5)}")
+    return {"retcode": 0, "output": _tail(result["stdout"], 5)}
+
+
+def remove_node(name, active=None, cluster=None):
+    """
+    Remove a node from the cluster through the active node (``DELETE /cluster/nodes/<name>``).
+    It does not touch the removed host.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.remove_node mgr3
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    host = active or active_node(cluster=settings["name"])["host"]
+    return _normalise(_call(settings, host, "DELETE", f"/cluster/nodes/{name}") or {"name": name})
+
+
+def probe(cluster=None):
+    """
+    One read of this manager for the orchestration's plan: its node state and, when it is the
+    active node, the cluster's nodes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -L cfy-mgr1,cfy-mgr2 cloudify_ha.probe
+    """
+    settings, manager = _settings(cluster)
+    out = {"minion_id": __opts__["id"], "name": manager["name"], "state": None, "members": None}
+    try:
+        out["state"] = node_state(settings["name"])
+        if out["state"] == "leader":
+            out["members"] = cluster_nodes(active=manager["private_ip"], cluster=settings["name"])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        out["error"] = str(exc)
+    return out
+
+
+def plan(pillar=None, cluster=None):
+    """
+    Validate the ``cloudify_ha`` pillar and return the orchestration's plan: errors and
+    warnings (each names the pillar key and the fix) and, when there is no error, the
+    settings of each cluster to build, secrets removed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-call cloudify_ha.plan
+        salt-run salt.cmd cloudify_ha.plan
+    """
+    if pillar is None:
+        pillar = __salt__["pillar.get"]("cloudify_ha", {}, unmask=True)
+    util = _pillar_util()
+    result = util.plan(pillar, cluster)
+    for name, settings in result["clusters"].items():
+        result["clusters"][name] = _public(settings)
+    return result
+
+
+def _public(settings):
+    """Settings without secrets or keys: what the orchestration may render into job data."""
+    out = {k: v for k, v in settings.items() if k not in ("admin", "database")}
+    out["database"] = {"host": settings["database"]["host"], "port": settings["database"]["port"]}
+    out["admin"] = {"username": settings["admin"]["username"]}
+    lb = settings.get("loadbalancer")
+    if isinstance(lb, dict):
+        out["loadbalancer"] = {k: v for k, v in lb.items() if k != "ssl_cert"}
+    return out

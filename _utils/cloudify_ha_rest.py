@@ -1,0 +1,95 @@
+"""Cloudify 4.6 REST client used by the execution module and the runner.
+
+Basic auth, the Tenant header, TLS verification on (against the pillar's CA when given),
+bounded timeouts, and retries only where a retry is safe (a GET that found nobody home).
+"""
+
+import base64
+import json
+import time
+
+import requests
+
+API = "/api/v3.1"
+CONNECT_TIMEOUT = 3.0
+READ_TIMEOUT = 15.0
+
+
+class Unreachable(Exception):
+    """Nothing answered at that address (refused, timed out, unroutable)."""
+
+
+class RestError(Exception):
+    """The manager answered with an error: HTTP status, Cloudify error_code and message."""
+
+    def __init__(self, status, error_code, message):
+        super().__init__(f"{status} {error_code}: {message}" if error_code else f"{status}: {message}")
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class Endpoint:
+    """How to reach one manager's REST API."""
+
+    def __init__(self, host, username, password, tenant="default_tenant", ssl=False,
+                 ca_cert_path=None, port=None):
+        self.host = host
+        self.username = username
+        self.password = password
+        self.tenant = tenant or "default_tenant"
+        self.ssl = bool(ssl)
+        self.ca_cert_path = ca_cert_path
+        self.port = port or (443 if self.ssl else 80)
+
+    def url(self, path):
+        scheme = "https" if self.ssl else "http"
+        return f"{scheme}://{self.host}:{self.port}{API}{path}"
+
+    def with_host(self, host):
+        return Endpoint(host, self.username, self.password, self.tenant, self.ssl,
+                        self.ca_cert_path, self.port)
+
+    def __repr__(self):  # never the password
+        return f"<Endpoint {self.url('')} as {self.username}>"
+
+
+def auth_header(username, password):
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def request(endpoint, method, path, body=None, timeout=None, retries=None):
+    """The decoded JSON answer of a 2xx; RestError for an error answer; Unreachable otherwise.
+
+    GETs are retried (twice by default, 0.5 s apart) when nothing answered; other methods never.
+    """
+    if retries is None:
+        retries = 2 if method == "GET" else 0
+    headers = {"Authorization": auth_header(endpoint.username, endpoint.password),
+               "Tenant": endpoint.tenant}
+    verify = (endpoint.ca_cert_path or True) if endpoint.ssl else True
+    attempt = 0
+    while True:
+        try:
+            resp = requests.request(method, endpoint.url(path), headers=headers, json=body,
+                                    timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT),
+                                    verify=verify, allow_redirects=False)
+            break
+        except requests.exceptions.SSLError as exc:
+            raise RestError(0, "tls_error", f"TLS verification of {endpoint.host} failed: "
+                            f"{exc.__class__.__name__}; check the pillar's rest:ca_cert") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            if attempt >= retries:
+                raise Unreachable(f"{endpoint.url(path)}: {exc.__class__.__name__}") from None
+            attempt += 1
+            time.sleep(0.5)
+    if 200 <= resp.status_code < 300:
+        return resp.json() if resp.content else None
+    try:
+        payload = resp.json()
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {"message": json.dumps(payload)}
+    raise RestError(resp.status_code, payload.get("error_code", ""),
+                    payload.get("message") or resp.reason or "")
