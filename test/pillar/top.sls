@@ -1,5 +1,5 @@
-# Test pillar for the lab master. The first pillar root is per run (written by test/conftest.py:
-# lab.sls with this run's addresses); this directory is the second.
+# Test pillar for the lab master. The first pillar root is per run (test/conftest.py writes
+# lab.yaml there, and tests may shadow cloudify_ha.sls there); this directory is the second.
 base:
   '*':
-    - lab
+    - cloudify_ha

@@ -1,0 +1,29 @@
+# The bootstrap leader: installed on the external database, the cluster started on it, and then
+# a member like any other. When the cluster already runs elsewhere (a re-run after a failover,
+# a rebuilt leader host) the first two defer and `joined` brings this host in.
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- set me = mapdata.me %}
+
+include:
+  - {{ tplroot }}.manager
+
+{%- if me.manager %}
+
+cloudify_ha-cluster-leader-started:
+  cloudify_ha.cluster_started:
+    - name: {{ me.manager.name }}
+    - host_ip: {{ me.manager.private_ip }}
+    - cluster: {{ me.cluster_name }}
+    - require:
+      - cloudify_ha: cloudify_ha-manager-installed
+
+cloudify_ha-cluster-leader-joined:
+  cloudify_ha.joined:
+    - name: {{ me.manager.name }}
+    - host_ip: {{ me.manager.private_ip }}
+    - cluster: {{ me.cluster_name }}
+    - replace_stale: {{ me.cluster.get("replace_stale", False) }}
+    - require:
+      - cloudify_ha: cloudify_ha-cluster-leader-started
+{%- endif %}

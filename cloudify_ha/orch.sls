@@ -1,0 +1,174 @@
+# salt-run state.orch cloudify_ha.orch [pillar='{"cluster": "<name>"}']
+#
+# Builds every cluster in pillar (or the one named), clusters in parallel:
+#   validate -> sync the formula's modules -> firewall + installer on all managers at once ->
+#   the bootstrap leader (install on the external database, start the cluster) -> each other
+#   manager joins, one at a time -> cfy profiles on managers and CLI hosts -> load balancer.
+# Every step requires the one before it in its cluster: a failure stops that cluster there.
+# Steps ask the cluster's ACTIVE node, not the pillar's leader, so a re-run after a failover
+# works. Managers whose minion does not answer are checked from a live manager instead.
+# Secrets never travel in this file's data: each minion reads its own pillar.
+{%- set tplroot = tpldir.split("/")[0] %}
+{%- set only = salt["pillar.get"]("cluster") or none %}
+{%- set ping_timeout = salt["pillar.get"]("cloudify_ha:orchestration:ping_timeout", 5) %}
+
+{%- if "cloudify_ha.plan" not in salt %}
+
+cloudify_ha-orch-validate:
+  test.fail_without_changes:
+    - name: >-
+        the cloudify_ha modules are not synced to the master: run
+        'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then re-run
+{%- else %}
+{%-   set plan = salt["cloudify_ha.plan"](cluster=only) %}
+{%-   if plan.errors %}
+
+cloudify_ha-orch-validate:
+  test.fail_without_changes:
+    - name: |
+        the cloudify_ha pillar is invalid; nothing was changed on any host. Fix:
+{%-     for error in plan.errors %}
+        - {{ error }}
+{%-     endfor %}
+{%-   else %}
+
+cloudify_ha-orch-validate:
+  test.succeed_without_changes:
+    - name: |
+        the cloudify_ha pillar is valid: {{ plan.clusters | length }} cluster(s) to build
+{%-     for warning in plan.warnings %}
+        warning: {{ warning }}
+{%-     endfor %}
+
+{#- Which minions answer: one ping for all, so that a dead host is checked, not targeted. #}
+{%-     set ns = namespace(everyone=[]) %}
+{%-     for cname, c in plan.clusters.items() %}
+{%-       set lb_ids = (c.loadbalancer or {}).get("minion_ids", []) %}
+{%-       set ns.everyone = ns.everyone + c.managers | map(attribute="minion_id") | list
+                              + c.cli_hosts + lb_ids %}
+{%-     endfor %}
+{%-     set pings = salt["saltutil.cmd"](tgt=ns.everyone | unique | list, tgt_type="list",
+                                         fun="test.ping", timeout=ping_timeout) %}
+{%-     set alive = [] %}
+{%-     for mid in ns.everyone | unique %}
+{%-       if (pings.get(mid) or {}).get("ret") is sameas true %}
+{%-         do alive.append(mid) %}
+{%-       endif %}
+{%-     endfor %}
+{%-     set parallel = plan.clusters | length > 1 %}
+
+{%-     if alive %}
+
+cloudify_ha-orch-sync:
+  salt.state:
+    - tgt: {{ alive | json }}
+    - tgt_type: list
+    - sls: {{ tplroot }}.sync
+    - test: false
+    - require:
+      - test: cloudify_ha-orch-validate
+{%-     endif %}
+
+{%-     for cname, c in plan.clusters.items() %}
+{%-       set up = c.managers | selectattr("minion_id", "in", alive) | list %}
+{%-       set down = c.managers | rejectattr("minion_id", "in", alive) | list %}
+{%-       set prev = namespace(id="cloudify_ha-orch-sync") %}
+
+{%-       if not up %}
+
+cloudify_ha-orch-{{ cname }}-no-manager-answers:
+  test.fail_without_changes:
+    - name: >-
+        cluster {{ cname }}: none of its managers' minions answers
+        ({{ c.managers | map(attribute="minion_id") | join(", ") }}); nothing can be done
+{%-       else %}
+{%-         set helper = up[0].minion_id %}
+
+cloudify_ha-orch-{{ cname }}-prepare:
+  salt.state:
+    - tgt: {{ up | map(attribute="minion_id") | list | json }}
+    - tgt_type: list
+    - sls:
+      - {{ tplroot }}.firewall
+      - {{ tplroot }}.installer
+    - parallel: {{ parallel }}
+    - require:
+      - salt: {{ prev.id }}
+{%-         set prev.id = "cloudify_ha-orch-" ~ cname ~ "-prepare" %}
+
+{%-         for m in c.managers %}
+{%-           set is_leader = m.name == c.leader %}
+{%-           set step = "cloudify_ha-orch-" ~ cname ~ ("-leader-" if is_leader else "-join-") ~ m.name %}
+{%-           if m.minion_id in alive %}
+
+{{ step }}:
+  salt.state:
+    - tgt: {{ m.minion_id }}
+    - sls: {{ tplroot }}.cluster.{{ "leader" if is_leader else "follower" }}
+    - parallel: {{ parallel }}
+    - require:
+      - salt: {{ prev.id }}
+{%-           else %}
+
+{{ step }}:
+  salt.state:
+    - tgt: {{ helper }}
+    - sls: {{ tplroot }}.cluster.down
+{%-             set down_pillar = {"cloudify_ha_orch": dict(node=m.name, cluster=cname)} %}
+    - pillar: {{ down_pillar | json }}
+    - parallel: {{ parallel }}
+    - require:
+      - salt: {{ prev.id }}
+{%-           endif %}
+{%-           set prev.id = step %}
+{%-         endfor %}
+
+{%-         set profile_targets = up | map(attribute="minion_id") | list
+                                  + c.cli_hosts | select("in", alive) | list %}
+{%-         set cli_down = c.cli_hosts | reject("in", alive) | list %}
+
+cloudify_ha-orch-{{ cname }}-profiles:
+  salt.state:
+    - tgt: {{ profile_targets | json }}
+    - tgt_type: list
+    - sls: {{ tplroot }}.profile
+    - parallel: {{ parallel }}
+    - require:
+      - salt: {{ prev.id }}
+{%-         set prev.id = "cloudify_ha-orch-" ~ cname ~ "-profiles" %}
+{%-         if cli_down %}
+
+cloudify_ha-orch-{{ cname }}-profiles-not-refreshed:
+  test.fail_without_changes:
+    - name: >-
+        cluster {{ cname }}: the minions of CLI hosts {{ cli_down | join(", ") }} do not
+        answer: their profiles were not refreshed; re-run when they are up
+    - require:
+      - salt: {{ prev.id }}
+{%-         endif %}
+
+{%-         if c.loadbalancer %}
+{%-           set lb_up = c.loadbalancer.minion_ids | select("in", alive) | list %}
+
+cloudify_ha-orch-{{ cname }}-loadbalancer:
+{%-           if lb_up | length == c.loadbalancer.minion_ids | length %}
+  salt.state:
+    - tgt: {{ lb_up | json }}
+    - tgt_type: list
+    - sls: {{ tplroot }}.loadbalancer
+{%-           set lb_pillar = {"cloudify_ha_orch": dict(cluster=cname)} %}
+    - pillar: {{ lb_pillar | json }}
+    - parallel: {{ parallel }}
+{%-           else %}
+  test.fail_without_changes:
+    - name: >-
+        cluster {{ cname }}: load balancer minion(s)
+        {{ c.loadbalancer.minion_ids | reject("in", alive) | join(", ") }} do not answer
+{%-           endif %}
+    - require:
+      - salt: {{ prev.id }}
+{%-         endif %}
+{%-       endif %}
+{%-     endfor %}
+{%-   endif %}
+{%- endif %}

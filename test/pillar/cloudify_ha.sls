@@ -1,0 +1,47 @@
+# The test pillar: pillar.example's shape with this run's lab (lab.yaml is written per run
+# into the first pillar root by test/conftest.py: addresses, certificates, passwords).
+{%- import_yaml "lab.yaml" as lab %}
+cloudify_ha:
+  lookup:
+    # the lab's hosts are Debian: psql comes from the (already present) client package
+    psql_package: postgresql-client-15
+  clusters:
+    lab:
+      leader: mgr1
+      managers:
+{%- for m in lab.managers %}
+        - name: {{ m.name }}
+          minion_id: {{ m.name }}
+          private_ip: {{ m.ip }}
+          public_ip: {{ m.ip }}
+{%- endfor %}
+      admin:
+        username: admin
+        password: {{ lab.passwords.admin }}
+        tenant: default_tenant
+      rest:
+        ssl: false
+      database:
+        host: {{ lab.db_ip }}
+        port: 5432
+        name: cloudify_db
+        username: cloudify
+        password: {{ lab.passwords.db }}
+        postgres_password: {{ lab.passwords.postgres }}
+        ca_cert: |
+          {{ lab.ca_cert | indent(10) }}
+        client_cert: |
+          {{ lab.client_cert | indent(10) }}
+        client_key: |
+          {{ lab.client_key | indent(10) }}
+      installer:
+        source: {{ lab.packages.manager }}
+        cli_source: {{ lab.packages.cli }}
+      allow_database_reset: false
+      replace_stale: false
+      firewall:
+        enabled: true
+        backend: nftables
+        rest_sources: [{{ lab.subnet }}]
+      cli_hosts:
+        - cli
