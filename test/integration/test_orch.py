@@ -1,0 +1,159 @@
+"""`salt-run state.orch cloudify_ha.orch` in the lab: build, re-run, dry run, failures, failover.
+
+One lab per session; tests that need empty hosts start from `fresh_lab` (every host but the DB
+wiped, the external database emptied). Tests that build on a cluster ask for `built_cluster`,
+which builds one only when the lab does not hold a healthy one already.
+"""
+
+import pytest
+
+from lab.formula import files_containing, nodes, orch, profile_ips
+from lab.proc import wait_until
+
+MANAGERS = ("mgr1", "mgr2", "mgr3")
+STEPS = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-lab-prepare",
+         "cloudify_ha-orch-lab-leader-mgr1", "cloudify_ha-orch-lab-join-mgr2",
+         "cloudify_ha-orch-lab-join-mgr3", "cloudify_ha-orch-lab-profiles"]
+
+
+def healthy(lab):
+    try:
+        listed = nodes(lab["mgr2"])
+    except AssertionError:
+        return False
+    return sorted(listed) == list(MANAGERS) and all(n["state"] in ("leader", "replica")
+                                                   for n in listed.values())
+
+
+@pytest.fixture
+def built_cluster(lab, emulator, salt_run_cli):
+    """A healthy 3-manager cluster built by the formula (built now if the lab has none)."""
+    if not healthy(lab):
+        lab.reset()
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+    emulator.clear_audit()
+    return lab
+
+
+def test_build_from_empty(fresh_lab, emulator, salt_run_cli):
+    lab = fresh_lab
+    run = orch(salt_run_cli)
+    assert run.returncode == 0, run
+    assert list(run.steps) == STEPS or sorted(run.steps) == sorted(STEPS), run
+    assert all(result is True for result in run.results().values()), run
+
+    listed = nodes(lab["mgr3"])
+    assert sorted(listed) == list(MANAGERS)
+    assert [n for n in listed.values() if n["state"] == "leader"] == [listed["mgr1"]]
+    assert sorted(n["state"] for n in listed.values()) == ["leader", "replica", "replica"]
+    assert {n["database"] for n in listed.values()} == {"REMOTE"}
+    assert {n["host_ip"] for n in listed.values()} == {lab[m].ip for m in MANAGERS}
+
+    every_ip = sorted(lab[m].ip for m in MANAGERS)
+    for name in MANAGERS:
+        assert profile_ips(lab[name]) == every_ip, name
+        assert lab[name].run(["stat", "-c", "%a", "/root/.cloudify/profiles/localhost/context"]
+                             ).stdout.strip() == "600"
+        assert lab[name].run(["stat", "-c", "%a", "/etc/cloudify/config.yaml"]).stdout.strip() == "600"
+    assert profile_ips(lab["cli"], "lab") == every_ip
+
+    # exactly one non-join install (the leader's) and one join per follower
+    installs = {m: [e for e in emulator.audit(m) if e["kind"] == "cli" and e["prog"] == "cfy_manager"]
+                for m in MANAGERS}
+    assert {m: len(v) for m, v in installs.items()} == {"mgr1": 1, "mgr2": 1, "mgr3": 1}
+    assert all(e["exit"] == 0 for v in installs.values() for e in v)
+
+
+def test_rerun_changes_nothing_and_runs_nothing_mutating(built_cluster, emulator, salt_run_cli):
+    run = orch(salt_run_cli)
+    assert run.returncode == 0, run
+    assert all(result is True for result in run.results().values()), run
+    assert run.changed() == set(), run
+    assert emulator.mutating() == []
+
+
+def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_run_cli, lab):
+    lab.reset()
+    run = orch(salt_run_cli)
+    assert run.returncode == 0, run
+    entries = [e for m in MANAGERS + ("cli",) for e in emulator.audit(m) if e["kind"] == "cli"]
+    assert entries and not [e for e in entries if e["secret_on_argv"]]
+    secrets = list(lab.passwords.values())
+    sf = lab.dir / "sf"
+    # the master's minion data cache holds the pillar by design (as the pillar files do);
+    # jobs, events and logs must not
+    assert files_containing(sf, secrets, skip=("/minions/", "/pillar")) == []
+    assert not [s for s in secrets if s in run.text]
+    for name in MANAGERS:
+        log = lab[name].read("/var/log/cloudify/manager/cfy_manager.log") or ""
+        assert not [s for s in secrets if s in log], name
+
+
+def test_dry_run_on_empty_hosts_reports_and_changes_nothing(fresh_lab, emulator, salt_run_cli):
+    lab = fresh_lab
+    run = orch(salt_run_cli, test=True)
+    assert run.returncode == 0, run
+    for step in ("cloudify_ha-orch-lab-prepare", "cloudify_ha-orch-lab-leader-mgr1",
+                 "cloudify_ha-orch-lab-join-mgr2", "cloudify_ha-orch-lab-join-mgr3"):
+        assert run[step]["result"] is None, (step, run)
+        assert run[step]["changes"], (step, run)
+    leader = run.minion_states("cloudify_ha-orch-lab-leader-mgr1")["mgr1"]
+    installed = next(c for k, c in leader.items() if k.startswith("cloudify_ha_|-cloudify_ha-manager"))
+    assert installed["changes"] == {"installed": {"old": "package_installed", "new": "installed"}}
+    for name in MANAGERS:
+        assert not lab[name].exists("/etc/cloudify/.install")
+        assert lab[name].run(["dpkg", "-s", "cloudify-manager-install"], check=False).returncode != 0
+    assert emulator.mutating() == []
+    assert lab.db.query("SELECT count(*) FROM pg_database WHERE datname = 'cloudify_db'"
+                        ).stdout.strip() == "0"
+
+
+def test_failed_follower_install_stops_the_run_and_a_rerun_completes(fresh_lab, emulator,
+                                                                    salt_run_cli):
+    lab = fresh_lab
+    emulator.install_package("mgr2")
+    emulator.set_knobs("mgr2", fail_at="restservice")
+    run = orch(salt_run_cli)
+    assert run.returncode != 0, run
+    assert run["cloudify_ha-orch-lab-leader-mgr1"]["result"] is True
+    assert run["cloudify_ha-orch-lab-join-mgr2"]["result"] is False
+    assert "Failed to install restservice" in run["cloudify_ha-orch-lab-join-mgr2"]["comment"] or \
+        "Failed to install restservice" in str(run.minion_states("cloudify_ha-orch-lab-join-mgr2")), run
+    assert run["cloudify_ha-orch-lab-join-mgr3"]["result"] is False
+    assert "requisite" in run["cloudify_ha-orch-lab-join-mgr3"]["comment"].lower()
+    assert [e for e in emulator.audit("mgr3") if e["kind"] == "cli"] == []
+    assert not lab["mgr3"].exists("/etc/cloudify/.install")
+    assert sorted(nodes(lab["mgr1"])) == ["mgr1"]
+
+    emulator.set_knobs("mgr2", fail_at=None)
+    run = orch(salt_run_cli)
+    assert run.returncode == 0, run
+    assert sorted(nodes(lab["mgr1"])) == list(MANAGERS)
+    # the leader was never reinstalled: its data survived the failed join
+    assert len([e for e in emulator.audit("mgr1") if e.get("prog") == "cfy_manager"]) == 1
+
+
+def test_rerun_after_the_leader_dies_uses_the_new_active_node(built_cluster, emulator,
+                                                              salt_run_cli):
+    lab = built_cluster
+    lab.kill("mgr1")
+    try:
+        wait_until(lambda: any(n["state"] == "leader" and n["name"] != "mgr1"
+                               for n in nodes(lab["mgr2"]).values()), 20, "a new leader")
+        emulator.clear_audit()
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+        assert all(result is True for result in run.results().values()), run
+        # the dead leader's step was a read-only check run on a live manager
+        step = run["cloudify_ha-orch-lab-leader-mgr1"]
+        assert step["comment"].endswith("No changes made to mgr2."), run
+        job = salt_run_cli.run("jobs.lookup_jid", step["__jid__"])
+        (check,) = job.data["mgr2"].values()
+        assert check["result"] is True
+        assert "mgr1: its minion does not answer; the cluster lists it (offline" in check["comment"]
+        assert emulator.mutating() == []
+    finally:
+        lab.power_on("mgr1")
+    wait_until(lambda: nodes(lab["mgr2"])["mgr1"]["state"] == "replica", 30,
+               "mgr1 back as a replica")

@@ -1,0 +1,104 @@
+"""A broken pillar stops the orchestration in its first step: the message names the key and the
+fix, the exit code is non-zero, and no host is touched (no other step exists, no command ran)."""
+
+import pytest
+
+from lab.formula import deep, minion_pillar, orch, shadow_pillar
+
+ROOT = "cloudify_ha:clusters:lab"
+
+
+def _set(path, value):
+    def change(pillar):
+        node = pillar["clusters"]["lab"]
+        *parents, last = path
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return change
+
+
+def _dup_ip(pillar):
+    managers = pillar["clusters"]["lab"]["managers"]
+    managers[2]["private_ip"] = managers[1]["private_ip"]
+
+
+def _second_cluster_reuses_minion(pillar):
+    other = deep(pillar["clusters"]["lab"])
+    other["managers"] = [dict(other["managers"][0], name="other1", private_ip="10.9.9.1")]
+    other["leader"] = "other1"
+    pillar["clusters"]["other"] = other
+
+
+def _per_manager_database(pillar):
+    pillar["clusters"]["lab"]["managers"][1]["database_ip"] = "10.9.9.9"
+
+
+def _del(path):
+    def change(pillar):
+        node = pillar["clusters"]["lab"]
+        *parents, last = path
+        for key in parents:
+            node = node[key]
+        del node[last]
+    return change
+
+
+def _typo(pillar):
+    pillar["clusters"]["lab"]["replace_stal"] = pillar["clusters"]["lab"].pop("replace_stale")
+
+
+MISTAKES = {
+    "two leaders": (_set(["leader"], ["mgr1", "mgr2"]), f"{ROOT}:leader: exactly one leader"),
+    "leader not a manager": (_set(["leader"], "mgr9"),
+                             f"{ROOT}:leader: 'mgr9' is not the name of a manager"),
+    "duplicate private ip": (_dup_ip, f"{ROOT}:managers:2:private_ip:"),
+    "minion in two clusters": (_second_cluster_reuses_minion,
+                               "cloudify_ha:clusters:other:managers:0:minion_id: 'mgr1' is used twice"),
+    "bad address": (_set(["managers", 0, "public_ip"], "10.0.0.300"),
+                    f"{ROOT}:managers:0:public_ip: '10.0.0.300' is not an IPv4 address"),
+    "missing admin password": (_del(["admin", "password"]),
+                               f"{ROOT}:admin:password: required secret is missing"),
+    "per-manager database": (_per_manager_database,
+                             f"{ROOT}:managers:1:database_ip: a cluster has ONE database"),
+    "rest ssl with a join": (_set(["rest", "ssl"], True), f"{ROOT}:rest:ssl: 4.6 cannot build"),
+    "missing database ca": (_del(["database", "ca_cert"]), f"{ROOT}:database:ca_cert: required"),
+    "cert without key": (_set(["database", "client_key"], ""),
+                         f"{ROOT}:database:client_cert/client_key: give both"),
+    "misspelt key": (_typo, f"{ROOT}:replace_stal: unknown key (did you mean 'replace_stale'?)"),
+    "bad port": (_set(["database", "port"], "fivefourthreetwo"),
+                 f"{ROOT}:database:port: 'fivefourthreetwo' is not a TCP port number"),
+}
+
+
+@pytest.fixture(scope="module")
+def good_pillar(salt_cli):
+    return minion_pillar(salt_cli)
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_a_pillar_mistake_is_named_and_nothing_runs(mistake, good_pillar, pillar_dir, emulator,
+                                                    salt_run_cli):
+    change, expected = MISTAKES[mistake]
+    broken = deep(good_pillar)
+    change(broken)
+    emulator.clear_audit()
+    with shadow_pillar(pillar_dir, broken):
+        run = orch(salt_run_cli)
+    assert run.returncode != 0, run
+    assert list(run.steps) == ["cloudify_ha-orch-validate"], run
+    step = run["cloudify_ha-orch-validate"]
+    assert step["result"] is False
+    assert expected in step["name"], step["name"]
+    assert "nothing was changed on any host" in step["name"]
+    assert emulator.all_audit() == {name: [] for name in emulator.lab.hosts}
+
+
+def test_an_unknown_cluster_in_the_orchestration_pillar_is_named(emulator, salt_run_cli):
+    emulator.clear_audit()
+    run = orch(salt_run_cli, cluster="nope")
+    assert run.returncode != 0, run
+    assert list(run.steps) == ["cloudify_ha-orch-validate"], run
+    assert "cluster 'nope' (from the orchestration's pillar 'cluster') is not defined under " \
+           "cloudify_ha:clusters; defined: lab" in run["cloudify_ha-orch-validate"]["name"]
+    assert emulator.all_audit() == {name: [] for name in emulator.lab.hosts}
