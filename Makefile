@@ -42,7 +42,7 @@ lint: venv
 
 demo: deps
 	$(LAB) sweep
-	$(PY) -m pytest -p no:randomly -q -s test/demo_cluster.py --lab-demo
+	$(PY) -m pytest -q -s -p no:warnings test/demo_cluster.py
 
 demo-down:
 	$(LAB) sweep
