@@ -441,7 +441,7 @@ def _manager_config(settings, manager, join=None):
                          "admin_password": settings["admin"]["password"]},
         },
         "postgresql_client": {
-            "host": host if int(db["port"]) == 5432 else f"{host}:{db['port']}",
+            "host": host,
             "db_name": db["name"],
             "username": db["username"],
             "password": db["password"],

@@ -118,7 +118,7 @@ def validate(pillar):
     if not isinstance(clusters, dict) or not clusters:
         return ([f"{ROOT}: no cluster defined; add at least one cluster under "
                  f"{ROOT}:<name> (see pillar.example)"], warnings)
-    seen = {"minion_id": {}, "name": {}, "private_ip": {}}
+    seen = {"minion_id": {}, "name": {}, "private_ip": {}, "database": {}}
     for cname, raw in clusters.items():
         where = f"{ROOT}:{cname}"
         if not NAME_RE.match(str(cname)):
@@ -136,6 +136,16 @@ def validate(pillar):
         _validate_managers(errors, warnings, where, settings, seen, cname)
         _validate_secrets(errors, where, settings)
         _validate_database(errors, where, settings)
+        db_host = settings["database"].get("host")
+        if db_host not in (None, ""):
+            if db_host in seen["database"]:
+                errors.append(f"{where}:database:host: {db_host} is also the database of "
+                              f"{seen['database'][db_host]}: a non-join install drops the "
+                              "'stage' and 'composer' databases whatever cloudify_db is called, "
+                              "so two clusters cannot share a PostgreSQL server; give each "
+                              "cluster its own")
+            else:
+                seen["database"][db_host] = where
         _validate_rest(errors, where, settings)
         _validate_misc(errors, where, settings)
         _validate_loadbalancer(errors, where, settings)
@@ -220,6 +230,10 @@ def _validate_database(errors, where, settings):
     port = db.get("port")
     if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
         errors.append(f"{where}:database:port: '{port}' is not a TCP port number")
+    elif port != 5432:
+        errors.append(f"{where}:database:port: {port}: Cloudify 4.6 reaches its external "
+                      "database on port 5432 only; serve PostgreSQL on 5432 (or leave the key "
+                      "out)")
     if not db.get("ca_cert"):
         errors.append(f"{where}:database:ca_cert: required; 4.6 connects to an external "
                       "database over SSL only: give the PEM of the CA that signed its certificate")

@@ -61,6 +61,7 @@ class Lab:
         self.hosts = {}
         self.ca = None
         self.db = None
+        self.extra_databases = {}  # name -> PostgresServer on a second address of the DB host
         self.minions = {}  # host name -> pytest-salt-factories minion daemon (set by fixtures)
         # recognisable and unique per run: tests look for them where they must never be
         self.passwords = passwords or {
@@ -142,6 +143,19 @@ class Lab:
                                  self.passwords["postgres"], self.subnet_cidr).create()
         self.db.start()
 
+    def add_database(self, name="db2", index=5):
+        """A second PostgreSQL (for a second cluster) on the DB host, at another address of its
+        own on the bridge (4.6 reaches its database on port 5432 only). Created once."""
+        if name in self.extra_databases:
+            return self.extra_databases[name]
+        ip = self.network.address(index)
+        self.hosts["db"].run(["ip", "addr", "add", f"{ip}/24", "dev", "eth0"])
+        server = PostgresServer(self.hosts["db"], self.dir / name, self.ca, self.passwords["postgres"],
+                                self.subnet_cidr, ip=ip, name=name).create()
+        self.extra_databases[name] = server
+        server.start()
+        return server
+
     # ---- faults and resets -----------------------------------------------------------------
     def client_cert(self, name):
         """(cert, key) of a CA-signed PostgreSQL client certificate for host `name`."""
@@ -186,12 +200,15 @@ class Lab:
             list(pool.map(self.power_on, names))
 
     def reset_database(self):
-        for name in ("cloudify_db", "stage", "composer"):
-            self.db.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        self.db.query('DROP ROLE IF EXISTS "cloudify"')
+        for server in [self.db, *self.extra_databases.values()]:
+            for name in ("cloudify_db", "stage", "composer"):
+                server.query(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            server.query('DROP ROLE IF EXISTS "cloudify"')
 
     # ---- teardown --------------------------------------------------------------------------
     def destroy(self):
+        for server in self.extra_databases.values():
+            server.stop()
         if self.db is not None:
             self.db.stop()
         for host in self.hosts.values():

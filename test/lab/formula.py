@@ -95,6 +95,8 @@ def profile_ips(host, profile="localhost"):
 
 def minion_pillar(salt_cli, minion="mgr1"):
     """The cloudify_ha pillar as a minion renders it (unmasked), to derive broken variants."""
+    ret = salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion)
+    assert ret.returncode == 0, ret
     ret = salt_cli.run("pillar.item", "cloudify_ha", "unmask=True", minion_tgt=minion)
     assert ret.returncode == 0, ret
     return ret.data["cloudify_ha"]

@@ -26,8 +26,10 @@ class PostgresServer:
     (clientcert=verify-ca); any non-SSL connection is rejected by pg_hba.
     """
 
-    def __init__(self, host, directory, ca, superuser_password, subnet_cidr):
+    def __init__(self, host, directory, ca, superuser_password, subnet_cidr, ip=None, name="db"):
         self.host = host
+        self.ip = ip or host.ip  # a second server on the DB host listens on a second address
+        self.name = name
         self.dir = Path(directory)
         self.data = self.dir / "data"
         self.sock = self.dir / "sock"
@@ -56,14 +58,14 @@ class PostgresServer:
                                "--auth-local=peer", "-E", "UTF8", "--no-locale"])
         finally:
             pwfile.unlink()
-        cert, key = self.ca.issue("db-server", self.host.ip, ips=[self.host.ip])
+        cert, key = self.ca.issue(f"{self.name}-server", self.ip, ips=[self.ip])
         for src, dst in ((cert, "server.crt"), (key, "server.key"), (self.ca.cert, "root.crt")):
             shutil.copy(src, self.data / dst)
             shutil.chown(self.data / dst, "postgres", "postgres")
             os.chmod(self.data / dst, 0o600)
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(
-                f"\n# cloudify_ha lab\nlisten_addresses = '{self.host.ip}'\nport = {PORT}\n"
+                f"\n# cloudify_ha lab\nlisten_addresses = '{self.ip}'\nport = {PORT}\n"
                 f"unix_socket_directories = '{self.sock}'\nssl = on\n"
                 "ssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n"
                 "ssl_ca_file = 'root.crt'\npassword_encryption = 'scram-sha-256'\n"
@@ -93,7 +95,7 @@ class PostgresServer:
                                  check=False).returncode == 0
 
     def dsn(self, dbname="postgres", sslmode="verify-full", user="postgres"):
-        parts = [f"host={self.host.ip}", f"port={PORT}", f"dbname={dbname}", f"user={user}",
+        parts = [f"host={self.ip}", f"port={PORT}", f"dbname={dbname}", f"user={user}",
                  f"sslmode={sslmode}", f"sslrootcert={self.ca.cert}"]
         if sslmode != "disable":
             parts += [f"sslcert={self.client_cert}", f"sslkey={self.client_key}"]
