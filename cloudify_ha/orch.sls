@@ -15,8 +15,11 @@
 {%- if "cloudify_ha.plan" not in salt %}
 
 cloudify_ha-orch-validate:
-  test.fail_without_changes:
-    - name: >-
+  test.configurable_test_state:
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: >-
         the cloudify_ha modules are not synced to the master: run
         'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then re-run
 {%- else %}
@@ -24,8 +27,11 @@ cloudify_ha-orch-validate:
 {%-   if plan.errors %}
 
 cloudify_ha-orch-validate:
-  test.fail_without_changes:
-    - name: |
+  test.configurable_test_state:
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: |
         the cloudify_ha pillar is invalid; nothing was changed on any host. Fix:
 {%-     for error in plan.errors %}
         - {{ error }}
@@ -77,8 +83,11 @@ cloudify_ha-orch-sync:
 {%-       if not up %}
 
 cloudify_ha-orch-{{ cname }}-no-manager-answers:
-  test.fail_without_changes:
-    - name: >-
+  test.configurable_test_state:
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: >-
         cluster {{ cname }}: none of its managers' minions answers
         ({{ c.managers | map(attribute="minion_id") | join(", ") }}); nothing can be done
 {%-       else %}
@@ -139,8 +148,11 @@ cloudify_ha-orch-{{ cname }}-profiles:
 {%-         if cli_down %}
 
 cloudify_ha-orch-{{ cname }}-profiles-not-refreshed:
-  test.fail_without_changes:
-    - name: >-
+  test.configurable_test_state:
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: >-
         cluster {{ cname }}: the minions of CLI hosts {{ cli_down | join(", ") }} do not
         answer: their profiles were not refreshed; re-run when they are up
     - require:
@@ -156,12 +168,13 @@ cloudify_ha-orch-{{ cname }}-loadbalancer:
     - tgt: {{ lb_up | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.loadbalancer
-{%-           set lb_pillar = {"cloudify_ha_orch": dict(cluster=cname)} %}
-    - pillar: {{ lb_pillar | json }}
     - parallel: {{ parallel }}
 {%-           else %}
-  test.fail_without_changes:
-    - name: >-
+  test.configurable_test_state:
+    - changes: false
+    - result: false
+    - allow_test_mode_failure: true
+    - comment: >-
         cluster {{ cname }}: load balancer minion(s)
         {{ c.loadbalancer.minion_ids | reject("in", alive) | join(", ") }} do not answer
 {%-           endif %}

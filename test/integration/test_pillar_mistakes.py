@@ -89,8 +89,8 @@ def test_a_pillar_mistake_is_named_and_nothing_runs(mistake, good_pillar, pillar
     assert list(run.steps) == ["cloudify_ha-orch-validate"], run
     step = run["cloudify_ha-orch-validate"]
     assert step["result"] is False
-    assert expected in step["name"], step["name"]
-    assert "nothing was changed on any host" in step["name"]
+    assert expected in step["comment"], step["comment"]
+    assert "nothing was changed on any host" in step["comment"]
     assert emulator.all_audit() == {name: [] for name in emulator.lab.hosts}
 
 
@@ -100,5 +100,5 @@ def test_an_unknown_cluster_in_the_orchestration_pillar_is_named(emulator, salt_
     assert run.returncode != 0, run
     assert list(run.steps) == ["cloudify_ha-orch-validate"], run
     assert "cluster 'nope' (from the orchestration's pillar 'cluster') is not defined under " \
-           "cloudify_ha:clusters; defined: lab" in run["cloudify_ha-orch-validate"]["name"]
+           "cloudify_ha:clusters; defined: lab" in run["cloudify_ha-orch-validate"]["comment"]
     assert emulator.all_audit() == {name: [] for name in emulator.lab.hosts}

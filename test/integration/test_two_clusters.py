@@ -58,4 +58,4 @@ def test_two_clusters_cannot_share_a_database_server(salt_cli, salt_run_cli, pil
     assert run.returncode != 0, run
     assert list(run.steps) == ["cloudify_ha-orch-validate"]
     assert (f"cloudify_ha:clusters:lab2:database:host: {lab.db.ip} is also the database of "
-            "cloudify_ha:clusters:lab") in run["cloudify_ha-orch-validate"]["name"]
+            "cloudify_ha:clusters:lab") in run["cloudify_ha-orch-validate"]["comment"]

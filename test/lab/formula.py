@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import json
+import sys
 from pathlib import Path
 
 import yaml
@@ -106,12 +107,16 @@ def minion_pillar(salt_cli, minion="mgr1"):
 def shadow_pillar(pillar_dir, cloudify_ha):
     """Serve another cloudify_ha pillar (shadowing test/pillar/cloudify_ha.sls) for a while."""
     path = Path(pillar_dir) / "cloudify_ha.sls"
+    previous = path.read_text() if path.exists() else None
     path.write_text(yaml.safe_dump({"cloudify_ha": cloudify_ha}, default_flow_style=False))
     path.chmod(0o600)
     try:
         yield path
     finally:
-        path.unlink()
+        if previous is None:
+            path.unlink()
+        else:
+            path.write_text(previous)
 
 
 def deep(data):
@@ -132,3 +137,24 @@ def files_containing(root, needles, skip=()):
             if needle.encode() in data:
                 found.append((str(path), needle))
     return found
+
+
+def http_get(host, url, username, password, timeout=3):
+    """(status, body) of a GET from inside a lab host, with Basic auth; (0, error) when nothing
+    answered."""
+    script = (
+        "import base64, sys, urllib.request, urllib.error\n"
+        "req = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Basic ' + "
+        "base64.b64encode(sys.stdin.read().encode()).decode(), 'Tenant': 'default_tenant'})\n"
+        "try:\n"
+        "    r = urllib.request.urlopen(req, timeout=float(sys.argv[2])); print(r.status); "
+        "print(r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code); print(e.read().decode())\n"
+        "except Exception as e:\n"
+        "    print(0); print(e)\n")
+    # the credentials travel on stdin, never on argv
+    proc = host.run([sys.executable, "-c", script, url, str(timeout)],
+                    input=f"{username}:{password}")
+    status, _, body = proc.stdout.partition("\n")
+    return int(status), body
