@@ -86,9 +86,10 @@ class Service:
         if agent:
             ip = agent.leader_ip()
             state["consul"] = {"leader": f"{ip}:{PORTS['rpc']}" if ip else None}
-        if include is None or "error" in include:
+        # cloudify-4.6.md section 3: `logs`/`error` only when `_include` asks for them
+        if include is not None and "error" in include:
             state["error"] = self.cluster_error
-        if include is None or "logs" in include:
+        if include is not None and "logs" in include:
             with self.lock:
                 logs = list(self.cluster_logs)
             if since:

@@ -1,0 +1,145 @@
+"""One manager installed on the external database, not clustered (cloudify-4.6.md sections 2, 3
+and 5): node states before and after install, what install leaves on the host, what the REST API
+and the CLI say on a standalone manager. One install for the module (mgr1); mgr2 only has the
+package; mgr3 has nothing. Tests only read, or put back what they change."""
+
+import pytest
+
+from cfylab import (ADMIN_NEEDS_CLEAN_DB, ADMIN_PASSWORD, DB_PASSWORD, NOT_A_CLUSTER,
+                    answers_rest, cfy, cfy_manager, failed, install, last_line, mode_of, ok,
+                    read_yaml, rest)
+from lab.emulator import MANAGER_PACKAGE
+from lab.proc import wait_until
+
+HOST = "mgr1"
+
+
+@pytest.fixture(scope="module")
+def standalone(lab, emulator):
+    """mgr1 installed (config.yaml 0600, no flags); mgr2 with the package only; mgr3 bare."""
+    lab.reset()
+    proc = install(lab, emulator, HOST)
+    assert proc.returncode == 0, proc
+    emulator.install_package("mgr2", MANAGER_PACKAGE)
+    return proc
+
+
+def db_oid(lab):
+    return lab.db.query("SELECT oid FROM pg_database WHERE datname = 'cloudify_db'").stdout.strip()
+
+
+# ---- node states -----------------------------------------------------------------------------
+def test_absent_host_has_no_package_and_nothing_answers(lab, standalone):
+    host = lab["mgr3"]
+    assert host.run(["dpkg", "-s", MANAGER_PACKAGE], check=False).returncode != 0
+    assert not host.exists("/usr/bin/cfy_manager")
+    assert not answers_rest(host.ip)
+
+
+def test_package_only_host_has_no_install_marker_and_nothing_answers(lab, standalone):
+    host = lab["mgr2"]
+    assert host.run(["dpkg", "-s", MANAGER_PACKAGE], check=False).returncode == 0
+    assert host.exists("/usr/bin/cfy_manager")
+    assert not host.exists("/etc/cloudify/.install")
+    assert not answers_rest(host.ip)
+
+
+def test_standalone_manager_answers_status_and_cluster_not_initialized(lab, standalone):
+    ip = lab[HOST].ip
+    assert rest(ip, "GET", "/status").status == 200
+    answer = rest(ip, "GET", "/cluster")
+    assert (answer.status, answer.body) == (200, {"initialized": False})
+
+
+# ---- what install leaves ------------------------------------------------------------------------
+def test_install_prints_the_success_lines(lab, standalone):
+    lines = standalone.stdout.splitlines()
+    assert "Installation finished successfully!" in lines[-2]
+    assert lines[-1].endswith(f"Manager is up at http://{lab[HOST].ip}")
+
+
+def test_install_writes_the_install_marker_and_no_cluster_marker(lab, standalone):
+    assert lab[HOST].exists("/etc/cloudify/.install")
+    assert not lab[HOST].exists("/etc/cloudify/cluster")
+
+
+def test_install_log_is_written(lab, standalone):
+    log = lab[HOST].read("/var/log/cloudify/manager/cfy_manager.log")
+    assert log and "Installation finished successfully!" in log
+
+
+def test_config_yaml_is_rewritten_with_the_postgres_password_removed(lab, standalone):
+    config = read_yaml(lab[HOST], "/etc/cloudify/config.yaml")
+    client = config["postgresql_client"]
+    assert client["postgres_password"] == "<removed>"
+    # every other secret stays in the file
+    assert client["password"] == DB_PASSWORD
+    assert config["manager"]["security"]["admin_password"] == ADMIN_PASSWORD
+    assert lab.passwords["postgres"] not in lab[HOST].read("/etc/cloudify/config.yaml")
+
+
+def test_config_yaml_rewrite_keeps_the_files_mode(lab, standalone):
+    assert mode_of(lab[HOST], "/etc/cloudify/config.yaml") == "600"
+
+
+def test_installer_creates_the_localhost_profile(lab, standalone):
+    host = lab[HOST]
+    assert host.read("/root/.cloudify/profiles/localhost/context").startswith(
+        "!CloudifyProfileContext\n")
+    context = read_yaml(host, "/root/.cloudify/profiles/localhost/context")
+    assert (context["manager_ip"], context["manager_username"], context["manager_password"],
+            context["manager_tenant"]) == ("localhost", "admin", ADMIN_PASSWORD, "default_tenant")
+    assert (context["rest_port"], context["rest_protocol"], context["_cluster"]) == (80, "http", [])
+    assert host.read("/root/.cloudify/active.profile").strip() == "localhost"
+    assert mode_of(host, "/root/.cloudify/profiles/localhost/context") == "644"
+    assert "Manager Rest-Service" in ok(cfy(host, "status"))
+
+
+# ---- what a standalone manager refuses -----------------------------------------------------------
+@pytest.mark.parametrize("command", [["cluster", "status"], ["cluster", "nodes", "list"],
+                                     ["cluster", "update-profile"], ["cluster", "set-active", HOST],
+                                     ["cluster", "nodes", "remove", "mgr2"]], ids=" ".join)
+def test_cluster_commands_on_a_standalone_manager_say_not_part_of_a_cluster(lab, standalone,
+                                                                              command):
+    assert failed(cfy(lab[HOST], *command)).strip() == NOT_A_CLUSTER
+
+
+def test_reinstall_on_an_installed_host_exits_1_and_keeps_the_database(lab, standalone):
+    before = db_oid(lab)
+    out = failed(cfy_manager(lab[HOST], "install"))
+    assert last_line(out).startswith("Cloudify Manager is already installed on this machine")
+    assert db_oid(lab) == before
+
+
+def test_admin_password_on_an_installed_host_needs_clean_db(lab, standalone):
+    before = db_oid(lab)
+    out = failed(cfy_manager(lab[HOST], "install", "-a", ADMIN_PASSWORD))
+    assert last_line(out) == ADMIN_NEEDS_CLEAN_DB
+    assert db_oid(lab) == before
+
+
+def test_stop_and_start_work_on_a_standalone_manager(lab, standalone):
+    host = lab[HOST]
+    try:
+        ok(cfy_manager(host, "stop"))
+        assert not answers_rest(host.ip)
+        ok(cfy_manager(host, "start"))
+        assert rest(host.ip, "GET", "/status").status == 200
+    finally:
+        cfy_manager(host, "start")
+        wait_until(lambda: answers_rest(host.ip), 30, "mgr1's REST service to be back")
+
+
+def test_community_edition_answers_404_on_every_cluster_endpoint(lab, standalone, emulator):
+    ip = lab[HOST].ip
+    emulator.set_knobs(HOST, edition="community")
+    try:
+        for path in ("/cluster", "/cluster/nodes", "/cluster/nodes/mgr1"):
+            answer = rest(ip, "GET", path)
+            assert answer.status == 404, (path, answer)
+            assert answer.body["error_code"] == "missing_premium_package_error"
+        assert rest(ip, "PUT", "/cluster", body={"host_ip": ip, "node_name": HOST}).status == 404
+        assert rest(ip, "GET", "/status").status == 200
+    finally:
+        emulator.set_knobs(HOST, edition=None)
+    assert rest(ip, "GET", "/cluster").body == {"initialized": False}
