@@ -181,7 +181,7 @@ def cluster_started(name, host_ip, cluster=None):
 
 
 # ---- joined ---------------------------------------------------------------------------------
-def joined(name, host_ip, cluster=None, replace_stale=False, wait=90):
+def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster_runs=False):
     """
     This manager is a member of its cluster, online as a replica (or the active node).
 
@@ -200,25 +200,37 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90):
         is freshly installed (wiped or rebuilt), remove that stale entry through the active node
         before joining.
     wait
-        Seconds to wait, after joining, for the node to be online in the active node's view.
+        Seconds to wait, after joining, for the node to be online in the active node's view,
+        and for a rebooted member's REST service to come back.
+    if_cluster_runs
+        Do nothing (result True) when no manager answers as the cluster's active node: for a
+        reaction to a minion's start before the cluster has been built.
     """
     ret = _ret(name)
     try:
-        return _joined(ret, name, host_ip, cluster, replace_stale, wait)
+        return _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs)
     except ERRORS as exc:
         return _fail(ret, f"{name}: {exc}")
 
 
-def _joined(ret, name, host_ip, cluster, replace_stale, wait):
+def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=False):
     mod = __salt__
     local = _node_state(cluster)
     if local == "absent":
         return _pkg_missing(ret, name)
+    if local == "down":  # a rebooted member: its services may still be starting
+        local = _wait_for(lambda: (lambda st: st if st != "down" else None)(
+            _node_state(cluster)), wait, 1.0) or "down"
     if local == "down":
         return _fail(ret, f"{name}: this manager is installed and clustered but its REST service "
                           "does not answer; a rebooted member's services come back by themselves: "
                           "check them (systemctl status 'cloudify-*') and re-run")
-    active = mod["cloudify_ha.active_node"](cluster=cluster, required=not __opts__["test"])
+    active = mod["cloudify_ha.active_node"](cluster=cluster,
+                                            required=not (__opts__["test"] or if_cluster_runs))
+    if active is None and if_cluster_runs:
+        ret.update(result=True, comment=f"{name}: no manager answers as the cluster's active "
+                                        "node: the cluster has not been started; nothing to do")
+        return ret
     if active is None:  # test=True before the cluster exists: an earlier step would start it
         return _would(ret, {"joined": {"old": None, "new": "the cluster's active node"}},
                       f"{name} would join the cluster once it is started (no manager answers yet)")
@@ -263,6 +275,9 @@ def _joined(ret, name, host_ip, cluster, replace_stale, wait):
         return _fail(ret, f"{name}: the active node {active['host']} does not report its "
                           "database address; cannot derive the join's database")
     changes = {}
+    if me and me["online"]:  # a host wiped a moment ago still looks alive for a few seconds
+        if _wait_for(lambda: not _is_online(mod, active, name, cluster), 20, 1.0):
+            me = dict(me, online=False, state="offline")
     if me:  # listed, but this host is fresh: a stale entry of a wiped host
         if me["online"]:
             return _fail(ret, f"{name}: the cluster lists {name} as ONLINE at {host_ip} while this "

@@ -67,6 +67,7 @@ cloudify_ha-orch-validate:
 
 cloudify_ha-orch-sync:
   salt.state:
+    - queue: true
     - tgt: {{ alive | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.sync
@@ -95,6 +96,7 @@ cloudify_ha-orch-{{ cname }}-no-manager-answers:
 
 cloudify_ha-orch-{{ cname }}-prepare:
   salt.state:
+    - queue: true
     - tgt: {{ up | map(attribute="minion_id") | list | json }}
     - tgt_type: list
     - sls:
@@ -112,6 +114,7 @@ cloudify_ha-orch-{{ cname }}-prepare:
 
 {{ step }}:
   salt.state:
+    - queue: true
     - tgt: {{ m.minion_id }}
     - sls: {{ tplroot }}.cluster.{{ "leader" if is_leader else "follower" }}
     - parallel: {{ parallel }}
@@ -121,6 +124,7 @@ cloudify_ha-orch-{{ cname }}-prepare:
 
 {{ step }}:
   salt.state:
+    - queue: true
     - tgt: {{ helper }}
     - sls: {{ tplroot }}.cluster.down
 {%-             set down_pillar = {"cloudify_ha_orch": dict(node=m.name, cluster=cname)} %}
@@ -138,6 +142,7 @@ cloudify_ha-orch-{{ cname }}-prepare:
 
 cloudify_ha-orch-{{ cname }}-profiles:
   salt.state:
+    - queue: true
     - tgt: {{ profile_targets | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.profile
@@ -165,6 +170,7 @@ cloudify_ha-orch-{{ cname }}-profiles-not-refreshed:
 cloudify_ha-orch-{{ cname }}-loadbalancer:
 {%-           if lb_up | length == c.loadbalancer.minion_ids | length %}
   salt.state:
+    - queue: true
     - tgt: {{ lb_up | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.loadbalancer

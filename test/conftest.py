@@ -92,6 +92,12 @@ def salt_master(salt_factories, lab, pillar_dir, packages):
         "master", overrides=master_overrides(lab, [pillar_dir, REPO / "test" / "pillar"],
                                              [formula_root(lab), lab.dir / "srv"]))
     with factory.started():
+        # the README's one-time setup: the formula's modules and runners on the master, then a
+        # restart so that the reactor (configured in master_overrides) sees the runner
+        ret = factory.salt_run_cli(timeout=300).run("saltutil.sync_all")
+        assert ret.returncode == 0, ret
+        factory.terminate()
+        factory.start()
         yield factory
 
 
@@ -111,8 +117,4 @@ def salt_cli(salt_master, lab_minions):
 
 @pytest.fixture(scope="session")
 def salt_run_cli(salt_master, lab_minions):
-    cli = salt_master.salt_run_cli(timeout=600)
-    # the README's one-time setup step: the formula's modules on the master (orch validation)
-    ret = cli.run("saltutil.sync_all")
-    assert ret.returncode == 0, ret
-    return cli
+    return salt_master.salt_run_cli(timeout=600)

@@ -13,7 +13,10 @@ cloudify_ha-cluster-follower-joined:
     - name: {{ me.manager.name }}
     - host_ip: {{ me.manager.private_ip }}
     - cluster: {{ me.cluster_name }}
-    - replace_stale: {{ me.cluster.get("replace_stale", False) }}
+    # the rejoin orchestration (cloudify_ha.orch.rejoin) replaces a rebuilt host's stale entry
+    # and does nothing before the cluster has been started
+    - replace_stale: {{ salt["pillar.get"]("cloudify_ha_orch:rejoin", False) or me.cluster.get("replace_stale", False) }}
+    - if_cluster_runs: {{ salt["pillar.get"]("cloudify_ha_orch:rejoin", False) }}
     - require:
       - pkg: cloudify_ha-installer-package
 {%- endif %}

@@ -104,11 +104,12 @@ def minion_pillar(salt_cli, minion="mgr1"):
 
 
 @contextlib.contextmanager
-def shadow_pillar(pillar_dir, cloudify_ha):
+def shadow_pillar(pillar_dir, cloudify_ha, **top_level):
     """Serve another cloudify_ha pillar (shadowing test/pillar/cloudify_ha.sls) for a while."""
     path = Path(pillar_dir) / "cloudify_ha.sls"
     previous = path.read_text() if path.exists() else None
-    path.write_text(yaml.safe_dump({"cloudify_ha": cloudify_ha}, default_flow_style=False))
+    path.write_text(yaml.safe_dump(dict(top_level, cloudify_ha=cloudify_ha),
+                                   default_flow_style=False))
     path.chmod(0o600)
     try:
         yield path

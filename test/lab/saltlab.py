@@ -4,6 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attr
+import yaml
 from saltfactories.cli.call import SaltCall
 from saltfactories.daemons.minion import SaltMinion
 
@@ -34,7 +35,7 @@ class NetnsSaltMinion(SaltMinion):
 
 
 # what an operator's file_roots holds of this repository: the formula, not its venv or tests
-FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_runners", "_beacons")
+FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_runners", "_beacons", "_output")
 
 
 def formula_root(lab):
@@ -61,6 +62,9 @@ def master_overrides(lab, pillar_dirs, file_dirs):
         "auto_accept": True,
         "log_level_logfile": "info",
         "keep_jobs_seconds": 86400,
+        # the formula's reactor, exactly as cloudify_ha.reactor.master installs it on a master
+        "reactor": yaml.safe_load((REPO / "cloudify_ha" / "reactor" / "master.conf").read_text())[
+            "reactor"],
     }
 
 

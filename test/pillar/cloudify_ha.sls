@@ -2,6 +2,9 @@
 # into the first pillar root by test/conftest.py: addresses, certificates, passwords).
 {%- import_yaml "lab.yaml" as lab %}
 cloudify_ha:
+  # the reactor's automatic rejoins run only in the tests about them (they shadow this file)
+  reactor:
+    enabled: false
   lookup:
     # the lab's hosts are Debian: psql comes from the (already present) client package
     psql_package: postgresql-client-15

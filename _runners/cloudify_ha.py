@@ -1,0 +1,176 @@
+"""
+cloudify_ha on the master: serialized rejoins for the reactor, and an operator's status view.
+
+``salt-run cloudify_ha.rejoin node=<minion id>`` runs the ``cloudify_ha.orch.rejoin``
+orchestration one at a time (a file lock in the master's cache dir: reactor threads and
+``salt-run`` processes alike); while one rejoin of a node waits, further events for that node are
+coalesced into it. ``salt-run cloudify_ha.status`` only reads.
+"""
+
+import fcntl
+import logging
+import os
+import re
+
+import salt.client
+import salt.minion
+import salt.pillar
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "cloudify_ha"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _master_pillar():
+    """(the master's cloudify_ha pillar, the master's minion) as the orchestration sees them."""
+    master_minion = salt.minion.MasterMinion(__opts__)
+    opts = master_minion.opts
+    pillar = salt.pillar.get_pillar(opts, opts.get("grains") or {}, opts["id"],
+                                    saltenv=opts.get("saltenv") or "base").compile_pillar()
+    return pillar.get("cloudify_ha") or {}, master_minion
+
+
+def _lock_dir():
+    path = os.path.join(__opts__["cachedir"], "cloudify_ha")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def rejoin(node, force=False):
+    """
+    Rejoin one manager (its minion id) with ``cloudify_ha.orch.rejoin``, one rejoin at a time.
+    The reactor calls this with the event's authenticated minion id; the orchestration checks
+    that it is a manager of a cluster in pillar.
+
+    Pillar ``cloudify_ha:reactor:enabled: false`` (on the master) pauses the reactor's rejoins,
+    e.g. during maintenance; ``force=True`` runs one anyway.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run cloudify_ha.rejoin node=cfy-mgr2.example.com
+    """
+    node = str(node)
+    if not force:
+        enabled = (_master_pillar()[0].get("reactor") or {}).get("enabled", True)
+        if enabled is False:
+            log.info("cloudify_ha rejoin of %s skipped: automatic rejoins are paused", node)
+            return {"node": node, "result": True,
+                    "comment": "automatic rejoins are paused (pillar cloudify_ha:reactor:enabled "
+                               "is false on the master); force=True runs one"}
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)
+    pending = open(os.path.join(_lock_dir(), f"pending-{safe}.lock"), "w")  # pylint: disable=consider-using-with
+    try:
+        try:
+            fcntl.flock(pending, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("cloudify_ha rejoin of %s coalesced into one already waiting", node)
+            return {"node": node, "result": True,
+                    "comment": f"coalesced: a rejoin of {node} is already waiting to run"}
+        with open(os.path.join(_lock_dir(), "rejoin.lock"), "w") as serial:
+            fcntl.flock(serial, fcntl.LOCK_EX)
+            # from here on a new event for this node queues one more run (it may come from a
+            # change this run does not see)
+            pending.close()
+            log.info("cloudify_ha rejoin of %s starts", node)
+            return __salt__["state.orchestrate"]("cloudify_ha.orch.rejoin", pillar={"node": node})
+    finally:
+        if not pending.closed:
+            pending.close()
+
+
+def _profile_name(cname, is_manager, lookup):
+    return lookup.get("local_profile", "localhost") if is_manager else cname
+
+
+def status(cluster=None, timeout=10):
+    """
+    For every cluster in pillar (or one): each manager's state (leader, replica, offline, not
+    installed, not joined, removed, no answer), the active node, nodes the cluster lists that
+    pillar does not and the reverse, and CLI profiles that do not list the cluster's nodes.
+    Reads only. A table for people; ``--out=json`` for scripts (under ``data``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run cloudify_ha.status
+        salt-run cloudify_ha.status cluster=prod --out=json
+    """
+    pillar, master_minion = _master_pillar()
+    plan = master_minion.functions["cloudify_ha.plan"](pillar=pillar, cluster=cluster)
+    if plan["errors"]:
+        return {"outputter": "cloudify_ha_status", "data": {"errors": plan["errors"]}}
+    lookup = pillar.get("lookup") or {}
+    out = {}
+    with salt.client.get_local_client(__opts__["conf_file"]) as local:
+        for cname, settings in plan["clusters"].items():
+            out[cname] = _cluster_status(local, cname, settings, lookup, timeout)
+    return {"outputter": "cloudify_ha_status", "data": out}
+
+
+def _ask(local, targets, fun, arg=(), kwarg=None, timeout=10):
+    if not targets:
+        return {}
+    answers = local.cmd(targets, fun, arg=list(arg), kwarg=kwarg or {}, tgt_type="list",
+                        timeout=timeout, full_return=True)
+    return {mid: a.get("ret") if a.get("retcode", 0) == 0 else {"error": a.get("ret")}
+            for mid, a in answers.items()}
+
+
+def _cluster_status(local, cname, settings, lookup, timeout):
+    managers = settings["managers"]
+    ids = [m["minion_id"] for m in managers]
+    states = _ask(local, ids, "cloudify_ha.node_state", kwarg={"cluster": cname},
+                  timeout=timeout)
+    listed, active, problem = None, None, None
+    for mid in ids:
+        if states.get(mid) in ("leader", "replica"):
+            got = _ask(local, [mid], "cloudify_ha.active_node", kwarg={"cluster": cname},
+                       timeout=timeout).get(mid)
+            nodes = _ask(local, [mid], "cloudify_ha.cluster_nodes", kwarg={"cluster": cname},
+                         timeout=timeout).get(mid)
+            if isinstance(got, dict) and "host" in got and isinstance(nodes, list):
+                active, listed = got, nodes
+                break
+            problem = (got or {}).get("error") if isinstance(got, dict) else got
+    by_name = {n["name"]: n for n in listed or []}
+    rows = []
+    for m in managers:
+        local_state = states.get(m["minion_id"])
+        node = by_name.get(m["name"])
+        if node is not None:
+            state = node["state"]
+        elif local_state is None:
+            state = "no answer (minion down)"
+        elif isinstance(local_state, dict):
+            state = f"error: {local_state.get('error')}"
+        elif local_state in ("absent", "package_installed"):
+            state = "not installed"
+        elif local_state == "removed":
+            state = "removed"
+        else:
+            state = "not joined"
+        rows.append({"node": m["name"], "minion": m["minion_id"], "ip": m["private_ip"],
+                     "state": state, "local": str(local_state)})
+    expected = sorted(n["host_ip"] for n in listed or [])
+    profiles = _ask(local, ids, "cloudify_ha.profile_nodes",
+                    kwarg={"profile": _profile_name(cname, True, lookup)}, timeout=timeout)
+    profiles.update(_ask(local, settings.get("cli_hosts") or [], "cloudify_ha.profile_nodes",
+                         kwarg={"profile": cname}, timeout=timeout))
+    stale = sorted(mid for mid, ips in profiles.items()
+                   if listed is not None and ips is not None and ips != expected)
+    pillar_names = {m["name"] for m in managers}
+    return {
+        "managers": rows,
+        "active node": (f"{active.get('name')} ({active['host']})" if active else
+                        f"none found{': ' + str(problem) if problem else ''}"),
+        "listed, not in pillar": sorted(set(by_name) - pillar_names),
+        "in pillar, not listed": sorted(pillar_names - set(by_name)) if listed is not None else [],
+        "stale profiles": stale,
+    }

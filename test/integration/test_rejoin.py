@@ -1,0 +1,186 @@
+"""Day 2 with the reactor on: managers that come back rejoin by themselves, events are trusted
+only for their authenticated sender, repeated events make one join, a dead node is retired and
+replaced, and `salt-run cloudify_ha.status` agrees with `cfy cluster nodes list` throughout.
+
+The session's test pillar pauses the reactor (cloudify_ha:reactor:enabled: false) so that other
+modules' host restarts trigger nothing; this module serves a pillar with it on, and the
+cloudify_ha beacon configured on every minion."""
+
+import time
+
+import pytest
+
+from lab.formula import deep, minion_pillar, nodes, orch, shadow_pillar
+from lab.proc import wait_until
+
+MANAGERS = ("mgr1", "mgr2", "mgr3")
+
+
+@pytest.fixture(scope="module")
+def reactive_pillar(salt_cli):
+    pillar = deep(minion_pillar(salt_cli))
+    pillar["reactor"] = {"enabled": True}
+    return pillar
+
+
+@pytest.fixture(scope="module")
+def reactive(lab, salt_cli, salt_run_cli, pillar_dir, reactive_pillar):
+    beacons = {"cloudify_ha": [{"interval": 2}]}
+    with shadow_pillar(pillar_dir, reactive_pillar, beacons=beacons):
+        lab.reset()
+        assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+        lab["mgr1"].write("/root/keep.yaml", "tosca_definitions_version: cloudify_dsl_1_3\n")
+        lab["mgr1"].run(["cfy", "blueprints", "upload", "/root/keep.yaml", "-b", "keep"])
+        yield lab
+    # with the reactor paused again: the next module's hosts start from nothing
+    lab.reset()
+
+
+def rejoin_returns(event_listener, node, since):
+    """The returns of the reactor's `cloudify_ha.rejoin` runs for `node` since a time."""
+    events = event_listener.get_events([("master", "salt/run/*/ret")], after_time=since)
+    return [e.data.get("return") for e in events
+            if e.data.get("fun") == "runner.cloudify_ha.rejoin" and node in str(e.data.get("fun_args"))]
+
+
+def member_state(lab, name, via="mgr2"):
+    for host in (via, "mgr3", "mgr2", "mgr1"):
+        try:
+            return nodes(lab[host]).get(name, {}).get("state")
+        except AssertionError:
+            continue
+    return None
+
+
+def status(salt_run_cli):
+    ret = salt_run_cli.run("cloudify_ha.status")
+    assert ret.returncode == 0, ret
+    data = ret.data if isinstance(ret.data, dict) else {}
+    return data.get("data", data)["lab"]
+
+
+def assert_status_matches_nodes_list(salt_run_cli, lab, via):
+    listed = nodes(lab[via])
+    seen = status(salt_run_cli)
+    assert {row["node"]: row["state"] for row in seen["managers"]} == \
+        {name: row["state"] for name, row in listed.items()}
+    leader = next(n for n, row in listed.items() if row["state"] == "leader")
+    assert seen["active node"].startswith(f"{leader} ")
+    assert seen["listed, not in pillar"] == [] and seen["in pillar, not listed"] == []
+
+
+def installs(emulator, host):
+    return [e for e in emulator.audit(host) if e.get("prog") == "cfy_manager" and
+            e["argv"][:1] == ["install"]]
+
+
+def test_a_rebooted_follower_changes_nothing(reactive, emulator, event_listener, salt_run_cli):
+    lab = reactive
+    emulator.clear_audit()
+    since = time.time()
+    lab.kill("mgr3")
+    lab.power_on("mgr3")
+    returns = wait_until(lambda: rejoin_returns(event_listener, "mgr3", since), 120,
+                         "the reactor's rejoin of mgr3")
+    run = returns[0]
+    assert run["retcode"] == 0, run
+    steps = next(iter(run["data"].values()))
+    # the module sync may refresh the minion's cache; nothing about Cloudify may change
+    changed = [s["__id__"] for s in steps.values() if s["changes"] and not s["__id__"].endswith("-sync")]
+    assert changed == [], steps
+    wait_until(lambda: member_state(lab, "mgr3") == "replica", 30, "mgr3 online again")
+    assert emulator.mutating() == []
+    assert_status_matches_nodes_list(salt_run_cli, lab, "mgr2")
+
+
+def test_a_wiped_follower_is_back_in_the_cluster_with_no_human_action(reactive, emulator,
+                                                                      salt_run_cli):
+    lab = reactive
+    emulator.clear_audit()
+    start = time.monotonic()
+    lab.wipe("mgr2")
+    wait_until(lambda: member_state(lab, "mgr2", via="mgr3") == "replica"
+               and lab["mgr2"].exists("/etc/cloudify/.install"), 240, "mgr2 to rejoin")
+    print(f"\nrejoin of a wiped follower: {time.monotonic() - start:.1f}s from the wipe to online")
+    assert len(installs(emulator, "mgr2")) == 1
+    # the stale entry was removed through the active node before the join
+    assert [e for m in MANAGERS for e in emulator.audit(m)
+            if e["kind"] == "rest" and e["method"] == "DELETE" and e["path"].endswith("/mgr2")]
+    assert_status_matches_nodes_list(salt_run_cli, lab, "mgr3")
+
+
+def test_the_old_leader_wiped_rejoins_the_new_leader(reactive, emulator, salt_run_cli):
+    lab = reactive
+    old = next(n for n, row in nodes(lab["mgr3"]).items() if row["state"] == "leader")
+    lab.kill(old)
+    survivors = [m for m in MANAGERS if m != old]
+    new = wait_until(lambda: next((n for n, row in nodes(lab[survivors[0]]).items()
+                                   if row["state"] == "leader" and n != old), None), 20,
+                     "a new leader")
+    emulator.clear_audit()
+    lab.wipe(old)
+    wait_until(lambda: member_state(lab, old, via=new) == "replica"
+               and lab[old].exists("/etc/cloudify/.install"), 240, f"{old} to rejoin")
+    assert nodes(lab[new])[new]["state"] == "leader"
+    assert len(installs(emulator, old)) == 1
+    # a join, never a non-join install: the cluster's data is still there
+    assert lab.db.query("SELECT id FROM blueprints", dbname="cloudify_db").stdout.split() == ["keep"]
+    assert_status_matches_nodes_list(salt_run_cli, lab, new)
+
+
+def test_events_are_trusted_for_their_sender_only(reactive, salt_cli, emulator, event_listener):
+    lab = reactive
+    emulator.clear_audit()
+    since = time.time()
+    # a minion outside the cluster pillar, claiming in its payload to be a manager
+    ret = salt_cli.run("event.send", "salt/minion/lb/start", 'data={"id": "mgr2", "node": "mgr2"}',
+                       minion_tgt="lb")
+    assert ret.returncode == 0, ret
+    (run,) = wait_until(lambda: rejoin_returns(event_listener, "'lb'", since), 60,
+                        "the reactor's run for lb")
+    steps = next(iter(run["data"].values()))
+    assert list(steps.values())[0]["__id__"] == "cloudify_ha-rejoin-ignored"
+    assert "'lb' is not the minion id of a manager" in list(steps.values())[0]["name"]
+    assert not rejoin_returns(event_listener, "'mgr2'", since)
+    assert [e for m in MANAGERS for e in emulator.audit(m) if e["kind"] == "cli"] == []
+
+
+def test_five_events_for_one_node_make_one_join(reactive, salt_cli, emulator, event_listener):
+    lab = reactive
+    emulator.clear_audit()
+    lab.wipe("mgr3", power_on=False)
+    since = time.time()
+    lab.power_on("mgr3")  # its minion's start event is the first
+    for _ in range(4):
+        assert salt_cli.run("event.send", "salt/minion/mgr3/start", minion_tgt="mgr3").returncode == 0
+    wait_until(lambda: len(rejoin_returns(event_listener, "'mgr3'", since)) >= 5, 300,
+               "five rejoin runs for mgr3 to return")
+    wait_until(lambda: member_state(lab, "mgr3") == "replica", 30, "mgr3 online")
+    assert len(installs(emulator, "mgr3")) == 1
+
+
+def test_a_dead_node_is_retired_and_replaced(reactive, salt_run_cli, salt_cli, pillar_dir,
+                                             reactive_pillar, emulator):
+    lab = reactive
+    lab.kill("mgr3")
+    wait_until(lambda: member_state(lab, "mgr3", via="mgr2") == "offline", 20, "mgr3 offline")
+    ret = salt_run_cli.run("state.orch", "cloudify_ha.orch.retire",
+                           'pillar={"cluster": "lab", "node": "mgr3"}')
+    assert ret.returncode == 0, ret
+    assert "mgr3" not in nodes(lab["mgr2"])
+    # the replacement: the host rebuilt under a new node name, in pillar, joined by the
+    # normal orchestration
+    replaced = deep(reactive_pillar)
+    next(m for m in replaced["clusters"]["lab"]["managers"] if m["name"] == "mgr3")["name"] = "mgr3b"
+    with shadow_pillar(pillar_dir, replaced, beacons={"cloudify_ha": [{"interval": 2}]}):
+        lab.wipe("mgr3")  # its start event may join it as mgr3b before the orchestration does
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+        listed = nodes(lab["mgr2"])
+        assert "mgr3b" in listed and "mgr3" not in listed
+        assert listed["mgr3b"]["state"] == "replica"
+        seen = status(salt_run_cli)
+        assert {row["node"]: row["state"] for row in seen["managers"]} == \
+            {name: row["state"] for name, row in listed.items()}
