@@ -1,0 +1,9 @@
+"""`make bench`: the lab's fixtures (test/lab/fixtures.py) and the bench's options."""
+
+from lab.fixtures import *  # noqa: F401,F403  pylint: disable=wildcard-import,unused-wildcard-import
+from lab.fixtures import pytest_configure, pytest_sessionfinish  # noqa: F401
+
+
+def pytest_addoption(parser):
+    parser.addoption("--bench-quick", action="store_true",
+                     help="one repetition, N=3, T=0 only: a smoke run of the benchmarks")

@@ -1,0 +1,121 @@
+"""Session fixtures shared by the tests and the benchmarks: the lab, its salt-master and its
+minions (imported by test/conftest.py and bench/conftest.py).
+
+Nothing here starts unless a test asks for it: unit tests never build the lab.
+"""
+
+import os
+import signal
+
+import pytest
+import yaml
+
+from lab.core import Lab
+from lab.emulator import Emulator, build_packages
+from lab.saltlab import REPO, formula_root, master_overrides, start_minions, stop_minions
+
+
+def pytest_configure(config):
+    # a SIGTERM (CI timeout, kill) runs the fixtures' teardown like Ctrl-C does
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, _terminate)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    try:
+        from salt._logging.impl import shutdown_temp_handler  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return
+    shutdown_temp_handler()
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab's hosts, network, CA and PostgreSQL: created once per session, always removed."""
+    the_lab = Lab(managers=int(os.environ.get("LAB_MANAGERS", "3")))
+    the_lab.create()
+    try:
+        yield the_lab
+    finally:
+        the_lab.destroy()
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config(lab):
+    return {"root_dir": lab.dir / "sf", "slow_stop": False, "start_timeout": 120}
+
+
+@pytest.fixture(scope="session")
+def pillar_dir(lab, packages):
+    """This run's first pillar root: lab.yaml (the facts test/pillar/cloudify_ha.sls renders
+    from); a test may shadow a pillar file of test/pillar here (see the `pillar` fixture)."""
+    path = lab.dir / "pillar"
+    path.mkdir(exist_ok=True)
+    cert, key = lab.client_cert("managers")
+    facts = {
+        "managers": [{"name": h.name, "ip": h.ip} for h in lab.managers],
+        "db_ip": lab["db"].ip,
+        "subnet": lab.subnet_cidr,
+        "passwords": lab.passwords,
+        "ca_cert": lab.ca.cert.read_text(),
+        "client_cert": cert.read_text(),
+        "client_key": key.read_text(),
+        "packages": {"manager": f"salt://cloudify_ha_packages/{packages['cloudify-manager-install'].name}",
+                     "cli": f"salt://cloudify_ha_packages/{packages['cloudify-cli'].name}"},
+    }
+    (path / "lab.yaml").write_text(yaml.safe_dump(facts))
+    return path
+
+
+@pytest.fixture(scope="session")
+def packages(lab):
+    """The emulator's .deb packages, in a directory the master also serves as salt://."""
+    return build_packages(lab.dir / "srv" / "cloudify_ha_packages")
+
+
+@pytest.fixture(scope="session")
+def emulator(lab, packages):
+    return Emulator(lab, packages)
+
+
+@pytest.fixture
+def fresh_lab(lab, emulator):
+    """Every host but the DB wiped to a fresh OS, the external database emptied, audit empty."""
+    lab.reset()
+    return lab
+
+
+@pytest.fixture(scope="session")
+def salt_master(salt_factories, lab, pillar_dir, packages):
+    factory = salt_factories.salt_master_daemon(
+        "master", overrides=master_overrides(lab, [pillar_dir, REPO / "test" / "pillar"],
+                                             [formula_root(lab), lab.dir / "srv"]))
+    with factory.started():
+        # the README's one-time setup: the formula's modules and runners on the master, then a
+        # restart so that the reactor (configured in master_overrides) sees the runner
+        ret = factory.salt_run_cli(timeout=300).run("saltutil.sync_all")
+        assert ret.returncode == 0, ret
+        factory.terminate()
+        factory.start()
+        yield factory
+
+
+@pytest.fixture(scope="session")
+def lab_minions(salt_master, lab):
+    factories = start_minions(salt_master, lab, list(lab.hosts))
+    try:
+        yield factories
+    finally:
+        stop_minions(factories)
+
+
+@pytest.fixture(scope="session")
+def salt_cli(salt_master, lab_minions):
+    return salt_master.salt_cli(timeout=120)
+
+
+@pytest.fixture(scope="session")
+def salt_run_cli(salt_master, lab_minions):
+    return salt_master.salt_run_cli(timeout=600)
