@@ -190,10 +190,11 @@ def _install_log_tail(settings, lines=25):
         if "Installing Cloudify Manager" in line:
             start = index
     relevant = content[start:]
-    errors = [line for line in relevant if " ERROR " in line]
-    tail = relevant[-lines:]
-    picked = errors + [line for line in tail if line not in errors]
-    return _scrub("\n".join(picked[-lines:]), settings)
+    errors = [line for line in relevant if " ERROR " in line][-lines:]
+    tail = [line for line in relevant[-lines:] if line not in errors]
+    room = lines - len(errors)  # the errors first, then as much of the end as fits
+    picked = errors + (tail[-room:] if room > 0 else [])
+    return _scrub("\n".join(picked), settings)
 
 
 # ---- reading the node and the cluster ---------------------------------------------------------

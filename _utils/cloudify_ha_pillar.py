@@ -127,17 +127,20 @@ def validate(pillar):
             errors.append(f"{where}: must be a mapping of cluster settings (see pillar.example)")
             continue
         _unknown_keys(errors, where, raw, CLUSTER_DEFAULTS)
-        for section in ("admin", "rest", "database", "installer", "firewall"):
+        sections = ("admin", "rest", "database", "installer", "firewall")
+        for section in sections:
             if section in raw and not isinstance(raw[section], dict):
                 errors.append(f"{where}:{section}: must be a mapping (see pillar.example)")
             elif isinstance(raw.get(section), dict):
                 _unknown_keys(errors, f"{where}:{section}", raw[section], CLUSTER_DEFAULTS[section])
-        settings = cluster_settings(cname, raw)
+        # a section that is not a mapping is reported above: check the rest without it
+        settings = cluster_settings(cname, {k: v for k, v in raw.items()
+                                            if k not in sections or isinstance(v, dict)})
         _validate_managers(errors, warnings, where, settings, seen, cname)
         _validate_secrets(errors, where, settings)
         _validate_database(errors, where, settings)
         db_host = settings["database"].get("host")
-        if db_host not in (None, ""):
+        if db_host not in (None, "") and not isinstance(db_host, (list, dict)):
             if db_host in seen["database"]:
                 errors.append(f"{where}:database:host: {db_host} is also the database of "
                               f"{seen['database'][db_host]}: a non-join install drops the "
@@ -184,6 +187,11 @@ def _validate_managers(errors, warnings, where, settings, seen, cname):
         for key in ("minion_id", "name", "private_ip"):
             value = manager.get(key)
             if value in (None, ""):
+                continue
+            if isinstance(value, (list, dict)):  # a bad name or private_ip is reported above
+                if key == "minion_id":
+                    errors.append(f"{mwhere}:minion_id: must be one minion id, not a "
+                                  f"{type(value).__name__}")
                 continue
             if value in seen[key]:
                 errors.append(f"{mwhere}:{key}: '{value}' is used twice (also at "

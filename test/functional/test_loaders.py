@@ -1,0 +1,62 @@
+"""The formula's modules as Salt's loader loads them: names, __utils__, pillar, state wiring."""
+
+import inspect
+
+from functional_setup import MINION_ID, REPO, example_pillar, secrets_of
+
+
+def test_the_execution_module_loads_as_cloudify_ha(loaders):
+    assert "cloudify_ha.node_state" in loaders.modules
+    func = loaders.modules["cloudify_ha.active_node"]
+    assert inspect.getfile(func.func) == str(REPO / "_modules" / "cloudify_ha.py")
+
+
+def test_the_state_module_loads_as_cloudify_ha(loaders):
+    for name in ("manager_installed", "cluster_started", "joined", "profile_updated",
+                 "node_absent", "listed"):
+        assert f"cloudify_ha.{name}" in loaders.states, name
+
+
+def test_plan_with_a_pillar_passed_in_has_no_secret(loaders):
+    pillar = example_pillar()
+    result = loaders.modules.cloudify_ha.plan(pillar=pillar)
+    assert (result["errors"], result["warnings"], sorted(result["clusters"])) == ([], [], ["prod"])
+    prod = result["clusters"]["prod"]
+    assert (prod["leader_manager"]["name"], [m["name"] for m in prod["followers"]]) == (
+        "cfy-mgr1", ["cfy-mgr2", "cfy-mgr3"])
+    assert prod["database"] == {"host": "10.0.0.5", "port": 5432}
+    assert [s for s in secrets_of(pillar) if s in repr(result)] == []
+
+
+def test_plan_reads_the_minions_pillar(loaders):
+    result = loaders.modules.cloudify_ha.plan(cluster="prod")
+    assert (result["errors"], sorted(result["clusters"])) == ([], ["prod"])
+    assert result["clusters"]["prod"]["admin"] == {"username": "admin"}
+    assert [s for s in secrets_of(example_pillar()) if s in repr(result)] == []
+
+
+def test_plan_of_an_unknown_cluster(loaders):
+    result = loaders.modules.cloudify_ha.plan(cluster="qa")
+    assert (result["errors"], result["clusters"]) == (
+        ["cluster 'qa' (from the orchestration's pillar 'cluster') is not defined under "
+         "cloudify_ha:clusters; defined: prod"], {})
+
+
+def test_profile_nodes_reads_a_profile(loaders, tmp_path, monkeypatch):
+    func = loaders.modules["cloudify_ha.profile_nodes"]
+    monkeypatch.setitem(func.__globals__, "PROFILES_DIR", str(tmp_path))
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "prod" / "context").write_text(
+        "!CloudifyProfileContext\n_cluster:\n- {name: cfy-mgr2, manager_ip: 10.0.0.12}\n"
+        "- {name: cfy-mgr1, manager_ip: 10.0.0.11}\nmanager_ip: 10.0.0.12\n")
+    assert loaders.modules.cloudify_ha.profile_nodes(profile="prod") == ["10.0.0.11", "10.0.0.12"]
+    assert loaders.modules.cloudify_ha.profile_nodes(profile="missing") is None
+
+
+def test_a_state_runs_through_the_loader_and_fails_cleanly(loaders):
+    # a cluster the pillar does not define: the state fails before any host is asked anything
+    ret = loaders.states.cloudify_ha.listed(name="cfy-mgr2", cluster="qa")
+    assert ret.filtered == {
+        "name": "cfy-mgr2", "changes": {}, "result": False,
+        "comment": f"cfy-mgr2: no cluster in pillar cloudify_ha:clusters:qa lists minion "
+                   f"'{MINION_ID}' as a manager"}

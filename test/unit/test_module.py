@@ -1,0 +1,630 @@
+"""_modules/cloudify_ha.py: the execution module, with a fake Salt (cmd.run_all, pillar.get,
+pkg.version), the host's files under tmp_path, and the REST client's `request` replaced by a fake.
+"""
+
+import os
+import stat
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import pytest
+import yaml
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from formula_code import EXAMPLE_SECRETS, example_pillar, execution_module, pillar_util, rest_util
+
+MODULE = execution_module()
+PILLAR_UTIL = pillar_util()
+REST = rest_util()
+# what Salt's loader gives the module: it reaches each _utils module through one of its functions
+UTILS = {"cloudify_ha_pillar.plan": PILLAR_UTIL.plan, "cloudify_ha_rest.request": REST.request}
+
+MINION = "cfy-mgr2.example.com"
+ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
+CLIENT_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
+SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(),)
+DB_CA = "-----BEGIN CERTIFICATE-----\nDBCA\n-----END CERTIFICATE-----\n"
+
+
+def mode_of(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def done(stdout="", stderr="", retcode=0):
+    return {"retcode": retcode, "stdout": stdout, "stderr": stderr, "pid": 4242}
+
+
+def assert_no_secret(text):
+    for secret in SECRETS:
+        assert secret not in str(text)
+
+
+@pytest.fixture
+def pillar():
+    """pillar.example, with a database client certificate and key."""
+    data = example_pillar()
+    data["clusters"]["prod"]["database"].update(ca_cert=DB_CA, client_cert="CLIENT CERT",
+                                                client_key=CLIENT_KEY)
+    return data
+
+
+def pillar_get(pillar):
+    def get(key, default=None, **_kwargs):
+        value = {"cloudify_ha": pillar}
+        for part in key.split(":"):
+            if not isinstance(value, dict) or part not in value:
+                return default
+            value = value[part]
+        return value
+    return get
+
+
+@pytest.fixture
+def salt(pillar):
+    return {"pillar.get": MagicMock(side_effect=pillar_get(pillar)),
+            "pkg.version": MagicMock(return_value="4.6.0-ga"),
+            "cmd.run_all": MagicMock(return_value=done())}
+
+
+@pytest.fixture
+def configure_loader_modules(salt):
+    return {MODULE: {"__salt__": salt, "__opts__": {"id": MINION, "test": False},
+                     "__utils__": UTILS}}
+
+
+@pytest.fixture(autouse=True)
+def host(tmp_path, monkeypatch):
+    """The manager host's files under tmp_path; every command is installed in /usr/bin."""
+    paths = SimpleNamespace(
+        config=tmp_path / "etc/cloudify/config.yaml", install=tmp_path / "etc/cloudify/.install",
+        cluster=tmp_path / "etc/cloudify/cluster", certs=tmp_path / "etc/cloudify_ha",
+        log=tmp_path / "var/log/cfy_manager.log", resources=tmp_path / "opt/manager/resources",
+        profiles=tmp_path / "root/.cloudify/profiles")
+    for constant, path in (("CONFIG_PATH", paths.config), ("INSTALL_MARKER", paths.install),
+                           ("CLUSTER_MARKER", paths.cluster), ("CERT_DIR", paths.certs),
+                           ("INSTALL_LOG", paths.log), ("RESOURCES", paths.resources),
+                           ("PROFILES_DIR", paths.profiles)):
+        monkeypatch.setattr(MODULE, constant, str(path))
+    monkeypatch.setattr("salt.utils.path.which", lambda name: f"/usr/bin/{name}")
+    return paths
+
+
+class FakeManagers:
+    """The REST client's `request` for a set of managers: host -> "active", an exception, or a
+    callable(method, path) giving the answer. Records every call."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = []
+
+    def __call__(self, endpoint, method, path, body=None, timeout=None, retries=None):
+        self.calls.append(SimpleNamespace(endpoint=endpoint, method=method, path=path,
+                                          retries=retries))
+        answer = self.answers.get(endpoint.host, REST.Unreachable(f"{endpoint.host}: refused"))
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            return answer(method, path)
+        return {"status": "running"}
+
+
+@pytest.fixture
+def managers(monkeypatch):
+    """Install a FakeManagers as the REST client's request: managers({host: answer})."""
+    def install(answers):
+        fake = FakeManagers(answers)
+        monkeypatch.setattr(REST, "request", fake)
+        return fake
+    return install
+
+
+REPLICA = REST.RestError(400, "not_cluster_master", "not the active node")
+
+
+# ---- commands ---------------------------------------------------------------------------------
+COMMANDS = {
+    "install": (lambda: MODULE.install(), ["/usr/bin/cfy_manager", "install"]),
+    "join": (lambda: MODULE.join("10.0.0.11", "10.0.0.5"), ["/usr/bin/cfy_manager", "install"]),
+    "start_cluster": (lambda: MODULE.start_cluster("cfy-mgr2", "10.0.0.12"),
+                      ["/usr/bin/cfy", "cluster", "start", "--cluster-node-name", "cfy-mgr2",
+                       "--cluster-host-ip", "10.0.0.12"]),
+    "use_profile": (lambda: MODULE.use_profile("prod", "10.0.0.11", cluster="prod"),
+                    ["/usr/bin/cfy", "profiles", "use", "10.0.0.11", "--profile-name", "prod",
+                     "--skip-credentials-validation"]),
+    "update_profile": (lambda: MODULE.update_profile(),
+                       ["/usr/bin/cfy", "cluster", "update-profile"]),
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_commands_run_without_a_shell_quietly_and_without_secrets(command, salt):
+    call, argv = COMMANDS[command]
+    call()
+    (args, kwargs), = salt["cmd.run_all"].call_args_list
+    assert args == (argv,)
+    assert_no_secret(args)
+    assert (kwargs["python_shell"], kwargs["output_loglevel"]) == (False, "quiet")
+    assert_no_secret({k: v for k, v in kwargs.items() if k != "env"})
+
+
+@pytest.mark.parametrize("command", ["start_cluster", "use_profile", "update_profile"])
+def test_cfy_gets_the_admin_credentials_from_the_environment(command, salt):
+    COMMANDS[command][0]()
+    env = salt["cmd.run_all"].call_args.kwargs["env"]
+    assert {k: env[k] for k in ("CLOUDIFY_USERNAME", "CLOUDIFY_PASSWORD", "CLOUDIFY_TENANT")} == {
+        "CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": ADMIN_PW,
+        "CLOUDIFY_TENANT": "default_tenant"}
+
+
+def test_cfy_manager_gets_no_secret_even_in_its_environment(salt):
+    MODULE.install()
+    assert_no_secret(salt["cmd.run_all"].call_args.kwargs["env"])
+
+
+def test_command_output_is_scrubbed(salt):
+    salt["cmd.run_all"].return_value = done(stdout=f"using {ADMIN_PW}\nProfile is up to date")
+    assert MODULE.update_profile() == {"retcode": 0,
+                                       "output": "using ******\nProfile is up to date"}
+
+
+def test_a_missing_command_is_an_error_and_runs_nothing(salt, monkeypatch):
+    monkeypatch.setattr("salt.utils.path.which", lambda name: None)
+    with pytest.raises(CommandExecutionError, match="'cfy' is not installed on this minion"):
+        MODULE.update_profile()
+    salt["cmd.run_all"].assert_not_called()
+
+
+def test_a_failed_cfy_command_says_why_without_secrets(salt):
+    salt["cmd.run_all"].return_value = done(stderr=f"An error occurred on the server: bad "
+                                                   f"password {ADMIN_PW}", retcode=1)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.start_cluster("cfy-mgr2", "10.0.0.12")
+    assert str(raised.value) == ("cfy cluster start failed (exit 1): An error occurred on the "
+                                 "server: bad password ******")
+
+
+# ---- install / join ------------------------------------------------------------------------------
+def config_seen_by_cfy_manager(salt, host, rewrite_mode=0o644):
+    """Make cmd.run_all record config.yaml (content, mode) as cfy_manager finds it, then rewrite
+    it the way 4.6 does (with the umask's mode)."""
+    seen = {}
+
+    def run_all(argv, **kwargs):
+        seen["mode"] = mode_of(host.config)
+        seen["config"] = yaml.safe_load(host.config.read_text())
+        os.chmod(host.config, rewrite_mode)
+        return done(stdout="Installation finished successfully!")
+    salt["cmd.run_all"].side_effect = run_all
+    return seen
+
+
+def test_join_writes_the_join_settings_to_a_private_config(salt, host):
+    seen = config_seen_by_cfy_manager(salt, host)
+    assert MODULE.join("10.0.0.11", "10.0.0.55") == {
+        "retcode": 0, "output": "Installation finished successfully!"}
+    config = seen["config"]
+    assert seen["mode"] == 0o600
+    assert config["cluster"] == {"master_ip": "10.0.0.11", "node_name": "cfy-mgr2",
+                                 "host_ip": "10.0.0.12"}
+    # the database the active node reported, not the pillar's
+    assert config["postgresql_client"] == {"host": "10.0.0.55", "db_name": "cloudify_db",
+                                           "username": "cloudify", "password": DB_PW,
+                                           "postgres_password": POSTGRES_PW, "ssl_enabled": True}
+    assert config["manager"] == {"private_ip": "10.0.0.12", "public_ip": "192.0.2.12",
+                                 "security": {"ssl_enabled": False, "admin_username": "admin",
+                                              "admin_password": ADMIN_PW}}
+    assert config["services_to_install"] == ["queue_service", "composer_service",
+                                             "manager_service"]
+    assert mode_of(host.config) == 0o600  # again, after cfy_manager rewrote it
+
+
+def test_install_is_a_non_join_install_on_the_pillars_database(salt, host):
+    seen = config_seen_by_cfy_manager(salt, host)
+    MODULE.install()
+    assert "cluster" not in seen["config"]
+    assert seen["config"]["postgresql_client"]["host"] == "10.0.0.5"
+
+
+def test_install_writes_the_database_certificates_from_pillar(salt, host):
+    seen = config_seen_by_cfy_manager(salt, host)
+    MODULE.install()
+    inputs = seen["config"]["ssl_inputs"]
+    assert inputs == {"ca_cert_path": str(host.certs / "prod/db-ca.pem"),
+                      "postgresql_client_cert_path": str(host.certs / "prod/db-client.pem"),
+                      "postgresql_client_key_path": str(host.certs / "prod/db-client.key")}
+    assert (host.certs / "prod/db-ca.pem").read_text() == DB_CA
+    assert (host.certs / "prod/db-client.key").read_text() == CLIENT_KEY
+    assert [mode_of(inputs[k]) for k in sorted(inputs)] == [0o644, 0o644, 0o600]
+
+
+INSTALL_LOG = """\
+2019-06-01 10:00:00 INFO - Installing Cloudify Manager
+2019-06-01 10:00:05 ERROR - an old failure of an earlier run
+2019-06-01 11:00:00 INFO - Installing Cloudify Manager
+2019-06-01 11:00:01 INFO - Master ip found, joining to cluster with 10.0.0.11 as master
+2019-06-01 11:00:02 ERROR - 401: Master and replica nodes must have the same admin password \
+(CHANGE-ME-admin-password)
+2019-06-01 11:00:03 INFO - Installation failed
+"""
+
+
+def test_a_failed_install_shows_the_relevant_log_lines_without_secrets(salt, host):
+    host.log.parent.mkdir(parents=True)
+    host.log.write_text(INSTALL_LOG)
+    salt["cmd.run_all"].return_value = done(
+        stderr=f"NetworkError: REST service returned an unexpected response: 401 {DB_PW}",
+        retcode=1)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.join("10.0.0.11", "10.0.0.5")
+    message = str(raised.value)
+    assert message.startswith("cfy_manager install failed (exit 1): NetworkError: REST service "
+                              "returned an unexpected response: 401 ******\n")
+    assert ("ERROR - 401: Master and replica nodes must have the same admin password (******)"
+            in message)
+    assert "Installation failed" in message
+    assert "an old failure of an earlier run" not in message
+    assert_no_secret(message)
+    assert mode_of(host.config) == 0o600
+
+
+def test_the_log_tail_keeps_an_early_error_and_the_very_end(salt, host):
+    # 4.6 logs the real cause once, then many lines of teardown before it exits
+    host.log.parent.mkdir(parents=True)
+    host.log.write_text("\n".join(
+        ["t INFO - Installing Cloudify Manager", "t ERROR - Failed adding node: 400"]
+        + [f"t INFO - teardown {i}" for i in range(40)]))
+    salt["cmd.run_all"].return_value = done(retcode=1)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.install()
+    log_part = str(raised.value).split("(relevant lines) ---\n", 1)[1].splitlines()
+    assert log_part == (["t ERROR - Failed adding node: 400"]
+                        + [f"t INFO - teardown {i}" for i in range(16, 40)])
+
+
+def test_a_failed_install_without_a_log(salt):
+    salt["cmd.run_all"].return_value = done(stdout="Boom", retcode=2)
+    with pytest.raises(CommandExecutionError, match=r"exit 2\): Boom\n.*\n\(no installer log\)"):
+        MODULE.install()
+
+
+# ---- _write_private ---------------------------------------------------------------------------
+def test_write_private_creates_a_0600_file_and_its_private_directory(tmp_path):
+    path = tmp_path / "new/dir/secret.yaml"
+    assert MODULE._write_private(str(path), "password: x\n") is True
+    assert (path.read_text(), mode_of(path), mode_of(path.parent)) == (
+        "password: x\n", 0o600, 0o700)
+
+
+def test_write_private_leaves_an_identical_file_alone(tmp_path):
+    path = tmp_path / "secret.yaml"
+    MODULE._write_private(str(path), "a")
+    inode = os.stat(path).st_ino
+    assert MODULE._write_private(str(path), "a") is False
+    assert os.stat(path).st_ino == inode
+
+
+def test_write_private_fixes_the_mode_of_an_identical_file(tmp_path):
+    path = tmp_path / "secret.yaml"
+    path.write_text("a")
+    path.chmod(0o644)
+    assert MODULE._write_private(str(path), "a") is True
+    assert mode_of(path) == 0o600
+
+
+def test_write_private_with_another_mode(tmp_path):
+    path = tmp_path / "ca.pem"
+    MODULE._write_private(str(path), "PEM", 0o644)
+    assert mode_of(path) == 0o644
+
+
+def test_write_private_replaces_atomically_a_file_already_private(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    path.write_text("old")
+    real_replace, seen = os.replace, {}
+
+    def replace(src, dst):
+        seen.update(src_mode=mode_of(src), src=open(src).read(), dst=open(dst).read())
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", replace)
+    MODULE._write_private(str(path), "new")
+    assert seen == {"src_mode": 0o600, "src": "new", "dst": "old"}
+    assert path.read_text() == "new"
+
+
+def test_write_private_failure_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "config.yaml"
+    path.write_text("old")
+
+    def replace(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="disk full"):
+        MODULE._write_private(str(path), "new")
+    assert (path.read_text(), sorted(os.listdir(tmp_path))) == ("old", ["config.yaml"])
+
+
+# ---- profiles ---------------------------------------------------------------------------------
+PROFILE = """\
+!CloudifyProfileContext
+_cluster:
+- manager_ip: 10.0.0.13
+  name: cfy-mgr3
+  rest_port: 80
+- manager_ip: 10.0.0.11
+  name: cfy-mgr1
+  rest_port: 80
+manager_ip: 10.0.0.13
+manager_password: CHANGE-ME-admin-password
+manager_tenant: default_tenant
+"""
+
+
+def write_profile(host, name, text, mode=0o644):
+    path = host.profiles / name / "context"
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_profile_nodes_reads_a_tagged_profile(host):
+    write_profile(host, "prod", PROFILE)
+    assert MODULE.profile_nodes("prod") == ["10.0.0.11", "10.0.0.13"]
+
+
+def test_profile_nodes_of_a_profile_without_a_cluster(host):
+    write_profile(host, "localhost", "!CloudifyProfileContext\nmanager_ip: 10.0.0.12\n")
+    assert MODULE.profile_nodes() == []
+
+
+def test_profile_nodes_of_a_missing_profile():
+    assert (MODULE.profile_nodes("prod"), MODULE.profile_mode("prod")) == (None, None)
+
+
+def test_secure_profile_makes_the_profile_private_once(host):
+    path = write_profile(host, "prod", PROFILE, 0o644)
+    assert MODULE.profile_mode("prod") == "0o644"
+    assert MODULE.secure_profile("prod") is True
+    assert (mode_of(path), MODULE.profile_mode("prod")) == (0o600, "0o600")
+    assert MODULE.secure_profile("prod") is False
+    assert MODULE.secure_profile("missing") is False
+
+
+def test_active_profile(host):
+    assert MODULE.active_profile() is None
+    (host.profiles.parent).mkdir(parents=True)
+    (host.profiles.parent / "active.profile").write_text("prod\n")
+    assert MODULE.active_profile() == "prod"
+
+
+def test_use_profile_with_rest_ssl_passes_the_ca_file(salt, pillar, host):
+    pillar["clusters"]["prod"]["rest"] = {"ssl": True, "ca_cert": "REST CA"}
+    MODULE.use_profile("prod", "10.0.0.11", cluster="prod")
+    argv = salt["cmd.run_all"].call_args.args[0]
+    assert argv[-3:] == ["--ssl", "--rest-certificate", str(host.certs / "prod/rest-ca.pem")]
+    assert (host.certs / "prod/rest-ca.pem").read_text() == "REST CA"
+
+
+# ---- active_node --------------------------------------------------------------------------------
+def test_active_node_is_the_one_manager_that_answers_200(managers):
+    fake = managers({"10.0.0.11": REPLICA, "10.0.0.12": "active", "10.0.0.13": REPLICA})
+    assert MODULE.active_node() == {"name": "cfy-mgr2", "host": "10.0.0.12"}
+    assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    assert {(c.method, c.path, c.retries, c.endpoint.username, c.endpoint.password)
+            for c in fake.calls} == {("GET", "/status", 0, "admin", ADMIN_PW)}
+
+
+def test_active_node_without_one_names_every_node_and_its_answer(managers):
+    managers({"10.0.0.12": REPLICA, "10.0.0.13": REST.RestError(500, "", "Internal error")})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.active_node()
+    assert str(raised.value) == ("no active node in cluster 'prod': cfy-mgr1 (10.0.0.11): "
+                                 "unreachable; cfy-mgr2 (10.0.0.12): not_cluster_master; "
+                                 "cfy-mgr3 (10.0.0.13): http 500")
+
+
+def test_active_node_reports_a_split_brain_naming_both(managers):
+    managers({"10.0.0.11": "active", "10.0.0.12": REPLICA, "10.0.0.13": "active"})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.active_node()
+    assert str(raised.value).startswith("split brain in cluster 'prod': cfy-mgr1 (10.0.0.11) and "
+                                        "cfy-mgr3 (10.0.0.13) both answer as the active node")
+
+
+def test_active_node_not_required_and_nobody_home(managers):
+    managers({})
+    assert MODULE.active_node(required=False) is None
+
+
+def test_active_node_not_required_is_still_an_error_when_replicas_answer(managers):
+    managers({"10.0.0.12": REPLICA})
+    with pytest.raises(CommandExecutionError, match="no active node in cluster 'prod'"):
+        MODULE.active_node(required=False)
+
+
+def test_active_node_when_every_manager_rejects_the_credentials(managers):
+    unauthorized = REST.RestError(401, "unauthorized_error", "bad credentials")
+    managers({ip: unauthorized for ip in ("10.0.0.11", "10.0.0.12", "10.0.0.13")})
+    with pytest.raises(CommandExecutionError, match="every manager rejected the admin credentials "
+                                                    r"\(401\): check cloudify_ha:clusters:prod"):
+        MODULE.active_node()
+
+
+def test_active_node_asks_only_the_candidates(managers):
+    fake = managers({"10.0.0.13": "active", "10.9.9.9": REPLICA})
+    assert MODULE.active_node(candidates=["10.0.0.13", "10.9.9.9"]) == {"name": "cfy-mgr3",
+                                                                        "host": "10.0.0.13"}
+    assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.13", "10.9.9.9"]
+
+
+def test_active_node_from_a_host_outside_the_cluster(managers, configure_loader_modules):
+    configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
+    managers({"10.0.0.11": "active"})
+    assert MODULE.active_node(cluster="prod") == {"name": "cfy-mgr1", "host": "10.0.0.11"}
+    with pytest.raises(SaltInvocationError, match="no cluster in pillar cloudify_ha:clusters lists "
+                                                  "minion 'admin1.example.com' as a manager"):
+        MODULE.active_node()
+
+
+# ---- node_state ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("local_answer, expected", [
+    ("active", "leader"),
+    (REPLICA, "replica"),
+    (REST.RestError(400, "removed_from_cluster", "removed"), "removed"),
+    (REST.Unreachable("refused"), "down"),
+])
+def test_node_state_of_a_clustered_manager_from_its_rest_answer(local_answer, expected, host,
+                                                                 managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": local_answer})
+    assert MODULE.node_state() == expected
+    assert [c.endpoint.host for c in fake.calls] == ["10.0.0.12"]
+
+
+def test_node_state_from_the_local_markers(salt, host, managers):
+    fake = managers({"10.0.0.12": "active"})
+    salt["pkg.version"].return_value = ""
+    assert MODULE.node_state() == "absent"
+    salt["pkg.version"].assert_called_with("cloudify-manager-install")
+    salt["pkg.version"].return_value = "4.6.0-ga"
+    assert MODULE.node_state() == "package_installed"
+    host.install.parent.mkdir(parents=True)
+    host.install.touch()
+    assert MODULE.node_state() == "installed"
+    assert fake.calls == []
+
+
+def test_node_state_with_wrong_credentials(host, managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    managers({"10.0.0.12": REST.RestError(401, "unauthorized_error", "no")})
+    with pytest.raises(CommandExecutionError, match=r"rejected the admin credentials \(401\): "
+                       "check cloudify_ha:clusters:prod:admin:password"):
+        MODULE.node_state()
+
+
+# ---- REST reads and writes ----------------------------------------------------------------------
+NODES = {"items": [
+    {"name": "cfy-mgr1", "host_ip": "10.0.0.11", "master": True, "online": True,
+     "initialized": True, "database_ip": "10.0.0.5", "credentials": "secret-ish",
+     "checks": {"consul": True}},
+    {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "master": False, "online": False},
+]}
+
+
+def test_cluster_nodes_are_normalised(managers):
+    fake = managers({"10.0.0.11": lambda method, path: NODES})
+    assert MODULE.cluster_nodes(active="10.0.0.11") == [
+        {"name": "cfy-mgr1", "host_ip": "10.0.0.11", "state": "leader", "online": True,
+         "master": True, "initialized": True, "database_ip": "10.0.0.5",
+         "checks": {"consul": True}},
+        {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "state": "offline", "online": False,
+         "master": False, "initialized": False, "database_ip": None, "checks": {}},
+    ]
+    assert [(c.method, c.path) for c in fake.calls] == [("GET", "/cluster/nodes")]
+
+
+def test_remove_node_deletes_through_the_active_node(managers):
+    fake = managers({"10.0.0.11": lambda method, path: None})
+    assert MODULE.remove_node("cfy-mgr3", active="10.0.0.11")["name"] == "cfy-mgr3"
+    assert [(c.endpoint.host, c.method, c.path) for c in fake.calls] == [
+        ("10.0.0.11", "DELETE", "/cluster/nodes/cfy-mgr3")]
+
+
+@pytest.mark.parametrize("error, message", [
+    (REST.RestError(401, "unauthorized_error", "no"),
+     "the manager at 10.0.0.11 rejected the admin credentials (401): check "
+     "cloudify_ha:clusters:prod:admin:username/password"),
+    (REST.RestError(500, "internal", f"cannot log in with {DB_PW}"),
+     "GET /cluster/nodes on 10.0.0.11 failed: 500 internal: cannot log in with ******"),
+    (REST.Unreachable("http://10.0.0.11:80/api/v3.1/cluster/nodes: ConnectTimeout"),
+     "GET /cluster/nodes: nothing answered at 10.0.0.11 (http://10.0.0.11:80/api/v3.1/cluster/"
+     "nodes: ConnectTimeout)"),
+])
+def test_rest_errors_become_scrubbed_command_errors(managers, error, message):
+    managers({"10.0.0.11": error})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.cluster_nodes(active="10.0.0.11")
+    assert str(raised.value) == message
+
+
+# ---- the external database ----------------------------------------------------------------------
+def psql_answers(answers):
+    """cmd.run_all answering each psql query with the stdout of the first matching fragment."""
+    def run_all(argv, **kwargs):
+        sql = argv[argv.index("-c") + 1]
+        return done(stdout=next(out for fragment, out in answers if fragment in sql))
+    return run_all
+
+
+def test_database_holds_data_asks_postgres_with_the_password_in_the_environment(salt, host):
+    salt["cmd.run_all"].side_effect = psql_answers([
+        ("pg_database", "cloudify_db\nstage\ncomposer\n"),
+        ("information_schema", "blueprints\ndeployments\nusers\nexecutions\n"),
+        ("FROM blueprints", "2\n"), ("FROM deployments", "1\n"), ("FROM users", "1\n")])
+    assert MODULE.database_holds_data() == {
+        "holds_data": True, "databases": ["cloudify_db", "composer", "stage"], "tables": 4,
+        "rows": {"blueprints": 2, "deployments": 1, "users": 1}, "host": "10.0.0.5:5432"}
+    for args, kwargs in salt["cmd.run_all"].call_args_list:
+        argv = args[0]
+        assert argv[:4] == ["/usr/bin/psql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
+        assert "sslmode=verify-full" in argv[4] and "user=postgres" in argv[4]
+        assert f"sslrootcert={host.certs / 'prod/db-ca.pem'}" in argv[4]
+        assert (kwargs["python_shell"], kwargs["output_loglevel"]) == (False, "quiet")
+        assert kwargs["env"]["PGPASSWORD"] == POSTGRES_PW
+        assert_no_secret(argv)
+
+
+def test_database_without_cloudify_db_holds_no_data(salt):
+    salt["cmd.run_all"].side_effect = psql_answers([("pg_database", "stage\n")])
+    assert MODULE.database_holds_data() == {
+        "holds_data": False, "databases": ["stage"], "tables": 0, "rows": {},
+        "host": "10.0.0.5:5432"}
+    assert salt["cmd.run_all"].call_count == 1
+
+
+def test_database_unreachable(salt):
+    salt["cmd.run_all"].return_value = done(
+        stderr=f"psql: FATAL: password authentication failed ({POSTGRES_PW})", retcode=2)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.database_holds_data()
+    assert str(raised.value) == ("could not query the external database at 10.0.0.5:5432 as "
+                                 "postgres: psql: FATAL: password authentication failed (******)")
+
+
+# ---- settings, resources, plan -------------------------------------------------------------------
+def test_a_minion_that_is_not_a_manager_of_the_named_cluster(configure_loader_modules):
+    configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
+    with pytest.raises(SaltInvocationError) as raised:
+        MODULE.install(cluster="prod")
+    assert str(raised.value) == ("minion 'admin1.example.com' is not a manager of cluster 'prod' "
+                                 "(cloudify_ha:clusters:prod:managers)")
+
+
+def test_resources_lists_the_files_of_the_host(host):
+    assert (MODULE.resources(), MODULE.is_empty()) == ([], True)
+    (host.resources / "blueprints/t/app").mkdir(parents=True)
+    (host.resources / "blueprints/t/app/blueprint.yaml").write_text("x")
+    assert (MODULE.resources(), MODULE.is_empty()) == (["blueprints/t/app/blueprint.yaml"], False)
+
+
+def test_plan_from_pillar_has_no_secret(salt, pillar):
+    pillar["clusters"]["prod"]["loadbalancer"].update(ssl=True, ssl_cert="LB CERT AND KEY")
+    result = MODULE.plan()
+    salt["pillar.get"].assert_called_once_with("cloudify_ha", {}, unmask=True)
+    assert (result["errors"], result["warnings"], list(result["clusters"])) == ([], [], ["prod"])
+    prod = result["clusters"]["prod"]
+    assert prod["database"] == {"host": "10.0.0.5", "port": 5432}
+    assert prod["admin"] == {"username": "admin"}
+    assert "ssl_cert" not in prod["loadbalancer"] and "LB CERT AND KEY" not in repr(result)
+    assert_no_secret(repr(result))
+
+
+def test_plan_of_a_given_pillar_with_errors(salt):
+    result = MODULE.plan(pillar={"clusters": {"prod": {"leader": "x"}}})
+    salt["pillar.get"].assert_not_called()
+    assert result["clusters"] == {} and "cloudify_ha:clusters:prod:managers: list the" in \
+        result["errors"][0]

@@ -1,0 +1,299 @@
+"""_utils/cloudify_ha_pillar.py: the pillar's validation, the plan, and the secret helpers."""
+
+import copy
+
+import pytest
+
+from formula_code import EXAMPLE_SECRETS, example_pillar, pillar_util
+
+P = pillar_util()
+PROD = "cloudify_ha:clusters:prod"
+DROP = object()  # with_change(): remove the key instead of setting it
+
+
+def with_change(path, value, pillar=None):
+    """pillar.example (or `pillar`) with one value under clusters:prod changed: path is
+    colon-separated, list indices as digits; DROP removes the key."""
+    pillar = copy.deepcopy(pillar) if pillar is not None else example_pillar()
+    *parents, last = path.split(":")
+    node = pillar["clusters"]["prod"]
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    key = int(last) if isinstance(node, list) else last
+    if value is DROP:
+        del node[key]
+    else:
+        node[key] = value
+    return pillar
+
+
+def keys_of(errors):
+    """The pillar key each message starts with (the part before the first ': ')."""
+    return [error.split(": ", 1)[0] for error in errors]
+
+
+def second_cluster():
+    """A valid cluster 'staging' beside prod: its own managers, addresses and database."""
+    staging = copy.deepcopy(example_pillar()["clusters"]["prod"])
+    staging["leader"] = "stg-mgr1"
+    staging["managers"] = [
+        {"name": f"stg-mgr{i}", "minion_id": f"stg-mgr{i}.example.com",
+         "private_ip": f"10.1.0.1{i}", "public_ip": f"192.0.2.2{i}"} for i in (1, 2, 3)]
+    staging["database"]["host"] = "10.1.0.5"
+    staging["loadbalancer"] = None
+    return staging
+
+
+def two_clusters():
+    pillar = example_pillar()
+    pillar["clusters"]["staging"] = second_cluster()
+    return pillar
+
+
+# ---- pillar.example ---------------------------------------------------------------------------
+def test_pillar_example_is_valid_without_warnings():
+    assert P.validate(example_pillar()) == ([], [])
+
+
+def test_example_secrets_are_the_ones_in_pillar_example():
+    settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
+    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS)
+
+
+def test_plan_of_pillar_example():
+    result = P.plan(example_pillar())
+    assert (result["errors"], result["warnings"], list(result["clusters"])) == ([], [], ["prod"])
+    prod = result["clusters"]["prod"]
+    assert prod["name"] == "prod"
+    assert prod["leader_manager"] == {"name": "cfy-mgr1", "minion_id": "cfy-mgr1.example.com",
+                                      "private_ip": "10.0.0.11", "public_ip": "192.0.2.11"}
+    assert [m["name"] for m in prod["followers"]] == ["cfy-mgr2", "cfy-mgr3"]
+    assert prod["loadbalancer"] == dict(P.LOADBALANCER_DEFAULTS,
+                                        minion_ids=["cfy-lb1.example.com"])
+
+
+def test_plan_follows_the_named_leader_not_the_list_order():
+    prod = P.plan(with_change("leader", "cfy-mgr2"))["clusters"]["prod"]
+    assert prod["leader_manager"]["name"] == "cfy-mgr2"
+    assert [m["name"] for m in prod["followers"]] == ["cfy-mgr1", "cfy-mgr3"]
+
+
+def test_plan_only_builds_the_named_cluster():
+    result = P.plan(two_clusters(), only="staging")
+    assert (result["errors"], list(result["clusters"])) == ([], ["staging"])
+    assert result["clusters"]["staging"]["leader_manager"]["name"] == "stg-mgr1"
+
+
+def test_plan_with_an_unknown_cluster_is_an_error_and_builds_nothing():
+    assert P.plan(two_clusters(), only="qa") == {
+        "errors": ["cluster 'qa' (from the orchestration's pillar 'cluster') is not defined "
+                   "under cloudify_ha:clusters; defined: prod, staging"],
+        "warnings": [],
+        "clusters": {},
+    }
+
+
+def test_plan_with_an_error_builds_nothing():
+    result = P.plan(with_change("leader", DROP))
+    assert keys_of(result["errors"]) == [f"{PROD}:leader"]
+    assert result["clusters"] == {}
+
+
+# ---- single mistakes --------------------------------------------------------------------------
+MISTAKES = [
+    # (path under clusters:prod, value, the key the error names, a fragment of its fix)
+    ("leader", DROP, "leader", "required; name the one manager"),
+    ("leader", "cfy-mgr9", "leader", "'cfy-mgr9' is not the name of a manager"),
+    ("leader", ["cfy-mgr1", "cfy-mgr2"], "leader", "exactly one leader per cluster"),
+    ("leadr", "cfy-mgr1", "leadr", "unknown key (did you mean 'leader'?)"),
+    ("managers", [], "managers", "list the cluster's managers"),
+    ("managers:1", "cfy-mgr2", "managers:1", "must be a mapping"),
+    ("managers:1:private_ip", "10.0.0.300", "managers:1:private_ip", "is not an IPv4 address"),
+    ("managers:2:public_ip", DROP, "managers:2:public_ip", "required"),
+    ("managers:1:minion_id", "", "managers:1:minion_id", "required"),
+    ("managers:1:name", "cfy mgr2", "managers:1:name", "is not a valid node name"),
+    ("managers:2:name", "cfy-mgr2", "managers:2:name",
+     f"used twice (also at {PROD}:managers:1)"),
+    ("managers:2:minion_id", "cfy-mgr1.example.com", "managers:2:minion_id",
+     f"used twice (also at {PROD}:managers:0)"),
+    ("managers:2:private_ip", "10.0.0.11", "managers:2:private_ip", "used twice"),
+    ("managers:1:minion_id", ["a", "b"], "managers:1:minion_id", "one minion id, not a list"),
+    ("managers:1:database_ip", "10.0.0.6", "managers:1:database_ip", "a cluster has ONE database"),
+    ("managers:1:pubic_ip", "192.0.2.12", "managers:1:pubic_ip", "did you mean 'public_ip'?"),
+    ("admin:password", DROP, "admin:password", "required secret is missing"),
+    ("admin:password", 1234, "admin:password", "must be a string (quote it in YAML)"),
+    ("database:password", "", "database:password", "required secret is missing"),
+    ("database:postgres_password", DROP, "database:postgres_password", "required secret"),
+    ("database:host", DROP, "database:host", "required; the external PostgreSQL's address"),
+    ("database:host", "db host!", "database:host", "is not an IPv4 address or host name"),
+    ("database:host", ["10.0.0.5"], "database:host", "is not an IPv4 address or host name"),
+    ("database:port", 5433, "database:port", "on port 5432 only"),
+    ("database:port", "5432", "database:port", "is not a TCP port number"),
+    ("database:ca_cert", "", "database:ca_cert", "over SSL only"),
+    ("database:client_cert", "PEM", "database:client_cert/client_key",
+     "give both (PEM) or neither"),
+    ("database:name", "", "database:name", "must be a non-empty string"),
+    ("database:pasword", "x", "database:pasword", "did you mean 'password'?"),
+    ("rest:ssl", "yes", "rest:ssl", "must be true or false"),
+    ("rest:ssl", True, "rest:ssl", "4.6 cannot build this cluster"),
+    ("allow_database_reset", "yes", "allow_database_reset", "must be true or false"),
+    ("replace_stale", 1, "replace_stale", "must be true or false"),
+    ("cli_hosts", "admin1.example.com", "cli_hosts", "must be a list of minion ids"),
+    ("firewall:backend", "ufw", "firewall:backend", "'ufw' is not one of"),
+    ("firewall:enabled", "no", "firewall:enabled", "must be true or false"),
+    ("installer:install_timeout", 0, "installer:install_timeout", "positive number of seconds"),
+    ("installer:install_timeout", True, "installer:install_timeout", "positive number"),
+    ("rest", None, "rest", "must be a mapping"),
+    ("firewall", ["10.0.0.20"], "firewall", "must be a mapping"),
+    ("loadbalancer", "haproxy", "loadbalancer", "must be a mapping (see pillar.example) or absent"),
+    ("loadbalancer:minion_ids", [], "loadbalancer:minion_ids", "minion ids of the HAProxy host"),
+    ("loadbalancer:port", 70000, "loadbalancer:port", "must be a positive integer"),
+    ("loadbalancer:fall", 0, "loadbalancer:fall", "must be a positive integer"),
+    ("loadbalancer:inter", "2 seconds", "loadbalancer:inter", "is not an HAProxy time"),
+    ("loadbalancer:bind", "any", "loadbalancer:bind", "is not an IPv4 address"),
+    ("loadbalancer:ssl", True, "loadbalancer:ssl_cert", "required when loadbalancer:ssl is true"),
+    ("loadbalancer:balance", "roundrobin", "loadbalancer:balance", "unknown key"),
+]
+
+
+@pytest.mark.parametrize(
+    "path, value, key, fix", MISTAKES,
+    ids=[f"{m[0]}={'<dropped>' if m[1] is DROP else m[1]!r}" for m in MISTAKES])
+def test_one_mistake_is_one_error_naming_its_full_key(path, value, key, fix):
+    errors, _warnings = P.validate(with_change(path, value))
+    assert keys_of(errors) == [f"{PROD}:{key}"], errors
+    assert fix in errors[0]
+
+
+@pytest.mark.parametrize("section", ["admin", "database"])
+def test_a_section_that_is_not_a_mapping_is_reported_not_a_crash(section):
+    errors, _ = P.validate(with_change(section, "oops"))
+    assert keys_of(errors)[0] == f"{PROD}:{section}"
+    assert "must be a mapping" in errors[0]
+    # what the section should have held is reported too, each under its own key
+    assert f"{PROD}:{section}:password" in keys_of(errors)
+
+
+def test_an_invalid_cluster_name():
+    pillar = example_pillar()
+    pillar["clusters"]["prod cluster"] = pillar["clusters"].pop("prod")
+    errors, _ = P.validate(pillar)
+    assert errors == ["cloudify_ha:clusters:prod cluster: cluster name must be letters, digits, "
+                      "'.', '_' or '-'"]
+
+
+def test_a_cluster_that_is_not_a_mapping():
+    assert P.validate({"clusters": {"prod": "cfy-mgr1"}}) == (
+        [f"{PROD}: must be a mapping of cluster settings (see pillar.example)"], [])
+
+
+@pytest.mark.parametrize("pillar", [None, {}, {"clusters": {}}, {"clusters": ["prod"]}, "prod"])
+def test_no_cluster_at_all(pillar):
+    assert P.validate(pillar) == (
+        ["cloudify_ha:clusters: no cluster defined; add at least one cluster under "
+         "cloudify_ha:clusters:<name> (see pillar.example)"], [])
+
+
+# ---- across clusters ---------------------------------------------------------------------------
+def test_two_valid_clusters():
+    assert P.validate(two_clusters()) == ([], [])
+
+
+def test_two_clusters_cannot_share_a_database_server():
+    pillar = two_clusters()
+    pillar["clusters"]["staging"]["database"]["host"] = "10.0.0.5"
+    errors, _ = P.validate(pillar)
+    assert keys_of(errors) == ["cloudify_ha:clusters:staging:database:host"]
+    assert f"10.0.0.5 is also the database of {PROD}" in errors[0]
+
+
+def test_a_minion_cannot_manage_in_two_clusters():
+    pillar = two_clusters()
+    pillar["clusters"]["staging"]["managers"][2]["minion_id"] = "cfy-mgr3.example.com"
+    errors, _ = P.validate(pillar)
+    assert keys_of(errors) == ["cloudify_ha:clusters:staging:managers:2:minion_id"]
+    assert f"also at {PROD}:managers:2" in errors[0] and "across all clusters" in errors[0]
+
+
+# ---- warnings ------------------------------------------------------------------------------------
+def test_two_managers_warn_about_the_even_count_and_ha():
+    pillar = example_pillar()
+    del pillar["clusters"]["prod"]["managers"][2]
+    errors, warnings = P.validate(pillar)
+    assert errors == []
+    assert keys_of(warnings) == [f"{PROD}:managers", f"{PROD}:managers"]
+    assert "an even count" in warnings[0] and "at least 3" in warnings[1]
+
+
+def test_one_manager_is_valid_with_an_ha_warning_and_may_use_rest_ssl():
+    pillar = with_change("rest:ssl", True)
+    pillar["clusters"]["prod"]["managers"][1:] = []
+    assert P.validate(pillar) == ([], [
+        f"{PROD}:managers: 1 manager(s): high availability needs at least 3"])
+
+
+# ---- cluster_settings, find_manager -----------------------------------------------------------
+def test_cluster_settings_defaults():
+    settings = P.cluster_settings("c1", {})
+    assert settings == dict(copy.deepcopy(P.CLUSTER_DEFAULTS), name="c1")
+    assert (settings["database"]["port"], settings["database"]["name"],
+            settings["admin"]["username"], settings["admin"]["tenant"],
+            settings["installer"]["install_timeout"], settings["allow_database_reset"],
+            settings["replace_stale"], settings["firewall"]["enabled"],
+            settings["loadbalancer"]) == (5432, "cloudify_db", "admin", "default_tenant", 1800,
+                                          False, False, True, None)
+
+
+def test_cluster_settings_merge_sections_key_by_key():
+    settings = P.cluster_settings("c1", {"database": {"host": "db1"},
+                                         "loadbalancer": {"port": 8080}})
+    assert settings["database"] == dict(P.CLUSTER_DEFAULTS["database"], host="db1")
+    assert settings["loadbalancer"] == dict(P.LOADBALANCER_DEFAULTS, port=8080)
+
+
+def test_cluster_settings_never_share_state_with_the_defaults():
+    settings = P.cluster_settings("c1", {})
+    settings["managers"].append({"name": "x"})
+    settings["database"]["host"] = "db1"
+    assert P.cluster_settings("c2", None)["managers"] == []
+    assert P.CLUSTER_DEFAULTS["database"]["host"] is None
+
+
+def test_find_manager_by_minion_id():
+    settings, manager = P.find_manager(two_clusters(), "stg-mgr2.example.com")
+    assert settings["name"] == "staging"
+    assert manager == {"name": "stg-mgr2", "minion_id": "stg-mgr2.example.com",
+                       "private_ip": "10.1.0.12", "public_ip": "192.0.2.22"}
+
+
+def test_find_manager_in_a_named_cluster_that_does_not_list_the_minion():
+    settings, manager = P.find_manager(two_clusters(), "admin1.example.com", cluster="staging")
+    assert (settings["name"], manager) == ("staging", None)
+
+
+@pytest.mark.parametrize("minion_id, cluster", [("admin1.example.com", None),
+                                                ("cfy-mgr1.example.com", "qa")])
+def test_find_manager_finds_nothing(minion_id, cluster):
+    assert P.find_manager(two_clusters(), minion_id, cluster) == (None, None)
+
+
+# ---- secrets -------------------------------------------------------------------------------------
+def test_secrets_in_includes_the_client_key_and_skips_empty_values():
+    settings = P.cluster_settings("c1", {"admin": {"password": "a-pw"},
+                                         "database": {"password": "", "postgres_password": "pg-pw",
+                                                      "client_key": "-----KEY-----"}})
+    assert P.secrets_in(settings) == {"a-pw", "pg-pw", "-----KEY-----"}
+
+
+def test_scrub_replaces_longer_secrets_first():
+    # "pass" first would leave "******word1" behind: part of the longer secret in clear
+    assert P.scrub("password1, then pass", {"pass", "password1"}) == "******, then ******"
+
+
+def test_scrub_replaces_every_occurrence_and_ignores_empty_secrets():
+    assert P.scrub("s3cret and s3cret", {"s3cret", ""}) == "****** and ******"
+
+
+@pytest.mark.parametrize("value", [None, 42, ["s3cret"], {"pw": "s3cret"}])
+def test_scrub_leaves_non_strings_untouched(value):
+    assert P.scrub(value, {"s3cret"}) is value

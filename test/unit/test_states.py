@@ -1,0 +1,771 @@
+"""_states/cloudify_ha.py: every branch of every state, with a fake execution module.
+
+Each test gives the state a fake ``cloudify_ha`` execution module (one MagicMock per function)
+and asserts on the WHOLE return dict. A function the test did not give is a KeyError: a state
+that calls something unexpected fails the test instead of passing silently.
+"""
+
+from unittest.mock import MagicMock, patch
+
+import pytest
+from salt.exceptions import CommandExecutionError, SaltInvocationError
+
+from formula_code import state_module
+
+STATES = state_module()
+MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
+            "secure_profile")
+
+MGR1, MGR2, MGR3 = ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")
+ACTIVE = {"name": "cfy-mgr1", "host": "10.0.0.11"}
+ALL_IPS = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+EMPTY_DB = {"holds_data": False, "databases": [], "tables": 0, "rows": {}, "host": "10.0.0.5:5432"}
+FULL_DB = {"holds_data": True, "databases": ["cloudify_db", "composer", "stage"], "tables": 61,
+           "rows": {"blueprints": 2, "deployments": 1, "users": 1}, "host": "10.0.0.5:5432"}
+
+
+def node(manager, state, database_ip="10.0.0.5"):
+    """A member as cloudify_ha.cluster_nodes lists it."""
+    name, host_ip = manager
+    return {"name": name, "host_ip": host_ip, "state": state, "online": state != "offline",
+            "master": state == "leader", "initialized": True, "database_ip": database_ip,
+            "checks": {}}
+
+
+LEADER = node(MGR1, "leader")
+
+
+class Seq:
+    """Successive answers of one function; the last one repeats."""
+
+    def __init__(self, *answers):
+        self.answers = answers
+
+
+class FakeModule(dict):
+    """__salt__ with a fake cloudify_ha execution module: cloudify_ha.<fn> -> MagicMock.
+
+    A value is the function's answer, an exception is raised, Seq(...) gives successive answers.
+    `order` lists the calls as they happened; `fake.join` is the mock of cloudify_ha.join.
+    """
+
+    def __init__(self, **answers):
+        super().__init__()
+        self.order = []
+        for fn, answer in answers.items():
+            self[f"cloudify_ha.{fn}"] = MagicMock(name=fn, side_effect=self._answering(fn, answer))
+
+    def _answering(self, fn, answer):
+        answers = list(answer.answers) if isinstance(answer, Seq) else [answer]
+
+        def effect(*_args, **_kwargs):
+            self.order.append(fn)
+            value = answers.pop(0) if len(answers) > 1 else answers[0]
+            if isinstance(value, BaseException):
+                raise value
+            return value
+        return effect
+
+    def __getattr__(self, fn):
+        try:
+            return self[f"cloudify_ha.{fn}"]
+        except KeyError:
+            raise AttributeError(fn) from None
+
+    def assert_nothing_mutated(self):
+        for fn in MUTATING:
+            if f"cloudify_ha.{fn}" in self:
+                self[f"cloudify_ha.{fn}"].assert_not_called()
+
+
+class Mentions:
+    """Equal to a comment that contains every fragment: for the long, advisory comments."""
+
+    def __init__(self, *fragments):
+        self.fragments = fragments
+
+    def __eq__(self, other):
+        return isinstance(other, str) and all(f in other for f in self.fragments)
+
+    def __repr__(self):
+        return f"<a comment mentioning {self.fragments!r}>"
+
+
+class FakeClock:
+    """The state module's `time`: sleeping advances the clock at once."""
+
+    def __init__(self):
+        self.now, self.slept = 1000.0, 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+        self.slept += seconds
+
+
+@pytest.fixture
+def clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def configure_loader_modules(clock):
+    return {STATES: {"__salt__": {}, "__opts__": {"test": False}, "time": clock}}
+
+
+def run(state, fake, test=False, **kwargs):
+    with patch.dict(STATES.__salt__, fake), patch.dict(STATES.__opts__, {"test": test}):
+        return state(**kwargs)
+
+
+def ret(name, result, comment, changes=None):
+    return {"name": name, "result": result, "comment": comment, "changes": changes or {}}
+
+
+def test_virtual_needs_the_execution_module():
+    with patch.dict(STATES.__salt__, {"cloudify_ha.node_state": MagicMock()}):
+        assert STATES.__virtual__() == "cloudify_ha"
+    assert STATES.__virtual__() == (
+        False, "the cloudify_ha execution module is not available: sync the formula's modules "
+               "(saltutil.sync_all)")
+
+
+# ---- manager_installed ---------------------------------------------------------------------------
+def installing(**answers):
+    """The fake module of a fresh leader host on an empty database, install about to work."""
+    defaults = {"node_state": Seq("package_installed", "installed"), "active_node": None,
+                "database_holds_data": EMPTY_DB, "install": {"retcode": 0, "output": "ok"},
+                "local_api_ok": True}
+    return FakeModule(**dict(defaults, **answers))
+
+
+def install_mgr1(fake, test=False, **kwargs):
+    return run(STATES.manager_installed, fake, test, name="cfy-mgr1", cluster="prod", **kwargs)
+
+
+@pytest.mark.parametrize("state", ["installed", "leader", "replica"])
+def test_manager_installed_never_reinstalls(state):
+    fake = installing(node_state=state)
+    assert install_mgr1(fake) == ret("cfy-mgr1", True, f"cfy-mgr1 is already installed (node "
+                                     f"state: {state}); an install is never re-run")
+    fake.install.assert_not_called()
+    fake.database_holds_data.assert_not_called()
+
+
+def test_manager_installed_needs_the_installer_package():
+    fake = installing(node_state="absent")
+    assert install_mgr1(fake) == ret(
+        "cfy-mgr1", False, "cfy-mgr1: the cloudify-manager-install package is not installed on "
+                           "this host; apply the cloudify_ha.installer SLS first")
+    fake.install.assert_not_called()
+
+
+def test_manager_installed_installs_on_an_empty_database():
+    fake = installing()
+    assert install_mgr1(fake) == ret(
+        "cfy-mgr1", True, "cfy-mgr1 installed on 10.0.0.5:5432",
+        {"installed": {"old": "package_installed", "new": "installed"}})
+    fake.install.assert_called_once_with(cluster="prod")
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+    assert fake.order == ["node_state", "active_node", "database_holds_data", "install",
+                          "node_state", "local_api_ok"]
+
+
+def test_manager_installed_defers_to_a_running_cluster():
+    fake = installing(active_node=ACTIVE)
+    assert install_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
+        "the cluster already runs (active node 10.0.0.11)", "cloudify_ha.joined",
+        "would drop the cluster's database"))
+    fake.database_holds_data.assert_not_called()
+    fake.install.assert_not_called()
+
+
+def test_manager_installed_refuses_a_database_that_holds_data():
+    fake = installing(database_holds_data=FULL_DB)
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: refusing to install", "10.0.0.5:5432", "61 tables",
+        "2 blueprints, 1 deployments, 1 users", "DROP DATABASE cloudify_db",
+        "allow_database_reset: True"))
+    fake.assert_nothing_mutated()
+
+
+def test_manager_installed_resets_the_database_when_allowed():
+    fake = installing(database_holds_data=FULL_DB)
+    assert install_mgr1(fake, allow_database_reset=True) == ret(
+        "cfy-mgr1", True, "cfy-mgr1 installed on 10.0.0.5:5432",
+        {"installed": {"old": "package_installed", "new": "installed"},
+         "database_reset": {"old": ["cloudify_db", "composer", "stage"],
+                            "new": "dropped and recreated"}})
+    fake.install.assert_called_once_with(cluster="prod")
+
+
+@pytest.mark.parametrize("db, allow, changes", [
+    (EMPTY_DB, False, {"installed": {"old": "package_installed", "new": "installed"}}),
+    (FULL_DB, True, {"installed": {"old": "package_installed", "new": "installed"},
+                     "database_reset": {"old": ["cloudify_db", "composer", "stage"],
+                                        "new": "dropped and recreated"}}),
+])
+def test_manager_installed_test_mode_reports_and_installs_nothing(db, allow, changes):
+    fake = installing(database_holds_data=db)
+    assert install_mgr1(fake, test=True, allow_database_reset=allow) == ret(
+        "cfy-mgr1", None, "cfy-mgr1 would be installed as the first manager on 10.0.0.5:5432 "
+                          "(non-join install)", changes)
+    fake.install.assert_not_called()
+
+
+def test_manager_installed_test_mode_forecasts_the_installer_package():
+    fake = installing(node_state="absent")
+    result = install_mgr1(fake, test=True)
+    assert result == ret("cfy-mgr1", None, "cfy-mgr1 would be installed as the first manager on "
+                         "10.0.0.5:5432 (non-join install)",
+                         {"installed": {"old": "package_installed", "new": "installed"}})
+    fake.install.assert_not_called()
+
+
+@pytest.mark.parametrize("after, api_ok", [("package_installed", True), ("down", True),
+                                           ("installed", False)])
+def test_manager_installed_believes_the_host_not_the_installer(after, api_ok):
+    fake = installing(node_state=Seq("package_installed", after), local_api_ok=api_ok)
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: cfy_manager install returned 0 but the host is not a working manager "
+        f"(node state: {after})", "cfy_manager.log"))
+
+
+@pytest.mark.parametrize("failing", ["node_state", "active_node", "database_holds_data", "install"])
+def test_manager_installed_turns_errors_into_a_failed_state(failing):
+    fake = installing(**{failing: CommandExecutionError("psql: connection refused")})
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: psql: connection refused")
+
+
+# ---- cluster_started -----------------------------------------------------------------------------
+def starting(**answers):
+    """The fake module of an installed standalone leader whose cluster start is about to work."""
+    defaults = {"node_state": Seq("installed", "leader"), "active_node": None,
+                "start_cluster": {"retcode": 0, "output": "started"},
+                "cluster_status": {"initialized": True}}
+    return FakeModule(**dict(defaults, **answers))
+
+
+def start_on_mgr1(fake, test=False):
+    return run(STATES.cluster_started, fake, test, name="cfy-mgr1", host_ip="10.0.0.11",
+               cluster="prod")
+
+
+STARTED = {"cluster": {"old": "standalone",
+                       "new": {"node_name": "cfy-mgr1", "host_ip": "10.0.0.11"}}}
+
+
+@pytest.mark.parametrize("state", ["leader", "replica"])
+def test_cluster_started_is_a_no_op_on_a_member(state):
+    fake = starting(node_state=state)
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True,
+                                      f"cfy-mgr1 is already part of a cluster ({state})")
+    fake.start_cluster.assert_not_called()
+
+
+def test_cluster_started_starts_with_explicit_name_and_address_then_checks():
+    fake = starting()
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True, "cluster started on cfy-mgr1 (10.0.0.11)",
+                                      STARTED)
+    fake.start_cluster.assert_called_once_with("cfy-mgr1", "10.0.0.11", cluster="prod")
+    fake.cluster_status.assert_called_once_with(active="10.0.0.11", cluster="prod")
+    assert fake.order == ["node_state", "start_cluster", "cluster_status", "node_state"]
+
+
+@pytest.mark.parametrize("status, after", [({"initialized": False}, "leader"),
+                                           ({"initialized": True}, "installed"),
+                                           ({}, "leader")])
+def test_cluster_started_fails_when_the_start_did_not_take(status, after):
+    fake = starting(node_state=Seq("installed", after), cluster_status=status)
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 "
+                                      f"but the cluster is not initialized (node state: {after})")
+
+
+def test_cluster_started_test_mode_on_an_installed_manager():
+    fake = starting()
+    assert start_on_mgr1(fake, test=True) == ret(
+        "cfy-mgr1", None, "the cluster would be started on cfy-mgr1 (10.0.0.11)", STARTED)
+    fake.start_cluster.assert_not_called()
+
+
+@pytest.mark.parametrize("state", ["package_installed", "absent"])
+def test_cluster_started_test_mode_before_the_install(state):
+    fake = starting(node_state=state)
+    assert start_on_mgr1(fake, test=True) == ret(
+        "cfy-mgr1", None,
+        "the cluster would be started on cfy-mgr1 (10.0.0.11) once it is installed",
+        {"cluster": {"old": None, "new": {"node_name": "cfy-mgr1", "host_ip": "10.0.0.11"}}})
+    fake.start_cluster.assert_not_called()
+
+
+def test_cluster_started_defers_to_a_cluster_running_elsewhere():
+    fake = starting(node_state="package_installed", active_node={"name": "cfy-mgr2",
+                                                                 "host": "10.0.0.12"})
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True, "cfy-mgr1: the cluster already runs "
+                                      "(active node 10.0.0.12); this host joins it "
+                                      "(cloudify_ha.joined)")
+    fake.start_cluster.assert_not_called()
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+
+
+@pytest.mark.parametrize("state", ["package_installed", "absent", "down", "removed"])
+def test_cluster_started_needs_an_installed_manager(state):
+    fake = starting(node_state=state)
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        f"cfy-mgr1: cannot start a cluster on a host in state '{state}'",
+        "installed, standalone manager"))
+    fake.start_cluster.assert_not_called()
+
+
+@pytest.mark.parametrize("failing", ["node_state", "start_cluster", "cluster_status"])
+def test_cluster_started_turns_errors_into_a_failed_state(failing):
+    fake = starting(**{failing: CommandExecutionError("cfy cluster start failed (exit 1)")})
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", False,
+                                      "cfy-mgr1: cfy cluster start failed (exit 1)")
+
+
+# ---- joined --------------------------------------------------------------------------------------
+BEFORE = [node(MGR3, "replica", database_ip="10.0.0.99"), LEADER]  # mgr2 not yet a member
+AFTER = BEFORE + [node(MGR2, "replica")]
+JOINED = {"joined": {"old": None, "new": {"active_node": "10.0.0.11", "database": "10.0.0.5"}}}
+
+
+def joining(**answers):
+    """The fake module of a fresh, empty mgr2 whose join is about to work."""
+    defaults = {"node_state": "package_installed", "active_node": ACTIVE,
+                "cluster_nodes": Seq(BEFORE, AFTER), "resources": [],
+                "join": {"retcode": 0, "output": "ok"}, "remove_node": {"name": "cfy-mgr2"}}
+    return FakeModule(**dict(defaults, **answers))
+
+
+def join_mgr2(fake, test=False, **kwargs):
+    return run(STATES.joined, fake, test, name="cfy-mgr2", host_ip="10.0.0.12", cluster="prod",
+               **kwargs)
+
+
+@pytest.mark.parametrize("manager, local", [(MGR2, "replica"), (MGR1, "leader")])
+def test_joined_member_online(manager, local):
+    fake = joining(node_state=local, cluster_nodes=AFTER)
+    name, host_ip = manager
+    assert run(STATES.joined, fake, name=name, host_ip=host_ip, cluster="prod") == ret(
+        name, True, f"{name} is a member of the cluster ({local}; active node 10.0.0.11)")
+    fake.assert_nothing_mutated()
+
+
+def test_joined_fresh_empty_host_joins_with_the_active_nodes_database(clock):
+    fake = joining()
+    assert join_mgr2(fake) == ret("cfy-mgr2", True,
+                                  "cfy-mgr2 joined the cluster (active node 10.0.0.11)", JOINED)
+    # the database is the one the active node's own (leader) entry reports, not another entry's
+    fake.join.assert_called_once_with("10.0.0.11", "10.0.0.5", cluster="prod")
+    fake.active_node.assert_called_once_with(cluster="prod", required=True)
+    fake.remove_node.assert_not_called()
+    assert fake.order == ["node_state", "active_node", "cluster_nodes", "resources", "join",
+                          "cluster_nodes"]
+    assert clock.slept == 0
+
+
+def test_joined_fails_when_the_node_never_comes_online(clock):
+    fake = joining(cluster_nodes=Seq(BEFORE))
+    assert join_mgr2(fake, wait=30) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: cfy_manager install returned 0 but cfy-mgr2 is not online as a replica in the "
+        "active node's view after 30s", "8301/tcp+udp"))
+    fake.join.assert_called_once()
+    assert clock.slept == pytest.approx(30, abs=1)
+
+
+def test_joined_refuses_a_host_that_is_not_empty():
+    fake = joining(resources=["blueprints/default_tenant/app/blueprint.yaml", "plugins/x.wgn"])
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: this host is not empty (2 file(s) under /opt/manager/resources, e.g. "
+        "blueprints/default_tenant/app/blueprint.yaml)", "Nothing was changed"))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_refuses_a_stale_entry_without_replace_stale():
+    fake = joining(cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]))
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: the cluster still lists cfy-mgr2 (10.0.0.12) as an offline member",
+        "Set replace_stale: True"))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_replaces_a_stale_entry_then_joins():
+    fake = joining(cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")], AFTER))
+    assert join_mgr2(fake, replace_stale=True) == ret(
+        "cfy-mgr2", True, "cfy-mgr2 joined the cluster (active node 10.0.0.11)",
+        dict(JOINED, removed_stale={"old": "cfy-mgr2", "new": None}))
+    fake.remove_node.assert_called_once_with("cfy-mgr2", active="10.0.0.11", cluster="prod")
+    fake.join.assert_called_once_with("10.0.0.11", "10.0.0.5", cluster="prod")
+    assert fake.order.index("remove_node") < fake.order.index("join")
+
+
+def test_joined_test_mode_reports_the_stale_entry_and_removes_nothing():
+    fake = joining(cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]))
+    assert join_mgr2(fake, test=True, replace_stale=True) == ret(
+        "cfy-mgr2", None, "cfy-mgr2 would join the cluster through the active node 10.0.0.11",
+        dict(JOINED, removed_stale={"old": "cfy-mgr2", "new": None}))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_waits_for_a_just_wiped_entry_to_go_offline(clock):
+    fake = joining(cluster_nodes=Seq(BEFORE + [node(MGR2, "replica")],
+                                     BEFORE + [node(MGR2, "replica")],
+                                     BEFORE + [node(MGR2, "offline")], AFTER))
+    assert join_mgr2(fake, replace_stale=True) == ret(
+        "cfy-mgr2", True, "cfy-mgr2 joined the cluster (active node 10.0.0.11)",
+        dict(JOINED, removed_stale={"old": "cfy-mgr2", "new": None}))
+    fake.remove_node.assert_called_once()
+    assert clock.slept == 1
+
+
+def test_joined_refuses_when_another_host_is_online_under_this_name(clock):
+    fake = joining(cluster_nodes=Seq(AFTER))
+    assert join_mgr2(fake, replace_stale=True) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: the cluster lists cfy-mgr2 as ONLINE at 10.0.0.12 while this host has no "
+        "manager installed"))
+    fake.assert_nothing_mutated()
+    assert clock.slept == pytest.approx(20, abs=1)
+
+
+def test_joined_refuses_the_name_at_another_address():
+    fake = joining(cluster_nodes=BEFORE + [node(("cfy-mgr2", "10.0.0.42"), "replica")])
+    assert join_mgr2(fake) == ret(
+        "cfy-mgr2", False, "cfy-mgr2: the cluster lists cfy-mgr2 at 10.0.0.42, the pillar says "
+                           "10.0.0.12; fix the pillar, or retire the old node "
+                           "(cloudify_ha.orch.retire) before joining this host")
+    fake.assert_nothing_mutated()
+
+
+def test_joined_refuses_an_address_of_another_member():
+    fake = joining(cluster_nodes=BEFORE + [node(("old-mgr", "10.0.0.12"), "offline")])
+    assert join_mgr2(fake, replace_stale=True) == ret(
+        "cfy-mgr2", False, "cfy-mgr2: address 10.0.0.12 belongs to member old-mgr (offline); "
+                           "retire it first or fix the pillar")
+    fake.assert_nothing_mutated()
+
+
+def test_joined_refuses_a_removed_host():
+    fake = joining(node_state="removed")
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: this host was removed from the cluster and can never rejoin",
+        "cfy_manager remove -f"))
+    fake.assert_nothing_mutated()
+
+
+@pytest.mark.parametrize("local, what", [("installed", "a standalone manager"),
+                                         ("leader", "a leader of another cluster"),
+                                         ("replica", "a replica of another cluster")])
+def test_joined_refuses_a_host_with_its_own_installation(local, what):
+    fake = joining(node_state=local)
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
+        f"cfy-mgr2: this host already holds {what}", "cfy_manager remove -f"))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_needs_the_installer_package():
+    fake = joining(node_state="absent")
+    assert join_mgr2(fake) == ret(
+        "cfy-mgr2", False, "cfy-mgr2: the cloudify-manager-install package is not installed on "
+                           "this host; apply the cloudify_ha.installer SLS first")
+    fake.active_node.assert_not_called()
+
+
+def test_joined_needs_the_database_address_from_the_active_node():
+    fake = joining(cluster_nodes=[node(MGR1, "leader", database_ip=None)])
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, "cfy-mgr2: the active node 10.0.0.11 does "
+                                  "not report its database address; cannot derive the join's "
+                                  "database")
+    fake.assert_nothing_mutated()
+
+
+def test_joined_test_mode_before_the_cluster_runs():
+    fake = joining(node_state="absent", active_node=None)
+    assert join_mgr2(fake, test=True) == ret(
+        "cfy-mgr2", None, "cfy-mgr2 would join the cluster once it is started (no manager "
+                          "answers yet)",
+        {"joined": {"old": None, "new": "the cluster's active node"}})
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+    fake.assert_nothing_mutated()
+
+
+def test_joined_test_mode_with_a_running_cluster():
+    fake = joining()
+    assert join_mgr2(fake, test=True) == ret(
+        "cfy-mgr2", None, "cfy-mgr2 would join the cluster through the active node 10.0.0.11",
+        JOINED)
+    fake.assert_nothing_mutated()
+
+
+def test_joined_if_cluster_runs_does_nothing_before_the_cluster_exists():
+    fake = joining(active_node=None)
+    assert join_mgr2(fake, if_cluster_runs=True) == ret(
+        "cfy-mgr2", True, "cfy-mgr2: no manager answers as the cluster's active node: the "
+                          "cluster has not been started; nothing to do")
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+    fake.assert_nothing_mutated()
+
+
+def test_joined_waits_for_a_rebooted_member(clock):
+    fake = joining(node_state=Seq("down", "down", "replica"), cluster_nodes=AFTER)
+    assert join_mgr2(fake) == ret("cfy-mgr2", True, "cfy-mgr2 is a member of the cluster "
+                                  "(replica; active node 10.0.0.11)")
+    assert clock.slept == 1
+    fake.assert_nothing_mutated()
+
+
+def test_joined_gives_up_on_a_member_whose_services_stay_down(clock):
+    fake = joining(node_state="down")
+    assert join_mgr2(fake, wait=45) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: this manager is installed and clustered but its REST service does not answer",
+        "systemctl status"))
+    assert clock.slept == pytest.approx(45, abs=1)
+    fake.active_node.assert_not_called()
+
+
+def test_joined_member_that_comes_online(clock):
+    fake = joining(node_state="replica",
+                   cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")], AFTER))
+    assert join_mgr2(fake) == ret("cfy-mgr2", True, Mentions("cfy-mgr2 is a member of the cluster",
+                                                             "active node 10.0.0.11"))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_member_that_stays_offline(clock):
+    fake = joining(node_state="replica", cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]))
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
+        "cfy-mgr2: a member of the cluster, but offline in the active node's view (10.0.0.11)",
+        "8300/tcp, 8301/tcp+udp, 8500/tcp, 22000/tcp"))
+    assert clock.slept == pytest.approx(15, abs=1)
+    fake.assert_nothing_mutated()
+
+
+@pytest.mark.parametrize("failing", ["node_state", "active_node", "cluster_nodes", "resources",
+                                     "join"])
+@pytest.mark.parametrize("error", [CommandExecutionError, SaltInvocationError])
+def test_joined_turns_errors_into_a_failed_state(failing, error):
+    fake = joining(**{failing: error("no active node in cluster 'prod'")})
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, "cfy-mgr2: no active node in cluster 'prod'")
+
+
+def test_joined_stale_entry_removal_error_stops_before_the_join():
+    fake = joining(cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]),
+                   remove_node=CommandExecutionError("DELETE /cluster/nodes/cfy-mgr2 failed"))
+    assert join_mgr2(fake, replace_stale=True) == ret(
+        "cfy-mgr2", False, "cfy-mgr2: DELETE /cluster/nodes/cfy-mgr2 failed")
+    fake.join.assert_not_called()
+
+
+# ---- profile_updated -----------------------------------------------------------------------------
+MEMBERS = [LEADER, node(MGR2, "replica"), node(MGR3, "replica")]
+
+
+def profiling(**answers):
+    """The fake module of a host whose profile `prod` is active, 0600, and lists every node."""
+    defaults = {"active_node": ACTIVE, "cluster_nodes": MEMBERS, "profile_nodes": ALL_IPS,
+                "profile_mode": "0o600", "active_profile": "prod", "use_profile": True,
+                "update_profile": {"retcode": 0, "output": ""}, "secure_profile": True}
+    return FakeModule(**dict(defaults, **answers))
+
+
+def update_prod_profile(fake, test=False):
+    return run(STATES.profile_updated, fake, test, name="prod", cluster="prod")
+
+
+def test_profile_updated_equal_is_a_no_op():
+    fake = profiling()
+    assert update_prod_profile(fake) == ret("prod", True,
+                                            "profile prod lists the cluster's 3 nodes")
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_points_a_profile_without_the_active_node_at_it():
+    fake = profiling(profile_nodes=Seq(["10.0.0.12"], ["10.0.0.11"], ALL_IPS))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"nodes": {"old": ["10.0.0.12"], "new": ALL_IPS}})
+    fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.secure_profile.assert_called_once_with(profile="prod")
+    assert [f for f in fake.order if f in MUTATING + ("profile_nodes",)] == [
+        "profile_nodes", "use_profile", "profile_nodes", "update_profile", "secure_profile",
+        "profile_nodes"]
+
+
+def test_profile_updated_updates_an_active_profile_that_knows_the_active_node():
+    fake = profiling(profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ALL_IPS))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"nodes": {"old": ["10.0.0.11"], "new": ALL_IPS}})
+    fake.use_profile.assert_not_called()
+    fake.update_profile.assert_called_once_with(cluster="prod")
+
+
+def test_profile_updated_activates_a_profile_that_is_not_active():
+    fake = profiling(active_profile="localhost",
+                     profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ALL_IPS))
+    assert update_prod_profile(fake) == ret(
+        "prod", True, "profile prod updated",
+        {"nodes": {"old": ["10.0.0.11"], "new": ALL_IPS},
+         "active_profile": {"old": "localhost", "new": "prod"}})
+    fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+    fake.update_profile.assert_called_once_with(cluster="prod")
+
+
+def test_profile_updated_creates_a_missing_profile():
+    fake = profiling(profile_nodes=Seq(None, ALL_IPS), profile_mode=Seq(None, "0o600"),
+                     active_profile=None)
+    assert update_prod_profile(fake) == ret(
+        "prod", True, "profile prod updated",
+        {"nodes": {"old": None, "new": ALL_IPS}, "mode": {"old": None, "new": "0o600"}})
+    fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+    fake.update_profile.assert_not_called()  # `cfy profiles use` already listed every node
+    fake.secure_profile.assert_called_once_with(profile="prod")
+
+
+def test_profile_updated_only_fixes_the_mode():
+    fake = profiling(profile_mode=Seq("0o644", "0o600"))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"mode": {"old": "0o644", "new": "0o600"}})
+    fake.secure_profile.assert_called_once_with(profile="prod")
+    fake.use_profile.assert_not_called()
+    fake.update_profile.assert_not_called()
+
+
+def test_profile_updated_test_mode_reports_and_changes_nothing():
+    fake = profiling(profile_nodes=["10.0.0.12"], profile_mode="0o644")
+    assert update_prod_profile(fake, test=True) == ret(
+        "prod", None, "profile prod would be updated",
+        {"nodes": {"old": ["10.0.0.12"], "new": ALL_IPS}, "mode": {"old": "0o644", "new": "0o600"}})
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_test_mode_before_the_cluster_runs():
+    fake = profiling(active_node=None, profile_nodes=None)
+    assert update_prod_profile(fake, test=True) == ret(
+        "prod", None, "profile prod would list the cluster's nodes once it is started",
+        {"nodes": {"old": None, "new": "the cluster's nodes"}})
+    fake.cluster_nodes.assert_not_called()
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_fails_when_the_profile_still_differs():
+    fake = profiling(profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ["10.0.0.11", "10.0.0.12"]))
+    assert update_prod_profile(fake) == ret(
+        "prod", False, "profile prod: lists ['10.0.0.11', '10.0.0.12'] after the update, the "
+                       f"cluster has {ALL_IPS}")
+
+
+def test_profile_updated_fails_when_the_mode_did_not_change():
+    fake = profiling(profile_mode="0o644")
+    assert update_prod_profile(fake) == ret(
+        "prod", False, f"profile prod: lists {ALL_IPS} after the update, the cluster has {ALL_IPS}")
+    fake.secure_profile.assert_called_once_with(profile="prod")
+
+
+@pytest.mark.parametrize("failing", ["active_node", "cluster_nodes", "profile_nodes",
+                                     "use_profile"])
+def test_profile_updated_turns_errors_into_a_failed_state(failing):
+    answers = {"profile_nodes": Seq(["10.0.0.12"], ALL_IPS)}  # use_profile is needed
+    answers[failing] = CommandExecutionError("cfy profiles use failed (exit 1)")
+    fake = profiling(**answers)
+    assert update_prod_profile(fake) == ret("prod", False,
+                                            "profile prod: cfy profiles use failed (exit 1)")
+
+
+# ---- node_absent ---------------------------------------------------------------------------------
+def removing(**answers):
+    defaults = {"active_node": ACTIVE, "remove_node": {"name": "cfy-mgr3"},
+                "cluster_nodes": Seq([LEADER, node(MGR2, "replica"), node(MGR3, "offline")],
+                                     [LEADER, node(MGR2, "replica")])}
+    return FakeModule(**dict(defaults, **answers))
+
+
+def remove(fake, name="cfy-mgr3", test=False):
+    return run(STATES.node_absent, fake, test, name=name, cluster="prod")
+
+
+REMOVED = {"removed": {"old": {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "state": "offline"},
+                       "new": None}}
+
+
+def test_node_absent_not_a_member():
+    fake = removing(cluster_nodes=[LEADER, node(MGR2, "replica")])
+    assert remove(fake) == ret("cfy-mgr3", True, "cfy-mgr3 is not a member of the cluster")
+    fake.assert_nothing_mutated()
+
+
+def test_node_absent_removes_a_dead_node_through_the_active_node():
+    fake = removing()
+    assert remove(fake) == ret("cfy-mgr3", True,
+                               "cfy-mgr3 removed from the cluster through 10.0.0.11", REMOVED)
+    fake.active_node.assert_called_once_with(cluster="prod")
+    fake.remove_node.assert_called_once_with("cfy-mgr3", active="10.0.0.11", cluster="prod")
+    assert fake.order == ["active_node", "cluster_nodes", "remove_node", "cluster_nodes"]
+
+
+def test_node_absent_test_mode():
+    fake = removing()
+    assert remove(fake, test=True) == ret(
+        "cfy-mgr3", None, "cfy-mgr3 would be removed from the cluster through 10.0.0.11", REMOVED)
+    fake.assert_nothing_mutated()
+
+
+def test_node_absent_refuses_the_active_node():
+    fake = removing()
+    assert remove(fake, name="cfy-mgr1") == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1 is the active node: it cannot be removed"))
+    fake.assert_nothing_mutated()
+
+
+def test_node_absent_refuses_an_online_node():
+    fake = removing()
+    assert remove(fake, name="cfy-mgr2") == ret(
+        "cfy-mgr2", False, "cfy-mgr2 is online (replica): only a dead node is retired; stop it "
+                           "first if it must go")
+    fake.assert_nothing_mutated()
+
+
+def test_node_absent_fails_when_the_node_is_still_listed():
+    fake = removing(cluster_nodes=[LEADER, node(MGR3, "offline")])
+    assert remove(fake) == ret("cfy-mgr3", False, "cfy-mgr3: the active node accepted the removal "
+                                                  "but still lists it")
+
+
+@pytest.mark.parametrize("failing", ["active_node", "cluster_nodes", "remove_node"])
+def test_node_absent_turns_errors_into_a_failed_state(failing):
+    fake = removing(**{failing: CommandExecutionError("no active node in cluster 'prod'")})
+    assert remove(fake) == ret("cfy-mgr3", False, "cfy-mgr3: no active node in cluster 'prod'")
+
+
+# ---- listed --------------------------------------------------------------------------------------
+def check_listed(fake, name="cfy-mgr3"):
+    return run(STATES.listed, fake, name=name, cluster="prod")
+
+
+def test_listed_member_that_is_down():
+    fake = FakeModule(active_node=ACTIVE, cluster_nodes=[LEADER, node(MGR3, "offline")])
+    assert check_listed(fake) == ret(
+        "cfy-mgr3", True, "cfy-mgr3: its minion does not answer; the cluster lists it (offline, "
+                          "active node 10.0.0.11); it rejoins when its host comes back")
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+
+
+def test_listed_not_a_member():
+    fake = FakeModule(active_node=ACTIVE, cluster_nodes=[LEADER])
+    assert check_listed(fake) == ret("cfy-mgr3", False, Mentions(
+        "cfy-mgr3: its minion does not answer and the cluster (active node 10.0.0.11) does not "
+        "list it", "bring it up and re-run"))
+
+
+def test_listed_without_an_active_node():
+    fake = FakeModule(active_node=None)
+    assert check_listed(fake) == ret("cfy-mgr3", False, Mentions(
+        "cfy-mgr3: its minion does not answer and no manager of the cluster answers as the "
+        "active node"))
+
+
+def test_listed_turns_errors_into_a_failed_state():
+    fake = FakeModule(active_node=ACTIVE, cluster_nodes=CommandExecutionError("GET failed"))
+    assert check_listed(fake) == ret("cfy-mgr3", False, "cfy-mgr3: GET failed")
