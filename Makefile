@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1s
 APT_PACKAGES := postgresql haproxy iproute2 nftables iptables openssl util-linux procps
 PYTEST_ARGS ?=
 
-.PHONY: deps apt venv test unit lint demo demo-down bench lock clean
+.PHONY: deps apt venv test unit lint demo demo-down bench lock clean spm
 
 deps: apt venv
 
@@ -60,3 +60,11 @@ lock:
 
 clean: demo-down
 	rm -rf $(VENV)
+
+# an SPM package of the formula (FORMULA, cloudify_ha/, the extension module directories) in build/
+spm: venv
+	@rm -rf build/spm-conf && mkdir -p build/spm-conf
+	@printf 'spm_build_dir: %s\nspm_logfile: %s\nspm_db: %s\nspm_cache_dir: %s\nspm_build_exclude: [.venv, .git, .ci, test, bench, build, __pycache__, "*.pyc"]\n' \
+	  $(CURDIR)/build $(CURDIR)/build/spm-conf/spm.log $(CURDIR)/build/spm-conf/packages.db \
+	  $(CURDIR)/build/spm-conf/cache > build/spm-conf/spm
+	$(VENV)/bin/spm -y -c build/spm-conf build $(CURDIR)

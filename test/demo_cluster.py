@@ -4,6 +4,8 @@ Runs under pytest for its fixtures (lab, salt-master, one salt-minion per host);
 `make test` (the file name does not start with test_). Everything is removed at the end.
 """
 
+import sys
+import threading
 import time
 
 from lab.formula import nodes, orch, profile_ips
@@ -22,6 +24,7 @@ def _steps(run):
 
 
 def test_demo(lab, salt_run_cli, emulator):
+    demo_start = time.monotonic()
     _say("\n== cloudify_ha demo: lab hosts ==")
     for name, host in lab.hosts.items():
         _say(f"  {name:<5} {host.ip:<15} ({host.kind})")
@@ -55,4 +58,21 @@ def test_demo(lab, salt_run_cli, emulator):
     _say(f"  new leader {leaders} after {time.monotonic() - start:.1f}s")
     _say(lab["mgr3"].run(["cfy", "cluster", "nodes", "list"]).stdout)
     lab.power_on("mgr1")
-    _say("== done: the lab is removed now ==")
+    wait_until(lambda: nodes(lab["mgr2"])["mgr1"]["state"] == "replica", 30, "mgr1 back")
+    _say("  mgr1 is back, as a replica")
+    _say(f"\n== the demo took {time.monotonic() - demo_start:.0f}s; the lab is up ==")
+    conf = salt_run_cli.config_dir
+    _say(f"  salt:      {sys.prefix}/bin/salt -c {conf} '*' cloudify_ha.node_state")
+    _say(f"             {sys.prefix}/bin/salt-run -c {conf} cloudify_ha.status")
+    _say(f"  a manager: ip netns exec {lab['mgr2'].netns} cfy cluster nodes list")
+    _say(f"  REST:      ip netns exec {lab['cli'].netns} curl -u admin:<password> "
+         f"http://{lab['mgr1'].ip}/api/v3.1/cluster/nodes  (password: test/pillar via lab.yaml "
+         f"in {lab.dir / 'pillar'})")
+    if sys.stdin.isatty():
+        _say("  Ctrl-C removes the lab (or `make demo-down` from another shell)")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    else:
+        _say("  (not a terminal: the lab is removed now)")

@@ -98,3 +98,24 @@ def test_cluster_ports_open_between_managers_only(lab, salt_run_cli):
     table = lab["mgr1"].run(["nft", "list", "table", "inet", "cloudify_ha"]).stdout
     assert "cloudify_ha lab" in table
     assert not lab["db"].run(["nft", "list", "tables"]).stdout.count("cloudify_ha")
+
+
+def test_a_wrong_admin_password_is_a_clear_error(lab, emulator, salt_run_cli, salt_cli,
+                                                 pillar_dir):
+    if reach(lab["mgr2"], lab["mgr1"], 8300) != "open":  # no cluster yet in this session
+        lab.reset()
+        assert orch(salt_run_cli).returncode == 0
+    wrong = deep(minion_pillar(salt_cli))
+    wrong["clusters"]["lab"]["admin"]["password"] = "not-the-admin-password"
+    emulator.clear_audit()
+    with shadow_pillar(pillar_dir, wrong):
+        run = orch(salt_run_cli)
+    assert run.returncode != 0, run
+    leader = run.minion_states("cloudify_ha-orch-lab-leader-mgr1")["mgr1"]
+    failed = [c for c in leader.values() if c["result"] is False]
+    assert failed and failed[0]["changes"] == {}
+    assert "rejected the admin credentials (401): check " \
+           "cloudify_ha:clusters:lab:admin:password" in failed[0]["comment"], failed
+    assert run["cloudify_ha-orch-lab-join-mgr2"]["result"] is False  # never reached
+    assert emulator.mutating() == []
+    assert "not-the-admin-password" not in run.text
