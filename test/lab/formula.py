@@ -124,38 +124,34 @@ def deep(data):
     return copy.deepcopy(data)
 
 
-def files_containing(root, needles, skip=()):
-    """Every file under root whose bytes contain one of the needles: [(path, needle)]."""
+def sizes(root):
+    """{path: size} of every file under root: what files_containing(after=...) skips."""
+    out = {}
+    for path in Path(root).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            out[str(path)] = path.stat().st_size
+    return out
+
+
+def files_containing(root, needles, skip=(), after=None):
+    """Every file under root whose bytes contain one of the needles: [(path, needle)].
+
+    after: a sizes() snapshot; only what was written since is read (files that grew are read
+    from their old end, files that are new in full), so that an earlier test's jobs and log
+    lines do not count.
+    """
     found = []
     for path in Path(root).rglob("*"):
         if not path.is_file() or path.is_symlink() or any(s in str(path) for s in skip):
             continue
+        start = (after or {}).get(str(path), 0)
         try:
-            data = path.read_bytes()
+            with open(path, "rb") as fh:
+                fh.seek(start)
+                data = fh.read()
         except OSError:
             continue
         for needle in needles:
             if needle.encode() in data:
                 found.append((str(path), needle))
     return found
-
-
-def http_get(host, url, username, password, timeout=3):
-    """(status, body) of a GET from inside a lab host, with Basic auth; (0, error) when nothing
-    answered."""
-    script = (
-        "import base64, sys, urllib.request, urllib.error\n"
-        "req = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Basic ' + "
-        "base64.b64encode(sys.stdin.read().encode()).decode(), 'Tenant': 'default_tenant'})\n"
-        "try:\n"
-        "    r = urllib.request.urlopen(req, timeout=float(sys.argv[2])); print(r.status); "
-        "print(r.read().decode())\n"
-        "except urllib.error.HTTPError as e:\n"
-        "    print(e.code); print(e.read().decode())\n"
-        "except Exception as e:\n"
-        "    print(0); print(e)\n")
-    # the credentials travel on stdin, never on argv
-    proc = host.run([sys.executable, "-c", script, url, str(timeout)],
-                    input=f"{username}:{password}")
-    status, _, body = proc.stdout.partition("\n")
-    return int(status), body
