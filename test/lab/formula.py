@@ -155,3 +155,24 @@ def files_containing(root, needles, skip=(), after=None):
             if needle.encode() in data:
                 found.append((str(path), needle))
     return found
+
+
+def http_get(host, url, username, password, timeout=3):
+    """(status, body) of a GET from inside a lab host, with Basic auth; (0, error) when nothing
+    answered."""
+    script = (
+        "import base64, sys, urllib.request, urllib.error\n"
+        "req = urllib.request.Request(sys.argv[1], headers={'Authorization': 'Basic ' + "
+        "base64.b64encode(sys.stdin.read().encode()).decode(), 'Tenant': 'default_tenant'})\n"
+        "try:\n"
+        "    r = urllib.request.urlopen(req, timeout=float(sys.argv[2])); print(r.status); "
+        "print(r.read().decode())\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print(e.code); print(e.read().decode())\n"
+        "except Exception as e:\n"
+        "    print(0); print(e)\n")
+    # the credentials travel on stdin, never on argv
+    proc = host.run([sys.executable, "-c", script, url, str(timeout)],
+                    input=f"{username}:{password}")
+    status, _, body = proc.stdout.partition("\n")
+    return int(status), body
