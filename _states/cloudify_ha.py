@@ -245,7 +245,8 @@ def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=Fa
         return _fail(ret, f"{name}: address {host_ip} belongs to member {same_ip['name']} "
                           f"({same_ip['state']}); retire it first or fix the pillar")
     if me and local in ("leader", "replica"):
-        if me["online"] or _wait_for(lambda: _is_online(mod, active, name, cluster), 15, 1.0):
+        # a member that just came back (a reboot) is offline until its heartbeats resume
+        if me["online"] or _wait_for(lambda: _is_online(mod, active, name, cluster), wait, 1.0):
             ret.update(result=True, comment=f"{name} is a member of the cluster ({me['state']}; "
                                             f"active node {active['host']})")
             return ret
