@@ -7,3 +7,5 @@ from lab.fixtures import pytest_configure, pytest_sessionfinish  # noqa: F401
 def pytest_addoption(parser):
     parser.addoption("--bench-quick", action="store_true",
                      help="one repetition, N=3, T=0 only: a smoke run of the benchmarks")
+    parser.addoption("--bench-sizes", default="3,5,7",
+                     help="comma-separated cluster sizes N to measure (default 3,5,7)")

@@ -99,8 +99,9 @@ def summary(values):
             "runs": len(values)}
 
 
-def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick):
-    sizes = [3] if quick else [n for n in (3, 5, 7) if n <= len(lab.managers)]
+def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestconfig):
+    wanted = [int(n) for n in pytestconfig.getoption("--bench-sizes").split(",")]
+    sizes = [3] if quick else [n for n in wanted if n <= len(lab.managers)]
     install_times = [0] if quick else [0, 10]
     repeats = 1 if quick else 3
     base = minion_pillar(salt_cli)
