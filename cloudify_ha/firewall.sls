@@ -65,9 +65,10 @@ cloudify_ha-firewall-nftables-file:
         {{ rules | indent(8) }}
 
 cloudify_ha-firewall-nftables-loaded:
-  cmd.run:
-    - name: nft -f {{ mapdata.lookup.firewall_dir }}/firewall.nft && nft list table inet cloudify_ha | grep -qF 'cloudify_ha {{ me.cluster_name }} {{ digest }}'
-    - unless: nft list table inet cloudify_ha | grep -qF 'cloudify_ha {{ me.cluster_name }} {{ digest }}'
+  cloudify_ha_firewall.rules_loaded:
+    - name: {{ mapdata.lookup.firewall_dir }}/firewall.nft
+    - backend: nftables
+    - marker: cloudify_ha {{ me.cluster_name }} {{ digest }}
     - require:
       - file: cloudify_ha-firewall-nftables-file
 
@@ -86,14 +87,10 @@ cloudify_ha-firewall-iptables-file:
         {{ rules | indent(8) }}
 
 cloudify_ha-firewall-iptables-loaded:
-  cmd.run:
-    - name: >-
-        iptables-restore --noflush {{ mapdata.lookup.firewall_dir }}/firewall.iptables &&
-        (iptables -C INPUT -j CLOUDIFY_HA 2>/dev/null || iptables -I INPUT 1 -j CLOUDIFY_HA) &&
-        iptables -S CLOUDIFY_HA | grep -qF 'cloudify_ha {{ me.cluster_name }} {{ digest }}'
-    - unless: >-
-        iptables -C INPUT -j CLOUDIFY_HA 2>/dev/null &&
-        iptables -S CLOUDIFY_HA | grep -qF 'cloudify_ha {{ me.cluster_name }} {{ digest }}'
+  cloudify_ha_firewall.rules_loaded:
+    - name: {{ mapdata.lookup.firewall_dir }}/firewall.iptables
+    - backend: iptables
+    - marker: cloudify_ha {{ me.cluster_name }} {{ digest }}
     - require:
       - file: cloudify_ha-firewall-iptables-file
 {%-   endif %}

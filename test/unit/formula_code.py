@@ -56,3 +56,7 @@ def example_pillar():
 # pillar.example's secrets: nothing the formula returns, logs or puts on a command line has them
 EXAMPLE_SECRETS = ("CHANGE-ME-admin-password", "CHANGE-ME-db-password",
                    "CHANGE-ME-postgres-password")
+
+
+def firewall_state_module():
+    return load("_states/cloudify_ha_firewall.py", "cloudify_ha_firewall_state_under_test")

@@ -1,0 +1,94 @@
+"""
+The cluster's firewall rules, loaded from the rules file the ``cloudify_ha.firewall`` SLS writes,
+checked by the marker comment (cluster name and digest of the rules) the loaded rules carry.
+
+.. code-block:: yaml
+
+    cluster-rules:
+      cloudify_ha_firewall.rules_loaded:
+        - name: /etc/cloudify_ha/firewall.nft
+        - backend: nftables      # or iptables
+        - marker: cloudify_ha lab 0123456789abcdef
+
+A state rather than ``cmd.run`` with ``unless``: on Salt 3008 the first ``unless``/``onlyif``
+of a job costs about a second of module loading, on every run, even when nothing changes. This
+state runs the two read-only commands itself, and says "changed" only when the re-check sees
+the marker after loading.
+"""
+
+__virtualname__ = "cloudify_ha_firewall"
+
+NFT_TABLE = ("inet", "cloudify_ha")
+IPT_CHAIN = "CLOUDIFY_HA"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _run(argv):
+    return __salt__["cmd.run_all"](argv, python_shell=False, ignore_retcode=True,
+                                   output_loglevel="quiet")
+
+
+def _nftables_loaded(marker):
+    out = _run(["nft", "list", "table", *NFT_TABLE])
+    return out["retcode"] == 0 and marker in out["stdout"]
+
+
+def _iptables_loaded(marker):
+    if _run(["iptables", "-C", "INPUT", "-j", IPT_CHAIN])["retcode"] != 0:
+        return False
+    out = _run(["iptables", "-S", IPT_CHAIN])
+    return out["retcode"] == 0 and marker in out["stdout"]
+
+
+def _nftables_load(name):
+    return [_run(["nft", "-f", name])]
+
+
+def _iptables_load(name):
+    results = [_run(["iptables-restore", "--noflush", name])]
+    if results[-1]["retcode"] == 0 and \
+            _run(["iptables", "-C", "INPUT", "-j", IPT_CHAIN])["retcode"] != 0:
+        results.append(_run(["iptables", "-I", "INPUT", "1", "-j", IPT_CHAIN]))
+    return results
+
+
+BACKENDS = {"nftables": (_nftables_loaded, _nftables_load),
+            "iptables": (_iptables_loaded, _iptables_load)}
+
+
+def rules_loaded(name, backend, marker):
+    """
+    The rules in file ``name`` are loaded into ``backend`` (``nftables``: the table
+    ``inet cloudify_ha``; ``iptables``: the chain ``CLOUDIFY_HA`` jumped to from ``INPUT``), as
+    proven by ``marker``, the comment the rules carry. Loads the file when the marker is missing,
+    then checks again.
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    if backend not in BACKENDS:
+        ret["comment"] = (f"unknown firewall backend '{backend}': use one of "
+                          f"{', '.join(sorted(BACKENDS))}")
+        return ret
+    loaded, load = BACKENDS[backend]
+    if loaded(marker):
+        ret.update(result=True, comment=f"the {backend} rules of {name} are loaded ({marker})")
+        return ret
+    if __opts__["test"]:
+        ret.update(result=None, changes={"loaded": {"old": None, "new": marker}},
+                   comment=f"the {backend} rules of {name} would be loaded")
+        return ret
+    for out in load(name):
+        if out["retcode"] != 0:
+            detail = (out.get("stderr") or out.get("stdout") or "").strip()[-500:]
+            ret["comment"] = (f"loading {name} into {backend} failed (exit {out['retcode']}): "
+                              f"{detail}")
+            return ret
+    if not loaded(marker):
+        ret["comment"] = (f"{name} was loaded into {backend}, but the rules do not carry "
+                          f"'{marker}' afterwards: something else rewrites them")
+        return ret
+    ret.update(result=True, changes={"loaded": {"old": None, "new": marker}},
+               comment=f"the {backend} rules of {name} were loaded")
+    return ret
