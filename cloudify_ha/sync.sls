@@ -1,8 +1,21 @@
 # The formula's execution, state and utility modules on this minion. The orchestration runs this
 # step with test=False even in a test run: the states that preview the changes live in them.
-{%- for kind in ("utils", "modules", "states") %}
+# The minion reloads its modules only when one of them changed: saltutil.sync_*'s own refresh
+# reloads every module of the minion on every run, changed or not.
+{%- set kinds = ("utils", "modules", "states") %}
+{%- for kind in kinds %}
 
 cloudify_ha-sync-{{ kind }}:
   saltutil.sync_{{ kind }}:
-    - refresh: {{ loop.last }}
+    - refresh: false
+{%- endfor %}
+
+cloudify_ha-sync-reload-modules:
+  module.run:
+    # and waits for the reload, so that the next step finds the new modules
+    - saltutil.refresh_modules:
+      - async: false
+    - onchanges:
+{%- for kind in kinds %}
+      - saltutil: cloudify_ha-sync-{{ kind }}
 {%- endfor %}
