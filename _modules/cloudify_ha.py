@@ -12,6 +12,7 @@ Secrets (admin, database and postgres passwords, the client key) never reach a c
 environment; output and errors are scrubbed before they are returned or logged.
 """
 
+import hashlib
 import logging
 import os
 import tempfile
@@ -700,6 +701,61 @@ def probe(cluster=None):
     except (CommandExecutionError, SaltInvocationError) as exc:
         out["error"] = str(exc)
     return out
+
+
+# ---- the formula's own modules on minions ---------------------------------------------------
+SYNCED_KINDS = ("utils", "modules", "states")
+
+
+def formula_modules(saltenv="base"):
+    """
+    What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
+    ``_modules`` and ``_states`` in ``saltenv``, as ``{"<kind>/<file>": "<hash type>:<hash>"}``.
+    Run on the master (the orchestration renders it); pass the result to
+    ``cloudify_ha.modules_current`` on the minions.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha.formula_modules
+    """
+    out = {}
+    for kind in SYNCED_KINDS:
+        for path in __salt__["cp.list_master"](saltenv=saltenv, prefix=f"_{kind}/"):
+            found = __salt__["cp.hash_file"](f"salt://{path}", saltenv)
+            if found:
+                out[f"{kind}/{os.path.basename(path)}"] = f"{found['hash_type']}:{found['hsum']}"
+    return out
+
+
+def modules_current(expected):
+    """
+    True when this minion's synced copies of the master's modules are byte for byte the ones
+    ``expected`` lists (the answer of ``cloudify_ha.formula_modules`` on the master). The
+    orchestration asks every minion once, with its ping, and syncs only those that say False or
+    cannot answer (a minion without this formula's modules). False for an empty list.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.modules_current '{"modules/cloudify_ha.py": "sha256:..."}'
+    """
+    if not isinstance(expected, dict) or not expected:
+        return False
+    for key, want in expected.items():
+        hash_type, _, hsum = str(want).partition(":")
+        path = os.path.join(__opts__["extension_modules"], key)
+        try:
+            digest = hashlib.new(hash_type)
+            with salt.utils.files.fopen(path, "rb") as fh:
+                digest.update(fh.read())
+        except (OSError, ValueError):
+            return False
+        if digest.hexdigest() != hsum:
+            return False
+    return True
 
 
 def plan(pillar=None, cluster=None):

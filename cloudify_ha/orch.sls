@@ -1,8 +1,8 @@
 # salt-run state.orch cloudify_ha.orch [pillar='{"cluster": "<name>"}']
 #
 # Builds every cluster in pillar (or the one named), clusters in parallel:
-#   validate -> sync the formula's modules -> firewall + installer on all managers at once ->
-#   the bootstrap leader (install on the external database, start the cluster) -> each other
+#   validate -> sync the formula's modules to minions whose copies are not current -> firewall +
+#   installer on all managers at once -> the bootstrap leader (install on the external database, start the cluster) -> each other
 #   manager joins, one at a time -> cfy profiles on managers and CLI hosts -> load balancer.
 # Every step requires the one before it in its cluster: a failure stops that cluster there.
 # Steps ask the cluster's ACTIVE node, not the pillar's leader, so a re-run after a failover
@@ -12,7 +12,7 @@
 {%- set only = salt["pillar.get"]("cluster") or none %}
 {%- set ping_timeout = salt["pillar.get"]("cloudify_ha:orchestration:ping_timeout", 5) %}
 
-{%- if "cloudify_ha.plan" not in salt %}
+{%- if "cloudify_ha.plan" not in salt or "cloudify_ha.formula_modules" not in salt %}
 
 cloudify_ha-orch-validate:
   test.configurable_test_state:
@@ -20,7 +20,7 @@ cloudify_ha-orch-validate:
     - result: false
     - allow_test_mode_failure: true
     - comment: >-
-        the cloudify_ha modules are not synced to the master: run
+        the cloudify_ha modules on the master are missing or older than the formula: run
         'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then re-run
 {%- else %}
 {%-   set plan = salt["cloudify_ha.plan"](cluster=only) %}
@@ -46,40 +46,56 @@ cloudify_ha-orch-validate:
         warning: {{ warning }}
 {%-     endfor %}
 
-{#- Which minions answer: one ping for all, so that a dead host is checked, not targeted. #}
+{#- Which minions answer, and whether their copies of the formula's modules are current: one
+    call for all, so that a dead host is checked, not targeted, and a no-op run syncs nothing. #}
 {%-     set ns = namespace(everyone=[]) %}
 {%-     for cname, c in plan.clusters.items() %}
 {%-       set lb_ids = (c.loadbalancer or {}).get("minion_ids", []) %}
 {%-       set ns.everyone = ns.everyone + c.managers | map(attribute="minion_id") | list
                               + c.cli_hosts + lb_ids %}
 {%-     endfor %}
-{%-     set pings = salt["saltutil.cmd"](tgt=ns.everyone | unique | list, tgt_type="list",
-                                         fun="test.ping", timeout=ping_timeout) %}
-{%-     set alive = [] %}
+{%-     set expected = salt["cloudify_ha.formula_modules"]() %}
+{%-     set answers = salt["saltutil.cmd"](tgt=ns.everyone | unique | list, tgt_type="list",
+                                           fun="cloudify_ha.modules_current",
+                                           kwarg={"expected": expected}, timeout=ping_timeout) %}
+{%-     set alive, stale = [], [] %}
 {%-     for mid in ns.everyone | unique %}
-{%-       if (pings.get(mid) or {}).get("ret") is sameas true %}
+{%-       set answer = answers.get(mid) or {} %}
+{%-       if "ret" in answer and not answer.get("failed") %}
 {%-         do alive.append(mid) %}
+{%-         if answer.ret is not sameas true %}
+{%-           do stale.append(mid) %}
+{%-         endif %}
 {%-       endif %}
 {%-     endfor %}
 {%-     set parallel = plan.clusters | length > 1 %}
 
-{%-     if alive %}
+{%-     if stale %}
 
 cloudify_ha-orch-sync:
   salt.state:
     - queue: true
-    - tgt: {{ alive | json }}
+    - tgt: {{ stale | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.sync
     - test: false
     - require:
       - test: cloudify_ha-orch-validate
+{%-       set synced = "salt" %}
+{%-     else %}
+
+cloudify_ha-orch-sync:
+  test.succeed_without_changes:
+    - name: the formula's modules are current on every minion that answers
+    - require:
+      - test: cloudify_ha-orch-validate
+{%-       set synced = "test" %}
 {%-     endif %}
 
 {%-     for cname, c in plan.clusters.items() %}
 {%-       set up = c.managers | selectattr("minion_id", "in", alive) | list %}
 {%-       set down = c.managers | rejectattr("minion_id", "in", alive) | list %}
-{%-       set prev = namespace(id="cloudify_ha-orch-sync") %}
+{%-       set prev = namespace(id="cloudify_ha-orch-sync", kind=synced) %}
 
 {%-       if not up %}
 
@@ -104,8 +120,9 @@ cloudify_ha-orch-{{ cname }}-prepare:
       - {{ tplroot }}.installer
     - parallel: {{ parallel }}
     - require:
-      - salt: {{ prev.id }}
+      - {{ prev.kind }}: {{ prev.id }}
 {%-         set prev.id = "cloudify_ha-orch-" ~ cname ~ "-prepare" %}
+{%-         set prev.kind = "salt" %}
 
 {%-         for m in c.managers %}
 {%-           set is_leader = m.name == c.leader %}

@@ -2,6 +2,7 @@
 pkg.version), the host's files under tmp_path, and the REST client's `request` replaced by a fake.
 """
 
+import hashlib
 import os
 import stat
 from types import SimpleNamespace
@@ -628,3 +629,39 @@ def test_plan_of_a_given_pillar_with_errors(salt):
     salt["pillar.get"].assert_not_called()
     assert result["clusters"] == {} and "cloudify_ha:clusters:prod:managers: list the" in \
         result["errors"][0]
+
+
+# ---- the formula's modules on minions ----------------------------------------------------------
+def test_formula_modules_lists_what_sync_copies(salt):
+    listing = {"_utils/": ["_utils/cloudify_ha_rest.py"], "_modules/": ["_modules/cloudify_ha.py"],
+               "_states/": []}
+    salt["cp.list_master"] = MagicMock(side_effect=lambda saltenv, prefix: listing[prefix])
+    salt["cp.hash_file"] = MagicMock(side_effect=lambda path, saltenv: {
+        "hash_type": "sha256", "hsum": path[-10:]})
+    assert MODULE.formula_modules() == {"utils/cloudify_ha_rest.py": "sha256:ha_rest.py",
+                                        "modules/cloudify_ha.py": "sha256:dify_ha.py"}
+
+
+@pytest.fixture
+def extmods(tmp_path, configure_loader_modules):
+    configure_loader_modules[MODULE]["__opts__"]["extension_modules"] = str(tmp_path / "extmods")
+    (tmp_path / "extmods/modules").mkdir(parents=True)
+    (tmp_path / "extmods/modules/cloudify_ha.py").write_bytes(b"print('v2')\n")
+    return {"modules/cloudify_ha.py": "sha256:" + hashlib.sha256(b"print('v2')\n").hexdigest()}
+
+
+def test_modules_current_when_every_copy_matches(extmods):
+    assert MODULE.modules_current(extmods) is True
+
+
+@pytest.mark.parametrize("change", ["other content", "missing file", "unknown hash", "nothing"])
+def test_modules_not_current(extmods, change):
+    if change == "other content":
+        extmods["modules/cloudify_ha.py"] = "sha256:" + "0" * 64
+    elif change == "missing file":
+        extmods["states/cloudify_ha.py"] = extmods["modules/cloudify_ha.py"]
+    elif change == "unknown hash":
+        extmods["modules/cloudify_ha.py"] = "nosuchhash:abc"
+    else:
+        extmods = {}
+    assert MODULE.modules_current(extmods) is False
