@@ -1,9 +1,10 @@
 # salt-run state.orch cloudify_ha.orch.rejoin pillar='{"node": "<minion id>"}'
 # (the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
 #
-# Brings one manager back into its cluster: a rebooted member that is back online -> nothing; a
+# Brings one manager back into its cluster: a rebooted member that is back online -> its firewall
+# rules again (a reboot loses them), nothing about Cloudify; a
 # wiped or reinstalled host -> its stale entry removed through the ACTIVE node, installed with
-# the install-time join, profiles refreshed everywhere; before the cluster has been started ->
+# the install-time join; then stale profiles refreshed everywhere; before the cluster has been started ->
 # nothing. The node must be a manager of a cluster in pillar, else nothing runs.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- set node = salt["pillar.get"]("node") %}
@@ -82,6 +83,7 @@ cloudify_ha-rejoin-{{ node }}-profiles:
     - tgt: {{ alive | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.profile
-    - onchanges:
+    # not only on a change: a rejoin also repairs profiles an earlier run left stale
+    - require:
       - salt: cloudify_ha-rejoin-{{ node }}-joined
 {%- endif %}

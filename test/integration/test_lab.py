@@ -73,13 +73,22 @@ def test_database_listens_only_on_the_bridge(lab):
 
 def test_killed_host_stops_answering_and_comes_back(salt_cli, lab):
     assert ping(salt_cli, "mgr3")
-    killed = lab["mgr3"].kill()
-    assert killed, "the host had no process to kill"
-    lab.minions["mgr3"].terminate()
-    assert not ping(salt_cli, "mgr3", timeout=2)
-    assert ping(salt_cli, "mgr2")
-    lab.power_on("mgr3")
-    assert answers(salt_cli, "mgr3")
+    host = lab["mgr3"]
+    # the host's own firewall rules die with the power; the lab's network faults do not
+    host.run(["nft", "add", "table", "inet", "host_rules"])
+    host.block_port(8500)
+    try:
+        killed = host.kill()
+        assert killed, "the host had no process to kill"
+        lab.minions["mgr3"].terminate()
+        assert not ping(salt_cli, "mgr3", timeout=2)
+        assert ping(salt_cli, "mgr2")
+        lab.power_on("mgr3")
+        assert answers(salt_cli, "mgr3")
+        assert host.run(["nft", "list", "table", "inet", "host_rules"], check=False).returncode != 0
+        assert host.blocked_ports() == {("tcp", 8500)}
+    finally:
+        host.unblock_port(8500)
 
 
 def test_cut_link_isolates_only_that_host(lab):

@@ -80,6 +80,17 @@ def nodes(host):
     return {row[0]: dict(zip(header, row)) for row in body}
 
 
+def member_state(lab, name, via="mgr2"):
+    """`name`'s state in `cfy cluster nodes list`, asked on `via` first, then on mgr3, mgr2,
+    mgr1 (a host whose profile cannot reach the active node fails); None when none answers."""
+    for host in (via, "mgr3", "mgr2", "mgr1"):
+        try:
+            return nodes(lab[host]).get(name, {}).get("state")
+        except AssertionError:
+            continue
+    return None
+
+
 def profile_ips(host, profile="localhost"):
     path = f"/root/.cloudify/profiles/{profile}/context"
     if not host.exists(path):

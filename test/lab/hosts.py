@@ -163,7 +163,20 @@ class Host:
             return not pids and not any(alive(p) for p in killed)
 
         wait_until(all_gone, timeout, f"every process of {self.name} to die")
+        self._forget_firewall()
         return sorted(killed)
+
+    def _forget_firewall(self):
+        """What a power cut does to the kernel's firewall: every table of the host is gone
+        (iptables-nft's included), but the lab's fault table, which models the network around
+        the host and is set and cleared by the tests themselves."""
+        proc = self._nft("-j", "list", "tables", check=False)
+        if proc.returncode != 0:
+            return
+        for item in json.loads(proc.stdout)["nftables"]:
+            table = item.get("table")
+            if table and (table["family"], table["name"]) != ("inet", FAULT_TABLE):
+                self._nft("delete", "table", table["family"], table["name"], check=False)
 
     def boot(self):
         """Start what the host starts at boot: a fresh /run, then every script in BOOT_DIR.
