@@ -6,23 +6,48 @@ project's targets. Prints a table and writes bench/results/<time>.json. Never pa
   knob), and its critical path from the lab's audit (the installs, the cluster start and the
   joins, which the formula must run one after the other);
 - no-op re-run: time, mutating commands, status reads received per node;
-- memory: the largest sum of PSS of the salt-master and salt-minions seen during a build.
+- memory: the largest sum of PSS of the salt-master and salt-minions seen during a build;
+- fleet: M clusters of 3 managers, each on its own PostgreSQL, built by one orchestration;
+- day 2, with the reactor and a load balancer: rejoin latency (a wiped follower's minion start
+  event to the node online in the cluster) and LB failover (the leader's death to the first good
+  request through HAProxy).
+
+The floor has the build's shape, sync step included. A no-op re-run skips the sync step when
+every minion's copies of the formula's modules are current: that saving is the formula's.
 """
 
 import json
 import os
+import re
 import statistics
 import threading
 import time
+from datetime import timezone
 from pathlib import Path
 
 import pytest
 import salt.version
 
-from lab.formula import deep, minion_pillar, orch, shadow_pillar
+from lab.formula import (OrchRun, deep, http_get, member_state, minion_pillar, nodes, orch,
+                         profile_ips, shadow_pillar)
+from lab.proc import wait_until
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"build/floor (T=0)": 1.3, "build/critical path (T=10)": 1.15, "no-op/floor": 1.2}
+TARGETS = {"build/floor (T=0)": 1.3, "build/critical path (T=10)": 1.15, "no-op/floor": 1.2,
+           "fleet M=4 / M=1": 1.5}
+FLEET = (1, 2, 4)
+
+
+@pytest.fixture(scope="module")
+def report(quick):
+    """Every figure of this run; written to bench/results/<time>.json and printed at the end."""
+    data = {"cores": os.cpu_count(), "salt": salt.version.__version__, "quick": quick,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "figures": {}, "fleet": {}, "day2": {},
+            "targets": TARGETS}
+    yield data
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{data['time']}.json").write_text(json.dumps(data, indent=1))
+    print("\n" + render(data))
 
 
 @pytest.fixture(scope="module")
@@ -94,31 +119,82 @@ def status_reads(emulator, names):
                    e["path"] == "/api/v3.1/status") for n in names)
 
 
+def step_seconds(run):
+    """Seconds per kind of step of an orchestration run: validate, sync, prepare, members (the
+    leader and the joins, or the floor's member steps), profiles, loadbalancer; and `outside
+    steps`, the rest of the wall time (CLI start, rendering, the ping), filled in by the caller."""
+    out = {}
+    for sid, step in run.steps.items():
+        kind = re.sub(r"^(cloudify_ha-orch-(lab-)?|floor-)", "", sid)
+        kind = "members" if re.match(r"(leader|join|member)-", kind) else kind
+        kind = "validate" if kind.startswith("the cloudify_ha pillar") else kind
+        out[kind] = out.get(kind, 0.0) + (step.get("duration") or 0) / 1000
+    return out
+
+
+def slowest_states(run, top=6):
+    """The states that took longest on a minion in a run: {state id: seconds}, the largest
+    duration of that state over minions and steps."""
+    worst = {}
+    for sid in run.steps:
+        for states in run.minion_states(sid).values():
+            if not isinstance(states, dict):
+                continue
+            for state in states.values():
+                if isinstance(state, dict) and "__id__" in state:
+                    seconds = (state.get("duration") or 0) / 1000
+                    worst[state["__id__"]] = max(worst.get(state["__id__"], 0.0), seconds)
+    return dict(sorted(worst.items(), key=lambda i: -i[1])[:top])
+
+
+def timed_run(fn):
+    """(wall seconds, OrchRun) of an orchestration run that must succeed; the steps' seconds
+    get the wall time they do not account for as `outside steps`."""
+    start = time.monotonic()
+    run = fn()
+    wall = time.monotonic() - start
+    _ok(run)
+    steps = step_seconds(run)
+    steps["outside steps"] = wall - sum(steps.values())
+    return wall, run, steps
+
+
+def medians(dicts):
+    keys = {k for d in dicts for k in d}
+    return {k: round(statistics.median(d.get(k, 0.0) for d in dicts), 2) for k in sorted(keys)}
+
+
 def summary(values):
     return {"median": statistics.median(values), "min": min(values), "max": max(values),
             "runs": len(values)}
 
 
-def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestconfig):
+def managers_pillar(lab, names):
+    return [{"name": n, "minion_id": n, "private_ip": lab[n].ip, "public_ip": lab[n].ip}
+            for n in names]
+
+
+def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestconfig, report):
     wanted = [int(n) for n in pytestconfig.getoption("--bench-sizes").split(",")]
     sizes = [3] if quick else [n for n in wanted if n <= len(lab.managers)]
     install_times = [0] if quick else [0, 10]
     repeats = 1 if quick else 3
     base = minion_pillar(salt_cli)
-    figures = {}
+    figures = report["figures"]
     for size in sizes:
         names = [f"mgr{i}" for i in range(1, size + 1)]
         pillar = deep(base)
-        pillar["clusters"]["lab"]["managers"] = [
-            {"name": n, "minion_id": n, "private_ip": lab[n].ip, "public_ip": lab[n].ip}
-            for n in names]
+        pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
         floor = floor_orch(lab, names, pillar["clusters"]["lab"]["cli_hosts"])
         with shadow_pillar(pillar_dir, pillar):
             row = figures.setdefault(size, {})
-            row["floor"] = summary([_timed(lambda: _ok(salt_run_cli.run(
-                "state.orch", floor, _timeout=600))) for _ in range(repeats)])
+            floors = [timed_run(lambda: OrchRun(salt_run_cli.run("state.orch", floor, _timeout=600)))
+                      for _ in range(repeats)]
+            row["floor"] = summary([f[0] for f in floors])
+            row["floor steps"] = medians([f[2] for f in floors])
             for seconds in install_times:
                 builds, paths, noops, mutating, reads, pss = [], [], [], [], [], []
+                build_steps, noop_steps, slowest = [], [], []
                 for _ in range(repeats):
                     lab.reset()
                     for n in names:
@@ -126,25 +202,129 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                     emulator.clear_audit()
                     sampler = PssSampler(str(lab.dir / "sf"))
                     sampler.start()
-                    builds.append(_timed(lambda: _ok(orch(salt_run_cli))))
+                    wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+                    builds.append(wall)
+                    build_steps.append(steps)
+                    slowest.append(slowest_states(run))
                     sampler.done.set()
                     sampler.join()
                     pss.append(sampler.peak / 1024)
                     paths.append(critical_path(emulator, names))
                     emulator.clear_audit()
-                    noops.append(_timed(lambda: _ok(orch(salt_run_cli))))
+                    wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+                    noops.append(wall)
+                    noop_steps.append(steps)
                     mutating.append(len(emulator.mutating()))
                     reads.append(status_reads(emulator, names))
                 row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
                                       "no-op": summary(noops), "no-op mutating": max(mutating),
                                       "no-op status reads per node (max)": max(reads),
-                                      "peak PSS MiB": summary(pss)}
-    report = {"cores": os.cpu_count(), "salt": salt.version.__version__, "quick": quick,
-              "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "figures": figures,
-              "targets": TARGETS}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{report['time']}.json").write_text(json.dumps(report, indent=1))
-    print("\n" + render(report))
+                                      "peak PSS MiB": summary(pss),
+                                      "build steps": medians(build_steps),
+                                      "no-op steps": medians(noop_steps),
+                                      "build's slowest states": medians(slowest)}
+
+
+def fleet_pillar(base, lab, clusters):
+    """`clusters` clusters of 3 managers (mgr1-3, mgr4-6, ...), each on its own PostgreSQL."""
+    pillar = deep(base)
+    first = pillar["clusters"]["lab"]
+    for i in range(clusters):
+        cluster = deep(first)
+        names = [f"mgr{3 * i + k}" for k in (1, 2, 3)]
+        cluster.update(leader=names[0], managers=managers_pillar(lab, names))
+        if i:
+            cluster["cli_hosts"] = []
+            cluster["database"]["host"] = lab.add_database(f"db{i + 1}", 4 + i).ip
+        pillar["clusters"]["lab" if i == 0 else f"lab{i + 1}"] = cluster
+    return pillar
+
+
+def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report):
+    counts = [m for m in FLEET if 3 * m <= len(lab.managers)]
+    if len(counts) < 2:
+        pytest.skip(f"the fleet needs at least 6 managers in the lab (LAB_MANAGERS); it has "
+                    f"{len(lab.managers)}")
+    base = minion_pillar(salt_cli)
+    for count in counts:
+        with shadow_pillar(pillar_dir, fleet_pillar(base, lab, count)):
+            times = []
+            for _ in range(1 if quick else 3):
+                lab.reset()
+                emulator.clear_audit()
+                times.append(_timed(lambda: _ok(orch(salt_run_cli))))
+            report["fleet"][count] = summary(times)
+    lab.reset()
+
+
+def lb_status(lab):
+    return http_get(lab["cli"], f"http://{lab['lb'].ip}:80/api/v3.1/status", "admin",
+                    lab.passwords["admin"], timeout=1)[0]
+
+
+def leader_of(lab, via):
+    try:
+        return next((n for n, row in nodes(lab[via]).items() if row["state"] == "leader"), None)
+    except AssertionError:
+        return None
+
+
+def start_event_time(event_listener, minion, since):
+    events = event_listener.get_events([("master", f"salt/minion/{minion}/start")],
+                                       after_time=since)
+    if not events:
+        return None
+    stamp = max(event.stamp for event in events)
+    return (stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp).timestamp()
+
+
+def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, event_listener):
+    """A cluster of 3 behind HAProxy with the reactor on: a wiped follower rejoins by itself,
+    and a dead leader's traffic moves to the new leader."""
+    pillar = deep(minion_pillar(salt_cli))
+    names = ["mgr1", "mgr2", "mgr3"]
+    pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
+    pillar["clusters"]["lab"]["loadbalancer"] = {
+        "minion_ids": ["lb"], "port": 80, "inter": "500ms", "fall": 2, "rise": 1}
+    pillar["reactor"] = {"enabled": True}
+    rejoins, to_online, failovers = [], [], []
+    with shadow_pillar(pillar_dir, pillar):
+        lab.reset()
+        assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
+        _ok(orch(salt_run_cli))
+        for _ in range(1 if quick else 3):
+            leader = wait_until(lambda: leader_of(lab, "mgr1") or leader_of(lab, "mgr2"), 30,
+                                "a leader")
+            follower = next(n for n in names if n != leader)
+            since = time.time()
+            start = time.monotonic()
+            lab.wipe(follower)
+            wait_until(lambda: member_state(lab, follower, leader) == "replica"
+                       and lab[follower].exists("/etc/cloudify/.install"), 240,
+                       f"{follower} to rejoin")
+            online = time.time()
+            to_online.append(time.monotonic() - start)
+            started = wait_until(lambda: start_event_time(event_listener, follower, since), 30,
+                                 f"{follower}'s minion start event")
+            rejoins.append(online - started)
+            # the rejoin run ends with the profiles: let it finish before the next fault
+            ips = sorted(lab[n].ip for n in names)
+            wait_until(lambda: all(profile_ips(lab[n]) == ips for n in names), 60,
+                       "every manager's profile to list the three nodes")
+
+            wait_until(lambda: lb_status(lab) == 200, 30, "the load balancer to serve")
+            lab.kill(leader)
+            died = time.monotonic()
+            wait_until(lambda: lb_status(lab) == 200, 60, "a good answer through the LB")
+            failovers.append(time.monotonic() - died)
+            lab.power_on(leader)
+            survivor = next(n for n in names if n != leader)
+            wait_until(lambda: member_state(lab, leader, survivor) == "replica", 120,
+                       f"the old leader {leader} back as a replica")
+    report["day2"] = {"rejoin: start event to online": summary(rejoins),
+                      "rejoin: wipe to online": summary(to_online),
+                      "LB failover": summary(failovers)}
+    lab.reset()
 
 
 def _ok(ret):
@@ -176,6 +356,30 @@ def render(report):
                 f"{(build['median'] / path if path else float('nan')):>10.2f} {_mm(noop):>20} "
                 f"{noop['median'] / floor:>10.2f} {fig['no-op mutating']:>3} "
                 f"{fig['no-op status reads per node (max)']:>5} {fig['peak PSS MiB']['median']:>8.0f}")
+    for size, row in report["figures"].items():
+        out += ["", f"N={size}: seconds per step (medians)"]
+        tables = [("floor", row["floor steps"])]
+        for key, fig in row.items():
+            if key.startswith("T="):
+                tables += [(f"build {key}", fig["build steps"]), (f"no-op {key}", fig["no-op steps"])]
+        kinds = sorted({k for _, t in tables for k in t})
+        out.append(f"{'':<12}" + "".join(f"{k:>14}" for k in kinds))
+        for name, table in tables:
+            out.append(f"{name:<12}" + "".join(f"{table.get(k, 0.0):>14.2f}" for k in kinds))
+        for key, fig in row.items():
+            if key.startswith("T="):
+                out.append(f"slowest states of a build at {key}: " + ", ".join(
+                    f"{sid} {sec:.2f}" for sid, sec in sorted(
+                        fig["build's slowest states"].items(), key=lambda i: -i[1])[:6]))
+    fleet = report.get("fleet") or {}
+    if fleet:
+        one = fleet.get(1) or fleet.get("1")
+        out += ["", f"{'fleet M':>8} {'build (3 managers each)':>24} {'ratio to M=1':>12}"]
+        for count, fig in fleet.items():
+            out.append(f"{count:>8} {_mm(fig):>24} {fig['median'] / one['median']:>12.2f}")
+    if report.get("day2"):
+        out += ["", f"{'day 2 (N=3, reactor, HAProxy)':<34} {'seconds':>20}"]
+        out += [f"{name:<34} {_mm(fig):>20}" for name, fig in report["day2"].items()]
     out += ["", "targets: " + ", ".join(f"{k} <= {v}" for k, v in report["targets"].items())
             + "; no-op: 0 mutating commands"]
     return "\n".join(out)
