@@ -12,7 +12,9 @@ project's targets. Prints a table and writes bench/results/<time>.json. Never pa
   event to the node online in the cluster) and LB failover (the leader's death to the first good
   request through HAProxy).
 
-The floor has the build's shape, sync step included. A no-op re-run skips the sync step when
+The floor has the build's shape, sync step included, and is measured twice: on warm minions (that
+have run jobs before: the no-op's condition) and on cold ones (just started on reset hosts: the
+build's condition, whose first jobs load the minion's modules). A no-op re-run skips the sync step when
 every minion's copies of the formula's modules are current: that saving is the formula's.
 """
 
@@ -33,7 +35,7 @@ from lab.formula import (OrchRun, deep, http_get, member_state, minion_pillar, n
 from lab.proc import wait_until
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"build/floor (T=0)": 1.3, "build/critical path (T=10)": 1.15, "no-op/floor": 1.2,
+TARGETS = {"build/cold floor (T=0)": 1.3, "build/critical path (T=10)": 1.15, "no-op/floor": 1.2,
            "fleet M=4 / M=1": 1.5}
 FLEET = (1, 2, 4)
 
@@ -56,22 +58,29 @@ def quick(request):
 
 
 def floor_orch(lab, names, cli_hosts):
-    """The floor: cloudify_ha.orch's steps and targets with states that do nothing."""
+    """The floor: cloudify_ha.orch's steps and targets with states that do nothing (the CLI
+    hosts' step in parallel with the managers' prepare, as in the formula)."""
     root = lab.dir / "srv" / "bench_floor"
     root.mkdir(parents=True, exist_ok=True)
     (root / "nop.sls").write_text("bench-floor-nop:\n  test.succeed_without_changes: []\n")
-    steps = [("validate", None), ("sync", names + cli_hosts), ("prepare", names)]
-    steps += [(f"member-{n}", [n]) for n in names] + [("profiles", names + cli_hosts)]
-    lines, prev = [], None
-    for step, targets in steps:
+    steps = [("validate", None, []), ("sync", names + cli_hosts, ["test: floor-validate"]),
+             ("cli", cli_hosts, ["salt: floor-sync"]), ("prepare", names, ["salt: floor-sync"])]
+    prev = "prepare"
+    for n in names:
+        steps.append((f"member-{n}", [n], [f"salt: floor-{prev}"]))
+        prev = f"member-{n}"
+    steps.append(("profiles", names + cli_hosts, [f"salt: floor-{prev}", "salt: floor-cli"]))
+    lines = []
+    for step, targets, requires in steps:
         lines.append(f"floor-{step}:")
         if targets is None:
             lines.append("  test.succeed_without_changes: []")
-        else:
-            lines += ["  salt.state:", "    - queue: true", f"    - tgt: {json.dumps(targets)}",
-                      "    - tgt_type: list", "    - sls: bench_floor.nop"]
-            lines += ["    - require:", f"      - {'test' if prev == 'validate' else 'salt'}: floor-{prev}"]
-        prev = step
+            continue
+        lines += ["  salt.state:", "    - queue: true", f"    - tgt: {json.dumps(targets)}",
+                  "    - tgt_type: list", "    - sls: bench_floor.nop"]
+        if step == "cli":
+            lines.append("    - parallel: true")
+        lines += ["    - require:"] + [f"      - {r}" for r in requires]
     (root / f"orch{len(names)}.sls").write_text("\n".join(lines) + "\n")
     return f"bench_floor.orch{len(names)}"
 
@@ -117,6 +126,10 @@ def critical_path(emulator, names):
 def status_reads(emulator, names):
     return max(sum(1 for e in emulator.audit(n) if e["kind"] == "rest" and
                    e["path"] == "/api/v3.1/status") for n in names)
+
+
+def run_floor(salt_run_cli, floor):
+    return OrchRun(salt_run_cli.run("state.orch", floor, _timeout=600))
 
 
 def step_seconds(run):
@@ -188,10 +201,17 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
         floor = floor_orch(lab, names, pillar["clusters"]["lab"]["cli_hosts"])
         with shadow_pillar(pillar_dir, pillar):
             row = figures.setdefault(size, {})
-            floors = [timed_run(lambda: OrchRun(salt_run_cli.run("state.orch", floor, _timeout=600)))
-                      for _ in range(repeats)]
+            # warm: minions that have run jobs before (the no-op's condition); cold: minions
+            # just started on freshly reset hosts (the build's condition)
+            floors, cold = [], []
+            for _ in range(repeats):
+                lab.reset()
+                cold.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
+                floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
             row["floor"] = summary([f[0] for f in floors])
             row["floor steps"] = medians([f[2] for f in floors])
+            row["cold floor"] = summary([f[0] for f in cold])
+            row["cold floor steps"] = medians([f[2] for f in cold])
             for seconds in install_times:
                 builds, paths, noops, mutating, reads, pss = [], [], [], [], [], []
                 build_steps, noop_steps, slowest = [], [], []
@@ -342,23 +362,27 @@ def _timed(fn):
 def render(report):
     out = [f"cloudify_ha bench: {report['cores']} cores, salt {report['salt']}"
            f"{' (quick)' if report['quick'] else ''}", "",
-           f"{'N':>2} {'T':>3} {'floor':>14} {'build':>20} {'crit.path':>10} {'build/floor':>11} "
+           "floor: warm minions (compared with the no-op); cold floor: minions just started on "
+           "reset hosts (compared with the build)", "",
+           f"{'N':>2} {'T':>3} {'floor':>14} {'cold floor':>14} {'build':>20} {'crit.path':>10} "
+           f"{'build/cold':>10} "
            f"{'build/path':>10} {'no-op':>20} {'noop/floor':>10} {'mut':>3} {'reads':>5} {'PSS MiB':>8}"]
     for size, row in report["figures"].items():
         floor = row["floor"]["median"]
+        cold = row.get("cold floor", row["floor"])
         for key, fig in row.items():
-            if key == "floor":
+            if not key.startswith("T="):
                 continue
             build, path, noop = fig["build"], fig["critical path"]["median"], fig["no-op"]
             out.append(
-                f"{size:>2} {key[2:]:>3} {_mm(row['floor']):>14} {_mm(build):>20} {path:>10.1f} "
-                f"{build['median'] / floor:>11.2f} "
+                f"{size:>2} {key[2:]:>3} {_mm(row['floor']):>14} {_mm(cold):>14} {_mm(build):>20} "
+                f"{path:>10.1f} {build['median'] / cold['median']:>10.2f} "
                 f"{(build['median'] / path if path else float('nan')):>10.2f} {_mm(noop):>20} "
                 f"{noop['median'] / floor:>10.2f} {fig['no-op mutating']:>3} "
                 f"{fig['no-op status reads per node (max)']:>5} {fig['peak PSS MiB']['median']:>8.0f}")
     for size, row in report["figures"].items():
         out += ["", f"N={size}: seconds per step (medians)"]
-        tables = [("floor", row["floor steps"])]
+        tables = [("floor", row["floor steps"]), ("cold floor", row.get("cold floor steps", {}))]
         for key, fig in row.items():
             if key.startswith("T="):
                 tables += [(f"build {key}", fig["build steps"]), (f"no-op {key}", fig["no-op steps"])]

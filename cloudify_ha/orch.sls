@@ -2,8 +2,9 @@
 #
 # Builds every cluster in pillar (or the one named), clusters in parallel:
 #   validate -> sync the formula's modules to minions whose copies are not current -> firewall +
-#   installer on all managers at once -> the bootstrap leader (install on the external database, start the cluster) -> each other
-#   manager joins, one at a time -> cfy profiles on managers and CLI hosts -> load balancer.
+#   installer on all managers at once (the CLI package on CLI hosts meanwhile) -> the bootstrap
+#   leader (install on the external database, start the cluster) -> each other manager joins,
+#   one at a time -> cfy profiles on managers and CLI hosts -> load balancer.
 # Every step requires the one before it in its cluster: a failure stops that cluster there.
 # Steps ask the cluster's ACTIVE node, not the pillar's leader, so a re-run after a failover
 # works. Managers whose minion does not answer are checked from a live manager instead.
@@ -109,6 +110,20 @@ cloudify_ha-orch-{{ cname }}-no-manager-answers:
         ({{ c.managers | map(attribute="minion_id") | join(", ") }}); nothing can be done
 {%-       else %}
 {%-         set helper = up[0].minion_id %}
+{%-         set cli_up = c.cli_hosts | select("in", alive) | list %}
+{%-         if cli_up %}
+
+{#- the CLI hosts' package installs while the managers install theirs #}
+cloudify_ha-orch-{{ cname }}-cli:
+  salt.state:
+    - queue: true
+    - tgt: {{ cli_up | json }}
+    - tgt_type: list
+    - sls: {{ tplroot }}.cli
+    - parallel: true
+    - require:
+      - {{ prev.kind }}: {{ prev.id }}
+{%-         endif %}
 
 cloudify_ha-orch-{{ cname }}-prepare:
   salt.state:
@@ -166,6 +181,9 @@ cloudify_ha-orch-{{ cname }}-profiles:
     - parallel: {{ parallel }}
     - require:
       - salt: {{ prev.id }}
+{%-         if cli_up %}
+      - salt: cloudify_ha-orch-{{ cname }}-cli
+{%-         endif %}
 {%-         set prev.id = "cloudify_ha-orch-" ~ cname ~ "-profiles" %}
 {%-         if cli_down %}
 

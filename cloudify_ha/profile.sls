@@ -3,6 +3,11 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
+{%- if me.cli_of %}
+
+include:
+  - {{ tplroot }}.cli
+{%- endif %}
 
 {%- if me.manager %}
 
@@ -13,16 +18,6 @@ cloudify_ha-profile-local:
 {%- endif %}
 
 {%- for cname in me.cli_of %}
-{%-   set cli = (mapdata.clusters[cname].get("installer") or {}) %}
-
-cloudify_ha-profile-{{ cname }}-cli-package:
-  pkg.installed:
-    - name: {{ mapdata.lookup.cli_package }}
-    - refresh: {{ mapdata.lookup.refresh }}
-{%-   if cli.get("cli_source") %}
-    - sources:
-      - {{ mapdata.lookup.cli_package }}: {{ cli.cli_source }}
-{%-   endif %}
 
 cloudify_ha-profile-{{ cname }}:
   cloudify_ha.profile_updated:

@@ -11,7 +11,8 @@ from lab.formula import files_containing, nodes, orch, profile_ips, sizes
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
-STEPS = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-lab-prepare",
+STEPS = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-lab-cli",
+         "cloudify_ha-orch-lab-prepare",
          "cloudify_ha-orch-lab-leader-mgr1", "cloudify_ha-orch-lab-join-mgr2",
          "cloudify_ha-orch-lab-join-mgr3", "cloudify_ha-orch-lab-profiles"]
 
