@@ -758,6 +758,33 @@ def modules_current(expected):
     return True
 
 
+def orch_facts(expected):
+    """
+    What the orchestration asks every minion once, at render time: whether its copies of the
+    formula's modules are current (``modules_current``) and, on a manager, its node state
+    (``node_state``: one read of its own ``/status``), from which the orchestration finds the
+    active node without polling every manager from every step. ``node`` is None on a minion that
+    is not a manager, and an error's text never carries a secret.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt -L cfy-mgr1,cfy-mgr2 cloudify_ha.orch_facts '{"modules/cloudify_ha.py": "sha256:..."}'
+    """
+    out = {"modules_current": modules_current(expected), "node": None}
+    try:
+        settings, manager = _settings()
+    except SaltInvocationError:
+        return out  # a CLI host, a load balancer: no node of its own
+    out["cluster"], out["private_ip"] = settings["name"], manager["private_ip"]
+    try:
+        out["node"] = node_state(settings["name"])
+    except (CommandExecutionError, SaltInvocationError) as exc:
+        out["error"] = str(exc)
+    return out
+
+
 def plan(pillar=None, cluster=None):
     """
     Validate the ``cloudify_ha`` pillar and return the orchestration's plan: errors and

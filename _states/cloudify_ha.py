@@ -58,13 +58,53 @@ def _wait_for(predicate, timeout, interval=1.0):
         time.sleep(interval)
 
 
-def _node_state(cluster):
+def _node_state(cluster, fresh=False):
     """The node's state; with test=True a host without the installer package is forecast as
-    if the installer SLS (an earlier step) had installed it."""
-    state = __salt__["cloudify_ha.node_state"](cluster=cluster)
+    if the installer SLS (an earlier step) had installed it.
+
+    Read once per state run (the states of one SLS run ask the same question one after the
+    other): ``__context__`` lives as long as the run. ``fresh`` reads again, and stores the new
+    answer: after an action, and in polls."""
+    cache = __context__.setdefault("cloudify_ha.node_state", {})
+    if fresh or cluster not in cache:
+        cache[cluster] = __salt__["cloudify_ha.node_state"](cluster=cluster)
+    state = cache[cluster]
     if state == "absent" and __opts__["test"]:
         return "package_installed"
     return state
+
+
+def _forget_node_state(cluster):
+    """This host changed (a join, a removal): the next _node_state reads it again."""
+    __context__.get("cloudify_ha.node_state", {}).pop(cluster, None)
+
+
+def _active_and_nodes(cluster, active_hint=None, required=True):
+    """(the cluster's active node ``{"name", "host"}`` or None, its member list or None).
+
+    With ``active_hint`` (an address that answered as the active node a moment ago: the
+    orchestration's plan reads every manager once) the hint is asked for the member list
+    directly. Only the active node answers that (a replica answers every call with
+    not_cluster_master), and it lists itself as the master: such an answer proves the hint
+    and saves polling every manager for /status. Any other answer falls back to the poll, which
+    also detects a split brain. States that are about to change something check again without
+    the hint."""
+    mod = __salt__
+    if active_hint:
+        try:
+            nodes = mod["cloudify_ha.cluster_nodes"](active=active_hint, cluster=cluster)
+        except ERRORS:
+            nodes = None
+        master = next((n for n in nodes or [] if n["master"] and n["host_ip"] == active_hint),
+                      None)
+        if master is not None:
+            return {"name": master["name"], "host": active_hint}, nodes
+        log.info("cloudify_ha: %s does not answer as the active node; polling every manager",
+                 active_hint)
+    active = mod["cloudify_ha.active_node"](cluster=cluster, required=required)
+    if active is None:
+        return None, None
+    return active, mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
 
 
 def _pkg_missing(ret, name):
@@ -121,7 +161,7 @@ def manager_installed(name, cluster=None, allow_database_reset=False):
             return _would(ret, change, f"{name} would be installed as the first manager on "
                                        f"{data['host']} (non-join install)")
         __salt__["cloudify_ha.install"](cluster=cluster)
-        after = __salt__["cloudify_ha.node_state"](cluster=cluster)
+        after = _node_state(cluster, fresh=True)
         if after != "installed" or not __salt__["cloudify_ha.local_api_ok"](cluster=cluster):
             return _fail(ret, f"{name}: cfy_manager install returned 0 but the host is not a "
                               f"working manager (node state: {after}); see "
@@ -170,7 +210,7 @@ def cluster_started(name, host_ip, cluster=None):
             return _would(ret, change, f"the cluster would be started on {name} ({host_ip})")
         __salt__["cloudify_ha.start_cluster"](name, host_ip, cluster=cluster)
         started = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
-        after = __salt__["cloudify_ha.node_state"](cluster=cluster)
+        after = _node_state(cluster, fresh=True)
         if not started.get("initialized") or after != "leader":
             return _fail(ret, f"{name}: cfy cluster start returned 0 but the cluster is not "
                               f"initialized (node state: {after})")
@@ -181,7 +221,8 @@ def cluster_started(name, host_ip, cluster=None):
 
 
 # ---- joined ---------------------------------------------------------------------------------
-def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster_runs=False):
+def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster_runs=False,
+           active_hint=None):
     """
     This manager is a member of its cluster, online as a replica (or the active node).
 
@@ -205,28 +246,36 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
     if_cluster_runs
         Do nothing (result True) when no manager answers as the cluster's active node: for a
         reaction to a minion's start before the cluster has been built.
+    active_hint
+        The address of the node that answered as the active node a moment ago (the
+        orchestration passes what its plan found): asked first for the member list, which only
+        the active node answers; when it does not, every manager is polled as without it. A
+        join is decided on a poll of every manager, never on the hint alone.
     """
     ret = _ret(name)
     try:
-        return _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs)
+        return _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs,
+                       active_hint)
     except ERRORS as exc:
         return _fail(ret, f"{name}: {exc}")
 
 
-def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=False):
+def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=False,
+            active_hint=None):
+    # pylint: disable=too-many-return-statements,too-many-branches
     mod = __salt__
     local = _node_state(cluster)
     if local == "absent":
         return _pkg_missing(ret, name)
     if local == "down":  # a rebooted member: its services may still be starting
         local = _wait_for(lambda: (lambda st: st if st != "down" else None)(
-            _node_state(cluster)), wait, 1.0) or "down"
+            _node_state(cluster, fresh=True)), wait, 1.0) or "down"
     if local == "down":
         return _fail(ret, f"{name}: this manager is installed and clustered but its REST service "
                           "does not answer; a rebooted member's services come back by themselves: "
                           "check them (systemctl status 'cloudify-*') and re-run")
-    active = mod["cloudify_ha.active_node"](cluster=cluster,
-                                            required=not (__opts__["test"] or if_cluster_runs))
+    active, nodes = _active_and_nodes(cluster, active_hint,
+                                      required=not (__opts__["test"] or if_cluster_runs))
     if active is None and if_cluster_runs:
         ret.update(result=True, comment=f"{name}: no manager answers as the cluster's active "
                                         "node: the cluster has not been started; nothing to do")
@@ -234,7 +283,6 @@ def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=Fa
     if active is None:  # test=True before the cluster exists: an earlier step would start it
         return _would(ret, {"joined": {"old": None, "new": "the cluster's active node"}},
                       f"{name} would join the cluster once it is started (no manager answers yet)")
-    nodes = mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
     me = next((n for n in nodes if n["name"] == name), None)
     same_ip = next((n for n in nodes if n["host_ip"] == host_ip and n["name"] != name), None)
     if me and me["host_ip"] != host_ip:
@@ -294,6 +342,9 @@ def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=Fa
     if __opts__["test"]:
         return _would(ret, changes, f"{name} would join the cluster through the active node "
                                     f"{active['host']}")
+    if active_hint:  # about to change the cluster: decide on a poll of every manager
+        return _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs)
+    _forget_node_state(cluster)
     if me:
         mod["cloudify_ha.remove_node"](name, active=active["host"], cluster=cluster)
     mod["cloudify_ha.join"](active["host"], database_ip, cluster=cluster)
@@ -315,7 +366,7 @@ def _is_online(mod, active, name, cluster):
 
 
 # ---- profile_updated ------------------------------------------------------------------------
-def profile_updated(name, cluster=None):
+def profile_updated(name, cluster=None, active_hint=None):
     """
     The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes, and its file
     (which holds the admin password) is 0600. Runs ``cfy cluster update-profile`` only when the
@@ -323,17 +374,19 @@ def profile_updated(name, cluster=None):
 
     name
         The profile: ``localhost`` on a manager, the cluster's name on a CLI host.
+    active_hint
+        As for ``cloudify_ha.joined``: the address to ask first for the member list; a profile
+        is changed only after a poll of every manager.
     """
     ret = _ret(name)
     mod = __salt__
     try:
-        active = mod["cloudify_ha.active_node"](cluster=cluster, required=not __opts__["test"])
+        active, nodes = _active_and_nodes(cluster, active_hint, required=not __opts__["test"])
         if active is None:
             return _would(ret, {"nodes": {"old": mod["cloudify_ha.profile_nodes"](profile=name),
                                           "new": "the cluster's nodes"}},
                           f"profile {name} would list the cluster's nodes once it is started")
-        expected = sorted(n["host_ip"] for n in
-                          mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster))
+        expected = sorted(n["host_ip"] for n in nodes)
         current = mod["cloudify_ha.profile_nodes"](profile=name)
         mode = mod["cloudify_ha.profile_mode"](profile=name)
         is_active = mod["cloudify_ha.active_profile"]() == name
@@ -350,6 +403,8 @@ def profile_updated(name, cluster=None):
             return ret
         if __opts__["test"]:
             return _would(ret, changes, f"profile {name} would be updated")
+        if active_hint:  # about to change the profile: decide on a poll of every manager
+            return profile_updated(name, cluster)
         # cfy only walks the nodes a profile knows: a profile that does not know the active
         # node (a replica's own localhost profile, a stale one) is pointed at it first
         if current is None or (current != expected and

@@ -47,8 +47,10 @@ cloudify_ha-orch-validate:
         warning: {{ warning }}
 {%-     endfor %}
 
-{#- Which minions answer, and whether their copies of the formula's modules are current: one
-    call for all, so that a dead host is checked, not targeted, and a no-op run syncs nothing. #}
+{#- Which minions answer, whether their copies of the formula's modules are current, and each
+    manager's node state: one call for all, so that a dead host is checked, not targeted, a no-op
+    run syncs nothing, and the steps are told which node answered as the active one (they ask
+    it first instead of polling every manager; cloudify_ha.joined explains). #}
 {%-     set ns = namespace(everyone=[]) %}
 {%-     for cname, c in plan.clusters.items() %}
 {%-       set lb_ids = (c.loadbalancer or {}).get("minion_ids", []) %}
@@ -57,18 +59,30 @@ cloudify_ha-orch-validate:
 {%-     endfor %}
 {%-     set expected = salt["cloudify_ha.formula_modules"]() %}
 {%-     set answers = salt["saltutil.cmd"](tgt=ns.everyone | unique | list, tgt_type="list",
-                                           fun="cloudify_ha.modules_current",
+                                           fun="cloudify_ha.orch_facts",
                                            kwarg={"expected": expected}, timeout=ping_timeout) %}
-{%-     set alive, stale = [], [] %}
+{%-     set alive, stale, leaders = [], [], {} %}
 {%-     for mid in ns.everyone | unique %}
 {%-       set answer = answers.get(mid) or {} %}
 {%-       if "ret" in answer and not answer.get("failed") %}
 {%-         do alive.append(mid) %}
-{%-         if answer.ret is not sameas true %}
+{%-         set facts = answer.ret if answer.ret is mapping else {} %}
+{%-         if facts.get("modules_current") is not sameas true %}
 {%-           do stale.append(mid) %}
+{%-         elif facts.get("node") == "leader" %}
+{%-           do leaders.setdefault(facts.cluster, []).append(facts.private_ip) %}
 {%-         endif %}
 {%-       endif %}
 {%-     endfor %}
+{#- a hint only where exactly one manager says it is the active node: with two (a split brain)
+    the steps poll every manager and refuse to act #}
+{%-     set hints = {} %}
+{%-     for cname, ips in leaders.items() %}
+{%-       if ips | length == 1 %}
+{%-         do hints.update({cname: ips[0]}) %}
+{%-       endif %}
+{%-     endfor %}
+{%-     set orch_pillar = {"cloudify_ha_orch": dict(active=hints)} %}
 {%-     set parallel = plan.clusters | length > 1 %}
 
 {%-     if stale %}
@@ -149,6 +163,9 @@ cloudify_ha-orch-{{ cname }}-prepare:
     - queue: true
     - tgt: {{ m.minion_id }}
     - sls: {{ tplroot }}.cluster.{{ "leader" if is_leader else "follower" }}
+{%-             if hints.get(cname) %}
+    - pillar: {{ orch_pillar | json }}
+{%-             endif %}
     - parallel: {{ parallel }}
     - require:
       - salt: {{ prev.id }}
@@ -178,6 +195,9 @@ cloudify_ha-orch-{{ cname }}-profiles:
     - tgt: {{ profile_targets | json }}
     - tgt_type: list
     - sls: {{ tplroot }}.profile
+{%-         if hints.get(cname) %}
+    - pillar: {{ orch_pillar | json }}
+{%-         endif %}
     - parallel: {{ parallel }}
     - require:
       - salt: {{ prev.id }}

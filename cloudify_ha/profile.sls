@@ -3,6 +3,8 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
+{#- the active node the orchestration's plan found, per cluster (cloudify_ha.joined explains) #}
+{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}, unmask=True) or {} %}
 {%- if me.cli_of %}
 
 include:
@@ -15,6 +17,7 @@ cloudify_ha-profile-local:
   cloudify_ha.profile_updated:
     - name: {{ mapdata.lookup.local_profile }}
     - cluster: {{ me.cluster_name }}
+    - active_hint: {{ hints.get(me.cluster_name) | json }}
 {%- endif %}
 
 {%- for cname in me.cli_of %}
@@ -23,6 +26,7 @@ cloudify_ha-profile-{{ cname }}:
   cloudify_ha.profile_updated:
     - name: {{ cname }}
     - cluster: {{ cname }}
+    - active_hint: {{ hints.get(cname) | json }}
     - require:
       - pkg: cloudify_ha-profile-{{ cname }}-cli-package
 {%- endfor %}

@@ -665,3 +665,31 @@ def test_modules_not_current(extmods, change):
     else:
         extmods = {}
     assert MODULE.modules_current(extmods) is False
+
+
+# ---- the orchestration's one question to every minion ---------------------------------------------
+def test_orch_facts_of_a_manager(extmods, host, managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": REPLICA})
+    assert MODULE.orch_facts(extmods) == {"modules_current": True, "node": "replica",
+                                          "cluster": "prod", "private_ip": "10.0.0.12"}
+    assert [c.path for c in fake.calls] == ["/status"]  # its own /status, once
+
+
+def test_orch_facts_of_a_host_that_is_not_a_manager(extmods, configure_loader_modules, managers):
+    configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
+    fake = managers({})
+    assert MODULE.orch_facts({}) == {"modules_current": False, "node": None}
+    assert fake.calls == []
+
+
+def test_orch_facts_carry_a_node_error_without_its_secret(extmods, host, managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    managers({"10.0.0.12": REST.RestError(401, "unauthorized_error", "no")})
+    facts = MODULE.orch_facts(extmods)
+    assert facts["node"] is None and "rejected the admin credentials (401)" in facts["error"]
+    assert_no_secret(facts)

@@ -112,7 +112,8 @@ def clock():
 
 @pytest.fixture
 def configure_loader_modules(clock):
-    return {STATES: {"__salt__": {}, "__opts__": {"test": False}, "time": clock}}
+    return {STATES: {"__salt__": {}, "__opts__": {"test": False}, "__context__": {},
+                     "time": clock}}
 
 
 def run(state, fake, test=False, **kwargs):
@@ -558,6 +559,80 @@ def test_joined_stale_entry_removal_error_stops_before_the_join():
     fake.join.assert_not_called()
 
 
+# ---- the active-node hint and the per-run node state ---------------------------------------------
+def test_joined_with_a_hint_asks_the_hinted_node_only():
+    fake = joining(node_state="replica", cluster_nodes=AFTER)
+    assert join_mgr2(fake, active_hint="10.0.0.11") == ret(
+        "cfy-mgr2", True, "cfy-mgr2 is a member of the cluster (replica; active node 10.0.0.11)")
+    fake.active_node.assert_not_called()
+    fake.cluster_nodes.assert_called_once_with(active="10.0.0.11", cluster="prod")
+    fake.assert_nothing_mutated()
+
+
+@pytest.mark.parametrize("hinted", [
+    CommandExecutionError("GET /cluster/nodes on 10.0.0.13 failed: 400 not_cluster_master"),
+    [LEADER, node(MGR3, "replica")],  # it answers, but lists another node as the master
+])
+def test_joined_polls_every_manager_when_the_hint_is_not_the_active_node(hinted):
+    fake = joining(node_state="replica", cluster_nodes=Seq(hinted, AFTER))
+    assert join_mgr2(fake, active_hint="10.0.0.13") == ret(
+        "cfy-mgr2", True, "cfy-mgr2 is a member of the cluster (replica; active node 10.0.0.11)")
+    fake.active_node.assert_called_once_with(cluster="prod", required=True)
+    assert fake.cluster_nodes.call_args_list[-1].kwargs == {"active": "10.0.0.11",
+                                                            "cluster": "prod"}
+    fake.assert_nothing_mutated()
+
+
+def test_joined_with_a_hint_polls_every_manager_before_it_joins(clock):
+    fake = joining(cluster_nodes=Seq(BEFORE, BEFORE, AFTER))
+    assert join_mgr2(fake, active_hint="10.0.0.11") == ret(
+        "cfy-mgr2", True, "cfy-mgr2 joined the cluster (active node 10.0.0.11)", JOINED)
+    fake.active_node.assert_called_once_with(cluster="prod", required=True)
+    assert fake.order == ["node_state", "cluster_nodes", "resources", "active_node",
+                          "cluster_nodes", "resources", "join", "cluster_nodes"]
+    fake.join.assert_called_once_with("10.0.0.11", "10.0.0.5", cluster="prod")
+
+
+def test_joined_with_a_hint_in_test_mode_polls_nothing_and_joins_nothing():
+    fake = joining(cluster_nodes=BEFORE)
+    assert join_mgr2(fake, test=True, active_hint="10.0.0.11") == {
+        "name": "cfy-mgr2", "result": None, "changes": JOINED,
+        "comment": "cfy-mgr2 would join the cluster through the active node 10.0.0.11"}
+    fake.active_node.assert_not_called()
+    fake.assert_nothing_mutated()
+
+
+def test_the_states_of_one_run_read_the_node_state_once():
+    """The leader SLS: manager_installed, cluster_started, joined in one run (one __context__)."""
+    fake = FakeModule(node_state="leader", active_node=ACTIVE, cluster_nodes=AFTER)
+    common = {"cluster": "prod"}
+    assert run(STATES.manager_installed, fake, name="cfy-mgr1", **common)["result"] is True
+    assert run(STATES.cluster_started, fake, name="cfy-mgr1", host_ip="10.0.0.11",
+               **common)["result"] is True
+    assert run(STATES.joined, fake, name="cfy-mgr1", host_ip="10.0.0.11", **common)["result"]
+    fake.node_state.assert_called_once_with(cluster="prod")
+    fake.assert_nothing_mutated()
+
+
+def test_a_state_reads_the_node_state_again_after_it_acts():
+    fake = installing()
+    assert install_mgr1(fake)["result"] is True
+    assert fake.node_state.call_count == 2  # before (package_installed) and after (installed)
+    # the run goes on: the next state starts from "installed" without a read, and reads again
+    # after it acted
+    fake = starting(node_state="leader")
+    assert start_on_mgr1(fake)["result"] is True
+    fake.start_cluster.assert_called_once()
+    assert fake.order.index("start_cluster") < fake.order.index("node_state")
+    fake.node_state.assert_called_once_with(cluster="prod")
+
+
+def test_joined_reads_the_node_state_again_after_a_join(clock):
+    fake = joining()
+    assert join_mgr2(fake)["result"] is True
+    assert "prod" not in STATES.__context__.get("cloudify_ha.node_state", {})
+
+
 # ---- profile_updated -----------------------------------------------------------------------------
 MEMBERS = [LEADER, node(MGR2, "replica"), node(MGR3, "replica")]
 
@@ -672,6 +747,24 @@ def test_profile_updated_turns_errors_into_a_failed_state(failing):
     fake = profiling(**answers)
     assert update_prod_profile(fake) == ret("prod", False,
                                             "profile prod: cfy profiles use failed (exit 1)")
+
+
+def test_profile_updated_with_a_hint_asks_the_hinted_node_only():
+    fake = profiling()
+    assert run(STATES.profile_updated, fake, name="prod", cluster="prod",
+               active_hint="10.0.0.11") == ret("prod", True,
+                                               "profile prod lists the cluster's 3 nodes")
+    fake.active_node.assert_not_called()
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_with_a_hint_polls_every_manager_before_it_changes_the_profile():
+    fake = profiling(profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ["10.0.0.11"], ALL_IPS))
+    assert run(STATES.profile_updated, fake, name="prod", cluster="prod",
+               active_hint="10.0.0.11") == ret(
+        "prod", True, "profile prod updated", {"nodes": {"old": ["10.0.0.11"], "new": ALL_IPS}})
+    fake.active_node.assert_called_once_with(cluster="prod", required=True)
+    assert fake.order.index("active_node") < fake.order.index("update_profile")
 
 
 # ---- node_absent ---------------------------------------------------------------------------------
