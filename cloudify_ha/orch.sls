@@ -1,10 +1,11 @@
 # salt-run state.orch cloudify_ha.orch [pillar='{"cluster": "<name>"}']
 #
 # Builds every cluster in pillar (or the one named), clusters in parallel:
-#   validate -> sync the formula's modules to minions whose copies are not current -> firewall +
-#   installer on all managers at once (the CLI package on CLI hosts meanwhile) -> the bootstrap
-#   leader (install on the external database, start the cluster) -> each other manager joins,
-#   one at a time -> cfy profiles on managers and CLI hosts -> load balancer.
+#   validate -> sync the formula's modules to minions whose copies are not current -> the
+#   bootstrap leader (firewall, installer package, install on the external database, start the
+#   cluster), while the other managers get their firewall and installer package and the CLI hosts
+#   their CLI package -> each other manager joins, one at a time -> cfy profiles on managers and
+#   CLI hosts -> load balancer.
 # Every step requires the one before it in its cluster: a failure stops that cluster there.
 # Steps ask the cluster's ACTIVE node, not the pillar's leader, so a re-run after a failover
 # works. Managers whose minion does not answer are checked from a live manager instead.
@@ -139,21 +140,26 @@ cloudify_ha-orch-{{ cname }}-cli:
       - {{ prev.kind }}: {{ prev.id }}
 {%-         endif %}
 
-cloudify_ha-orch-{{ cname }}-prepare:
+{#- the followers' firewall and packages while the leader installs (its step prepares it) #}
+{%-         set followers_up = c.followers | selectattr("minion_id", "in", alive)
+                                | map(attribute="minion_id") | list %}
+{%-         set prepare = "cloudify_ha-orch-" ~ cname ~ "-prepare" %}
+{%-         if followers_up %}
+
+{{ prepare }}:
   salt.state:
     - queue: true
-    - tgt: {{ up | map(attribute="minion_id") | list | json }}
+    - tgt: {{ followers_up | json }}
     - tgt_type: list
     - sls:
       - {{ tplroot }}.firewall
       - {{ tplroot }}.installer
-    - parallel: {{ parallel }}
+    - parallel: true
     - require:
       - {{ prev.kind }}: {{ prev.id }}
-{%-         set prev.id = "cloudify_ha-orch-" ~ cname ~ "-prepare" %}
-{%-         set prev.kind = "salt" %}
+{%-         endif %}
 
-{%-         for m in c.managers %}
+{%-         for m in [c.leader_manager] + c.followers %}
 {%-           set is_leader = m.name == c.leader %}
 {%-           set step = "cloudify_ha-orch-" ~ cname ~ ("-leader-" if is_leader else "-join-") ~ m.name %}
 {%-           if m.minion_id in alive %}
@@ -162,13 +168,23 @@ cloudify_ha-orch-{{ cname }}-prepare:
   salt.state:
     - queue: true
     - tgt: {{ m.minion_id }}
-    - sls: {{ tplroot }}.cluster.{{ "leader" if is_leader else "follower" }}
+{%-             if is_leader %}
+    - sls:
+      - {{ tplroot }}.firewall
+      - {{ tplroot }}.installer
+      - {{ tplroot }}.cluster.leader
+{%-             else %}
+    - sls: {{ tplroot }}.cluster.follower
+{%-             endif %}
 {%-             if hints.get(cname) %}
     - pillar: {{ orch_pillar | json }}
 {%-             endif %}
-    - parallel: {{ parallel }}
+    - parallel: {{ parallel or is_leader }}
     - require:
-      - salt: {{ prev.id }}
+      - {{ prev.kind }}: {{ prev.id }}
+{%-             if not is_leader and followers_up %}
+      - salt: {{ prepare }}
+{%-             endif %}
 {%-           else %}
 
 {{ step }}:
@@ -178,11 +194,15 @@ cloudify_ha-orch-{{ cname }}-prepare:
     - sls: {{ tplroot }}.cluster.down
 {%-             set down_pillar = {"cloudify_ha_orch": dict(node=m.name, cluster=cname)} %}
     - pillar: {{ down_pillar | json }}
-    - parallel: {{ parallel }}
+    - parallel: {{ parallel or is_leader }}
     - require:
-      - salt: {{ prev.id }}
+      - {{ prev.kind }}: {{ prev.id }}
+{%-             if not is_leader and followers_up %}
+      - salt: {{ prepare }}
+{%-             endif %}
 {%-           endif %}
 {%-           set prev.id = step %}
+{%-           set prev.kind = "salt" %}
 {%-         endfor %}
 
 {%-         set profile_targets = up | map(attribute="minion_id") | list
