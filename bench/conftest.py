@@ -9,3 +9,6 @@ def pytest_addoption(parser):
                      help="one repetition, N=3, T=0 only: a smoke run of the benchmarks")
     parser.addoption("--bench-sizes", default="3,5,7",
                      help="comma-separated cluster sizes N to measure (default 3,5,7)")
+    parser.addoption("--bench-repeats", type=int, default=3,
+                     help="runs of each measurement; the table shows their median, min and max "
+                          "(default 3; 1 with --bench-quick)")

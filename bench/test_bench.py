@@ -24,7 +24,7 @@ import re
 import statistics
 import threading
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -58,19 +58,24 @@ def quick(request):
 
 
 def floor_orch(lab, names, cli_hosts):
-    """The floor: cloudify_ha.orch's steps and targets with states that do nothing (the CLI
-    hosts' step in parallel with the managers' prepare, as in the formula)."""
+    """The floor: cloudify_ha.orch's shape with states that do nothing. The same render-time call
+    to every minion, the same steps on the same targets with the same requisites: sync; the
+    leader's step in parallel with the followers' prepare and the CLI hosts' step; each join
+    after the previous member step and the prepare; profiles after the last join and the CLI."""
     root = lab.dir / "srv" / "bench_floor"
     root.mkdir(parents=True, exist_ok=True)
     (root / "nop.sls").write_text("bench-floor-nop:\n  test.succeed_without_changes: []\n")
+    leader, followers = names[0], names[1:]
     steps = [("validate", None, []), ("sync", names + cli_hosts, ["test: floor-validate"]),
-             ("cli", cli_hosts, ["salt: floor-sync"]), ("prepare", names, ["salt: floor-sync"])]
-    prev = "prepare"
-    for n in names:
-        steps.append((f"member-{n}", [n], [f"salt: floor-{prev}"]))
+             ("cli", cli_hosts, ["salt: floor-sync"]), ("prepare", followers, ["salt: floor-sync"]),
+             (f"member-{leader}", [leader], ["salt: floor-sync"])]
+    prev = f"member-{leader}"
+    for n in followers:
+        steps.append((f"member-{n}", [n], [f"salt: floor-{prev}", "salt: floor-prepare"]))
         prev = f"member-{n}"
     steps.append(("profiles", names + cli_hosts, [f"salt: floor-{prev}", "salt: floor-cli"]))
-    lines = []
+    lines = ["{%- set answers = salt['saltutil.cmd'](tgt=" + json.dumps(names + cli_hosts)
+             + ", tgt_type='list', fun='test.ping', timeout=5) %}"]
     for step, targets, requires in steps:
         lines.append(f"floor-{step}:")
         if targets is None:
@@ -78,7 +83,7 @@ def floor_orch(lab, names, cli_hosts):
             continue
         lines += ["  salt.state:", "    - queue: true", f"    - tgt: {json.dumps(targets)}",
                   "    - tgt_type: list", "    - sls: bench_floor.nop"]
-        if step == "cli":
+        if step in ("cli", "prepare", f"member-{leader}"):
             lines.append("    - parallel: true")
         lines += ["    - require:"] + [f"      - {r}" for r in requires]
     (root / f"orch{len(names)}.sls").write_text("\n".join(lines) + "\n")
@@ -128,6 +133,48 @@ def status_reads(emulator, names):
                    e["path"] == "/api/v3.1/status") for n in names)
 
 
+def _step_kind(sid):
+    kind = re.sub(r"^(cloudify_ha-orch-(lab\d*-)?|floor-)", "", sid)
+    kind = "members" if re.match(r"(leader|join|member)-", kind) else kind
+    return "validate" if kind.startswith("the cloudify_ha pillar") else kind
+
+
+def reads_by_concern(run, emulator, names):
+    """REST reads each manager received during a run, by the concern that asked: `plan` (the
+    orchestration's render-time question to every minion), then each kind of step (`members`:
+    the leader's and the joins' steps together). {concern: {"status": max over managers of
+    GET /api/v3.1/status, "reads": max over managers of every GET}}."""
+    windows = []
+    for sid, step in run.steps.items():
+        if not step.get("start_time"):
+            continue
+        if (step.get("duration") or 0) < 100:  # a test state on the master (validate, a
+            continue                              # no-op's sync), run right after the render
+        clock = datetime.strptime(step["start_time"], "%H:%M:%S.%f").time()
+        windows.append((clock, (step.get("duration") or 0) / 1000, _step_kind(sid)))
+    counts = {}
+    for name in names:
+        for entry in emulator.audit(name):
+            if entry["kind"] != "rest" or entry["method"] != "GET":
+                continue
+            when = datetime.fromtimestamp(entry["t"])
+            concern = "between steps"
+            for clock, seconds, kind in windows:
+                start = datetime.combine(when.date(), clock).timestamp()
+                if start - 0.05 <= entry["t"] <= start + seconds + 0.05:
+                    concern = kind
+                    break
+            else:
+                if windows and all(entry["t"] < datetime.combine(when.date(), c).timestamp()
+                                   for c, _, _ in windows):
+                    concern = "plan"
+            per = counts.setdefault(concern, {}).setdefault(name, {"status": 0, "reads": 0})
+            per["reads"] += 1
+            per["status"] += entry["path"] == "/api/v3.1/status"
+    return {concern: {key: max(p[key] for p in per.values()) for key in ("status", "reads")}
+            for concern, per in sorted(counts.items())}
+
+
 def run_floor(salt_run_cli, floor):
     return OrchRun(salt_run_cli.run("state.orch", floor, _timeout=600))
 
@@ -143,6 +190,20 @@ def step_seconds(run):
         kind = "validate" if kind.startswith("the cloudify_ha pillar") else kind
         out[kind] = out.get(kind, 0.0) + (step.get("duration") or 0) / 1000
     return out
+
+
+def timeline(run):
+    """[step, start (s after the first step started), seconds] of a run, in start order."""
+    rows = []
+    for sid, step in run.steps.items():
+        if step.get("start_time"):
+            start = datetime.strptime(step["start_time"], "%H:%M:%S.%f")
+            rows.append([sid, start, (step.get("duration") or 0) / 1000])
+    if not rows:
+        return []
+    first = min(r[1] for r in rows)
+    return [[sid, round((start - first).total_seconds(), 2), round(sec, 2)]
+            for sid, start, sec in sorted(rows, key=lambda r: r[1])]
 
 
 def slowest_states(run, top=6):
@@ -191,7 +252,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
     wanted = [int(n) for n in pytestconfig.getoption("--bench-sizes").split(",")]
     sizes = [3] if quick else [n for n in wanted if n <= len(lab.managers)]
     install_times = [0] if quick else [0, 10]
-    repeats = 1 if quick else 3
+    repeats = 1 if quick else pytestconfig.getoption("--bench-repeats")
     base = minion_pillar(salt_cli)
     figures = report["figures"]
     for size in sizes:
@@ -213,7 +274,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
             row["cold floor"] = summary([f[0] for f in cold])
             row["cold floor steps"] = medians([f[2] for f in cold])
             for seconds in install_times:
-                builds, paths, noops, mutating, reads, pss = [], [], [], [], [], []
+                builds, paths, noops, mutating, reads, pss, concerns = [], [], [], [], [], [], []
                 build_steps, noop_steps, slowest = [], [], []
                 for _ in range(repeats):
                     lab.reset()
@@ -226,6 +287,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                     builds.append(wall)
                     build_steps.append(steps)
                     slowest.append(slowest_states(run))
+                    last_timeline = timeline(run)
                     sampler.done.set()
                     sampler.join()
                     pss.append(sampler.peak / 1024)
@@ -236,13 +298,19 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                     noop_steps.append(steps)
                     mutating.append(len(emulator.mutating()))
                     reads.append(status_reads(emulator, names))
+                    concerns.append(reads_by_concern(run, emulator, names))
                 row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
                                       "no-op": summary(noops), "no-op mutating": max(mutating),
                                       "no-op status reads per node (max)": max(reads),
+                                      "no-op reads per node by concern (max)": {
+                                          c: {k: max(r.get(c, {}).get(k, 0) for r in concerns)
+                                              for k in ("status", "reads")}
+                                          for c in sorted({c for r in concerns for c in r})},
                                       "peak PSS MiB": summary(pss),
                                       "build steps": medians(build_steps),
                                       "no-op steps": medians(noop_steps),
-                                      "build's slowest states": medians(slowest)}
+                                      "build's slowest states": medians(slowest),
+                                      "build timeline (last run)": last_timeline}
 
 
 def fleet_pillar(base, lab, clusters):
@@ -260,7 +328,7 @@ def fleet_pillar(base, lab, clusters):
     return pillar
 
 
-def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report):
+def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, pytestconfig):
     counts = [m for m in FLEET if 3 * m <= len(lab.managers)]
     if len(counts) < 2:
         pytest.skip(f"the fleet needs at least 6 managers in the lab (LAB_MANAGERS); it has "
@@ -269,7 +337,7 @@ def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report)
     for count in counts:
         with shadow_pillar(pillar_dir, fleet_pillar(base, lab, count)):
             times = []
-            for _ in range(1 if quick else 3):
+            for _ in range(1 if quick else pytestconfig.getoption("--bench-repeats")):
                 lab.reset()
                 emulator.clear_audit()
                 times.append(_timed(lambda: _ok(orch(salt_run_cli))))
@@ -298,7 +366,8 @@ def start_event_time(event_listener, minion, since):
     return (stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp).timestamp()
 
 
-def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, event_listener):
+def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, event_listener,
+              pytestconfig):
     """A cluster of 3 behind HAProxy with the reactor on: a wiped follower rejoins by itself,
     and a dead leader's traffic moves to the new leader."""
     pillar = deep(minion_pillar(salt_cli))
@@ -312,7 +381,7 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
         lab.reset()
         assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
         _ok(orch(salt_run_cli))
-        for _ in range(1 if quick else 3):
+        for _ in range(1 if quick else pytestconfig.getoption("--bench-repeats")):
             leader = wait_until(lambda: leader_of(lab, "mgr1") or leader_of(lab, "mgr2"), 30,
                                 "a leader")
             follower = next(n for n in names if n != leader)
@@ -395,6 +464,12 @@ def render(report):
                 out.append(f"slowest states of a build at {key}: " + ", ".join(
                     f"{sid} {sec:.2f}" for sid, sec in sorted(
                         fig["build's slowest states"].items(), key=lambda i: -i[1])[:6]))
+                by = fig.get("no-op reads per node by concern (max)") or {}
+                if by:
+                    out.append(f"no-op at {key}, REST reads one manager received, by concern "
+                               "(GET /status / every GET): " + ", ".join(
+                                   f"{c} {v['status']}/{v['reads']}" for c, v in by.items()))
+    out += _growth(report["figures"])
     fleet = report.get("fleet") or {}
     if fleet:
         one = fleet.get(1) or fleet.get("1")
@@ -407,6 +482,27 @@ def render(report):
     out += ["", "targets: " + ", ".join(f"{k} <= {v}" for k, v in report["targets"].items())
             + "; no-op: 0 mutating commands"]
     return "\n".join(out)
+
+
+def _growth(figures):
+    """What each extra manager adds to a build: in all, in the member steps (its join), and in
+    every other step (the target: nothing)."""
+    sizes = sorted(figures, key=int)
+    out = []
+    for small, large in zip(sizes, sizes[1:]):
+        for key in figures[small]:
+            if not key.startswith("T=") or key not in figures[large]:
+                continue
+            extra = int(large) - int(small)
+            a, b = figures[small][key], figures[large][key]
+            total = (b["build"]["median"] - a["build"]["median"]) / extra
+            members = (b["build steps"].get("members", 0) - a["build steps"].get("members", 0)) / extra
+            if not out:
+                out += ["", f"{'N':>7} {'T':>3} {'build +s/manager':>17} {'members +s':>11} "
+                            f"{'other steps +s':>15}"]
+            out.append(f"{small:>3}->{large:<3} {key[2:]:>3} {total:>17.2f} {members:>11.2f} "
+                       f"{total - members:>15.2f}")
+    return out
 
 
 def _mm(fig):
