@@ -49,7 +49,7 @@ demo-down:
 
 bench: deps
 	$(LAB) sweep
-	LAB_MANAGERS=$(if $(QUICK),3,12) $(PY) -m pytest -q -s -p no:warnings bench $(if $(QUICK),--bench-quick) $(BENCH_ARGS)
+	LAB_MANAGERS=$(if $(QUICK),3,12) $(PY) -m pytest -q -s -p no:warnings bench $(if $(QUICK),--bench-quick) $(if $(PROFILE),--bench-profile) $(BENCH_ARGS)
 
 lock:
 	rm -rf /tmp/cloudify_ha-lock && python3 -m venv /tmp/cloudify_ha-lock

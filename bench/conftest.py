@@ -12,3 +12,5 @@ def pytest_addoption(parser):
     parser.addoption("--bench-repeats", type=int, default=3,
                      help="runs of each measurement; the table shows their median, min and max "
                           "(default 3; 1 with --bench-quick)")
+    parser.addoption("--bench-profile", action="store_true",
+                     help="also profile a build with py-spy (make bench PROFILE=1)")

@@ -21,12 +21,16 @@ every minion's copies of the formula's modules are current: that saving is the f
 import json
 import os
 import re
+import signal
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import psutil
 import pytest
 import salt.version
 
@@ -139,35 +143,48 @@ def _step_kind(sid):
     return "validate" if kind.startswith("the cloudify_ha pillar") else kind
 
 
-def reads_by_concern(run, emulator, names):
+def _step_targets(sid, names, others):
+    """The minions a step of cloudify_ha.orch (or of the floor) targets; `names`: the managers,
+    the leader first."""
+    member = re.search(r"-(?:leader|join|member)-(.+)$", sid)
+    if member:
+        return {member.group(1)}
+    kind = _step_kind(sid)
+    if kind == "prepare":
+        return set(names[1:])
+    return set(others) if kind == "cli" else set(names) | set(others)
+
+
+def reads_by_concern(run, emulator, names, lab):
     """REST reads each manager received during a run, by the concern that asked: `plan` (the
-    orchestration's render-time question to every minion), then each kind of step (`members`:
-    the leader's and the joins' steps together). {concern: {"status": max over managers of
-    GET /api/v3.1/status, "reads": max over managers of every GET}}."""
-    windows = []
+    orchestration's render-time question to every minion), else the kind of the step that the
+    asking host (the request's source address) was running then (`members`: the leader's and
+    the joins' steps together). {concern: {"status": max over managers of GET /api/v3.1/status,
+    "reads": max over managers of every GET}}."""
+    by_ip = {host.ip: name for name, host in lab.hosts.items()}
+    windows, first = [], None
     for sid, step in run.steps.items():
-        if not step.get("start_time"):
-            continue
-        if (step.get("duration") or 0) < 100:  # a test state on the master (validate, a
-            continue                              # no-op's sync), run right after the render
+        if not step.get("start_time") or (step.get("duration") or 0) < 100:
+            continue  # a test state on the master (validate, a no-op's sync)
         clock = datetime.strptime(step["start_time"], "%H:%M:%S.%f").time()
-        windows.append((clock, (step.get("duration") or 0) / 1000, _step_kind(sid)))
+        first = clock if first is None else min(first, clock)
+        windows.append((clock, step["duration"] / 1000, _step_kind(sid),
+                        _step_targets(sid, names, set(lab.hosts) - set(names))))
     counts = {}
     for name in names:
         for entry in emulator.audit(name):
             if entry["kind"] != "rest" or entry["method"] != "GET":
                 continue
-            when = datetime.fromtimestamp(entry["t"])
-            concern = "between steps"
-            for clock, seconds, kind in windows:
-                start = datetime.combine(when.date(), clock).timestamp()
-                if start - 0.05 <= entry["t"] <= start + seconds + 0.05:
+            day = datetime.fromtimestamp(entry["t"]).date()
+            asker = by_ip.get(entry.get("remote"))
+            concern = "other"
+            if first is not None and entry["t"] < datetime.combine(day, first).timestamp():
+                concern = "plan"
+            for clock, seconds, kind, minions in windows:
+                start = datetime.combine(day, clock).timestamp()
+                if asker in minions and start - 0.05 <= entry["t"] <= start + seconds + 0.05:
                     concern = kind
                     break
-            else:
-                if windows and all(entry["t"] < datetime.combine(when.date(), c).timestamp()
-                                   for c, _, _ in windows):
-                    concern = "plan"
             per = counts.setdefault(concern, {}).setdefault(name, {"status": 0, "reads": 0})
             per["reads"] += 1
             per["status"] += entry["path"] == "/api/v3.1/status"
@@ -266,7 +283,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
             # just started on freshly reset hosts (the build's condition)
             floors, cold = [], []
             for _ in range(repeats):
-                lab.reset()
+                lab.reset(new_minions=True)
                 cold.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
                 floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
             row["floor"] = summary([f[0] for f in floors])
@@ -275,15 +292,18 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
             row["cold floor steps"] = medians([f[2] for f in cold])
             for seconds in install_times:
                 builds, paths, noops, mutating, reads, pss, concerns = [], [], [], [], [], [], []
+                build_cpu = []
                 build_steps, noop_steps, slowest = [], [], []
                 for _ in range(repeats):
-                    lab.reset()
+                    lab.reset(new_minions=True)
                     for n in names:
                         emulator.set_knobs(n, install_seconds=seconds or None)
                     emulator.clear_audit()
                     sampler = PssSampler(str(lab.dir / "sf"))
                     sampler.start()
+                    busy = cpu_seconds()
                     wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+                    build_cpu.append(cpu_seconds() - busy)
                     builds.append(wall)
                     build_steps.append(steps)
                     slowest.append(slowest_states(run))
@@ -298,7 +318,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                     noop_steps.append(steps)
                     mutating.append(len(emulator.mutating()))
                     reads.append(status_reads(emulator, names))
-                    concerns.append(reads_by_concern(run, emulator, names))
+                    concerns.append(reads_by_concern(run, emulator, names, lab))
                 row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
                                       "no-op": summary(noops), "no-op mutating": max(mutating),
                                       "no-op status reads per node (max)": max(reads),
@@ -307,6 +327,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                                               for k in ("status", "reads")}
                                           for c in sorted({c for r in concerns for c in r})},
                                       "peak PSS MiB": summary(pss),
+                                      "build CPU seconds (machine)": summary(build_cpu),
                                       "build steps": medians(build_steps),
                                       "no-op steps": medians(noop_steps),
                                       "build's slowest states": medians(slowest),
@@ -336,12 +357,17 @@ def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report,
     base = minion_pillar(salt_cli)
     for count in counts:
         with shadow_pillar(pillar_dir, fleet_pillar(base, lab, count)):
-            times = []
+            times, cpu, step_times = [], [], []
             for _ in range(1 if quick else pytestconfig.getoption("--bench-repeats")):
-                lab.reset()
+                lab.reset(new_minions=True)
                 emulator.clear_audit()
-                times.append(_timed(lambda: _ok(orch(salt_run_cli))))
-            report["fleet"][count] = summary(times)
+                busy = cpu_seconds()
+                wall, _run, steps = timed_run(lambda: orch(salt_run_cli))
+                cpu.append(cpu_seconds() - busy)
+                times.append(wall)
+                step_times.append(steps)
+            report["fleet"][count] = dict(summary(times), **{"cpu seconds": summary(cpu),
+                                                             "steps": medians(step_times)})
     lab.reset()
 
 
@@ -422,6 +448,14 @@ def _ok(ret):
     return ret
 
 
+def cpu_seconds():
+    """CPU time the whole machine has spent busy (user, nice, system, irq, softirq, steal),
+    in seconds: over a run, divided by the core count, the least wall time the run could take."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _timed(fn):
     start = time.monotonic()
     fn()
@@ -464,6 +498,12 @@ def render(report):
                 out.append(f"slowest states of a build at {key}: " + ", ".join(
                     f"{sid} {sec:.2f}" for sid, sec in sorted(
                         fig["build's slowest states"].items(), key=lambda i: -i[1])[:6]))
+                if fig.get("build CPU seconds (machine)"):
+                    busy = fig["build CPU seconds (machine)"]["median"]
+                    out.append(f"a build at {key}: the machine was busy {busy:.1f} CPU s, "
+                               f"{busy / report['cores']:.1f} s on {report['cores']} cores "
+                               f"({busy / report['cores'] / fig['build']['median']:.0%} of the "
+                               "wall time)")
                 by = fig.get("no-op reads per node by concern (max)") or {}
                 if by:
                     out.append(f"no-op at {key}, REST reads one manager received, by concern "
@@ -473,9 +513,19 @@ def render(report):
     fleet = report.get("fleet") or {}
     if fleet:
         one = fleet.get(1) or fleet.get("1")
-        out += ["", f"{'fleet M':>8} {'build (3 managers each)':>24} {'ratio to M=1':>12}"]
+        out += ["", f"{'fleet M':>8} {'build (3 managers each)':>24} {'ratio to M=1':>12} "
+                    f"{'CPU s':>7} {'CPU s / cores':>13}"]
         for count, fig in fleet.items():
-            out.append(f"{count:>8} {_mm(fig):>24} {fig['median'] / one['median']:>12.2f}")
+            busy = (fig.get("cpu seconds") or {}).get("median", float("nan"))
+            out.append(f"{count:>8} {_mm(fig):>24} {fig['median'] / one['median']:>12.2f} "
+                       f"{busy:>7.1f} {busy / report['cores']:>13.1f}")
+    for name, top in (report.get("profile") or {}).items():
+        if name.startswith("build:"):
+            out += ["", f"profile of a build (N=3, T=0), {name[7:]}"]
+            out += [f"  {sec:>6.1f}  {prog}" for prog, sec in top.items()]
+        else:
+            out += ["", f"profile of a build (N=3, T=0), py-spy, {name} (share of samples)"]
+            out += [f"  {share:>6.1%}  {fn}" for fn, share in top.items()]
     if report.get("day2"):
         out += ["", f"{'day 2 (N=3, reactor, HAProxy)':<34} {'seconds':>20}"]
         out += [f"{name:<34} {_mm(fig):>20}" for name, fig in report["day2"].items()]
@@ -507,3 +557,122 @@ def _growth(figures):
 
 def _mm(fig):
     return f"{fig['median']:.1f} [{fig['min']:.1f}-{fig['max']:.1f}]"
+
+
+def test_profile(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestconfig, report):
+    """`make bench PROFILE=1`: where a build's time goes (N=3, T=0, new minions).
+
+    1. A build with the CPU time of every process sampled (psutil, every 0.1 s), summed by
+       program: which programs the 2 cores spent the build on.
+    2. A build under py-spy (active samples only): the salt-run process, where the orchestration
+       runs, and one follower's minion with its job processes; the functions with the most
+       samples on top of the stack (self) and anywhere on it (inclusive, leaving out the frames
+       nearly every sample has)."""
+    if not pytestconfig.getoption("--bench-profile"):
+        pytest.skip("profiling runs only with --bench-profile (make bench PROFILE=1)")
+    out = lab.dir / "profile"
+    out.mkdir(exist_ok=True)
+    pillar = deep(minion_pillar(salt_cli))
+    pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, ["mgr1", "mgr2", "mgr3"])
+    spy = str(Path(sys.executable).parent / "py-spy")
+    profile = report.setdefault("profile", {})
+    with shadow_pillar(pillar_dir, pillar):
+        lab.reset(new_minions=True)
+        sampler = CpuSampler()
+        sampler.start()
+        busy = cpu_seconds()
+        wall, _run, _steps = timed_run(lambda: orch(salt_run_cli))
+        busy = cpu_seconds() - busy
+        sampler.done.set()
+        sampler.join()
+        profile["build: CPU seconds by program"] = dict(
+            {"(build wall s)": round(wall, 1), "(machine busy CPU s)": round(busy, 1)},
+            **sampler.by_program())
+
+        lab.reset(new_minions=True)
+        minion = subprocess.Popen(  # pylint: disable=consider-using-with
+            [spy, "record", "--subprocesses", "--rate", "100", "--format", "raw",
+             "-o", str(out / "minion.txt"), "--pid", str(lab.minions["mgr2"].pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            cmd = salt_run_cli.cmdline("state.orch", "cloudify_ha.orch")
+            run = subprocess.run([spy, "record", "--subprocesses", "--rate", "100",
+                                  "--format", "raw", "-o", str(out / "salt-run.txt"), "--",
+                                  *cmd], capture_output=True, text=True, timeout=600, check=False)
+        finally:
+            minion.send_signal(signal.SIGINT)
+            minion.wait(timeout=60)
+        assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    for name, raw in (("salt-run", "salt-run.txt"), ("mgr2 minion and its jobs", "minion.txt")):
+        self_time, inclusive = top_functions(out / raw)
+        profile[f"{name}: self"] = self_time
+        profile[f"{name}: inclusive"] = inclusive
+    lab.reset()
+
+
+PROGRAMS = (("ProcessPayload", "salt-minion jobs"), ("salt_minion", "salt-minion"),
+            ("salt-minion", "salt-minion"), ("salt_master", "salt-master"),
+            ("salt-master", "salt-master"), ("salt_run", "salt-run (the orchestration)"),
+            ("salt-run", "salt-run (the orchestration)"), ("pytest", "pytest (the bench)"),
+            ("apt-get", "apt-get"), ("dpkg", "dpkg"), ("cfy_manager", "emulated Cloudify"),
+            ("cloudify-services", "emulated Cloudify"), ("cfyemu", "emulated Cloudify"),
+            ("/cfy", "emulated Cloudify"), ("postgres", "PostgreSQL"), ("nft", "nft"),
+            ("py-spy", "py-spy"))
+
+
+class CpuSampler(threading.Thread):
+    """The CPU time (user + system) of every process, sampled every 0.1 s, by program. A
+    process that lives less than 0.1 s can be missed: the sums are lower bounds."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.done = threading.Event()
+        self.seen = {}  # (pid, create time) -> (program, cpu seconds, cpu seconds at start)
+
+    def run(self):
+        first = True
+        while True:
+            for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
+                info = proc.info
+                if not info.get("cpu_times"):
+                    continue
+                cpu = info["cpu_times"].user + info["cpu_times"].system
+                key = (proc.pid, info["create_time"])
+                line = " ".join(info.get("cmdline") or [])
+                program = next((p for needle, p in PROGRAMS if needle in line), "other")
+                _, _, base = self.seen.get(key, (None, None, cpu if first else 0.0))
+                self.seen[key] = (program, cpu, base)
+            first = False
+            if self.done.wait(0.1):
+                return
+
+    def by_program(self):
+        sums = {}
+        for program, cpu, base in self.seen.values():
+            sums[program] = sums.get(program, 0.0) + cpu - base
+        return {p: round(v, 1) for p, v in sorted(sums.items(), key=lambda i: -i[1])}
+
+
+def top_functions(raw, top=12):
+    """({function: share of samples on top of the stack}, {function: share of samples it is on
+    the stack of, for functions on fewer than 60 % of them}), from py-spy's raw output (a line
+    per stack: frames separated by ';', then a count)."""
+    self_counts, counts, total = {}, {}, 0
+    for line in Path(raw).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        total += int(count)
+        names = [re.sub(r" \((?:.*/)?(site-packages/)?([^/]+/[^/]+?):\d+\)$", r" (\2)", frame)
+                 for frame in stack.split(";")]
+        names = [n for n in names if not n.startswith(("process ", "thread "))]
+        if names:
+            self_counts[names[-1]] = self_counts.get(names[-1], 0) + int(count)
+        for name in set(names):
+            counts[name] = counts.get(name, 0) + int(count)
+    if not total:
+        return {}, {}
+    best = sorted(self_counts.items(), key=lambda i: -i[1])[:top]
+    wide = sorted(((n, c) for n, c in counts.items() if c < 0.6 * total), key=lambda i: -i[1])
+    return ({n: round(c / total, 3) for n, c in best},
+            {n: round(c / total, 3) for n, c in wide[:top]})

@@ -189,12 +189,22 @@ class Lab:
         if power_on:
             self.power_on(name)
 
-    def reset(self, names=None):
+    def reset(self, names=None, new_minions=False):
         """Cheap per-test reset: wipe the named hosts (default: every host but the DB) in
-        parallel and empty the external database of Cloudify's databases and role."""
+        parallel and empty the external database of Cloudify's databases and role.
+
+        A wiped host's minion keeps its cache (it lives outside the host), the modules synced
+        to it included, as a reinstalled host whose minion state was restored would. With
+        `new_minions` the cache goes too: every host comes back as a new host with a new minion
+        (its key still accepted), which has none of the formula's modules."""
         names = list(names or [n for n, h in self.hosts.items() if h.kind != "db"])
         with ThreadPoolExecutor(len(names)) as pool:
             list(pool.map(lambda n: self.wipe(n, power_on=False), names))
+        if new_minions:
+            for name in names:
+                minion = self.minions.get(name)
+                if minion is not None:
+                    shutil.rmtree(minion.config["cachedir"], ignore_errors=True)
         self.reset_database()
         with ThreadPoolExecutor(len(names)) as pool:
             list(pool.map(self.power_on, names))
