@@ -304,6 +304,8 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                     busy = cpu_seconds()
                     wall, run, steps = timed_run(lambda: orch(salt_run_cli))
                     build_cpu.append(cpu_seconds() - busy)
+                    # new minions: the sync step synced every one of them
+                    assert set(run.minion_states("cloudify_ha-orch-sync")) >= set(names), run
                     builds.append(wall)
                     build_steps.append(steps)
                     slowest.append(slowest_states(run))

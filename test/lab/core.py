@@ -203,8 +203,10 @@ class Lab:
         if new_minions:
             for name in names:
                 minion = self.minions.get(name)
-                if minion is not None:
-                    shutil.rmtree(minion.config["cachedir"], ignore_errors=True)
+                if minion is not None:  # salt-factories gives cachedir relative to root_dir
+                    cache = Path(minion.config["root_dir"]) / minion.config["cachedir"]
+                    if cache.is_dir():
+                        shutil.rmtree(cache)
         self.reset_database()
         with ThreadPoolExecutor(len(names)) as pool:
             list(pool.map(self.power_on, names))
