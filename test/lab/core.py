@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import psutil
+import salt.config
 
 from .hosts import Host, Network, netns_list
 from .pki import LabCA
@@ -203,10 +204,11 @@ class Lab:
         if new_minions:
             for name in names:
                 minion = self.minions.get(name)
-                if minion is not None:  # salt-factories gives cachedir relative to root_dir
-                    cache = Path(minion.config["root_dir"]) / minion.config["cachedir"]
-                    if cache.is_dir():
-                        shutil.rmtree(cache)
+                if minion is not None:  # the paths as the minion resolves them (root_dir)
+                    opts = salt.config.minion_config(minion.config["conf_file"])
+                    for path in (opts["cachedir"], opts["extension_modules"]):
+                        if os.path.isdir(path):
+                            shutil.rmtree(path)
         self.reset_database()
         with ThreadPoolExecutor(len(names)) as pool:
             list(pool.map(self.power_on, names))
