@@ -115,7 +115,7 @@ class Host:
         run(inside + ["link", "set", "lo", "up"])
         for d in OVERLAID:
             (self.dir / "upper" / d).mkdir(parents=True, exist_ok=True)
-            (self.dir / "work" / d).mkdir(parents=True, exist_ok=True)
+            (self.dir / "overlay-work" / d).mkdir(parents=True, exist_ok=True)
         self.mnt_file.touch()
         self.uts_file.touch()
         run(["nsenter", f"--net=/run/netns/{self.netns}", "unshare", f"--mount={self.mnt_file}",
@@ -129,7 +129,7 @@ class Host:
         for d in OVERLAID:
             script.append(
                 f"mount -t overlay lab-{self.name}-{d} -o lowerdir=/{d},"
-                f"upperdir={self.dir}/upper/{d},workdir={self.dir}/work/{d} /{d}")
+                f"upperdir={self.dir}/upper/{d},workdir={self.dir}/overlay-work/{d} /{d}")
         script.append(f"echo {self.name} > /etc/hostname")
         self.sh("\n".join(script))
         if self.etc_hosts:
@@ -200,7 +200,7 @@ class Host:
         umounts = "\n".join(f"umount -l /{d}" for d in reversed(OVERLAID))
         run(["nsenter", f"--mount={self.mnt_file}", "--", "/bin/sh", "-ec",
              f"umount -l /run 2>/dev/null || true\n{umounts}"])
-        for d in ("upper", "work"):
+        for d in ("upper", "overlay-work"):
             shutil.rmtree(self.dir / d, ignore_errors=True)
             for sub in OVERLAID:
                 (self.dir / d / sub).mkdir(parents=True, exist_ok=True)
