@@ -202,9 +202,7 @@ def step_seconds(run):
     steps`, the rest of the wall time (CLI start, rendering, the ping), filled in by the caller."""
     out = {}
     for sid, step in run.steps.items():
-        kind = re.sub(r"^(cloudify_ha-orch-(lab-)?|floor-)", "", sid)
-        kind = "members" if re.match(r"(leader|join|member)-", kind) else kind
-        kind = "validate" if kind.startswith("the cloudify_ha pillar") else kind
+        kind = _step_kind(sid)
         out[kind] = out.get(kind, 0.0) + (step.get("duration") or 0) / 1000
     return out
 
