@@ -75,6 +75,10 @@ def minion_overrides(lab):
         # the factories' log server and event listener are reachable from a host at the bridge IP
         "pytest-minion": {"log": {"host": gateway}, "returner_address": {"host": gateway}},
         "log_level_logfile": "info",
+        # Salt's default, not salt-factories' 0.05: the beacons run once a second whatever
+        # loop_interval says, but count their `interval` in loop_intervals (a beacon's 2 s
+        # would be 40 s)
+        "loop_interval": 1,
     }
 
 
