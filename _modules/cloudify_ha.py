@@ -704,13 +704,14 @@ def probe(cluster=None):
 
 
 # ---- the formula's own modules on minions ---------------------------------------------------
-SYNCED_KINDS = ("utils", "modules", "states")
+# the beacon too: the managers run it, and it calls this module
+SYNCED_KINDS = ("utils", "modules", "states", "beacons")
 
 
 def formula_modules(saltenv="base"):
     """
     What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
-    ``_modules`` and ``_states`` in ``saltenv``, as ``{"<kind>/<file>": "<hash type>:<hash>"}``.
+    ``_modules``, ``_states`` and ``_beacons`` in ``saltenv``, as ``{"<kind>/<file>": "<hash type>:<hash>"}``.
     Run on the master (the orchestration renders it); pass the result to
     ``cloudify_ha.modules_current`` on the minions.
 

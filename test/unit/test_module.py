@@ -4,6 +4,7 @@ pkg.version), the host's files under tmp_path, and the REST client's `request` r
 
 import hashlib
 import os
+import re
 import stat
 from types import SimpleNamespace
 from unittest.mock import MagicMock
@@ -12,7 +13,8 @@ import pytest
 import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from formula_code import EXAMPLE_SECRETS, example_pillar, execution_module, pillar_util, rest_util
+from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, pillar_util,
+                          rest_util)
 
 MODULE = execution_module()
 PILLAR_UTIL = pillar_util()
@@ -634,12 +636,21 @@ def test_plan_of_a_given_pillar_with_errors(salt):
 # ---- the formula's modules on minions ----------------------------------------------------------
 def test_formula_modules_lists_what_sync_copies(salt):
     listing = {"_utils/": ["_utils/cloudify_ha_rest.py"], "_modules/": ["_modules/cloudify_ha.py"],
-               "_states/": []}
+               "_states/": [], "_beacons/": ["_beacons/cloudify_ha.py"]}
     salt["cp.list_master"] = MagicMock(side_effect=lambda saltenv, prefix: listing[prefix])
     salt["cp.hash_file"] = MagicMock(side_effect=lambda path, saltenv: {
         "hash_type": "sha256", "hsum": path[-10:]})
     assert MODULE.formula_modules() == {"utils/cloudify_ha_rest.py": "sha256:ha_rest.py",
-                                        "modules/cloudify_ha.py": "sha256:dify_ha.py"}
+                                        "modules/cloudify_ha.py": "sha256:dify_ha.py",
+                                        "beacons/cloudify_ha.py": "sha256:dify_ha.py"}
+
+
+def test_sync_copies_the_kinds_modules_current_checks():
+    # cloudify_ha.sync cannot ask the module (it installs it): the two lists are kept alike
+    sls = (REPO / "cloudify_ha" / "sync.sls").read_text()
+    kinds = re.search(r"set kinds = \(([^)]*)\)", sls).group(1)
+    assert tuple(k.strip().strip('"') for k in kinds.split(",")) == MODULE.SYNCED_KINDS
+    assert "beacons" in MODULE.SYNCED_KINDS  # the managers run the formula's beacon
 
 
 @pytest.fixture
