@@ -54,9 +54,12 @@ def beacon(config):
     last = __context__.get("cloudify_ha.beacon.last")
     __context__["cloudify_ha.beacon.last"] = state
     if state in HEALTHY:
+        __context__["cloudify_ha.beacon.was_healthy"] = True
         return []
     if last == state:
         return []
-    if last is None and not options.get("fire_on_start", False):
+    # a host that has not been healthy since the minion started (a wiped host being rebuilt,
+    # absent -> package_installed -> installed) is the start event's business
+    if not (__context__.get("cloudify_ha.beacon.was_healthy") or options.get("fire_on_start", False)):
         return []
     return [{"tag": "", "state": state, "previous": last}]

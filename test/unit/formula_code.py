@@ -60,3 +60,7 @@ EXAMPLE_SECRETS = ("CHANGE-ME-admin-password", "CHANGE-ME-db-password",
 
 def firewall_state_module():
     return load("_states/cloudify_ha_firewall.py", "cloudify_ha_firewall_state_under_test")
+
+
+def beacon_module():
+    return load("_beacons/cloudify_ha.py", "cloudify_ha_beacon_under_test")
