@@ -24,25 +24,71 @@ def reactive_pillar(salt_cli):
 
 
 @pytest.fixture(scope="module")
-def reactive(lab, salt_cli, salt_run_cli, pillar_dir, reactive_pillar):
+def reactive(lab, salt_cli, salt_run_cli, pillar_dir, reactive_pillar, event_listener):
+    # built with the reactor paused (the session's pillar): the reset's start events run no
+    # rejoin, so none is still running, or fails on a host a test kills, when the tests start
+    # (test_a_dead_node_is_retired_and_replaced builds with the reactor on)
+    since = time.time()
+    lab.reset()
+    run = orch(salt_run_cli)
+    assert run.returncode == 0, run
+    lab["mgr1"].write("/root/keep.yaml", "tosca_definitions_version: cloudify_dsl_1_3\n")
+    lab["mgr1"].run(["cfy", "blueprints", "upload", "/root/keep.yaml", "-b", "keep"])
+    wait_until(lambda: reactor_idle(event_listener, since), 120, "the reset's rejoin runs to return")
     beacons = {"cloudify_ha": [{"interval": 2}]}
     with shadow_pillar(pillar_dir, reactive_pillar, beacons=beacons):
-        lab.reset()
         assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
-        run = orch(salt_run_cli)
-        assert run.returncode == 0, run
-        lab["mgr1"].write("/root/keep.yaml", "tosca_definitions_version: cloudify_dsl_1_3\n")
-        lab["mgr1"].run(["cfy", "blueprints", "upload", "/root/keep.yaml", "-b", "keep"])
         yield lab
     # with the reactor paused again: the next module's hosts start from nothing
     lab.reset()
 
 
+@pytest.fixture(autouse=True)
+def quiet_reactor(reactive, event_listener):
+    """Each test ends once the rejoin runs it caused have returned: the next starts quiet."""
+    since = time.time()
+    yield
+    wait_until(lambda: reactor_idle(event_listener, since), 300, "the test's rejoin runs to return")
+
+
+def rejoin_runs(event_listener, since):
+    """The reactor's `cloudify_ha.rejoin` runs fired since a time, in order: [(node, done,
+    return)]. A run fired before `since` is not one of them, even if it returns after."""
+    fired = event_listener.get_events([("master", "salt/run/*/new")], after_time=since)
+    done = {e.tag.split("/")[2]: e.data.get("return")
+            for e in event_listener.get_events([("master", "salt/run/*/ret")], after_time=since)}
+    runs = []
+    for event in fired:
+        if event.data.get("fun") != "runner.cloudify_ha.rejoin":
+            continue
+        jid = event.tag.split("/")[2]
+        runs.append((run_node(event.data.get("fun_args")), jid in done, done.get(jid)))
+    return runs
+
+
+def run_node(fun_args):
+    """The node a rejoin run is for, from its fun_args ([{"node": ...}] or ["node=..."])."""
+    for arg in fun_args or ():
+        if isinstance(arg, dict) and "node" in arg:
+            return str(arg["node"])
+        if isinstance(arg, str) and arg.startswith("node="):
+            return arg[len("node="):]
+    return None
+
+
 def rejoin_returns(event_listener, node, since):
-    """The returns of the reactor's `cloudify_ha.rejoin` runs for `node` since a time."""
-    events = event_listener.get_events([("master", "salt/run/*/ret")], after_time=since)
-    return [e.data.get("return") for e in events
-            if e.data.get("fun") == "runner.cloudify_ha.rejoin" and node in str(e.data.get("fun_args"))]
+    """The returns of the reactor's rejoin runs for `node` fired since a time."""
+    return [ret for n, done, ret in rejoin_runs(event_listener, since) if n == node and done]
+
+
+def own_status_reads(emulator, lab, host):
+    """The host's reads of its own /status (the beacon's, when nothing else runs there)."""
+    return [e for e in emulator.audit(host) if e["kind"] == "rest" and
+            e["path"].endswith("/status") and e["remote"] == lab[host].ip]
+
+
+def reactor_idle(event_listener, since):
+    return all(done for _, done, _ in rejoin_runs(event_listener, since))
 
 
 def status(salt_run_cli):
@@ -139,13 +185,49 @@ def test_events_are_trusted_for_their_sender_only(reactive, salt_cli, emulator, 
     ret = salt_cli.run("event.send", "salt/minion/lb/start", 'data={"id": "mgr2", "node": "mgr2"}',
                        minion_tgt="lb")
     assert ret.returncode == 0, ret
-    (run,) = wait_until(lambda: rejoin_returns(event_listener, "'lb'", since), 60,
+    (run,) = wait_until(lambda: rejoin_returns(event_listener, "lb", since), 60,
                         "the reactor's run for lb")
     steps = next(iter(run["data"].values()))
     assert list(steps.values())[0]["__id__"] == "cloudify_ha-rejoin-ignored"
     assert "'lb' is not the minion id of a manager" in list(steps.values())[0]["name"]
-    assert not rejoin_returns(event_listener, "'mgr2'", since)
+    assert not rejoin_returns(event_listener, "mgr2", since)
     assert [e for m in MANAGERS for e in emulator.audit(m) if e["kind"] == "cli"] == []
+
+
+def test_the_beacon_reports_a_member_removed_behind_salts_back(reactive, emulator, event_listener):
+    lab = reactive
+    listed = nodes(lab["mgr2"])
+    leader = next(n for n, row in listed.items() if row["state"] == "leader")
+    target = next(m for m in MANAGERS if m != leader)
+    # the beacon must have seen the member healthy (it fires only on a change from that): two
+    # of its reads of the local /status, 2 s apart, in the audit
+    emulator.clear_audit()
+    wait_until(lambda: len(own_status_reads(emulator, lab, target)) >= 2, 30,
+               f"the beacon on {target} to read its /status")
+    since = time.time()
+    # no reboot, no start event: only the beacon on the target's running minion sees it
+    removed = lab[leader].run(["cfy", "cluster", "nodes", "remove", target], check=False)
+    assert f"Node {target} was removed successfully!" in removed.stdout, removed
+    emulator.clear_audit()
+    (run,) = wait_until(lambda: rejoin_returns(event_listener, target, since), 60,
+                        f"the beacon's rejoin run for {target}")
+    fired = event_listener.get_events([("master", f"salt/beacon/{target}/cloudify_ha/")],
+                                      after_time=since)
+    assert [(e.data["state"], e.data["previous"]) for e in fired] == [("removed", "replica")]
+    # the formula never touches a removed host: the run says why and what to do
+    steps = next(iter(run["data"].values()))
+    assert run["retcode"] != 0
+    joined = next(s for s in steps.values() if s["__id__"] == f"cloudify_ha-rejoin-{target}-joined")
+    assert joined["result"] is False
+    assert "removed from the cluster and can never rejoin" in str(joined["changes"]), joined
+    assert emulator.mutating() == []
+    # once it has been checked a few more times (the rejoin took longer than 2 intervals): still
+    # one event, not one per check
+    assert len(event_listener.get_events([("master", f"salt/beacon/{target}/cloudify_ha/")],
+                                         after_time=since)) == 1
+    # rebuilt, it joins by itself (its minion's start event)
+    lab.wipe(target)
+    wait_until(lambda: member_state(lab, target, via=leader) == "replica", 240, f"{target} to rejoin")
 
 
 def test_five_events_for_one_node_make_one_join(reactive, salt_cli, emulator, event_listener):
@@ -156,7 +238,7 @@ def test_five_events_for_one_node_make_one_join(reactive, salt_cli, emulator, ev
     lab.power_on("mgr3")  # its minion's start event is the first
     for _ in range(4):
         assert salt_cli.run("event.send", "salt/minion/mgr3/start", minion_tgt="mgr3").returncode == 0
-    wait_until(lambda: len(rejoin_returns(event_listener, "'mgr3'", since)) >= 5, 300,
+    wait_until(lambda: len(rejoin_returns(event_listener, "mgr3", since)) >= 5, 300,
                "five rejoin runs for mgr3 to return")
     wait_until(lambda: member_state(lab, "mgr3") == "replica", 30, "mgr3 online")
     assert len(installs(emulator, "mgr3")) == 1
