@@ -27,7 +27,7 @@ import subprocess
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psutil
@@ -198,8 +198,9 @@ def run_floor(salt_run_cli, floor):
 
 def step_seconds(run):
     """Seconds per kind of step of an orchestration run: validate, sync, prepare, members (the
-    leader and the joins, or the floor's member steps), profiles, loadbalancer; and `outside
-    steps`, the rest of the wall time (CLI start, rendering, the ping), filled in by the caller."""
+    leader and the joins, or the floor's member steps), profiles, loadbalancer. Steps run in
+    parallel, so they may sum to more than the wall time; `timed_run` adds the time before the
+    first step and after the last."""
     out = {}
     for sid, step in run.steps.items():
         kind = _step_kind(sid)
@@ -207,18 +208,41 @@ def step_seconds(run):
     return out
 
 
-def timeline(run):
-    """[step, start (s after the first step started), seconds] of a run, in start order."""
-    rows = []
+def _step_spans(run):
+    """[(step, start datetime on the master's clock, seconds)] of a run's steps that started."""
+    spans = []
     for sid, step in run.steps.items():
         if step.get("start_time"):
-            start = datetime.strptime(step["start_time"], "%H:%M:%S.%f")
-            rows.append([sid, start, (step.get("duration") or 0) / 1000])
+            spans.append((sid, datetime.strptime(step["start_time"], "%H:%M:%S.%f"),
+                          (step.get("duration") or 0) / 1000))
+    return spans
+
+
+def timeline(run):
+    """[step, start (s after the first step started), seconds] of a run, in start order."""
+    rows = _step_spans(run)
     if not rows:
         return []
     first = min(r[1] for r in rows)
     return [[sid, round((start - first).total_seconds(), 2), round(sec, 2)]
             for sid, start, sec in sorted(rows, key=lambda r: r[1])]
+
+
+def around_steps(run, started, wall):
+    """(seconds before the first step started, seconds after the last step ended) of a run
+    that `started` (a local datetime; the steps' start times are the master's clock, on the
+    same machine) and took `wall`: the CLI's start and the render (with its one call to every
+    minion) before, the CLI's end after."""
+    spans = _step_spans(run)
+    if not spans:
+        return wall, 0.0
+    first = min(start for _, start, _ in spans)
+    span = max((start - first).total_seconds() + sec for _, start, sec in spans)
+    first_at = datetime.combine(started.date(), first.time())
+    if started - first_at > timedelta(hours=1):  # the run crossed midnight
+        first_at += timedelta(days=1)
+    before = (first_at - started).total_seconds()
+    return before, wall - before - span
 
 
 def slowest_states(run, top=6):
@@ -237,14 +261,15 @@ def slowest_states(run, top=6):
 
 
 def timed_run(fn):
-    """(wall seconds, OrchRun) of an orchestration run that must succeed; the steps' seconds
-    get the wall time they do not account for as `outside steps`."""
+    """(wall seconds, OrchRun, seconds per kind of step) of an orchestration run that must
+    succeed; the steps' seconds also get `before steps` and `after steps`."""
+    started = datetime.now()
     start = time.monotonic()
     run = fn()
     wall = time.monotonic() - start
     _ok(run)
     steps = step_seconds(run)
-    steps["outside steps"] = wall - sum(steps.values())
+    steps["before steps"], steps["after steps"] = around_steps(run, started, wall)
     return wall, run, steps
 
 
