@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from lab.formula import deep, member_state, minion_pillar, nodes, orch, shadow_pillar
+from lab.formula import (deep, member_state, minion_pillar, nodes, orch, reactor_idle,
+                         rejoin_returns, shadow_pillar)
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
@@ -51,44 +52,10 @@ def quiet_reactor(reactive, event_listener):
     wait_until(lambda: reactor_idle(event_listener, since), 300, "the test's rejoin runs to return")
 
 
-def rejoin_runs(event_listener, since):
-    """The reactor's `cloudify_ha.rejoin` runs fired since a time, in order: [(node, done,
-    return)]. A run fired before `since` is not one of them, even if it returns after."""
-    fired = event_listener.get_events([("master", "salt/run/*/new")], after_time=since)
-    done = {e.tag.split("/")[2]: e.data.get("return")
-            for e in event_listener.get_events([("master", "salt/run/*/ret")], after_time=since)}
-    runs = []
-    for event in fired:
-        if event.data.get("fun") != "runner.cloudify_ha.rejoin":
-            continue
-        jid = event.tag.split("/")[2]
-        runs.append((run_node(event.data.get("fun_args")), jid in done, done.get(jid)))
-    return runs
-
-
-def run_node(fun_args):
-    """The node a rejoin run is for, from its fun_args ([{"node": ...}] or ["node=..."])."""
-    for arg in fun_args or ():
-        if isinstance(arg, dict) and "node" in arg:
-            return str(arg["node"])
-        if isinstance(arg, str) and arg.startswith("node="):
-            return arg[len("node="):]
-    return None
-
-
-def rejoin_returns(event_listener, node, since):
-    """The returns of the reactor's rejoin runs for `node` fired since a time."""
-    return [ret for n, done, ret in rejoin_runs(event_listener, since) if n == node and done]
-
-
 def own_status_reads(emulator, lab, host):
     """The host's reads of its own /status (the beacon's, when nothing else runs there)."""
     return [e for e in emulator.audit(host) if e["kind"] == "rest" and
             e["path"].endswith("/status") and e["remote"] == lab[host].ip]
-
-
-def reactor_idle(event_listener, since):
-    return all(done for _, done, _ in rejoin_runs(event_listener, since))
 
 
 def status(salt_run_cli):

@@ -187,3 +187,39 @@ def http_get(host, url, username, password, timeout=3):
                     input=f"{username}:{password}")
     status, _, body = proc.stdout.partition("\n")
     return int(status), body
+
+
+# ---- the reactor's rejoin runs, from the master's events ------------------------------------
+def rejoin_runs(event_listener, since):
+    """The reactor's `cloudify_ha.rejoin` runs fired since a time, in order: [(node, done,
+    return)]. A run fired before `since` is not one of them, even if it returns after."""
+    fired = event_listener.get_events([("master", "salt/run/*/new")], after_time=since)
+    done = {e.tag.split("/")[2]: e.data.get("return")
+            for e in event_listener.get_events([("master", "salt/run/*/ret")], after_time=since)}
+    runs = []
+    for event in fired:
+        if event.data.get("fun") != "runner.cloudify_ha.rejoin":
+            continue
+        jid = event.tag.split("/")[2]
+        runs.append((run_node(event.data.get("fun_args")), jid in done, done.get(jid)))
+    return runs
+
+
+def run_node(fun_args):
+    """The node a rejoin run is for, from its fun_args ([{"node": ...}] or ["node=..."])."""
+    for arg in fun_args or ():
+        if isinstance(arg, dict) and "node" in arg:
+            return str(arg["node"])
+        if isinstance(arg, str) and arg.startswith("node="):
+            return arg[len("node="):]
+    return None
+
+
+def rejoin_returns(event_listener, node, since):
+    """The returns of the reactor's rejoin runs for `node` fired since a time."""
+    return [ret for n, done, ret in rejoin_runs(event_listener, since) if n == node and done]
+
+
+def reactor_idle(event_listener, since):
+    """True once every rejoin run the reactor fired since a time has returned."""
+    return all(done for _, done, _ in rejoin_runs(event_listener, since))
