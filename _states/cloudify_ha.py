@@ -433,8 +433,7 @@ def node_absent(name, cluster=None):
     ret = _ret(name)
     mod = __salt__
     try:
-        active = mod["cloudify_ha.active_node"](cluster=cluster)
-        nodes = mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
+        active, nodes = _active_and_nodes(cluster)
         node = next((n for n in nodes if n["name"] == name), None)
         if node is None:
             ret.update(result=True, comment=f"{name} is not a member of the cluster")
@@ -472,12 +471,11 @@ def listed(name, cluster=None):
     ret = _ret(name)
     mod = __salt__
     try:
-        active = mod["cloudify_ha.active_node"](cluster=cluster, required=False)
+        active, nodes = _active_and_nodes(cluster, required=False)
         if active is None:
             return _fail(ret, f"{name}: its minion does not answer and no manager of the cluster "
                               "answers as the active node: the cluster cannot be built or checked; "
                               "bring the hosts up and re-run")
-        nodes = mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
         node = next((n for n in nodes if n["name"] == name), None)
         if node is None:
             return _fail(ret, f"{name}: its minion does not answer and the cluster (active node "

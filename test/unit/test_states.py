@@ -793,7 +793,7 @@ def test_node_absent_removes_a_dead_node_through_the_active_node():
     fake = removing()
     assert remove(fake) == ret("cfy-mgr3", True,
                                "cfy-mgr3 removed from the cluster through 10.0.0.11", REMOVED)
-    fake.active_node.assert_called_once_with(cluster="prod")
+    fake.active_node.assert_called_once_with(cluster="prod", required=True)
     fake.remove_node.assert_called_once_with("cfy-mgr3", active="10.0.0.11", cluster="prod")
     assert fake.order == ["active_node", "cluster_nodes", "remove_node", "cluster_nodes"]
 
