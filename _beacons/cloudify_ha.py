@@ -60,6 +60,7 @@ def beacon(config):
         return []
     # a host that has not been healthy since the minion started (a wiped host being rebuilt,
     # absent -> package_installed -> installed) is the start event's business
-    if not (__context__.get("cloudify_ha.beacon.was_healthy") or options.get("fire_on_start", False)):
+    was_healthy = __context__.get("cloudify_ha.beacon.was_healthy", False)
+    if not (was_healthy or options.get("fire_on_start", False)):
         return []
     return [{"tag": "", "state": state, "previous": last}]

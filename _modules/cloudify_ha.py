@@ -711,7 +711,8 @@ SYNCED_KINDS = ("utils", "modules", "states", "beacons")
 def formula_modules(saltenv="base"):
     """
     What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
-    ``_modules``, ``_states`` and ``_beacons`` in ``saltenv``, as ``{"<kind>/<file>": "<hash type>:<hash>"}``.
+    ``_modules``, ``_states`` and ``_beacons`` in ``saltenv``, as
+    ``{"<kind>/<file>": "<hash type>:<hash>"}``.
     Run on the master (the orchestration renders it); pass the result to
     ``cloudify_ha.modules_current`` on the minions.
 

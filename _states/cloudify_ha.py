@@ -469,7 +469,6 @@ def listed(name, cluster=None):
     never joined cannot be joined while it is down).
     """
     ret = _ret(name)
-    mod = __salt__
     try:
         active, nodes = _active_and_nodes(cluster, required=False)
         if active is None:

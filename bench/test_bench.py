@@ -163,12 +163,12 @@ def reads_by_concern(run, emulator, names, lab):
     "reads": max over managers of every GET}}."""
     by_ip = {host.ip: name for name, host in lab.hosts.items()}
     windows, first = [], None
-    for sid, step in run.steps.items():
-        if not step.get("start_time") or (step.get("duration") or 0) < 100:
+    for sid, start, seconds in _step_spans(run):
+        if seconds < 0.1:
             continue  # a test state on the master (validate, a no-op's sync)
-        clock = datetime.strptime(step["start_time"], "%H:%M:%S.%f").time()
+        clock = start.time()
         first = clock if first is None else min(first, clock)
-        windows.append((clock, step["duration"] / 1000, _step_kind(sid),
+        windows.append((clock, seconds, _step_kind(sid),
                         _step_targets(sid, names, set(lab.hosts) - set(names))))
     counts = {}
     for name in names:
@@ -486,12 +486,6 @@ def cpu_seconds():
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _timed(fn):
-    start = time.monotonic()
-    fn()
-    return time.monotonic() - start
 
 
 def render(report):
