@@ -61,11 +61,13 @@ def quick(request):
     return request.config.getoption("--bench-quick")
 
 
-def floor_orch(lab, names, cli_hosts):
+def floor_orch(lab, salt_run_cli, names, cli_hosts):
     """The floor: cloudify_ha.orch's shape with states that do nothing. The same render-time call
     to every minion, the same steps on the same targets with the same requisites: sync; the
     leader's step in parallel with the followers' prepare and the CLI hosts' step; each join
-    after the previous member step and the prepare; profiles after the last join and the CLI."""
+    after the previous member step and the prepare; profiles after the last join and the CLI.
+    The master lists its files from a cache (Salt's 20 s): new SLS files are listed once the
+    cache is cleared, as an operator would after adding them."""
     root = lab.dir / "srv" / "bench_floor"
     root.mkdir(parents=True, exist_ok=True)
     (root / "nop.sls").write_text("bench-floor-nop:\n  test.succeed_without_changes: []\n")
@@ -91,6 +93,7 @@ def floor_orch(lab, names, cli_hosts):
             lines.append("    - parallel: true")
         lines += ["    - require:"] + [f"      - {r}" for r in requires]
     (root / f"orch{len(names)}.sls").write_text("\n".join(lines) + "\n")
+    _ok(salt_run_cli.run("fileserver.clear_file_list_cache"))
     return f"bench_floor.orch{len(names)}"
 
 
@@ -299,7 +302,7 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
         names = [f"mgr{i}" for i in range(1, size + 1)]
         pillar = deep(base)
         pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
-        floor = floor_orch(lab, names, pillar["clusters"]["lab"]["cli_hosts"])
+        floor = floor_orch(lab, salt_run_cli, names, pillar["clusters"]["lab"]["cli_hosts"])
         with shadow_pillar(pillar_dir, pillar):
             row = figures.setdefault(size, {})
             # warm: minions that have run jobs before (the no-op's condition); cold: minions

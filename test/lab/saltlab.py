@@ -58,6 +58,11 @@ def master_overrides(lab, pillar_dirs, file_dirs):
         "file_roots": {"base": [str(d) for d in file_dirs]},
         "pillar_roots": {"base": [str(d) for d in pillar_dirs]},
         "worker_threads": 4,
+        # Salt's default, not salt-factories' 0: with 0 the master rebuilds its file list at
+        # every request, and a request that meets a rebuild sleeps a whole second (Salt's
+        # wait_lock): each step on several minions waited 1-2 s more than on an operator's
+        # master. A new file under file_roots is listed after `fileserver.clear_file_list_cache`
+        "fileserver_list_cache_time": 20,
         # every minion of the lab is ours: no pending-key round trips at start
         "auto_accept": True,
         "log_level_logfile": "info",
