@@ -661,15 +661,16 @@ class CpuSampler(threading.Thread):
     def run(self):
         first = True
         while True:
-            for proc in psutil.process_iter(["cmdline", "cpu_times", "create_time"]):
+            for proc in psutil.process_iter(["cmdline", "name", "cpu_times", "create_time"]):
                 info = proc.info
                 if not info.get("cpu_times"):
                     continue
                 cpu = info["cpu_times"].user + info["cpu_times"].system
                 key = (proc.pid, info["create_time"])
-                line = " ".join(info.get("cmdline") or [])
-                program = next((p for needle, p in PROGRAMS if needle in line), "other")
-                _, _, base = self.seen.get(key, (None, None, cpu if first else 0.0))
+                known, _, base = self.seen.get(key, (None, None, cpu if first else 0.0))
+                # a process that has ended (a zombie) shows no command line: it keeps the
+                # program it was seen running; one that exec'd shows its new program
+                program = known if known and not info.get("cmdline") else classify(info)
                 self.seen[key] = (program, cpu, base)
             first = False
             if self.done.wait(0.1):
@@ -679,7 +680,31 @@ class CpuSampler(threading.Thread):
         sums = {}
         for program, cpu, base in self.seen.values():
             sums[program] = sums.get(program, 0.0) + cpu - base
+        small = [p for p, v in sums.items() if p.startswith("other: ") and v < 0.2]
+        if small:
+            sums["other (programs under 0.2 s each)"] = sum(sums.pop(p) for p in small)
         return {p: round(v, 1) for p, v in sorted(sums.items(), key=lambda i: -i[1])}
+
+
+def classify(info):
+    """The program a process (psutil's info: cmdline, name) counts for."""
+    line = " ".join(info.get("cmdline") or [])
+    program = next((p for needle, p in PROGRAMS if needle in line), None)
+    return program or f"other: {_command_name(info.get('cmdline'), info.get('name'))}"
+
+
+def _command_name(cmdline, name):
+    """What an unclassified process runs: its program's name, or the script an interpreter
+    runs (`python3 -m x` as `python3 -m x`); a kernel thread's name in brackets."""
+    words = [w for w in (cmdline or []) if w]
+    if not words:
+        return f"[{re.sub(r'[/:].*$', '', name or '?')}]"
+    name = os.path.basename(words[0])
+    if name.startswith(("python", "sh", "bash", "nsenter", "unshare", "su", "runuser")):
+        rest = [w for w in words[1:] if not w.startswith("-") or w == "-m"]
+        if rest:
+            return f"{name} {' '.join(os.path.basename(w) for w in rest[:2])}"
+    return name
 
 
 def top_functions(raw, top=12):
