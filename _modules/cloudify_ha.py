@@ -704,14 +704,16 @@ def probe(cluster=None):
 
 
 # ---- the formula's own modules on minions ---------------------------------------------------
-# the beacon too: the managers run it, and it calls this module
-SYNCED_KINDS = ("utils", "modules", "states", "beacons")
+# the beacon too: the managers run it, and it calls this module; the grain tells the master
+# which minions hold these modules (_grains/cloudify_ha.py)
+SYNCED_KINDS = ("utils", "modules", "states", "beacons", "grains")
+GRAIN = "cloudify_ha_modules"
 
 
 def formula_modules(saltenv="base"):
     """
     What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
-    ``_modules``, ``_states`` and ``_beacons`` in ``saltenv``, as
+    ``_modules``, ``_states``, ``_beacons`` and ``_grains`` in ``saltenv``, as
     ``{"<kind>/<file>": "<hash type>:<hash>"}``.
     Run on the master (the orchestration renders it); pass the result to
     ``cloudify_ha.modules_current`` on the minions.
@@ -760,9 +762,38 @@ def modules_current(expected):
     return True
 
 
+def minions_without_modules(minion_ids):
+    """
+    The minions among ``minion_ids`` that the master's grains cache shows without this
+    formula's modules: their cached grains lack ``cloudify_ha_modules``, the grain the sync
+    puts on a minion with the modules. Run on the master (the orchestration renders it), which
+    then asks these minions ``test.ping`` instead of ``cloudify_ha.orch_facts``: a minion
+    answers a function it does not have only after loading every module it has (seconds). A
+    minion the cache holds no grains of (``minion_data_cache: False``) is not listed: it is
+    asked ``orch_facts``, as before the grain existed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha.minions_without_modules '[cfy-mgr1, cfy-mgr2]'
+    """
+    # the master's code, imported where it runs: not into every job of every minion
+    import salt.utils.master  # pylint: disable=import-outside-toplevel
+
+    ids = list(minion_ids or [])
+    if not ids:
+        return []
+    cached = salt.utils.master.MasterPillarUtil(
+        ids, "list", use_cached_grains=True, grains_fallback=False,
+        opts=__opts__).get_minion_grains()
+    return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
+
+
 def orch_facts(expected):
     """
-    What the orchestration asks every minion once, at render time: whether its copies of the
+    What the orchestration asks every minion once, at render time (every minion but those the
+    master knows lack this module: ``minions_without_modules``): whether its copies of the
     formula's modules are current (``modules_current``) and, on a manager, its node state
     (``node_state``: one read of its own ``/status``), from which the orchestration finds the
     active node without polling every manager from every step. ``node`` is None on a minion that

@@ -14,7 +14,7 @@
 {%- set only = salt["pillar.get"]("cluster") or none %}
 {%- set ping_timeout = salt["pillar.get"]("cloudify_ha:orchestration:ping_timeout", 5) %}
 
-{%- if "cloudify_ha.plan" not in salt or "cloudify_ha.formula_modules" not in salt %}
+{%- if "cloudify_ha.plan" not in salt or "cloudify_ha.minions_without_modules" not in salt %}
 
 cloudify_ha-orch-validate:
   test.configurable_test_state:
@@ -51,7 +51,9 @@ cloudify_ha-orch-validate:
 {#- Which minions answer, whether their copies of the formula's modules are current, and each
     manager's node state: one call for all, so that a dead host is checked, not targeted, a no-op
     run syncs nothing, and the steps are told which node answered as the active one (they ask
-    it first instead of polling every manager; cloudify_ha.joined explains). #}
+    it first instead of polling every manager; cloudify_ha.joined explains). A minion that the
+    master's grains cache shows without the formula's modules (a new host) is only pinged: it
+    would answer orch_facts only after loading every module it has. #}
 {%-     set ns = namespace(everyone=[]) %}
 {%-     for cname, c in plan.clusters.items() %}
 {%-       set lb_ids = (c.loadbalancer or {}).get("minion_ids", []) %}
@@ -59,11 +61,21 @@ cloudify_ha-orch-validate:
                               + c.cli_hosts + lb_ids %}
 {%-     endfor %}
 {%-     set expected = salt["cloudify_ha.formula_modules"]() %}
-{%-     set answers = salt["saltutil.cmd"](tgt=ns.everyone | unique | list, tgt_type="list",
-                                           fun="cloudify_ha.orch_facts",
-                                           kwarg={"expected": expected}, timeout=ping_timeout) %}
+{%-     set everyone = ns.everyone | unique | list %}
+{%-     set new_hosts = salt["cloudify_ha.minions_without_modules"](everyone) %}
+{%-     set asked = everyone | reject("in", new_hosts) | list %}
+{%-     set answers = {} %}
+{%-     if asked %}
+{%-       do answers.update(salt["saltutil.cmd"](tgt=asked, tgt_type="list",
+                                                fun="cloudify_ha.orch_facts",
+                                                kwarg={"expected": expected}, timeout=ping_timeout)) %}
+{%-     endif %}
+{%-     if new_hosts %}
+{%-       do answers.update(salt["saltutil.cmd"](tgt=new_hosts, tgt_type="list", fun="test.ping",
+                                                timeout=ping_timeout)) %}
+{%-     endif %}
 {%-     set alive, stale, leaders = [], [], {} %}
-{%-     for mid in ns.everyone | unique %}
+{%-     for mid in everyone %}
 {%-       set answer = answers.get(mid) or {} %}
 {%-       if "ret" in answer and not answer.get("failed") %}
 {%-         do alive.append(mid) %}

@@ -1,10 +1,11 @@
-# The formula's execution, state and utility modules and its beacon on this minion (the same
-# kinds as SYNCED_KINDS in _modules/cloudify_ha.py). The orchestration runs this
+# The formula's execution, state and utility modules, its beacon and its grain on this minion
+# (the same kinds as SYNCED_KINDS in _modules/cloudify_ha.py). The orchestration runs this
 # step with test=False even in a test run: the states that preview the changes live in them.
 # The minion reloads its modules only when one of them changed: saltutil.sync_*'s own refresh
 # reloads every module of the minion on every run, changed or not. The reload also reloads the
-# beacons.
-{%- set kinds = ("utils", "modules", "states", "beacons") %}
+# beacons and the grains: the grain reaches the master's grains cache with the minion's next
+# pillar request (the orchestration's next step on it).
+{%- set kinds = ("utils", "modules", "states", "beacons", "grains") %}
 {%- for kind in kinds %}
 
 cloudify_ha-sync-{{ kind }}:

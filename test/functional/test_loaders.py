@@ -1,6 +1,10 @@
 """The formula's modules as Salt's loader loads them: names, __utils__, pillar, state wiring."""
 
+import hashlib
 import inspect
+import shutil
+
+import salt.loader
 
 from functional_setup import MINION_ID, REPO, example_pillar, secrets_of
 
@@ -60,3 +64,16 @@ def test_a_state_runs_through_the_loader_and_fails_cleanly(loaders):
         "name": "cfy-mgr2", "changes": {}, "result": False,
         "comment": f"cfy-mgr2: no cluster in pillar cloudify_ha:clusters:qa lists minion "
                    f"'{MINION_ID}' as a manager"}
+
+
+def test_the_grain_runs_from_the_synced_files_through_salts_grains_loader(minion_opts, tmp_path):
+    # what cloudify_ha.sync leaves in extension_modules, and the master's hashes of it
+    extmods, expected = tmp_path / "extmods", {}
+    for kind, name in (("grains", "cloudify_ha.py"), ("modules", "cloudify_ha.py"),
+                       ("utils", "cloudify_ha_rest.py")):
+        source = REPO / f"_{kind}" / name
+        (extmods / kind).mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, extmods / kind / name)
+        expected[f"{kind}/{name}"] = "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
+    opts = dict(minion_opts, extension_modules=str(extmods), grains_cache=False)
+    assert salt.loader.grains(opts, force_refresh=True)["cloudify_ha_modules"] == expected

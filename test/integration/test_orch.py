@@ -5,12 +5,15 @@ wiped, the external database emptied). Tests that build on a cluster ask for `bu
 which builds one only when the lab does not hold a healthy one already.
 """
 
+import time
+
 import pytest
 
-from lab.formula import files_containing, nodes, orch, profile_ips, sizes
+from lab.formula import files_containing, jobs_published, nodes, orch, profile_ips, sizes
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
+EVERYONE = sorted(MANAGERS + ("cli",))
 STEPS = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-lab-cli",
          "cloudify_ha-orch-lab-prepare",
          "cloudify_ha-orch-lab-leader-mgr1", "cloudify_ha-orch-lab-join-mgr2",
@@ -37,12 +40,26 @@ def built_cluster(lab, emulator, salt_run_cli):
     return lab
 
 
-def test_build_from_empty(fresh_lab, emulator, salt_run_cli):
-    lab = fresh_lab
+def test_build_from_empty(lab, emulator, salt_cli, salt_run_cli, event_listener):
+    # new hosts, new minions: none of them holds the formula's modules yet
+    lab.reset(new_minions=True)
+    since = time.time()
     run = orch(salt_run_cli)
     assert run.returncode == 0, run
     assert list(run.steps) == STEPS or sorted(run.steps) == sorted(STEPS), run
     assert all(result is True for result in run.results().values()), run
+
+    # the render pinged them (a minion answers a function it lacks only after loading every
+    # module it has), then the sync gave each the modules and the grain that says so
+    asked = jobs_published(event_listener, since)
+    assert ("test.ping", EVERYONE) in asked, asked
+    assert [fun for fun, _ in asked if fun == "cloudify_ha.orch_facts"] == [], asked
+    assert sorted(run.minion_states("cloudify_ha-orch-sync")) == EVERYONE, run
+    expected = salt_run_cli.run("salt.cmd", "cloudify_ha.formula_modules").data
+    assert "grains/cloudify_ha.py" in expected
+    for minion in EVERYONE:
+        assert salt_cli.run("grains.get", "cloudify_ha_modules", minion_tgt=minion).data == \
+            expected, minion
 
     listed = nodes(lab["mgr3"])
     assert sorted(listed) == list(MANAGERS)
@@ -66,12 +83,18 @@ def test_build_from_empty(fresh_lab, emulator, salt_run_cli):
     assert all(e["exit"] == 0 for v in installs.values() for e in v)
 
 
-def test_rerun_changes_nothing_and_runs_nothing_mutating(built_cluster, emulator, salt_run_cli):
+def test_rerun_changes_nothing_and_runs_nothing_mutating(built_cluster, emulator, salt_run_cli,
+                                                        event_listener):
+    since = time.time()
     run = orch(salt_run_cli)
     assert run.returncode == 0, run
     assert all(result is True for result in run.results().values()), run
     assert run.changed() == set(), run
     assert emulator.mutating() == []
+    # the master's grains cache knows every minion holds the modules: one question to all
+    asked = jobs_published(event_listener, since)
+    assert ("cloudify_ha.orch_facts", EVERYONE) in asked, asked
+    assert [fun for fun, _ in asked if fun == "test.ping"] == [], asked
 
 
 def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_run_cli, lab):

@@ -189,6 +189,12 @@ def http_get(host, url, username, password, timeout=3):
     return int(status), body
 
 
+def jobs_published(event_listener, since):
+    """The jobs the master published since a time, in order: [(function, sorted minions)]."""
+    return [(e.data.get("fun"), sorted(e.data.get("minions") or []))
+            for e in event_listener.get_events([("master", "salt/job/*/new")], after_time=since)]
+
+
 # ---- the reactor's rejoin runs, from the master's events ------------------------------------
 def rejoin_runs(event_listener, since):
     """The reactor's `cloudify_ha.rejoin` runs fired since a time, in order: [(node, done,

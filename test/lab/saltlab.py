@@ -35,7 +35,8 @@ class NetnsSaltMinion(SaltMinion):
 
 
 # what an operator's file_roots holds of this repository: the formula, not its venv or tests
-FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_runners", "_beacons", "_output")
+FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_runners", "_beacons", "_grains",
+                "_output")
 
 
 def formula_root(lab):

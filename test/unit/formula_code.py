@@ -64,3 +64,7 @@ def firewall_state_module():
 
 def beacon_module():
     return load("_beacons/cloudify_ha.py", "cloudify_ha_beacon_under_test")
+
+
+def grain_module():
+    return load("_grains/cloudify_ha.py", "cloudify_ha_grain_under_test")

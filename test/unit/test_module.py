@@ -13,8 +13,8 @@ import pytest
 import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, pillar_util,
-                          rest_util)
+from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, grain_module,
+                          pillar_util, rest_util)
 
 MODULE = execution_module()
 PILLAR_UTIL = pillar_util()
@@ -636,13 +636,15 @@ def test_plan_of_a_given_pillar_with_errors(salt):
 # ---- the formula's modules on minions ----------------------------------------------------------
 def test_formula_modules_lists_what_sync_copies(salt):
     listing = {"_utils/": ["_utils/cloudify_ha_rest.py"], "_modules/": ["_modules/cloudify_ha.py"],
-               "_states/": [], "_beacons/": ["_beacons/cloudify_ha.py"]}
+               "_states/": [], "_beacons/": ["_beacons/cloudify_ha.py"],
+               "_grains/": ["_grains/cloudify_ha.py"]}
     salt["cp.list_master"] = MagicMock(side_effect=lambda saltenv, prefix: listing[prefix])
     salt["cp.hash_file"] = MagicMock(side_effect=lambda path, saltenv: {
         "hash_type": "sha256", "hsum": path[-10:]})
     assert MODULE.formula_modules() == {"utils/cloudify_ha_rest.py": "sha256:ha_rest.py",
                                         "modules/cloudify_ha.py": "sha256:dify_ha.py",
-                                        "beacons/cloudify_ha.py": "sha256:dify_ha.py"}
+                                        "beacons/cloudify_ha.py": "sha256:dify_ha.py",
+                                        "grains/cloudify_ha.py": "sha256:dify_ha.py"}
 
 
 def test_sync_copies_the_kinds_modules_current_checks():
@@ -651,6 +653,58 @@ def test_sync_copies_the_kinds_modules_current_checks():
     kinds = re.search(r"set kinds = \(([^)]*)\)", sls).group(1)
     assert tuple(k.strip().strip('"') for k in kinds.split(",")) == MODULE.SYNCED_KINDS
     assert "beacons" in MODULE.SYNCED_KINDS  # the managers run the formula's beacon
+    # the grain reports the same kinds' files
+    assert grain_module().KINDS == MODULE.SYNCED_KINDS
+
+
+def test_the_grain_lists_the_formulas_synced_files(tmp_path):
+    grain = grain_module()
+    files = {"modules/cloudify_ha.py": b"print('m')\n", "utils/cloudify_ha_rest.py": b"u\n",
+             "grains/cloudify_ha.py": b"g\n", "modules/someone_else.py": b"not ours\n",
+             "runners/cloudify_ha.py": b"not synced to minions\n"}
+    for rel, content in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(content)
+    (tmp_path / "modules" / "__pycache__").mkdir()
+    grain.__opts__ = {"extension_modules": str(tmp_path)}
+    assert grain.modules() == {"cloudify_ha_modules": {
+        rel: "sha256:" + hashlib.sha256(files[rel]).hexdigest()
+        for rel in ("modules/cloudify_ha.py", "utils/cloudify_ha_rest.py", "grains/cloudify_ha.py")}}
+    grain.__opts__ = {"extension_modules": str(tmp_path / "none")}  # a minion never synced
+    assert grain.modules() == {"cloudify_ha_modules": {}}
+
+
+class FakeGrainsCache:
+    """salt.utils.master.MasterPillarUtil reading the master's grains cache."""
+
+    grains = {}
+    made = []
+
+    def __init__(self, tgt, tgt_type, **kwargs):
+        FakeGrainsCache.made.append((tgt, tgt_type, kwargs))
+        self.tgt = tgt
+
+    def get_minion_grains(self):
+        return {mid: self.grains[mid] for mid in self.tgt if mid in self.grains}
+
+
+def test_minions_without_modules_reads_only_the_masters_grains_cache(monkeypatch):
+    import salt.utils.master  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(salt.utils.master, "MasterPillarUtil", FakeGrainsCache)
+    FakeGrainsCache.made = []
+    FakeGrainsCache.grains = {
+        "synced": {"id": "synced", MODULE.GRAIN: {"modules/cloudify_ha.py": "sha256:ab"}},
+        "never-synced": {"id": "never-synced", "os": "CentOS"},
+        "grain-without-files": {"id": "grain-without-files", MODULE.GRAIN: {}},
+        "no-cache": {}}
+    ids = ["synced", "never-synced", "grain-without-files", "no-cache", "unknown"]
+    assert MODULE.minions_without_modules(ids) == ["never-synced"]
+    # the cache only: never a live call to a minion
+    assert FakeGrainsCache.made == [(ids, "list", {"use_cached_grains": True,
+                                                   "grains_fallback": False,
+                                                   "opts": {"id": MINION, "test": False}})]
+    assert MODULE.minions_without_modules([]) == []
+    assert len(FakeGrainsCache.made) == 1
 
 
 @pytest.fixture
