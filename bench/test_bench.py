@@ -12,10 +12,12 @@ project's targets. Prints a table and writes bench/results/<time>.json. Never pa
   event to the node online in the cluster) and LB failover (the leader's death to the first good
   request through HAProxy).
 
-The floor has the build's shape, sync step included, and is measured twice: on warm minions (that
-have run jobs before: the no-op's condition) and on cold ones (just started on reset hosts: the
-build's condition, whose first jobs load the minion's modules). A no-op re-run skips the sync step when
-every minion's copies of the formula's modules are current: that saving is the formula's.
+The floor has the build's shape, sync step included, and is measured twice: on warm minions right
+after each no-op, on the same built cluster (the no-op's condition: minions that have run jobs,
+and the emulated managers' own CPU on the shared cores), and on cold ones (just started on reset
+hosts: the build's condition, whose first jobs load the minion's modules). A no-op re-run skips the
+sync step when every minion's copies of the formula's modules are current: that saving is the
+formula's. Each measurement boots only the hosts it uses.
 """
 
 import json
@@ -329,19 +331,18 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
         floor = floor_orch(lab, salt_run_cli, names, cli_hosts)
         with shadow_pillar(pillar_dir, pillar):
             row = figures.setdefault(size, {})
-            # warm: minions that have run jobs before (the no-op's condition); cold: minions
-            # just started on freshly reset hosts (the build's condition)
-            floors, cold = [], []
+            # cold: minions just started on freshly reset hosts (the build's condition); warm
+            # (below): right after each no-op, on the same built cluster (the no-op's condition,
+            # its emulated managers' CPU included)
+            cold, all_floors = [], []
             for _ in range(repeats):
                 power_only(lab, names + cli_hosts)
                 cold.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
-                floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
-            row["floor"] = summary([f[0] for f in floors])
-            row["floor steps"] = medians([f[2] for f in floors])
             row["cold floor"] = summary([f[0] for f in cold])
             row["cold floor steps"] = medians([f[2] for f in cold])
             for seconds in install_times:
                 builds, paths, noops, mutating, reads, pss, concerns = [], [], [], [], [], [], []
+                floors = []
                 build_cpu = []
                 build_steps, noop_steps, slowest, packages = [], [], [], []
                 for _ in range(repeats):
@@ -373,7 +374,10 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                     mutating.append(len(emulator.mutating()))
                     reads.append(status_reads(emulator, names))
                     concerns.append(reads_by_concern(run, emulator, names, lab))
+                    floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
+                all_floors += floors
                 row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
+                                      "floor": summary([f[0] for f in floors]),
                                       "no-op": summary(noops), "no-op mutating": max(mutating),
                                       "no-op status reads per node (max)": max(reads),
                                       "no-op reads per node by concern (max)": {
@@ -387,6 +391,8 @@ def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestc
                                       "no-op steps": medians(noop_steps),
                                       "build's slowest states": medians(slowest),
                                       "build timeline (last run)": last_timeline}
+            row["floor"] = summary([f[0] for f in all_floors])
+            row["floor steps"] = medians([f[2] for f in all_floors])
 
 
 def fleet_pillar(base, lab, clusters):
@@ -524,20 +530,21 @@ def cpu_seconds():
 def render(report):
     out = [f"cloudify_ha bench: {report['cores']} cores, salt {report['salt']}"
            f"{' (quick)' if report['quick'] else ''}", "",
-           "floor: warm minions (compared with the no-op); cold floor: minions just started on "
-           "reset hosts (compared with the build)", "",
+           "floor: warm minions on the built cluster, right after each no-op (compared with the "
+           "no-op); cold floor: minions just started on reset hosts (compared with the build)", "",
            f"{'N':>2} {'T':>3} {'floor':>14} {'cold floor':>14} {'build':>20} {'crit.path':>10} "
            f"{'build/cold':>10} "
            f"{'build/path':>10} {'no-op':>20} {'noop/floor':>10} {'mut':>3} {'reads':>5} {'PSS MiB':>8}"]
     for size, row in report["figures"].items():
-        floor = row["floor"]["median"]
         cold = row.get("cold floor", row["floor"])
         for key, fig in row.items():
             if not key.startswith("T="):
                 continue
             build, path, noop = fig["build"], fig["critical path"]["median"], fig["no-op"]
+            warm = fig.get("floor", row["floor"])
+            floor = warm["median"]
             out.append(
-                f"{size:>2} {key[2:]:>3} {_mm(row['floor']):>14} {_mm(cold):>14} {_mm(build):>20} "
+                f"{size:>2} {key[2:]:>3} {_mm(warm):>14} {_mm(cold):>14} {_mm(build):>20} "
                 f"{path:>10.1f} {build['median'] / cold['median']:>10.2f} "
                 f"{(build['median'] / path if path else float('nan')):>10.2f} {_mm(noop):>20} "
                 f"{noop['median'] / floor:>10.2f} {fig['no-op mutating']:>3} "
@@ -623,7 +630,7 @@ def verdicts(report):
             out.append(f"N={size} {name}: {ratio:.2f}; least possible here "
                        f"{least:.2f} (cold floor {cold:.1f} s + critical path {path:.1f} s)"
                        f"{with_package}: {_verdict(ratio, least, targets[name])}")
-            noop = fig["no-op"]["median"] / row["floor"]["median"]
+            noop = fig["no-op"]["median"] / fig.get("floor", row["floor"])["median"]
             out.append(f"N={size} {key} no-op/floor: {noop:.2f}, {fig['no-op mutating']} mutating "
                        f"commands: {_verdict(noop, 0, targets['no-op/floor'])}"
                        f"{'' if fig['no-op mutating'] == 0 else ' (but it mutated)'}")
