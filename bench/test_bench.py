@@ -625,15 +625,23 @@ def verdicts(report):
                 more = (cold + path + package) / path
             else:
                 continue
+            if name not in targets:
+                continue  # a report written before this target had its name
             with_package = (f", {more:.2f} with the leader's package install ({package:.1f} s)"
                             if package else "")
             out.append(f"N={size} {name}: {ratio:.2f}; least possible here "
                        f"{least:.2f} (cold floor {cold:.1f} s + critical path {path:.1f} s)"
                        f"{with_package}: {_verdict(ratio, least, targets[name])}")
             noop = fig["no-op"]["median"] / fig.get("floor", row["floor"])["median"]
+            reads = max((c["status"] for c in
+                         (fig.get("no-op reads per node by concern (max)") or {}).values()),
+                        default=0)
+            verdict = _verdict(noop, 0, targets["no-op/floor"])
+            if fig["no-op mutating"] or reads > 1:
+                verdict = "missed"
             out.append(f"N={size} {key} no-op/floor: {noop:.2f}, {fig['no-op mutating']} mutating "
-                       f"commands: {_verdict(noop, 0, targets['no-op/floor'])}"
-                       f"{'' if fig['no-op mutating'] == 0 else ' (but it mutated)'}")
+                       f"commands, at most {reads} status read(s) per manager per concern: "
+                       f"{verdict}")
     fleet = {int(k): v for k, v in (report.get("fleet") or {}).items()}
     if 1 in fleet and 4 in fleet and fleet[4].get("cpu seconds"):
         cpu, one = fleet[4]["cpu seconds"]["median"], fleet[1]["median"]
