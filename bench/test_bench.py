@@ -264,27 +264,29 @@ def around_steps(run, started, wall):
     return before, wall - before - span
 
 
+def _state_durations(run, steps):
+    """(state id, seconds) of every state each minion ran in the given steps of a run."""
+    for sid in steps:
+        for states in run.minion_states(sid).values():
+            for state in states.values() if isinstance(states, dict) else ():
+                if isinstance(state, dict) and "__id__" in state:
+                    yield state["__id__"], (state.get("duration") or 0) / 1000
+
+
 def slowest_states(run, top=6):
     """The states that took longest on a minion in a run: {state id: seconds}, the largest
     duration of that state over minions and steps."""
     worst = {}
-    for sid in run.steps:
-        for states in run.minion_states(sid).values():
-            if not isinstance(states, dict):
-                continue
-            for state in states.values():
-                if isinstance(state, dict) and "__id__" in state:
-                    seconds = (state.get("duration") or 0) / 1000
-                    worst[state["__id__"]] = max(worst.get(state["__id__"], 0.0), seconds)
+    for state_id, seconds in _state_durations(run, run.steps):
+        worst[state_id] = max(worst.get(state_id, 0.0), seconds)
     return dict(sorted(worst.items(), key=lambda i: -i[1])[:top])
 
 
 def state_seconds(run, step, state_id):
     """How long one state took in one step of a run (the step's one minion)."""
-    for states in run.minion_states(step).values():
-        for state in states.values() if isinstance(states, dict) else ():
-            if isinstance(state, dict) and state.get("__id__") == state_id:
-                return (state.get("duration") or 0) / 1000
+    for found, seconds in _state_durations(run, [step]):
+        if found == state_id:
+            return seconds
     raise AssertionError(f"{step} ran no state {state_id}: {run}")
 
 
