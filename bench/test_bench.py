@@ -615,35 +615,10 @@ def verdicts(report):
         for key, fig in row.items():
             if not key.startswith("T="):
                 continue
-            path, build = fig["critical path"]["median"], fig["build"]["median"]
-            package = (fig.get("leader's package install") or {}).get("median", 0.0)
-            if key == "T=0":
-                name = "build/cold floor (T=0)"
-                ratio, least = build / cold, (cold + path) / cold
-                more = (cold + path + package) / cold
-            elif key == "T=10" and path:
-                name = "build/critical path (T=10)"
-                ratio, least = build / path, (cold + path) / path
-                more = (cold + path + package) / path
-            else:
-                continue
-            if name not in targets:
-                continue  # a report written before this target had its name
-            with_package = (f", {more:.2f} with the leader's package install ({package:.1f} s)"
-                            if package else "")
-            out.append(f"N={size} {name}: {ratio:.2f}; least possible here "
-                       f"{least:.2f} (cold floor {cold:.1f} s + critical path {path:.1f} s)"
-                       f"{with_package}: {_verdict(ratio, least, targets[name])}")
-            noop = fig["no-op"]["median"] / fig.get("floor", row["floor"])["median"]
-            reads = max((c["status"] for c in
-                         (fig.get("no-op reads per node by concern (max)") or {}).values()),
-                        default=0)
-            verdict = _verdict(noop, 0, targets["no-op/floor"])
-            if fig["no-op mutating"] or reads > 1:
-                verdict = "missed"
-            out.append(f"N={size} {key} no-op/floor: {noop:.2f}, {fig['no-op mutating']} mutating "
-                       f"commands, at most {reads} status read(s) per manager per concern: "
-                       f"{verdict}")
+            build = _build_verdict(size, key, fig, cold, targets)
+            out += [build] if build else []
+            if "no-op/floor" in targets:
+                out.append(_noop_verdict(size, key, fig, row, targets["no-op/floor"]))
     fleet = {int(k): v for k, v in (report.get("fleet") or {}).items()}
     if 1 in fleet and 4 in fleet and fleet[4].get("cpu seconds"):
         cpu, one = fleet[4]["cpu seconds"]["median"], fleet[1]["median"]
@@ -655,6 +630,40 @@ def verdicts(report):
                    f"{cpu / (targets[name] * one):.1f} cores: "
                    f"{_verdict(fleet[4]['median'] / one, least, targets[name])}")
     return out
+
+
+def _build_verdict(size, key, fig, cold, targets):
+    """The build's target at T = 0 (against the cold floor) or T = 10 (against the critical
+    path), with the least possible here; None where no target applies."""
+    path, build = fig["critical path"]["median"], fig["build"]["median"]
+    package = (fig.get("leader's package install") or {}).get("median", 0.0)
+    if key == "T=0":
+        name, base = "build/cold floor (T=0)", cold
+    elif key == "T=10" and path:
+        name, base = "build/critical path (T=10)", path
+    else:
+        return None
+    if name not in targets:
+        return None  # a report written before this target had its name
+    ratio, least, more = build / base, (cold + path) / base, (cold + path + package) / base
+    with_package = (f", {more:.2f} with the leader's package install ({package:.1f} s)"
+                    if package else "")
+    return (f"N={size} {name}: {ratio:.2f}; least possible here "
+            f"{least:.2f} (cold floor {cold:.1f} s + critical path {path:.1f} s)"
+            f"{with_package}: {_verdict(ratio, least, targets[name])}")
+
+
+def _noop_verdict(size, key, fig, row, target):
+    """The no-op's target: its time against the warm floor, no mutating command, and at most
+    one /status read per manager per concern."""
+    noop = fig["no-op"]["median"] / fig.get("floor", row["floor"])["median"]
+    reads = max((c["status"] for c in
+                 (fig.get("no-op reads per node by concern (max)") or {}).values()), default=0)
+    verdict = _verdict(noop, 0, target)
+    if fig["no-op mutating"] or reads > 1:
+        verdict = "missed"
+    return (f"N={size} {key} no-op/floor: {noop:.2f}, {fig['no-op mutating']} mutating "
+            f"commands, at most {reads} status read(s) per manager per concern: {verdict}")
 
 
 def _verdict(ratio, least, target):
