@@ -59,9 +59,16 @@ def _rest():
     return _util("cloudify_ha_rest")
 
 
+def _pillar(key, default=None):
+    """A pillar value as plain data, on every Salt: ``pillar.get`` masks what it returns outside
+    templates from 3008 on (only 3008 has its ``unmask``); the loaded pillar (``__pillar__``,
+    what ``pillar.get`` reads) holds the plain values on every version."""
+    return _pillar_util().lookup(__pillar__, key, default)
+
+
 def _settings(cluster=None, need_manager=True):
     """(cluster settings, this minion's manager entry or None)."""
-    pillar = __salt__["pillar.get"]("cloudify_ha", {}, unmask=True)
+    pillar = _pillar("cloudify_ha", {}) or {}
     util = _pillar_util()
     settings, manager = util.find_manager(pillar, __opts__["id"], cluster)
     if settings is None and cluster is not None:
@@ -200,8 +207,7 @@ def _install_log_tail(settings, lines=25):
 
 # ---- reading the node and the cluster ---------------------------------------------------------
 def _package(settings=None):
-    return __salt__["pillar.get"]("cloudify_ha:lookup:installer_package",
-                               "cloudify-manager-install", unmask=True)
+    return _pillar("cloudify_ha:lookup:installer_package", "cloudify-manager-install")
 
 
 def node_state(cluster=None):
@@ -832,9 +838,9 @@ def plan(pillar=None, cluster=None):
         salt-run salt.cmd cloudify_ha.plan
     """
     if pillar is None:
-        pillar = __salt__["pillar.get"]("cloudify_ha", {}, unmask=True)
+        pillar = _pillar("cloudify_ha", {})
     util = _pillar_util()
-    result = util.plan(pillar, cluster)
+    result = util.plan(util.plain(pillar), cluster)
     for name, settings in result["clusters"].items():
         result["clusters"][name] = _public(settings)
     return result

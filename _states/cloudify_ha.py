@@ -112,6 +112,23 @@ def _pkg_missing(ret, name):
                       "host; apply the cloudify_ha.installer SLS first")
 
 
+# ---- refused --------------------------------------------------------------------------------
+def refused(name, comment):
+    """
+    Fails with ``comment``, changing nothing, also under ``test=True``: how the formula's SLS and
+    orchestrations stop on a problem they found while rendering (an invalid pillar, a minion
+    that is not a manager). The same on every Salt: ``test.configurable_test_state`` fails in
+    test mode only from 3007 on (``allow_test_mode_failure``).
+
+    .. code-block:: yaml
+
+        cloudify_ha-orch-validate:
+          cloudify_ha.refused:
+            - comment: the cloudify_ha pillar is invalid; nothing was changed on any host
+    """
+    return {"name": name, "changes": {}, "result": False, "comment": str(comment)}
+
+
 # ---- manager_installed ---------------------------------------------------------------------
 def manager_installed(name, cluster=None, allow_database_reset=False):
     """

@@ -9,6 +9,7 @@ import copy
 import difflib
 import ipaddress
 import re
+from collections.abc import Mapping
 
 ROOT = "cloudify_ha:clusters"
 
@@ -67,6 +68,26 @@ class PillarError(ValueError):
     def __init__(self, errors):
         super().__init__("\n".join(errors))
         self.errors = list(errors)
+
+
+def plain(value):
+    """The value as plain dicts and lists: Salt 3008 hands pillar over as MaskedDict/MaskedList,
+    whose repr (and Salt's output) hides every string in it; older Salts hand over plain data."""
+    if isinstance(value, Mapping):
+        return {key: plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    return value
+
+
+def lookup(data, key, default=None):
+    """``key`` ("a:b:c") in nested mappings, as plain data; ``default`` where a part is missing."""
+    value = data
+    for part in key.split(":"):
+        if not isinstance(value, Mapping) or part not in value:
+            return default
+        value = value[part]
+    return plain(value)
 
 
 def merge(base, override):

@@ -26,9 +26,7 @@ cloudify_ha-installer-psql:
 {%- else %}
 
 cloudify_ha-installer-not-a-manager:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: minion {{ grains["id"] }} is not a manager of any cluster in pillar cloudify_ha:clusters
+  cloudify_ha.refused:
+    - comment: {{ ("minion " ~ grains["id"] ~ " is not a manager of any cluster in pillar "
+                   "cloudify_ha:clusters") | json }}
 {%- endif %}

@@ -18,16 +18,11 @@
 
 {%- if errors %}
 
+{%-   set text = ["the cloudify_ha pillar is invalid; the load balancer's configuration was not "
+                 "changed:"] + errors | map("regex_replace", "^", "- ") | list %}
 cloudify_ha-loadbalancer-invalid-pillar:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: |
-        the cloudify_ha pillar is invalid; the load balancer's configuration was not changed:
-{%-   for error in errors %}
-        - {{ error }}
-{%-   endfor %}
+  cloudify_ha.refused:
+    - comment: {{ text | join("\n") | json }}
 {%- elif clusters %}
 {%-   set lb = clusters[0].loadbalancer %}
 {%-   set manager = lookup.haproxy_manager %}

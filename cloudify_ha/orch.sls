@@ -16,37 +16,28 @@
 
 {%- if "cloudify_ha.plan" not in salt or "cloudify_ha.minions_without_modules" not in salt %}
 
+{#- Salt's own state: without the formula's modules the master has no formula state either #}
 cloudify_ha-orch-validate:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: >-
+  test.fail_without_changes:
+    - name: >-
         the cloudify_ha modules on the master are missing or older than the formula: run
         'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then re-run
 {%- else %}
 {%-   set plan = salt["cloudify_ha.plan"](cluster=only) %}
 {%-   if plan.errors %}
 
+{%-     set text = ["the cloudify_ha pillar is invalid; nothing was changed on any host. Fix:"]
+                   + plan.errors | map("regex_replace", "^", "- ") | list %}
 cloudify_ha-orch-validate:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: |
-        the cloudify_ha pillar is invalid; nothing was changed on any host. Fix:
-{%-     for error in plan.errors %}
-        - {{ error }}
-{%-     endfor %}
+  cloudify_ha.refused:
+    - comment: {{ text | join("\n") | json }}
 {%-   else %}
 
+{%-     set text = ["the cloudify_ha pillar is valid: " ~ plan.clusters | length ~ " cluster(s) to build"]
+                   + plan.warnings | map("regex_replace", "^", "warning: ") | list %}
 cloudify_ha-orch-validate:
   test.succeed_without_changes:
-    - name: |
-        the cloudify_ha pillar is valid: {{ plan.clusters | length }} cluster(s) to build
-{%-     for warning in plan.warnings %}
-        warning: {{ warning }}
-{%-     endfor %}
+    - name: {{ (text | join("\n") ~ "\n") | json }}
 
 {#- Which minions answer, whether their copies of the formula's modules are current, and each
     manager's node state: one call for all, so that a dead host is checked, not targeted, a no-op
@@ -128,13 +119,10 @@ cloudify_ha-orch-sync:
 {%-       if not up %}
 
 cloudify_ha-orch-{{ cname }}-no-manager-answers:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: >-
-        cluster {{ cname }}: none of its managers' minions answers
-        ({{ c.managers | map(attribute="minion_id") | join(", ") }}); nothing can be done
+  cloudify_ha.refused:
+    - comment: {{ ("cluster " ~ cname ~ ": none of its managers' minions answers ("
+                   ~ c.managers | map(attribute="minion_id") | join(", ")
+                   ~ "); nothing can be done") | json }}
 {%-       else %}
 {%-         set helper = up[0].minion_id %}
 {%-         set cli_up = c.cli_hosts | select("in", alive) | list %}
@@ -240,13 +228,10 @@ cloudify_ha-orch-{{ cname }}-profiles:
 {%-         if cli_down %}
 
 cloudify_ha-orch-{{ cname }}-profiles-not-refreshed:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: >-
-        cluster {{ cname }}: the minions of CLI hosts {{ cli_down | join(", ") }} do not
-        answer: their profiles were not refreshed; re-run when they are up
+  cloudify_ha.refused:
+    - comment: {{ ("cluster " ~ cname ~ ": the minions of CLI hosts " ~ cli_down | join(", ")
+                   ~ " do not answer: their profiles were not refreshed; re-run when they are up")
+                  | json }}
     - require:
       - salt: {{ prev.id }}
 {%-         endif %}
@@ -263,13 +248,10 @@ cloudify_ha-orch-{{ cname }}-loadbalancer:
     - sls: {{ tplroot }}.loadbalancer
     - parallel: {{ parallel }}
 {%-           else %}
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: >-
-        cluster {{ cname }}: load balancer minion(s)
-        {{ c.loadbalancer.minion_ids | reject("in", alive) | join(", ") }} do not answer
+  cloudify_ha.refused:
+    - comment: {{ ("cluster " ~ cname ~ ": load balancer minion(s) "
+                   ~ c.loadbalancer.minion_ids | reject("in", alive) | join(", ") ~ " do not answer")
+                  | json }}
 {%-           endif %}
     - require:
       - salt: {{ prev.id }}

@@ -4,7 +4,7 @@
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
 {#- the active node the orchestration's plan found, per cluster (cloudify_ha.joined explains) #}
-{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}, unmask=True) or {} %}
+{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) or {} %}
 {%- if me.cli_of %}
 
 include:

@@ -11,9 +11,6 @@ cloudify_ha-cluster-down-{{ node }}-listed:
 {%- else %}
 
 cloudify_ha-cluster-down-missing-pillar:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
+  cloudify_ha.refused:
     - comment: cloudify_ha.cluster.down needs pillar cloudify_ha_orch:node and cloudify_ha_orch:cluster
 {%- endif %}

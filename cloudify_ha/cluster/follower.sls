@@ -17,7 +17,7 @@ cloudify_ha-cluster-follower-joined:
     # and does nothing before the cluster has been started
     - replace_stale: {{ salt["pillar.get"]("cloudify_ha_orch:rejoin", False) or me.cluster.get("replace_stale", False) }}
     - if_cluster_runs: {{ salt["pillar.get"]("cloudify_ha_orch:rejoin", False) }}
-    - active_hint: {{ (salt["pillar.get"]("cloudify_ha_orch:active", {}, unmask=True) or {}).get(me.cluster_name) | json }}
+    - active_hint: {{ (salt["pillar.get"]("cloudify_ha_orch:active", {}) or {}).get(me.cluster_name) | json }}
     - require:
       - pkg: cloudify_ha-installer-package
 {%- endif %}

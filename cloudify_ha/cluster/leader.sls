@@ -24,7 +24,7 @@ cloudify_ha-cluster-leader-joined:
     - host_ip: {{ me.manager.private_ip }}
     - cluster: {{ me.cluster_name }}
     - replace_stale: {{ me.cluster.get("replace_stale", False) }}
-    - active_hint: {{ (salt["pillar.get"]("cloudify_ha_orch:active", {}, unmask=True) or {}).get(me.cluster_name) | json }}
+    - active_hint: {{ (salt["pillar.get"]("cloudify_ha_orch:active", {}) or {}).get(me.cluster_name) | json }}
     - require:
       - cloudify_ha: cloudify_ha-cluster-leader-started
 {%- endif %}

@@ -23,15 +23,13 @@
 
 {%- if "cloudify_ha.plan" not in salt or plan.errors %}
 
+{#- Salt's own state: the formula's modules, its states among them, may be missing here #}
 cloudify_ha-rejoin-validate:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: >-
-        rejoin of {{ node }}: the cloudify_ha pillar is invalid or the formula's modules are
-        not synced to the master (salt-run saltutil.sync_all); nothing was changed. Run
-        salt-run state.orch cloudify_ha.orch test=True to see the errors
+  test.fail_without_changes:
+    - name: {{ ("rejoin of " ~ node ~ ": the cloudify_ha pillar is invalid or the formula's "
+                "modules are not synced to the master (salt-run saltutil.sync_all); nothing was "
+                "changed. Run salt-run state.orch cloudify_ha.orch test=True to see the errors")
+               | json }}
 {%- elif not ns.manager %}
 {%-   do salt["log.warning"]("cloudify_ha rejoin: ignored: '" ~ node ~ "' is not a manager of a cluster in pillar cloudify_ha:clusters") %}
 

@@ -20,11 +20,14 @@
 {%- if problem %}
 
 cloudify_ha-retire-validate:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
+{%-   if plan is none %}
+  {#- Salt's own state: the formula's states may be missing on the master too #}
+  test.fail_without_changes:
+    - name: {{ problem | json }}
+{%-   else %}
+  cloudify_ha.refused:
     - comment: {{ problem | json }}
+{%-   endif %}
 {%- else %}
 {%-   set c = plan.clusters[cname] %}
 {%-   set ids = c.managers | map(attribute="minion_id") | list %}
@@ -33,11 +36,8 @@ cloudify_ha-retire-validate:
 {%-   if not alive %}
 
 cloudify_ha-retire-{{ node }}:
-  test.configurable_test_state:
-    - changes: false
-    - result: false
-    - allow_test_mode_failure: true
-    - comment: no manager of cluster {{ cname }} answers; nothing can be retired
+  cloudify_ha.refused:
+    - comment: {{ ("no manager of cluster " ~ cname ~ " answers; nothing can be retired") | json }}
 {%-   else %}
 {%-     set absent_pillar = {"cloudify_ha_orch": dict(node=node, cluster=cname)} %}
 

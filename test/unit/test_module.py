@@ -1,5 +1,5 @@
-"""_modules/cloudify_ha.py: the execution module, with a fake Salt (cmd.run_all, pillar.get,
-pkg.version), the host's files under tmp_path, and the REST client's `request` replaced by a fake.
+"""_modules/cloudify_ha.py: the execution module, with a fake Salt (cmd.run_all, pkg.version)
+and pillar, the host's files under tmp_path, and the REST client's `request` replaced by a fake.
 """
 
 import hashlib
@@ -51,28 +51,37 @@ def pillar():
     return data
 
 
-def pillar_get(pillar):
-    def get(key, default=None, **_kwargs):
-        value = {"cloudify_ha": pillar}
-        for part in key.split(":"):
-            if not isinstance(value, dict) or part not in value:
-                return default
-            value = value[part]
-        return value
-    return get
+class MaskedDict(dict):
+    """What Salt 3008 loads pillar as: plain values inside, every string hidden in its repr."""
+
+    def __repr__(self):
+        return "{'**********'}"
+
+
+class MaskedList(list):
+    def __repr__(self):
+        return "['**********']"
+
+
+def masked(value):
+    if isinstance(value, dict):
+        return MaskedDict({k: masked(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return MaskedList(masked(v) for v in value)
+    return value
 
 
 @pytest.fixture
-def salt(pillar):
-    return {"pillar.get": MagicMock(side_effect=pillar_get(pillar)),
-            "pkg.version": MagicMock(return_value="4.6.0-ga"),
+def salt():
+    # no pillar.get: it masks its answer on 3008 (outside templates) and has no unmask before
+    return {"pkg.version": MagicMock(return_value="4.6.0-ga"),
             "cmd.run_all": MagicMock(return_value=done())}
 
 
 @pytest.fixture
-def configure_loader_modules(salt):
+def configure_loader_modules(salt, pillar):
     return {MODULE: {"__salt__": salt, "__opts__": {"id": MINION, "test": False},
-                     "__utils__": UTILS}}
+                     "__utils__": UTILS, "__pillar__": {"cloudify_ha": pillar}}}
 
 
 @pytest.fixture(autouse=True)
@@ -614,10 +623,9 @@ def test_resources_lists_the_files_of_the_host(host):
     assert (MODULE.resources(), MODULE.is_empty()) == (["blueprints/t/app/blueprint.yaml"], False)
 
 
-def test_plan_from_pillar_has_no_secret(salt, pillar):
+def test_plan_from_pillar_has_no_secret(pillar):
     pillar["clusters"]["prod"]["loadbalancer"].update(ssl=True, ssl_cert="LB CERT AND KEY")
     result = MODULE.plan()
-    salt["pillar.get"].assert_called_once_with("cloudify_ha", {}, unmask=True)
     assert (result["errors"], result["warnings"], list(result["clusters"])) == ([], [], ["prod"])
     prod = result["clusters"]["prod"]
     assert prod["database"] == {"host": "10.0.0.5", "port": 5432}
@@ -626,9 +634,17 @@ def test_plan_from_pillar_has_no_secret(salt, pillar):
     assert_no_secret(repr(result))
 
 
-def test_plan_of_a_given_pillar_with_errors(salt):
+def test_a_masked_pillar_is_read_as_plain_data(configure_loader_modules, pillar):
+    configure_loader_modules[MODULE]["__pillar__"]["cloudify_ha"] = masked(pillar)
+    settings, manager = MODULE._settings()  # pylint: disable=protected-access
+    assert (manager["name"], settings["admin"]["password"]) == ("cfy-mgr2", ADMIN_PW)
+    assert type(settings["database"]) is dict and type(manager) is dict  # noqa: E721
+    assert "cfy-mgr3" in repr(MODULE.plan())
+
+
+def test_plan_of_a_given_pillar_with_errors():
+    # the loaded pillar is valid: the errors can only come from the one given
     result = MODULE.plan(pillar={"clusters": {"prod": {"leader": "x"}}})
-    salt["pillar.get"].assert_not_called()
     assert result["clusters"] == {} and "cloudify_ha:clusters:prod:managers: list the" in \
         result["errors"][0]
 

@@ -125,6 +125,15 @@ def ret(name, result, comment, changes=None):
     return {"name": name, "result": result, "comment": comment, "changes": changes or {}}
 
 
+@pytest.mark.parametrize("test", [False, True])
+def test_refused_fails_with_its_comment_also_in_test_mode(test):
+    fake = FakeModule()
+    assert run(STATES.refused, fake, test=test, name="cloudify_ha-orch-validate",
+               comment="the pillar is invalid\n- a:b: fix it") == ret(
+        "cloudify_ha-orch-validate", False, "the pillar is invalid\n- a:b: fix it")
+    assert fake.order == []
+
+
 def test_virtual_needs_the_execution_module():
     with patch.dict(STATES.__salt__, {"cloudify_ha.node_state": MagicMock()}):
         assert STATES.__virtual__() == "cloudify_ha"
