@@ -1,0 +1,76 @@
+"""Fixtures of the render tests: a formula file root, the two pillars, the host's grains.
+
+Only fixtures: nothing here applies outside test/render.
+"""
+
+import shutil
+
+import pytest
+import salt.loader
+import yaml
+
+from render_setup import LAB_FACTS, REPO, Minion, base_opts, formula_root, opts_for
+
+
+@pytest.fixture(scope="session")
+def render_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("render")
+
+
+@pytest.fixture(scope="session")
+def file_root(render_root):
+    return formula_root(render_root)
+
+
+@pytest.fixture(scope="session")
+def example_pillar_root(render_root):
+    """pillar.example as the only pillar of every minion (and of the master)."""
+    root = render_root / "pillar-example"
+    root.mkdir()
+    (root / "top.sls").write_text(yaml.safe_dump({"base": {"*": ["cloudify_ha"]}}))
+    shutil.copy(REPO / "pillar.example", root / "cloudify_ha.sls")
+    return root
+
+
+@pytest.fixture(scope="session")
+def lab_pillar_root(render_root):
+    """A first pillar root holding a lab.yaml of fixed values, before test/pillar."""
+    root = render_root / "pillar-lab"
+    root.mkdir()
+    (root / "lab.yaml").write_text(yaml.safe_dump(LAB_FACTS))
+    return root
+
+
+@pytest.fixture(scope="session")
+def example_opts(render_root, file_root, example_pillar_root):
+    return base_opts(render_root, file_root, [example_pillar_root], "unset")
+
+
+@pytest.fixture(scope="session")
+def lab_opts(render_root, file_root, lab_pillar_root):
+    return base_opts(render_root, file_root, [lab_pillar_root, REPO / "test" / "pillar"], "unset")
+
+
+@pytest.fixture(scope="session")
+def host_grains(example_opts):
+    # read once: the SLS only read `id` and `init` from the grains, which each test sets
+    return salt.loader.grains(example_opts)
+
+
+@pytest.fixture(scope="session")
+def minion(example_opts, lab_opts, host_grains):
+    """minion(pillar name, minion id, pillar=..., binaries=..., init=...): a Minion, built once
+    per argument set (pillar and loaders take 0.15 s to build) and reused by every test."""
+    built = {}
+    bases = {"example": example_opts, "lab": lab_opts}
+
+    def get(pillar_name, minion_id, pillar=None, binaries=("nft",), init="systemd", test=False):
+        key = (pillar_name, minion_id, repr(pillar), tuple(sorted(binaries)), init, test)
+        if key not in built:
+            opts = opts_for(bases[pillar_name], host_grains, minion_id, test=test, init=init)
+            built[key] = Minion(opts, pillar=pillar, binaries=binaries)
+        return built[key]
+
+    yield get
+    for each in built.values():
+        each.close()

@@ -1,0 +1,205 @@
+"""Every minion-side SLS, for every role of pillar.example and of the lab's pillar, compiled by
+Salt's own HighState: the state IDs and functions each role gets, and that Salt can call each
+of them with the arguments the SLS gives (the state engine's own checks, before it runs one)."""
+
+import pytest
+
+from render_setup import (CLI, FOLLOWER, LB, LEADER, STRANGER, args_of, functions_of,
+                          minion_sls, problems_of)
+
+INSTALLER = {"cloudify_ha-installer-package": "pkg.installed",
+             "cloudify_ha-installer-psql": "pkg.installed"}
+NOT_A_MANAGER = {"cloudify_ha-installer-not-a-manager": "cloudify_ha.refused"}
+MANAGER_INSTALLED = {"cloudify_ha-manager-installed": "cloudify_ha.manager_installed"}
+SYNC = {**{f"cloudify_ha-sync-{kind}": f"saltutil.sync_{kind}"
+           for kind in ("utils", "modules", "states", "beacons", "grains")},
+        "cloudify_ha-sync-reload-modules": "module.run"}
+# the same for every role: they name no role
+EVERYONE = {
+    "cloudify_ha.sync": SYNC,
+    "cloudify_ha.reactor.master": {"cloudify_ha-reactor-master-config": "file.managed"},
+    "cloudify_ha.cluster.absent": {"cloudify_ha-cluster-absent-missing-pillar":
+                                   "cloudify_ha.refused"},
+    "cloudify_ha.cluster.down": {"cloudify_ha-cluster-down-missing-pillar": "cloudify_ha.refused"},
+}
+NOTHING = {
+    "cloudify_ha.cli": {"cloudify_ha-cli-nothing-here": "test.succeed_without_changes"},
+    "cloudify_ha.firewall": {"cloudify_ha-firewall-nothing-to-do": "test.succeed_without_changes"},
+    "cloudify_ha.loadbalancer": {"cloudify_ha-loadbalancer-nothing-here":
+                                 "test.succeed_without_changes"},
+    "cloudify_ha.profile": {"cloudify_ha-profile-nothing-here": "test.succeed_without_changes"},
+}
+NOT_MANAGER_SLS = {sls: NOT_A_MANAGER for sls in ("cloudify_ha.installer", "cloudify_ha.manager",
+                                                  "cloudify_ha.cluster.leader",
+                                                  "cloudify_ha.cluster.follower")}
+MANAGER = {
+    **EVERYONE, **NOTHING,
+    "cloudify_ha.installer": INSTALLER,
+    "cloudify_ha.firewall": {"cloudify_ha-firewall-nftables-file": "file.managed",
+                             "cloudify_ha-firewall-nftables-loaded":
+                             "cloudify_ha_firewall.rules_loaded"},
+    "cloudify_ha.manager": {**INSTALLER, **MANAGER_INSTALLED},
+    "cloudify_ha.cluster.leader": {
+        **INSTALLER, **MANAGER_INSTALLED,
+        "cloudify_ha-cluster-leader-started": "cloudify_ha.cluster_started",
+        "cloudify_ha-cluster-leader-joined": "cloudify_ha.joined"},
+    "cloudify_ha.cluster.follower": {**INSTALLER,
+                                     "cloudify_ha-cluster-follower-joined": "cloudify_ha.joined"},
+    "cloudify_ha.profile": {"cloudify_ha-profile-local": "cloudify_ha.profile_updated"},
+}
+
+
+def cli_host(cluster):
+    package = {f"cloudify_ha-profile-{cluster}-cli-package": "pkg.installed"}
+    return {**EVERYONE, **NOTHING, **NOT_MANAGER_SLS,
+            "cloudify_ha.cli": package,
+            "cloudify_ha.profile": {
+                **package, f"cloudify_ha-profile-{cluster}": "cloudify_ha.profile_updated"}}
+
+
+STRANGER_ROLE = {**EVERYONE, **NOTHING, **NOT_MANAGER_SLS}
+LB_ROLE = {**STRANGER_ROLE,
+           "cloudify_ha.loadbalancer": {
+               "cloudify_ha-loadbalancer-package": "pkg.installed",
+               "cloudify_ha-loadbalancer-socket-dir": "file.directory",
+               "cloudify_ha-loadbalancer-config": "file.managed",
+               # systemd is init here (the `minion` fixture's default)
+               "cloudify_ha-loadbalancer-running": "service.running"}}
+
+ROLES = {
+    ("example", LEADER): MANAGER,
+    ("example", FOLLOWER): MANAGER,
+    ("example", CLI): cli_host("prod"),
+    ("example", LB): LB_ROLE,
+    ("example", STRANGER): STRANGER_ROLE,
+    ("lab", "mgr1"): MANAGER,
+    ("lab", "mgr2"): MANAGER,
+    ("lab", "cli"): cli_host("lab"),
+    # the lab's pillar has no load balancer: its LB host is no role of the cluster
+    ("lab", "lb"): STRANGER_ROLE,
+}
+CASES = [(pillar, mid, sls) for (pillar, mid), table in ROLES.items() for sls in sorted(table)]
+
+
+def test_the_role_tables_cover_every_minion_sls_of_the_formula():
+    for table in ROLES.values():
+        assert set(table) == minion_sls()
+
+
+@pytest.mark.parametrize("pillar,minion_id,sls", CASES)
+def test_each_role_gets_exactly_its_states(minion, pillar, minion_id, sls):
+    high, errors = minion(pillar, minion_id).render(sls)
+    assert errors == []
+    assert functions_of(high) == ROLES[(pillar, minion_id)][sls]
+
+
+@pytest.mark.parametrize("pillar,minion_id,sls", CASES)
+def test_salt_can_call_every_rendered_state_with_its_arguments(minion, pillar, minion_id, sls):
+    m = minion(pillar, minion_id)
+    high, errors = m.render(sls)
+    assert errors == []
+    assert problems_of(m.state, high) == []
+
+
+# ---- what the states are given ---------------------------------------------------------------
+def test_the_leader_starts_the_cluster_with_its_own_name_and_address(minion):
+    high, _ = minion("example", LEADER).render("cloudify_ha.cluster.leader")
+    started = args_of(high, "cloudify_ha-cluster-leader-started")
+    assert (started["name"], started["host_ip"], started["cluster"]) == ("cfy-mgr1", "10.0.0.11",
+                                                                         "prod")
+    assert started["require"] == [{"cloudify_ha": "cloudify_ha-manager-installed"}]
+    assert args_of(high, "cloudify_ha-manager-installed")["allow_database_reset"] is False
+
+
+def test_a_follower_joins_with_its_own_name_and_no_hint_outside_the_orchestration(minion):
+    high, _ = minion("example", FOLLOWER).render("cloudify_ha.cluster.follower")
+    joined = args_of(high, "cloudify_ha-cluster-follower-joined")
+    assert {k: joined[k] for k in ("name", "host_ip", "cluster", "replace_stale",
+                                   "if_cluster_runs", "active_hint")} == {
+        "name": "cfy-mgr2", "host_ip": "10.0.0.12", "cluster": "prod", "replace_stale": False,
+        "if_cluster_runs": False, "active_hint": None}
+
+
+def test_the_orchestrations_pillar_reaches_the_follower_as_hint_and_rejoin(minion):
+    pillar = {"cloudify_ha_orch": {"active": {"prod": "10.0.0.11"}, "rejoin": True}}
+    high, _ = minion("example", FOLLOWER, pillar=pillar).render("cloudify_ha.cluster.follower")
+    joined = args_of(high, "cloudify_ha-cluster-follower-joined")
+    assert (joined["active_hint"], joined["replace_stale"], joined["if_cluster_runs"]) == (
+        "10.0.0.11", True, True)
+
+
+def test_the_lab_installer_comes_from_the_labs_package_and_psql_from_its_client(minion):
+    high, _ = minion("lab", "mgr2").render("cloudify_ha.installer")
+    package = args_of(high, "cloudify_ha-installer-package")
+    assert package["sources"] == [
+        {"cloudify-manager-install":
+         "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb"}]
+    assert args_of(high, "cloudify_ha-installer-psql")["name"] == "postgresql-client-15"
+
+
+def test_the_cli_host_gets_the_cli_package_and_a_profile_named_after_the_cluster(minion):
+    high, _ = minion("example", CLI).render("cloudify_ha.profile")
+    profile = args_of(high, "cloudify_ha-profile-prod")
+    assert (profile["name"], profile["cluster"], profile["require"]) == (
+        "prod", "prod", [{"pkg": "cloudify_ha-profile-prod-cli-package"}])
+    assert args_of(high, "cloudify_ha-profile-prod-cli-package")["name"] == "cloudify-cli"
+
+
+def test_the_retire_pillar_turns_cluster_absent_into_the_removal_of_that_node(minion):
+    pillar = {"cloudify_ha_orch": {"node": "cfy-mgr3", "cluster": "prod"}}
+    m = minion("example", LEADER, pillar=pillar)
+    high, errors = m.render("cloudify_ha.cluster.absent")
+    assert (errors, functions_of(high)) == ([], {"cloudify_ha-cluster-absent-cfy-mgr3":
+                                                 "cloudify_ha.node_absent"})
+    assert args_of(high, "cloudify_ha-cluster-absent-cfy-mgr3") == {"name": "cfy-mgr3",
+                                                                     "cluster": "prod"}
+    assert problems_of(m.state, high) == []
+
+
+def test_the_down_pillar_turns_cluster_down_into_the_listed_check(minion):
+    pillar = {"cloudify_ha_orch": {"node": "cfy-mgr3", "cluster": "prod"}}
+    m = minion("example", LEADER, pillar=pillar)
+    high, errors = m.render("cloudify_ha.cluster.down")
+    assert (errors, functions_of(high)) == ([], {"cloudify_ha-cluster-down-cfy-mgr3-listed":
+                                                 "cloudify_ha.listed"})
+    assert problems_of(m.state, high) == []
+
+
+def test_a_load_balancer_without_systemd_runs_haproxy_itself(minion):
+    m = minion("example", LB, init="sysvinit")
+    high, errors = m.render("cloudify_ha.loadbalancer")
+    assert errors == []
+    assert functions_of(high)["cloudify_ha-loadbalancer-running"] == "cloudify_ha_lb.running"
+    assert args_of(high, "cloudify_ha-loadbalancer-running")["pidfile"] == "/run/haproxy.pid"
+    assert problems_of(m.state, high) == []
+
+
+def test_an_invalid_pillar_refuses_the_load_balancer(minion):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"loadbalancer": {"fall": 0}}}}}
+    m = minion("example", LB, pillar=pillar)
+    high, errors = m.render("cloudify_ha.loadbalancer")
+    assert (errors, functions_of(high)) == ([], {"cloudify_ha-loadbalancer-invalid-pillar":
+                                                 "cloudify_ha.refused"})
+    assert args_of(high, "cloudify_ha-loadbalancer-invalid-pillar")["comment"] == (
+        "the cloudify_ha pillar is invalid; the load balancer's configuration was not changed:\n"
+        "- cloudify_ha:clusters:prod:loadbalancer:fall: '0' must be a positive integer")
+    assert problems_of(m.state, high) == []
+
+
+def test_the_checks_catch_what_the_state_engine_would_refuse(minion):
+    # hand-written high data with one mistake per state: each must be reported
+    m = minion("example", LEADER)
+    high = {sid: dict(body, __sls__="handmade", __env__="base") for sid, body in {
+        "unknown-keyword": {"cloudify_ha": ["refused", {"comment": "c"},
+                                            {"allow_test_mode_failure": True}]},
+        "missing-argument": {"cloudify_ha": ["refused"]},
+        "no-such-function": {"cloudify_ha": ["no_such_state"]},
+        "dangling-require": {"test": ["succeed_without_changes",
+                                      {"require": [{"pkg": "nowhere"}]}]},
+        "module-run-keyword": {"module": ["run", {"test.echo": [{"text": "x"}, {"bogus": 1}]}]},
+    }.items()}
+    problems = problems_of(m.state, high)
+    # 3008 reports the dangling requisite itself too, in its own words
+    assert [sid for sid in high if not any(sid in p for p in problems)] == [], problems
+    assert [p for p in problems if p.startswith(
+        "unknown-keyword: 'allow_test_mode_failure' is an invalid keyword argument")], problems

@@ -1,0 +1,176 @@
+"""The formula's templates as its SLS render them: the firewall rules (each backend, through
+``slsutil.renderer`` inside cloudify_ha.firewall) and HAProxy's configuration (through
+``file.get_managed``, what ``file.managed`` with ``template: jinja`` and its ``context`` runs)."""
+
+import base64
+import hashlib
+import os
+import re
+
+from render_setup import LB, LEADER, args_of, functions_of, problems_of
+
+NFT_RULES = """table inet cloudify_ha {{
+  comment "cloudify_ha prod {digest}"
+  set cluster_peers {{
+    type ipv4_addr
+    elements = {{ 10.0.0.11, 10.0.0.12, 10.0.0.13 }}
+  }}
+  set rest_clients {{
+    type ipv4_addr
+    flags interval
+    auto-merge
+    elements = {{ 10.0.0.11, 10.0.0.12, 10.0.0.13, 10.0.0.20, 10.0.1.0/24 }}
+  }}
+  chain input {{
+    type filter hook input priority filter - 1; policy accept;
+    iifname "lo" accept
+    ip saddr @cluster_peers tcp dport {{ 8300, 8301, 8500, 22000 }} accept
+    ip saddr @cluster_peers udp dport {{ 8301 }} accept
+    tcp dport {{ 8300, 8301, 8500, 22000 }} drop
+    udp dport {{ 8301 }} drop
+    ip saddr @rest_clients tcp dport 80 accept
+    tcp dport 80 drop
+  }}
+}}
+"""
+IPTABLES_RULES = "".join(
+    ["*filter\n:CLOUDIFY_HA - [0:0]\n-F CLOUDIFY_HA\n-A CLOUDIFY_HA -i lo -j RETURN\n"]
+    + [f"-A CLOUDIFY_HA -s {ip}/32 -p tcp -m multiport --dports 8300,8301,8500,22000 -j ACCEPT\n"
+       f"-A CLOUDIFY_HA -s {ip}/32 -p udp -m multiport --dports 8301 -j ACCEPT\n"
+       for ip in ("10.0.0.11", "10.0.0.12", "10.0.0.13")]
+    + ["-A CLOUDIFY_HA -p tcp -m multiport --dports 8300,8301,8500,22000 -j DROP\n"
+       "-A CLOUDIFY_HA -p udp -m multiport --dports 8301 -j DROP\n"]
+    + [f"-A CLOUDIFY_HA -s {src} -p tcp --dport 80 -j ACCEPT\n"
+       for src in ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.20", "10.0.1.0/24")]
+    + ["-A CLOUDIFY_HA -p tcp --dport 80 -j DROP\n"
+       '-A CLOUDIFY_HA -m comment --comment "cloudify_ha prod {digest}" -j RETURN\nCOMMIT\n'])
+HEADER = "# managed by Salt (cloudify_ha.firewall), do not edit\n"
+
+
+def digest_of(rules):
+    # the formula's marker: the rules' digest rendered without it
+    return hashlib.sha256(rules.format(digest="").encode()).hexdigest()[:16]
+
+
+def firewall(minion, *args, **kwargs):
+    m = minion(*args, **kwargs)
+    high, errors = m.render("cloudify_ha.firewall")
+    assert errors == []
+    assert problems_of(m.state, high) == []
+    return high
+
+
+def test_nftables_where_nft_is_installed_with_the_rules_and_their_digest(minion):
+    high = firewall(minion, "example", LEADER, binaries=("nft",))
+    digest = digest_of(NFT_RULES)
+    managed = args_of(high, "cloudify_ha-firewall-nftables-file")
+    assert (managed["name"], managed["mode"]) == ("/etc/cloudify_ha/firewall.nft", "0644")
+    assert managed["contents"] == (
+        HEADER + "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
+        + NFT_RULES.format(digest=digest))
+    assert args_of(high, "cloudify_ha-firewall-nftables-loaded") == {
+        "name": "/etc/cloudify_ha/firewall.nft", "backend": "nftables",
+        "marker": f"cloudify_ha prod {digest}",
+        "require": [{"file": "cloudify_ha-firewall-nftables-file"}]}
+
+
+def test_iptables_where_the_pillar_asks_for_it_even_with_nft_installed(minion):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"firewall": {"backend": "iptables"}}}}}
+    high = firewall(minion, "example", LEADER, pillar=pillar, binaries=("nft",))
+    digest = digest_of(IPTABLES_RULES)
+    assert args_of(high, "cloudify_ha-firewall-iptables-file")["contents"] == (
+        HEADER + IPTABLES_RULES.format(digest=digest))
+    assert args_of(high, "cloudify_ha-firewall-iptables-loaded")["marker"] == (
+        f"cloudify_ha prod {digest}")
+
+
+def test_iptables_where_neither_firewalld_nor_nft_is_installed(minion):
+    high = firewall(minion, "example", LEADER, binaries=())
+    assert functions_of(high) == {
+        "cloudify_ha-firewall-iptables-file": "file.managed",
+        "cloudify_ha-firewall-iptables-loaded": "cloudify_ha_firewall.rules_loaded"}
+
+
+def test_the_labs_explicit_nftables_backend_wins_over_what_the_host_has(minion):
+    high = firewall(minion, "lab", "mgr1", binaries=())
+    contents = args_of(high, "cloudify_ha-firewall-nftables-file")["contents"]
+    assert "    elements = { 10.10.0.11, 10.10.0.12, 10.10.0.13 }\n" in contents
+    assert ("    elements = { 10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.0/24 }\n"
+            in contents)
+
+
+def test_firewalld_where_it_runs_gets_one_rich_rule_per_peer_port_and_rest_source(minion):
+    high = firewall(minion, "example", LEADER, binaries=("firewall-cmd", "nft"))
+    peers = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+    ports = ("8300-tcp", "8301-tcp", "8301-udp", "8500-tcp", "22000-tcp")
+    rest = peers + ("10.0.0.20", "10.0.1.0/24")
+    assert functions_of(high) == {
+        **{f"cloudify_ha-firewall-firewalld-{ip}-{port}": "cmd.run"
+           for ip in peers for port in ports},
+        **{f"cloudify_ha-firewall-firewalld-rest-{src}": "cmd.run" for src in rest}}
+    rule = 'rule family="ipv4" source address="10.0.1.0/24" port port="80" protocol="tcp" accept'
+    assert args_of(high, "cloudify_ha-firewall-firewalld-rest-10.0.1.0/24") == {
+        "name": f"firewall-cmd --add-rich-rule='{rule}' && "
+                f"firewall-cmd --permanent --add-rich-rule='{rule}'",
+        "unless": f"firewall-cmd --query-rich-rule='{rule}' && "
+                  f"firewall-cmd --permanent --query-rich-rule='{rule}'"}
+
+
+def test_a_disabled_firewall_renders_nothing_to_do(minion):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"firewall": {"enabled": False}}}}}
+    high = firewall(minion, "example", LEADER, pillar=pillar)
+    assert functions_of(high) == {"cloudify_ha-firewall-nothing-to-do":
+                                  "test.succeed_without_changes"}
+
+
+# ---- HAProxy ----------------------------------------------------------------------------------
+def haproxy_cfg(minion, **kwargs):
+    """The configuration file.managed would write, from the SLS's own arguments."""
+    m = minion("example", LB, **kwargs)
+    high, errors = m.render("cloudify_ha.loadbalancer")
+    assert (errors, problems_of(m.state, high)) == ([], [])
+    config = args_of(high, "cloudify_ha-loadbalancer-config")
+    assert (config["source"], config["template"], config["mode"]) == (
+        "salt://cloudify_ha/files/haproxy.cfg.jinja", "jinja", "0600")
+    sfn, _, comment = m.state.functions["file.get_managed"](
+        name=config["name"], template=config["template"], source=config["source"],
+        source_hash="", source_hash_name=None, user=config["user"], group=None,
+        mode=config["mode"], attrs=None, saltenv="base", context=config["context"], defaults=None)
+    assert comment == ""
+    try:
+        with open(sfn, encoding="utf-8") as fh:
+            return high, fh.read()
+    finally:
+        os.unlink(sfn)  # Salt's temporary copy holds the health check's credentials
+
+
+def test_haproxy_checks_each_manager_with_cloudifys_status_call(minion):
+    high, cfg = haproxy_cfg(minion)
+    assert args_of(high, "cloudify_ha-loadbalancer-config")["context"] == {
+        "clusters": ["prod"], "certs_dir": "/etc/cloudify_ha"}
+    auth = base64.b64encode(b"admin:CHANGE-ME-admin-password").decode()
+    assert re.findall(r"^    server .*$", cfg, re.M) == [
+        "    server cfy-mgr1 10.0.0.11:80 check", "    server cfy-mgr2 10.0.0.12:80 check",
+        "    server cfy-mgr3 10.0.0.13:80 check"]
+    assert re.findall(r"^    (?:option httpchk|http-check|default-server|bind|stats socket) .*$",
+                      cfg, re.M) == [
+        "    stats socket /run/haproxy/admin.sock mode 600 level admin",
+        "    bind 0.0.0.0:80",
+        f"    option httpchk GET /api/v3.1/status HTTP/1.0\\r\\nAuthorization:\\ Basic\\ {auth}"
+        "\\r\\nTenant:\\ default_tenant",
+        "    http-check expect status 200",
+        "    default-server inter 2s fall 2 rise 2"]
+
+
+def test_haproxy_serves_https_with_the_certificate_the_sls_writes(minion):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"loadbalancer": {
+        "ssl": True, "ssl_cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        "port": 443}}}}}
+    high, cfg = haproxy_cfg(minion, pillar=pillar)
+    assert re.findall(r"^    bind .*$", cfg, re.M) == [
+        "    bind 0.0.0.0:443 ssl crt /etc/cloudify_ha/prod/haproxy.pem"]
+    cert = args_of(high, "cloudify_ha-loadbalancer-prod-certificate")
+    assert {k: cert[k] for k in ("name", "contents_pillar", "mode", "require_in")} == {
+        "name": "/etc/cloudify_ha/prod/haproxy.pem",
+        "contents_pillar": "cloudify_ha:clusters:prod:loadbalancer:ssl_cert", "mode": "0600",
+        "require_in": [{"file": "cloudify_ha-loadbalancer-config"}]}
