@@ -7,10 +7,17 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1s
 # Debian packages the lab runs: the external database, the load balancer, namespaces, firewalls
 APT_PACKAGES := postgresql haproxy iproute2 nftables iptables openssl util-linux procps
 PYTEST_ARGS ?=
+# The Salts the formula supports beside the newest: 3006.8 is the last built for EL7, where
+# Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each gets a
+# venv under Python 3.10, found by version (PATH, then pyenv), from requirements/salt-<v>.txt.
+SALT_VENVS := 3006.8 3006.29
+PY310 = $(shell for p in $$(command -v python3.10) $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
+# the layers that need no lab, run on every Salt
+NO_LAB_LAYERS := test/unit test/functional test/render
 
-.PHONY: deps apt venv test unit lint demo demo-down bench lock clean spm
+.PHONY: deps apt venv venvs salt-venv test unit lint demo demo-down bench lock lock-3006 clean spm
 
-deps: apt venv
+deps: apt venv venvs
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
@@ -27,8 +34,32 @@ $(STAMP): requirements.txt constraints.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# a Salt venv's pins: what its onedir ships, the direct pins (which -r the first), every transitive
+# pin; its stamp is named after their digest, so any change to one rebuilds the venv
+salt_pins = requirements/onedir-$(1).txt requirements/salt-$(1).txt requirements/constraints-$(1).txt
+salt_stamp = .venv-$(1)/.installed-$(shell cat $(call salt_pins,$(1)) | sha1sum | cut -c1-12)
+
+venvs: $(foreach v,$(SALT_VENVS),$(call salt_stamp,$(v)))
+
+.venv-3006.8/.installed-%: $(call salt_pins,3006.8)
+	@$(MAKE) --no-print-directory salt-venv V=3006.8
+.venv-3006.29/.installed-%: $(call salt_pins,3006.29)
+	@$(MAKE) --no-print-directory salt-venv V=3006.29
+
+salt-venv:
+	@test -n "$(PY310)" || { echo "Python 3.10 is missing (Salt $(V)'s onedir Python): install it (pyenv install 3.10) or put python3.10 on PATH" >&2; exit 1; }
+	@test -x .venv-$(V)/bin/python || $(PY310) -m venv .venv-$(V)
+	.venv-$(V)/bin/pip install -q --disable-pip-version-check -r requirements/salt-$(V).txt -c requirements/constraints-$(V).txt
+	@rm -f .venv-$(V)/.installed-*
+	@touch $(call salt_stamp,$(V))
+
 test: deps
 	$(LAB) sweep
+	@for v in $(SALT_VENVS); do \
+	  echo "== unit, functional and render layers on Salt $$v"; \
+	  .venv-$$v/bin/python -m pytest -p no:warnings $(NO_LAB_LAYERS) $(PYTEST_ARGS) || exit 1; \
+	done
+	@echo "== every layer on Salt 3008 (the lab: 3008 master; managers' minions on 3006.8 in test_salt3006_managers)"
 	$(PY) -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 	$(LAB) check-clean
@@ -51,15 +82,28 @@ bench: deps
 	$(LAB) sweep
 	LAB_MANAGERS=$(if $(QUICK),3,12) $(PY) -m pytest -q -s -p no:warnings bench $(if $(QUICK),--bench-quick) $(if $(PROFILE),--bench-profile) $(BENCH_ARGS)
 
-lock:
+lock: lock-3006
 	rm -rf /tmp/cloudify_ha-lock && python3 -m venv /tmp/cloudify_ha-lock
 	/tmp/cloudify_ha-lock/bin/pip install -q -r requirements.txt
 	( echo "# Every transitive pin, from 'pip freeze' of a working venv: used as constraints so a new"; \
 	  echo "# machine builds the same environment. Regenerate with 'make lock'."; \
 	  /tmp/cloudify_ha-lock/bin/pip freeze ) > constraints.txt
 
+# requirements/constraints-<v>.txt: `pip freeze` of a fresh Python 3.10 venv built from
+# requirements/salt-<v>.txt alone (its onedir pins are exact requirements: nothing can move them)
+lock-3006:
+	@test -n "$(PY310)" || { echo "Python 3.10 is missing: install it (pyenv install 3.10) or put python3.10 on PATH" >&2; exit 1; }
+	@set -e; for v in $(SALT_VENVS); do \
+	  d=/tmp/cloudify_ha-lock-$$v; rm -rf $$d; $(PY310) -m venv $$d; \
+	  echo "locking Salt $$v"; $$d/bin/pip install -q --disable-pip-version-check -r requirements/salt-$$v.txt; \
+	  ( echo "# Every transitive pin of .venv-$$v, from 'pip freeze' of a fresh venv built from"; \
+	    echo "# requirements/salt-$$v.txt: the constraints of 'make venvs'. Regenerate with 'make lock-3006'."; \
+	    $$d/bin/pip freeze ) > requirements/constraints-$$v.txt; \
+	  rm -rf $$d; \
+	done
+
 clean: demo-down
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(foreach v,$(SALT_VENVS),.venv-$(v))
 
 # an SPM package of the formula (FORMULA, cloudify_ha/, the extension module directories) in build/
 spm: venv
