@@ -254,13 +254,19 @@ def problems_of(state, high):
     return errors + chunk_problems(state, chunks)
 
 
-def run_high(state, high):
+PROBE = "render-test-mode-probe"
+
+
+def run_high(state, high, test):
     """Run compiled high data through the state engine: {state id: (result, comment, changes,
-    name)}."""
-    ret = state.call_high(dict(high))
+    name)}. A probe state runs along: it proves the states ran in the test mode asked for."""
+    probe = {PROBE: {"test": ["succeed_with_changes"], "__sls__": "probe", "__env__": "base"}}
+    ret = state.call_high({**high, **probe})
     assert isinstance(ret, dict), ret
-    return {r["__id__"]: (r["result"], r["comment"], r["changes"], r["name"])
-            for r in ret.values()}
+    out = {r["__id__"]: (r["result"], r["comment"], r["changes"], r["name"])
+           for r in ret.values()}
+    assert out.pop(PROBE)[0] is (None if test else True)
+    return out
 
 
 # ---- the master's side ----------------------------------------------------------------------

@@ -94,7 +94,7 @@ def refusal_runs(master, high, sid, message, modules=True):
     for test in (False, True):
         # a refusal reads no pillar: the master's own pillar runs it
         state = master(None, modules=modules, test=test)
-        result, comment, changes, name = run_high(state, {sid: body})[sid]
+        result, comment, changes, name = run_high(state, {sid: body}, test)[sid]
         assert (result, changes) == (False, {}), (test, comment)
         assert message in comment or message in name, (test, comment, name)
 

@@ -30,6 +30,6 @@ def test_the_refusal_fails_with_its_message_and_changes_nothing(minion, test, sl
     m = minion("example", minion_id, pillar=pillar, test=test)
     high, errors = m.render(sls)
     assert (errors, list(functions_of(high))) == ([], [sid])
-    result, comment, changes, name = run_high(m.state, high)[sid]
+    result, comment, changes, name = run_high(m.state, high, test)[sid]
     assert (result, changes) == (False, {})
     assert message in (comment, name)
