@@ -44,7 +44,10 @@ def lab():
 
 @pytest.fixture(scope="session")
 def salt_factories_config(lab):
-    return {"root_dir": lab.dir / "sf", "slow_stop": False, "start_timeout": 120}
+    # code_dir None: salt-factories would put its own site-packages first on every daemon's
+    # sys.path, and a minion under another venv's Python (Salt 3006.8) would import this Salt
+    return {"root_dir": lab.dir / "sf", "slow_stop": False, "start_timeout": 120,
+            "code_dir": None}
 
 
 @pytest.fixture(scope="session")
