@@ -12,12 +12,18 @@ PYTEST_ARGS ?=
 # venv under Python 3.10, found by version (PATH, then pyenv), from requirements/salt-<v>.txt.
 SALT_VENVS := 3006.8 3006.29
 PY310 = $(shell for p in $$(command -v python3.10) $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
+# The real Cloudify CLI 4.6 (pure Python 2.7), which every `cfy` in the lab runs, as the 4.6 RPMs
+# ship it under /opt/cfy: Python 2.7 found by version (PATH, then pyenv), the pinned set installed
+# once per machine into $(CFY46)/lib; $(CFY46)/python names the interpreter for the lab.
+PY27 = $(shell for p in $$(command -v python2.7) $$(ls -d $$(pyenv root 2>/dev/null)/versions/2.7.*/bin/python2.7 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null && { echo $$p; break; }; done)
+CFY46 := .cfy-4.6
+CFY46_STAMP := $(CFY46)/.installed-$(shell cat requirements/cfy-4.6.txt | sha1sum | cut -c1-12)
 # the layers that need no lab, run on every Salt
 NO_LAB_LAYERS := test/unit test/functional test/render
 
-.PHONY: deps apt venv venvs salt-venv test unit lint demo demo-down bench lock lock-3006 clean spm
+.PHONY: deps apt venv venvs salt-venv cfy test unit lint demo demo-down bench lock lock-3006 clean spm
 
-deps: apt venv venvs
+deps: apt venv venvs cfy
 
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
@@ -52,6 +58,16 @@ salt-venv:
 	.venv-$(V)/bin/pip install -q --disable-pip-version-check -r requirements/salt-$(V).txt -c requirements/constraints-$(V).txt
 	@rm -f .venv-$(V)/.installed-*
 	@touch $(call salt_stamp,$(V))
+
+cfy: $(CFY46_STAMP)
+
+$(CFY46_STAMP): requirements/cfy-4.6.txt
+	@test -n "$(PY27)" || { echo "Python 2.7 is missing (the lab runs the real cfy 4.6 CLI, which is Python 2.7 only): install it (pyenv install 2.7.18) or put python2.7 on PATH" >&2; exit 1; }
+	rm -rf $(CFY46) && mkdir -p $(CFY46)
+	$(PY27) -m pip install -q --disable-pip-version-check --no-warn-script-location --no-deps --target $(CFY46)/lib -r requirements/cfy-4.6.txt
+	$(PY27) -c 'import sys; print(sys.executable)' > $(CFY46)/python
+	@PYTHONPATH=$(CFY46)/lib $$(cat $(CFY46)/python) -s $(CFY46)/lib/bin/cfy --version | grep -qx 'Cloudify CLI 4.6.0' || { echo "$(CFY46): cfy --version is not 'Cloudify CLI 4.6.0'" >&2; exit 1; }
+	@touch $@
 
 test: deps
 	$(LAB) sweep
@@ -103,7 +119,7 @@ lock-3006:
 	done
 
 clean: demo-down
-	rm -rf $(VENV) $(foreach v,$(SALT_VENVS),.venv-$(v))
+	rm -rf $(VENV) $(foreach v,$(SALT_VENVS),.venv-$(v)) $(CFY46)
 
 # an SPM package of the formula (FORMULA, cloudify_ha/, the extension module directories) in build/
 spm: venv
