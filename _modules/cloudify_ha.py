@@ -8,8 +8,10 @@ Settings come from the ``cloudify_ha:clusters`` pillar (see ``pillar.example``):
 whose ``managers`` list names this minion's id, or the one given with ``cluster=<name>``.
 
 Secrets (admin, database and postgres passwords, the client key) never reach a command line:
-``cfy_manager`` reads them from ``/etc/cloudify/config.yaml`` (written 0600), ``cfy`` from the
-environment; output and errors are scrubbed before they are returned or logged.
+``cfy_manager`` reads them from ``/etc/cloudify/config.yaml`` (written 0600), ``cfy`` from its
+profile (where 4.6's installer stores them on a manager) or, only where the profile holds none,
+from the environment (4.6 refuses every command when both hold one); output and errors are
+scrubbed before they are returned or logged.
 """
 
 import hashlib
@@ -36,6 +38,7 @@ RESOURCES = "/opt/manager/resources"
 CERT_DIR = "/etc/cloudify_ha"
 PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles")
 LOCAL_PROFILE = "localhost"
+PROFILE_TAG = "!CloudifyProfileContext"
 SERVICES = ["queue_service", "composer_service", "manager_service"]
 CLOUDIFY_DATABASES = ("cloudify_db", "stage", "composer")
 
@@ -177,9 +180,20 @@ def _run(argv, settings, env=None, timeout=None):
 
 
 def _cfy_env(settings):
+    """The ``CLOUDIFY_*`` credentials for ``cfy``, each only where the ACTIVE profile holds no
+    value of its own: real 4.6 refuses every command, with exit 1, when a value is in the
+    profile and in the environment (cloudify-4.6.md section 0.1). A manager's profile holds all
+    three (the installer stores them), so there ``cfy`` gets none."""
     admin = settings["admin"]
-    return {"CLOUDIFY_USERNAME": admin["username"], "CLOUDIFY_PASSWORD": admin["password"],
-            "CLOUDIFY_TENANT": admin["tenant"]}
+    active = active_profile()
+    context = (_read_profile(active) if active else None) or {}
+    env = {}
+    for key, variable, value in (("manager_username", "CLOUDIFY_USERNAME", admin["username"]),
+                                 ("manager_password", "CLOUDIFY_PASSWORD", admin["password"]),
+                                 ("manager_tenant", "CLOUDIFY_TENANT", admin["tenant"])):
+        if not context.get(key):
+            env[variable] = value
+    return env
 
 
 def _tail(text, lines=15):
@@ -320,6 +334,7 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True):
 def _normalise(node):
     state = "leader" if node.get("master") else ("replica" if node.get("online") else "offline")
     return {"name": node.get("name"), "host_ip": node.get("host_ip"), "state": state,
+            "public_ip": node.get("public_ip") or None,
             "online": bool(node.get("online")), "master": bool(node.get("master")),
             "initialized": bool(node.get("initialized")), "database_ip": node.get("database_ip"),
             "checks": node.get("checks") or {}}
@@ -552,10 +567,61 @@ def _profile_path(profile):
     return os.path.join(PROFILES_DIR, profile, "context")
 
 
+class _ProfileContext(dict):
+    """A profile's context document, written back with the tag cfy 4.6 loads it by."""
+
+
+class _ProfileDumper(salt.utils.yaml.SafeOrderedDumper):  # pylint: disable=too-many-ancestors
+    pass
+
+
+_ProfileDumper.add_representer(
+    _ProfileContext, lambda dumper, data: dumper.represent_mapping(PROFILE_TAG, dict(data)))
+
+
+def _read_profile(profile):
+    """A profile's context as a dict, or None when it does not exist. cfy 4.6 writes it with
+    PyYAML 3.10 on Python 2: tagged ``!CloudifyProfileContext``, every text ``!!python/unicode``."""
+    path = _profile_path(profile)
+    if not os.path.exists(path):
+        return None
+
+    class _Loader(salt.utils.yaml.SaltYamlSafeLoader):  # pylint: disable=too-many-ancestors
+        pass
+
+    _Loader.add_constructor(PROFILE_TAG,
+                            lambda loader, node: loader.construct_mapping(node, deep=True))
+    _Loader.add_constructor("tag:yaml.org,2002:python/unicode",
+                            lambda loader, node: loader.construct_scalar(node))
+    with salt.utils.files.fopen(path, "r") as fh:
+        data = salt.utils.yaml.load(fh, Loader=_Loader) or {}
+    return data if isinstance(data, dict) else {}
+
+
+def profile_cluster(profile=LOCAL_PROFILE):
+    """
+    The nodes a ``cfy`` profile walks, in its order: ``[{"name", "manager_ip"}]`` (4.6 keeps
+    ``localhost`` for the node the cluster was started on and the public address of the others),
+    or None when the profile does not exist.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.profile_cluster
+        salt admin1 cloudify_ha.profile_cluster profile=prod
+    """
+    context = _read_profile(profile)
+    if context is None:
+        return None
+    return [{"name": n.get("name"), "manager_ip": n.get("manager_ip")}
+            for n in context.get("_cluster") or [] if isinstance(n, dict)]
+
+
 def profile_nodes(profile=LOCAL_PROFILE):
     """
-    The node addresses a ``cfy`` profile knows (its ``_cluster`` list), or None when the
-    profile does not exist.
+    The names of the nodes a ``cfy`` profile knows (4.6 merges its ``_cluster`` list by node
+    name), sorted, or None when the profile does not exist.
 
     CLI Example:
 
@@ -564,18 +630,55 @@ def profile_nodes(profile=LOCAL_PROFILE):
         salt cfy-mgr1 cloudify_ha.profile_nodes
         salt admin1 cloudify_ha.profile_nodes profile=prod
     """
-    path = _profile_path(profile)
-    if not os.path.exists(path):
-        return None
+    entries = profile_cluster(profile)
+    return None if entries is None else sorted(str(e["name"]) for e in entries)
 
-    class _Loader(salt.utils.yaml.SaltYamlSafeLoader):  # pylint: disable=too-many-ancestors
-        pass
 
-    _Loader.add_constructor("!CloudifyProfileContext",
-                            lambda loader, node: loader.construct_mapping(node, deep=True))
-    with salt.utils.files.fopen(path, "r") as fh:
-        data = salt.utils.yaml.load(fh, Loader=_Loader) or {}
-    return sorted(n.get("manager_ip") for n in data.get("_cluster") or [])
+def set_profile_cluster(profile, nodes):
+    """
+    Set the nodes a ``cfy`` profile walks to ``nodes`` (``[{"name", "manager_ip"}]``, the first
+    tried first), keeping what the profile stores for an entry of the same name and address (its
+    certificate). The file is written 0600 (it holds the admin password). 4.6 has no command
+    for this: ``cfy profiles use`` does not touch an existing profile, and ``update-profile``
+    only adds nodes it does not know by name, so a profile whose nodes are all gone, or that lists
+    a node at an old address, cannot find the cluster again. Returns True if the file changed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt admin1 cloudify_ha.set_profile_cluster prod '[{"name": "mgr1", "manager_ip": "10.0.0.11"}]'
+    """
+    context = _read_profile(profile)
+    if context is None:
+        raise CommandExecutionError(f"cfy profile {profile} does not exist")
+    stored = {(n.get("name"), n.get("manager_ip")): n
+              for n in context.get("_cluster") or [] if isinstance(n, dict)}
+    entries = []
+    for node in nodes:
+        name, address = str(node["name"]), str(node["manager_ip"])
+        entry = dict(stored.get((name, address)) or {})
+        entry.update(name=name, manager_ip=address)
+        entries.append(entry)
+    context["_cluster"] = entries
+    text = salt.utils.yaml.dump(_ProfileContext(context), Dumper=_ProfileDumper,
+                                default_flow_style=False)
+    return _write_private(_profile_path(profile), text)
+
+
+def local_node(cluster=None):
+    """
+    This minion's node name in the cluster, or None when it is not one of its managers (a CLI
+    host).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.local_node
+    """
+    _, manager = _settings(cluster, need_manager=False)
+    return manager["name"] if manager else None
 
 
 def profile_mode(profile=LOCAL_PROFILE):
@@ -629,8 +732,10 @@ def active_profile():
 
 def use_profile(profile, host, cluster=None):
     """
-    ``cfy profiles use <host> --profile-name <profile>`` with the credentials from the
-    environment (validation skipped: the host may be a replica); makes the profile active.
+    ``cfy profiles use <host> --profile-name <profile>`` (validation skipped: the host may be a
+    replica): creates the profile, without credentials (``cfy`` then reads them from the
+    environment), and makes it active. On a profile that exists, 4.6 only makes it active: the
+    address and every option are ignored.
 
     CLI Example:
 

@@ -158,13 +158,13 @@ def _cluster_status(local, cname, settings, lookup, timeout):
             state = "not joined"
         rows.append({"node": m["name"], "minion": m["minion_id"], "ip": m["private_ip"],
                      "state": state, "local": str(local_state)})
-    expected = sorted(n["host_ip"] for n in listed or [])
+    expected = sorted(n["name"] for n in listed or [])  # 4.6 merges profiles by node name
     profiles = _ask(local, ids, "cloudify_ha.profile_nodes",
                     kwarg={"profile": _profile_name(cname, True, lookup)}, timeout=timeout)
     profiles.update(_ask(local, settings.get("cli_hosts") or [], "cloudify_ha.profile_nodes",
                          kwarg={"profile": cname}, timeout=timeout))
-    stale = sorted(mid for mid, ips in profiles.items()
-                   if listed is not None and ips is not None and ips != expected)
+    stale = sorted(mid for mid, names in profiles.items()
+                   if listed is not None and names is not None and names != expected)
     pillar_names = {m["name"] for m in managers}
     return {
         "managers": rows,

@@ -383,11 +383,27 @@ def _is_online(mod, active, name, cluster):
 
 
 # ---- profile_updated ------------------------------------------------------------------------
+def _profile_fits(entries, expected, own):
+    """The profile entries that are right as 4.6 keeps them: a cluster node at its public address
+    (``public_ip or host_ip``), or, for this host's own node, ``localhost`` (the start node's
+    entry in its own profile)."""
+    return [e for e in entries or [] if e["name"] in expected and
+            (e["manager_ip"] == expected[e["name"]] or
+             (e["manager_ip"] == "localhost" and e["name"] == own))]
+
+
+def _listing(entries):
+    return None if entries is None else sorted(f"{e['name']} ({e['manager_ip']})" for e in entries)
+
+
 def profile_updated(name, cluster=None, active_hint=None):
     """
-    The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes, and its file
-    (which holds the admin password) is 0600. Runs ``cfy cluster update-profile`` only when the
-    node lists differ; creates the profile (``cfy profiles use``) when it does not exist.
+    The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes by name, each at
+    its public address (``localhost`` for this host's own entry is what 4.6 writes and is kept),
+    and its file (which holds the admin password) is 0600. It makes the profile active, drops
+    entries of nodes gone or moved, makes sure it knows the active node (4.6's ``cfy`` walks
+    only the nodes a profile lists), then runs ``cfy cluster update-profile``, which adds the
+    missing nodes the 4.6 way; a profile that does not exist is created (``cfy profiles use``).
 
     name
         The profile: ``localhost`` on a manager, the cluster's name on a CLI host.
@@ -400,20 +416,24 @@ def profile_updated(name, cluster=None, active_hint=None):
     try:
         active, nodes = _active_and_nodes(cluster, active_hint, required=not __opts__["test"])
         if active is None:
-            return _would(ret, {"nodes": {"old": mod["cloudify_ha.profile_nodes"](profile=name),
-                                          "new": "the cluster's nodes"}},
+            return _would(ret, {"nodes": {"old": _listing(mod["cloudify_ha.profile_cluster"](
+                profile=name)), "new": "the cluster's nodes"}},
                           f"profile {name} would list the cluster's nodes once it is started")
-        expected = sorted(n["host_ip"] for n in nodes)
-        current = mod["cloudify_ha.profile_nodes"](profile=name)
+        expected = {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
+        own = mod["cloudify_ha.local_node"](cluster=cluster)
+        entries = mod["cloudify_ha.profile_cluster"](profile=name)
+        fits = _profile_fits(entries, expected, own)
         mode = mod["cloudify_ha.profile_mode"](profile=name)
-        is_active = mod["cloudify_ha.active_profile"]() == name
+        was_active = mod["cloudify_ha.active_profile"]()
         changes = {}
-        if current != expected:
-            changes["nodes"] = {"old": current, "new": expected}
+        if entries is None or len(fits) != len(entries) or \
+                sorted(e["name"] for e in fits) != sorted(expected):
+            changes["nodes"] = {"old": _listing(entries),
+                                "new": sorted(f"{n} ({a})" for n, a in expected.items())}
         if mode != "0o600":
             changes["mode"] = {"old": mode, "new": "0o600"}
-        if current is not None and current != expected and not is_active:
-            changes["active_profile"] = {"old": mod["cloudify_ha.active_profile"](), "new": name}
+        if changes.get("nodes") and was_active != name:
+            changes["active_profile"] = {"old": was_active, "new": name}
         if not changes:
             ret.update(result=True, comment=f"profile {name} lists the cluster's {len(expected)} "
                                             "nodes")
@@ -422,18 +442,25 @@ def profile_updated(name, cluster=None, active_hint=None):
             return _would(ret, changes, f"profile {name} would be updated")
         if active_hint:  # about to change the profile: decide on a poll of every manager
             return profile_updated(name, cluster)
-        # cfy only walks the nodes a profile knows: a profile that does not know the active
-        # node (a replica's own localhost profile, a stale one) is pointed at it first
-        if current is None or (current != expected and
-                               (not is_active or active["host"] not in current)):
-            mod["cloudify_ha.use_profile"](name, active["host"], cluster=cluster)
-        if mod["cloudify_ha.profile_nodes"](profile=name) != expected:
-            mod["cloudify_ha.update_profile"](cluster=cluster)
+        if "nodes" in changes:
+            if entries is None or was_active != name:
+                mod["cloudify_ha.use_profile"](name, active["host"], cluster=cluster)
+                entries = mod["cloudify_ha.profile_cluster"](profile=name)
+                fits = _profile_fits(entries, expected, own)
+            if not any(e["name"] == active["name"] for e in fits):
+                fits = [{"name": active["name"], "manager_ip": expected[active["name"]]}] + fits
+            if fits != entries:
+                mod["cloudify_ha.set_profile_cluster"](name, fits)
+            if sorted(e["name"] for e in fits) != sorted(expected):
+                mod["cloudify_ha.update_profile"](cluster=cluster)
         mod["cloudify_ha.secure_profile"](profile=name)
-        after = mod["cloudify_ha.profile_nodes"](profile=name)
-        if after != expected or mod["cloudify_ha.profile_mode"](profile=name) != "0o600":
-            return _fail(ret, f"profile {name}: lists {after} after the update, the cluster has "
-                              f"{expected}")
+        after = mod["cloudify_ha.profile_cluster"](profile=name)
+        good = _profile_fits(after, expected, own)
+        if after is None or len(good) != len(after) or \
+                sorted(e["name"] for e in good) != sorted(expected) or \
+                mod["cloudify_ha.profile_mode"](profile=name) != "0o600":
+            return _fail(ret, f"profile {name}: lists {_listing(after)} after the update, the "
+                              f"cluster has {sorted(f'{n} ({a})' for n, a in expected.items())}")
         ret.update(result=True, changes=changes, comment=f"profile {name} updated")
     except ERRORS as exc:
         return _fail(ret, f"profile {name}: {exc}")

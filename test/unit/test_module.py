@@ -24,6 +24,7 @@ UTILS = {"cloudify_ha_pillar.plan": PILLAR_UTIL.plan, "cloudify_ha_rest.request"
 
 MINION = "cfy-mgr2.example.com"
 ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
+DATA = REPO / "test" / "unit" / "data"
 CLIENT_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
 SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(),)
 DB_CA = "-----BEGIN CERTIFICATE-----\nDBCA\n-----END CERTIFICATE-----\n"
@@ -159,13 +160,30 @@ def test_commands_run_without_a_shell_quietly_and_without_secrets(command, salt)
     assert_no_secret({k: v for k, v in kwargs.items() if k != "env"})
 
 
+CREDENTIALS = {"CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": ADMIN_PW,
+               "CLOUDIFY_TENANT": "default_tenant"}
+
+
+@pytest.mark.parametrize("stored, passed", [
+    (None, CREDENTIALS),  # no active profile: all from the environment
+    ("manager_username: null\nmanager_password: null\nmanager_tenant: null\n", CREDENTIALS),
+    # what 4.6's installer leaves on a manager: the profile holds all three, cfy gets none
+    (f"manager_username: admin\nmanager_password: {ADMIN_PW}\nmanager_tenant: default_tenant\n",
+     {}),
+    ("manager_username: !!python/unicode 'admin'\n",
+     {k: v for k, v in CREDENTIALS.items() if k != "CLOUDIFY_USERNAME"}),
+])
 @pytest.mark.parametrize("command", ["start_cluster", "use_profile", "update_profile"])
-def test_cfy_gets_the_admin_credentials_from_the_environment(command, salt):
+def test_cfy_gets_from_the_environment_only_what_the_active_profile_lacks(command, stored, passed,
+                                                                          salt, host):
+    """4.6 refuses every command when a credential is in the active profile AND the environment
+    (cloudify-4.6.md section 0.1)."""
+    if stored is not None:
+        write_profile(host, "localhost", "!CloudifyProfileContext\nmanager_ip: localhost\n" + stored)
+        (host.profiles.parent / "active.profile").write_text("localhost")
     COMMANDS[command][0]()
     env = salt["cmd.run_all"].call_args.kwargs["env"]
-    assert {k: env[k] for k in ("CLOUDIFY_USERNAME", "CLOUDIFY_PASSWORD", "CLOUDIFY_TENANT")} == {
-        "CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": ADMIN_PW,
-        "CLOUDIFY_TENANT": "default_tenant"}
+    assert {k: v for k, v in env.items() if k.startswith("CLOUDIFY_")} == passed
 
 
 def test_cfy_manager_gets_no_secret_even_in_its_environment(salt):
@@ -381,12 +399,44 @@ def write_profile(host, name, text, mode=0o644):
 
 def test_profile_nodes_reads_a_tagged_profile(host):
     write_profile(host, "prod", PROFILE)
-    assert MODULE.profile_nodes("prod") == ["10.0.0.11", "10.0.0.13"]
+    assert MODULE.profile_nodes("prod") == ["cfy-mgr1", "cfy-mgr3"]
+    assert MODULE.profile_cluster("prod") == [{"name": "cfy-mgr3", "manager_ip": "10.0.0.13"},
+                                              {"name": "cfy-mgr1", "manager_ip": "10.0.0.11"}]
+
+
+def test_profile_cluster_reads_what_the_real_cfy_46_wrote(host):
+    """A profile written by cloudify-cli 4.6 (PyYAML 3.10 on Python 2: !!python/unicode tags,
+    flow-style nodes), captured from the real CLI after `cluster start` and `update-profile`."""
+    write_profile(host, "localhost", (DATA / "leader_localhost_context_real46.yaml").read_text())
+    assert MODULE.profile_cluster() == [{"name": "mgr1", "manager_ip": "localhost"},
+                                        {"name": "mgr2", "manager_ip": "192.0.2.12"},
+                                        {"name": "mgr3", "manager_ip": "10.0.0.13"}]
+    assert MODULE.profile_nodes() == ["mgr1", "mgr2", "mgr3"]
 
 
 def test_profile_nodes_of_a_profile_without_a_cluster(host):
     write_profile(host, "localhost", "!CloudifyProfileContext\nmanager_ip: 10.0.0.12\n")
     assert MODULE.profile_nodes() == []
+
+
+def test_set_profile_cluster_writes_the_nodes_privately_and_keeps_what_it_knows(host):
+    path = write_profile(host, "localhost",
+                         (DATA / "leader_localhost_context_real46.yaml").read_text(), 0o644)
+    nodes = [{"name": "mgr2", "manager_ip": "192.0.2.12"},
+             {"name": "mgr1", "manager_ip": "localhost"}]
+    assert MODULE.set_profile_cluster("localhost", nodes) is True
+    assert mode_of(path) == 0o600
+    assert MODULE.profile_cluster() == nodes
+    text = path.read_text()
+    assert text.startswith("!CloudifyProfileContext\n")
+    # the start node's entry keeps its certificate; the other keys of the profile stay
+    assert "public_rest_cert.crt_localhost" in text and "manager_password: S3cretAdm1n" in text
+    assert MODULE.set_profile_cluster("localhost", nodes) is False
+
+
+def test_set_profile_cluster_of_a_missing_profile_is_an_error():
+    with pytest.raises(CommandExecutionError, match="cfy profile prod does not exist"):
+        MODULE.set_profile_cluster("prod", [])
 
 
 def test_profile_nodes_of_a_missing_profile():
@@ -523,17 +573,19 @@ NODES = {"items": [
     {"name": "cfy-mgr1", "host_ip": "10.0.0.11", "master": True, "online": True,
      "initialized": True, "database_ip": "10.0.0.5", "credentials": "secret-ish",
      "checks": {"consul": True}},
-    {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "master": False, "online": False},
+    {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "public_ip": "192.0.2.13", "master": False,
+     "online": False},
 ]}
 
 
 def test_cluster_nodes_are_normalised(managers):
     fake = managers({"10.0.0.11": lambda method, path: NODES})
     assert MODULE.cluster_nodes(active="10.0.0.11") == [
-        {"name": "cfy-mgr1", "host_ip": "10.0.0.11", "state": "leader", "online": True,
-         "master": True, "initialized": True, "database_ip": "10.0.0.5",
+        {"name": "cfy-mgr1", "host_ip": "10.0.0.11", "state": "leader", "public_ip": None,
+         "online": True, "master": True, "initialized": True, "database_ip": "10.0.0.5",
          "checks": {"consul": True}},
-        {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "state": "offline", "online": False,
+        {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "state": "offline",
+         "public_ip": "192.0.2.13", "online": False,
          "master": False, "initialized": False, "database_ip": None, "checks": {}},
     ]
     assert [(c.method, c.path) for c in fake.calls] == [("GET", "/cluster/nodes")]
@@ -774,3 +826,22 @@ def test_orch_facts_carry_a_node_error_without_its_secret(extmods, host, manager
     facts = MODULE.orch_facts(extmods)
     assert facts["node"] is None and "rejected the admin credentials (401)" in facts["error"]
     assert_no_secret(facts)
+
+
+def test_the_real_cfy_46_reads_the_profile_set_profile_cluster_writes(host, tmp_path):
+    """The CLI loads profiles with PyYAML 3.10's full loader on Python 2: it must take back what
+    the formula writes, tag and all (the real cloudify-cli 4.6 of `make cfy`)."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    write_profile(host, "localhost", (DATA / "leader_localhost_context_real46.yaml").read_text())
+    (host.profiles.parent / "active.profile").write_text("localhost")
+    MODULE.set_profile_cluster("localhost", [{"name": "mgr3", "manager_ip": "10.0.0.13"},
+                                             {"name": "mgr1", "manager_ip": "localhost"}])
+    home = REPO / ".cfy-4.6"
+    python = (home / "python").read_text().strip()  # `make cfy` wrote it; missing = not set up
+    proc = subprocess.run(
+        [python, "-s", str(home / "lib" / "bin" / "cfy"), "profiles", "show-current"],
+        env={"HOME": str(tmp_path / "root"), "PYTHONPATH": str(home / "lib"), "PATH": "/usr/bin:/bin"},
+        capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "localhost" in proc.stdout and "admin" in proc.stdout
+    assert MODULE.profile_cluster()[0] == {"name": "mgr3", "manager_ip": "10.0.0.13"}

@@ -14,7 +14,7 @@ from formula_code import state_module
 
 STATES = state_module()
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
-            "secure_profile")
+            "secure_profile", "set_profile_cluster")
 
 MGR1, MGR2, MGR3 = ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")
 ACTIVE = {"name": "cfy-mgr1", "host": "10.0.0.11"}
@@ -644,12 +644,30 @@ def test_joined_reads_the_node_state_again_after_a_join(clock):
 
 # ---- profile_updated -----------------------------------------------------------------------------
 MEMBERS = [LEADER, node(MGR2, "replica"), node(MGR3, "replica")]
+MEMBERS[2]["public_ip"] = "192.0.2.13"  # 4.6 profiles hold a node's public address
+
+
+def at(*entries):
+    """Profile entries: (name, address) pairs."""
+    return [{"name": n, "manager_ip": a} for n, a in entries]
+
+
+# what 4.6 leaves: the leader's own profile after `cluster start` + `update-profile` ...
+ON_LEADER = at(("cfy-mgr1", "localhost"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "192.0.2.13"))
+# ... and every other profile (a CLI host's, a replica's) after `update-profile`
+EVERY = at(("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "192.0.2.13"))
+WANTED = ["cfy-mgr1 (10.0.0.11)", "cfy-mgr2 (10.0.0.12)", "cfy-mgr3 (192.0.2.13)"]
+
+
+def listing(entries):
+    return sorted(f"{e['name']} ({e['manager_ip']})" for e in entries)
 
 
 def profiling(**answers):
-    """The fake module of a host whose profile `prod` is active, 0600, and lists every node."""
-    defaults = {"active_node": ACTIVE, "cluster_nodes": MEMBERS, "profile_nodes": ALL_IPS,
+    """The fake module of a CLI host whose profile `prod` is active, 0600, and lists every node."""
+    defaults = {"active_node": ACTIVE, "cluster_nodes": MEMBERS, "profile_cluster": EVERY,
                 "profile_mode": "0o600", "active_profile": "prod", "use_profile": True,
+                "local_node": None, "set_profile_cluster": True,
                 "update_profile": {"retcode": 0, "output": ""}, "secure_profile": True}
     return FakeModule(**dict(defaults, **answers))
 
@@ -658,53 +676,74 @@ def update_prod_profile(fake, test=False):
     return run(STATES.profile_updated, fake, test, name="prod", cluster="prod")
 
 
-def test_profile_updated_equal_is_a_no_op():
-    fake = profiling()
+@pytest.mark.parametrize("own, entries", [(None, EVERY), ("cfy-mgr1", ON_LEADER),
+                                          ("cfy-mgr2", EVERY)])
+def test_profile_updated_as_46_leaves_it_is_a_no_op(own, entries):
+    fake = profiling(local_node=own, profile_cluster=entries)
     assert update_prod_profile(fake) == ret("prod", True,
                                             "profile prod lists the cluster's 3 nodes")
     fake.assert_nothing_mutated()
 
 
-def test_profile_updated_points_a_profile_without_the_active_node_at_it():
-    fake = profiling(profile_nodes=Seq(["10.0.0.12"], ["10.0.0.11"], ALL_IPS))
+@pytest.mark.parametrize("entries", [
+    at(("cfy-mgr1", "localhost"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "192.0.2.13")),  # not own
+    at(("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")),  # private
+    at(("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12")),  # one missing
+    EVERY + at(("cfy-mgr4", "10.0.0.14")),  # one gone from the cluster
+])
+def test_profile_updated_finds_each_way_a_profile_can_be_wrong(entries):
+    fake = profiling(profile_cluster=entries)
+    assert update_prod_profile(fake, test=True) == ret(
+        "prod", None, "profile prod would be updated",
+        {"nodes": {"old": listing(entries), "new": WANTED}})
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_drops_wrong_entries_then_lets_cfy_add_the_missing():
+    stale = at(("cfy-mgr3", "10.0.0.13"), ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr4", "10.0.0.14"))
+    fake = profiling(profile_cluster=Seq(stale, EVERY))
     assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
-                                            {"nodes": {"old": ["10.0.0.12"], "new": ALL_IPS}})
-    fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+                                            {"nodes": {"old": listing(stale), "new": WANTED}})
+    fake.set_profile_cluster.assert_called_once_with("prod", at(("cfy-mgr1", "10.0.0.11")))
     fake.update_profile.assert_called_once_with(cluster="prod")
-    fake.secure_profile.assert_called_once_with(profile="prod")
-    assert [f for f in fake.order if f in MUTATING + ("profile_nodes",)] == [
-        "profile_nodes", "use_profile", "profile_nodes", "update_profile", "secure_profile",
-        "profile_nodes"]
-
-
-def test_profile_updated_updates_an_active_profile_that_knows_the_active_node():
-    fake = profiling(profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ALL_IPS))
-    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
-                                            {"nodes": {"old": ["10.0.0.11"], "new": ALL_IPS}})
     fake.use_profile.assert_not_called()
+    assert [f for f in fake.order if f in MUTATING] == [
+        "set_profile_cluster", "update_profile", "secure_profile"]
+
+
+def test_profile_updated_gives_a_profile_without_the_active_node_its_address_first():
+    """A replica's own profile points at itself (no `_cluster`): 4.6's cfy walks only the nodes
+    a profile lists, so it learns the active node before `update-profile`."""
+    fake = profiling(local_node="cfy-mgr2", profile_cluster=Seq([], EVERY))
+    assert update_prod_profile(fake)["result"] is True
+    fake.set_profile_cluster.assert_called_once_with("prod", at(("cfy-mgr1", "10.0.0.11")))
     fake.update_profile.assert_called_once_with(cluster="prod")
 
 
 def test_profile_updated_activates_a_profile_that_is_not_active():
     fake = profiling(active_profile="localhost",
-                     profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ALL_IPS))
+                     profile_cluster=Seq(at(("cfy-mgr1", "10.0.0.11")),
+                                         at(("cfy-mgr1", "10.0.0.11")), EVERY))
     assert update_prod_profile(fake) == ret(
         "prod", True, "profile prod updated",
-        {"nodes": {"old": ["10.0.0.11"], "new": ALL_IPS},
+        {"nodes": {"old": ["cfy-mgr1 (10.0.0.11)"], "new": WANTED},
          "active_profile": {"old": "localhost", "new": "prod"}})
+    # on a profile that exists, 4.6's `profiles use` only makes it active
     fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+    fake.set_profile_cluster.assert_not_called()
     fake.update_profile.assert_called_once_with(cluster="prod")
 
 
 def test_profile_updated_creates_a_missing_profile():
-    fake = profiling(profile_nodes=Seq(None, ALL_IPS), profile_mode=Seq(None, "0o600"),
+    fake = profiling(profile_cluster=Seq(None, [], EVERY), profile_mode=Seq(None, "0o600"),
                      active_profile=None)
     assert update_prod_profile(fake) == ret(
         "prod", True, "profile prod updated",
-        {"nodes": {"old": None, "new": ALL_IPS}, "mode": {"old": None, "new": "0o600"}})
+        {"nodes": {"old": None, "new": WANTED}, "mode": {"old": None, "new": "0o600"},
+         "active_profile": {"old": None, "new": "prod"}})
+    assert [f for f in fake.order if f in MUTATING] == [
+        "use_profile", "set_profile_cluster", "update_profile", "secure_profile"]
     fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
-    fake.update_profile.assert_not_called()  # `cfy profiles use` already listed every node
-    fake.secure_profile.assert_called_once_with(profile="prod")
 
 
 def test_profile_updated_only_fixes_the_mode():
@@ -712,21 +751,21 @@ def test_profile_updated_only_fixes_the_mode():
     assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
                                             {"mode": {"old": "0o644", "new": "0o600"}})
     fake.secure_profile.assert_called_once_with(profile="prod")
-    fake.use_profile.assert_not_called()
-    fake.update_profile.assert_not_called()
+    assert [f for f in fake.order if f in MUTATING] == ["secure_profile"]
 
 
 def test_profile_updated_test_mode_reports_and_changes_nothing():
-    fake = profiling(profile_nodes=["10.0.0.12"], profile_mode="0o644")
+    fake = profiling(profile_cluster=at(("cfy-mgr2", "10.0.0.12")), profile_mode="0o644")
     assert update_prod_profile(fake, test=True) == ret(
         "prod", None, "profile prod would be updated",
-        {"nodes": {"old": ["10.0.0.12"], "new": ALL_IPS}, "mode": {"old": "0o644", "new": "0o600"}})
+        {"nodes": {"old": ["cfy-mgr2 (10.0.0.12)"], "new": WANTED},
+         "mode": {"old": "0o644", "new": "0o600"}})
     fake.active_node.assert_called_once_with(cluster="prod", required=False)
     fake.assert_nothing_mutated()
 
 
 def test_profile_updated_test_mode_before_the_cluster_runs():
-    fake = profiling(active_node=None, profile_nodes=None)
+    fake = profiling(active_node=None, profile_cluster=None)
     assert update_prod_profile(fake, test=True) == ret(
         "prod", None, "profile prod would list the cluster's nodes once it is started",
         {"nodes": {"old": None, "new": "the cluster's nodes"}})
@@ -735,23 +774,24 @@ def test_profile_updated_test_mode_before_the_cluster_runs():
 
 
 def test_profile_updated_fails_when_the_profile_still_differs():
-    fake = profiling(profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ["10.0.0.11", "10.0.0.12"]))
+    short = at(("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"))
+    fake = profiling(profile_cluster=Seq(at(("cfy-mgr1", "10.0.0.11")), short))
     assert update_prod_profile(fake) == ret(
-        "prod", False, "profile prod: lists ['10.0.0.11', '10.0.0.12'] after the update, the "
-                       f"cluster has {ALL_IPS}")
+        "prod", False, f"profile prod: lists {listing(short)} after the update, the cluster has "
+                       f"{WANTED}")
 
 
 def test_profile_updated_fails_when_the_mode_did_not_change():
     fake = profiling(profile_mode="0o644")
     assert update_prod_profile(fake) == ret(
-        "prod", False, f"profile prod: lists {ALL_IPS} after the update, the cluster has {ALL_IPS}")
+        "prod", False, f"profile prod: lists {WANTED} after the update, the cluster has {WANTED}")
     fake.secure_profile.assert_called_once_with(profile="prod")
 
 
-@pytest.mark.parametrize("failing", ["active_node", "cluster_nodes", "profile_nodes",
-                                     "use_profile"])
+@pytest.mark.parametrize("failing", ["active_node", "cluster_nodes", "profile_cluster",
+                                     "use_profile", "set_profile_cluster", "update_profile"])
 def test_profile_updated_turns_errors_into_a_failed_state(failing):
-    answers = {"profile_nodes": Seq(["10.0.0.12"], ALL_IPS)}  # use_profile is needed
+    answers = {"profile_cluster": Seq(None, [], EVERY), "active_profile": None}  # every act
     answers[failing] = CommandExecutionError("cfy profiles use failed (exit 1)")
     fake = profiling(**answers)
     assert update_prod_profile(fake) == ret("prod", False,
@@ -768,10 +808,11 @@ def test_profile_updated_with_a_hint_asks_the_hinted_node_only():
 
 
 def test_profile_updated_with_a_hint_polls_every_manager_before_it_changes_the_profile():
-    fake = profiling(profile_nodes=Seq(["10.0.0.11"], ["10.0.0.11"], ["10.0.0.11"], ALL_IPS))
+    one = at(("cfy-mgr1", "10.0.0.11"))
+    fake = profiling(profile_cluster=Seq(one, one, EVERY))
     assert run(STATES.profile_updated, fake, name="prod", cluster="prod",
                active_hint="10.0.0.11") == ret(
-        "prod", True, "profile prod updated", {"nodes": {"old": ["10.0.0.11"], "new": ALL_IPS}})
+        "prod", True, "profile prod updated", {"nodes": {"old": listing(one), "new": WANTED}})
     fake.active_node.assert_called_once_with(cluster="prod", required=True)
     assert fake.order.index("active_node") < fake.order.index("update_profile")
 
