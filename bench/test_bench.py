@@ -38,7 +38,7 @@ import pytest
 import salt.version
 
 from lab.formula import (OrchRun, deep, http_get, member_state, minion_pillar, nodes, orch,
-                         profile_ips, reactor_idle, shadow_pillar)
+                         profile_entries, reactor_idle, shadow_pillar)
 from lab.proc import wait_until
 
 RESULTS = Path(__file__).parent / "results"
@@ -496,8 +496,8 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
                                  f"{follower}'s minion start event")
             rejoins.append(online - started)
             # the rejoin run ends with the profiles: let it finish before the next fault
-            ips = sorted(lab[n].ip for n in names)
-            wait_until(lambda: all(profile_ips(lab[n]) == ips for n in names), 60,
+            wait_until(lambda: all(sorted(profile_entries(lab[n]) or {}) == sorted(names)
+                                   for n in names), 60,
                        "every manager's profile to list the three nodes")
 
             wait_until(lambda: lb_status(lab) == 200, 30, "the load balancer to serve")

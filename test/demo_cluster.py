@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 
-from lab.formula import nodes, orch, profile_ips
+from lab.formula import nodes, orch, profile_entries
 from lab.proc import wait_until
 
 
@@ -38,8 +38,8 @@ def test_demo(lab, salt_run_cli, emulator):
     _say("\n== cfy cluster nodes list (on mgr2) ==")
     _say(lab["mgr2"].run(["cfy", "cluster", "nodes", "list"]).stdout)
     for name in ("mgr1", "mgr2", "mgr3"):
-        _say(f"  profile 'localhost' on {name}: {profile_ips(lab[name])}")
-    _say(f"  profile 'lab' on cli:      {profile_ips(lab['cli'], 'lab')}")
+        _say(f"  profile 'localhost' on {name}: {profile_entries(lab[name])}")
+    _say(f"  profile 'lab' on cli:      {profile_entries(lab['cli'], 'lab')}")
 
     _say("\n== the same orchestration again: nothing to do ==")
     emulator.clear_audit()

@@ -33,8 +33,11 @@ def reactive(lab, salt_cli, salt_run_cli, pillar_dir, reactive_pillar, event_lis
     lab.reset()
     run = orch(salt_run_cli)
     assert run.returncode == 0, run
-    lab["mgr1"].write("/root/keep.yaml", "tosca_definitions_version: cloudify_dsl_1_3\n")
-    lab["mgr1"].run(["cfy", "blueprints", "upload", "/root/keep.yaml", "-b", "keep"])
+    # a directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz
+    lab["mgr1"].write("/root/blueprints/keep/blueprint.yaml",
+                      "tosca_definitions_version: cloudify_dsl_1_3\n")
+    lab["mgr1"].run(["cfy", "blueprints", "upload", "/root/blueprints/keep/blueprint.yaml", "-b",
+                     "keep"])
     wait_until(lambda: reactor_idle(event_listener, since), 120, "the reset's rejoin runs to return")
     beacons = {"cloudify_ha": [{"interval": 2}]}
     with shadow_pillar(pillar_dir, reactive_pillar, beacons=beacons):

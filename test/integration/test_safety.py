@@ -16,8 +16,10 @@ def blueprint_ids(lab):
 
 
 def upload_blueprint(host, blueprint_id):
-    host.write(f"/root/{blueprint_id}.yaml", "tosca_definitions_version: cloudify_dsl_1_3\n")
-    host.run(["cfy", "blueprints", "upload", f"/root/{blueprint_id}.yaml", "-b", blueprint_id])
+    # a directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz
+    path = f"/root/blueprints/{blueprint_id}/blueprint.yaml"
+    host.write(path, "tosca_definitions_version: cloudify_dsl_1_3\n")
+    host.run(["cfy", "blueprints", "upload", path, "-b", blueprint_id])
 
 
 def test_a_database_holding_data_is_never_dropped_unless_the_pillar_allows_it(

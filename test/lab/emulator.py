@@ -8,12 +8,14 @@ from pathlib import Path
 from .proc import run
 
 CFYEMU = Path(__file__).resolve().parent / "cfyemu"
+# the real cloudify-cli 4.6 that `make cfy` installs (Python 2.7): every `cfy` in the lab runs it
+CFY46 = Path(__file__).resolve().parents[2] / ".cfy-4.6"
 MANAGER_PACKAGE = "cloudify-manager-install"
 CLI_PACKAGE = "cloudify-cli"
 VERSION = "4.6.0-1"
 
 WRAPPER = """#!/bin/sh
-# {what} (emulated by the cloudify_ha lab)
+# {what} (the cloudify_ha lab)
 PYTHONPATH={lib} exec {python} -m cfyemu.{module} "$@"
 """
 
@@ -22,6 +24,28 @@ def _wrapper(path, what, lib, module, python):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(WRAPPER.format(what=what, lib=lib, module=module, python=python))
     path.chmod(0o755)
+
+
+def real_cli(home=CFY46):
+    """(lib, python) of the machine's real cfy 4.6, or a clear error naming the fix."""
+    try:
+        python = Path((home / "python").read_text().strip())
+    except OSError:
+        python = None
+    lib = home / "lib"
+    if not python or not python.exists() or not (lib / "bin" / "cfy").exists() \
+            or not list(home.glob(".installed-*")):
+        raise RuntimeError(f"the real Cloudify CLI 4.6 is not installed in {home}: run "
+                           "'make cfy' (it needs Python 2.7: pyenv install 2.7.18)")
+    return lib, python
+
+
+def _embedded(dest, cli):
+    """/opt/cfy/embedded as the 4.6 CLI RPM lays it out: links to the machine's real install."""
+    lib, python = cli
+    (dest / "bin").mkdir(parents=True, exist_ok=True)
+    (dest / "lib").symlink_to(lib)
+    (dest / "bin" / "python2.7").symlink_to(python)
 
 
 def _copy_code(dest):
@@ -36,9 +60,10 @@ def _control(root, package, description):
         f"Description: {description}\n This package is the cloudify_ha test lab's emulator.\n")
 
 
-def build_packages(out_dir, python=sys.executable):
+def build_packages(out_dir, python=sys.executable, cli_home=CFY46):
     """Build the two .deb packages into out_dir; returns {package name: path}."""
     out_dir = Path(out_dir)
+    cli = real_cli(cli_home)
     work = out_dir / "build"
     shutil.rmtree(work, ignore_errors=True)
     built = {}
@@ -49,15 +74,18 @@ def build_packages(out_dir, python=sys.executable):
     _copy_code(base / "lib")
     _wrapper(base / "bin" / "cfy_manager", "cfy_manager, the Cloudify Manager installer", lib,
              "installer", python)
-    _wrapper(base / "bin" / "cfy", "cfy, the Cloudify CLI", lib, "cli", python)
+    _wrapper(base / "bin" / "cfy", "cfy, the real Cloudify CLI 4.6", lib, "realcfy", python)
+    _embedded(base / "cli" / "embedded", cli)
     _wrapper(base / "bin" / "cloudify-services", "the manager's services", lib, "service", python)
     _wrapper(root / "usr" / "bin" / "cfy_manager", "cfy_manager", lib, "installer", python)
     _control(root, MANAGER_PACKAGE, "Cloudify Manager 4.6 installer (emulated)")
 
     cli_root = work / CLI_PACKAGE
     _copy_code(cli_root / "opt" / "cfy" / "lib")
-    _wrapper(cli_root / "usr" / "bin" / "cfy", "cfy, the Cloudify CLI", "/opt/cfy/lib", "cli", python)
-    _control(cli_root, CLI_PACKAGE, "Cloudify CLI 4.6 (emulated)")
+    _embedded(cli_root / "opt" / "cfy" / "embedded", cli)
+    for path in (cli_root / "opt" / "cfy" / "bin" / "cfy", cli_root / "usr" / "bin" / "cfy"):
+        _wrapper(path, "cfy, the real Cloudify CLI 4.6", "/opt/cfy/lib", "realcfy", python)
+    _control(cli_root, CLI_PACKAGE, "Cloudify CLI 4.6 (the real one, audited by the lab)")
 
     for name, pkg_root in ((MANAGER_PACKAGE, root), (CLI_PACKAGE, cli_root)):
         target = out_dir / f"{name}_{VERSION}_all.deb"

@@ -91,18 +91,27 @@ def member_state(lab, name, via="mgr2"):
     return None
 
 
-def profile_ips(host, profile="localhost"):
-    path = f"/root/.cloudify/profiles/{profile}/context"
-    if not host.exists(path):
-        return None
+class ProfileLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
+    """Reads the real cfy 4.6's profiles: `!CloudifyProfileContext` documents written by PyYAML
+    3.10 on Python 2, every text tagged `!!python/unicode` (without touching yaml.SafeLoader)."""
 
-    class _Loader(yaml.SafeLoader):
-        pass
 
-    _Loader.add_constructor("!CloudifyProfileContext",
-                            lambda loader, node: loader.construct_mapping(node, deep=True))
-    data = yaml.load(host.read(path), Loader=_Loader) or {}
-    return sorted(n["manager_ip"] for n in data.get("_cluster") or [])
+ProfileLoader.add_constructor("!CloudifyProfileContext",
+                              lambda loader, node: loader.construct_mapping(node, deep=True))
+ProfileLoader.add_constructor("tag:yaml.org,2002:python/unicode",
+                              lambda loader, node: loader.construct_scalar(node))
+
+
+def read_profile(host, profile="localhost"):
+    """A profile's context on a lab host, or None."""
+    text = host.read(f"/root/.cloudify/profiles/{profile}/context")
+    return None if text is None else (yaml.load(text, Loader=ProfileLoader) or {})  # noqa: S506
+
+
+def profile_entries(host, profile="localhost"):
+    """{node name: address} of a profile's `_cluster`, or None when there is no profile."""
+    data = read_profile(host, profile)
+    return None if data is None else {n["name"]: n["manager_ip"] for n in data.get("_cluster") or []}
 
 
 def minion_pillar(salt_cli, minion="mgr1"):

@@ -21,14 +21,15 @@ class LabCA:
         self.key.chmod(0o600)
         return self
 
-    def issue(self, name, cn, ips=(), client=False):
+    def issue(self, name, cn, ips=(), client=False, dns=()):
         """Issue `name`.crt / `name`.key signed by the CA; returns (cert path, key path)."""
         cert, key, csr = (self.dir / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
         ext = self.dir / f"{name}.ext"
         lines = ["basicConstraints=CA:FALSE",
                  f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}"]
-        if ips:
-            lines.append("subjectAltName=" + ",".join(f"IP:{ip}" for ip in ips))
+        if ips or dns:
+            lines.append("subjectAltName=" + ",".join([f"IP:{ip}" for ip in ips] +
+                                                      [f"DNS:{name}" for name in dns]))
         ext.write_text("\n".join(lines) + "\n")
         run(["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
              "-keyout", key, "-out", csr, "-subj", f"/CN={cn}"])

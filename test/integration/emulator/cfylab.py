@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from lab.emulator import CLI_PACKAGE, MANAGER_PACKAGE
+from lab.formula import ProfileLoader
 from lab.manual import build_cluster, manager_config, write_config
 from lab.proc import LabError, wait_until
 
@@ -38,7 +39,8 @@ NODE_KEYS = {"name", "host_ip", "public_ip", "master", "online", "initialized", 
              "required", "remote_database", "options", "checks"}
 CHECK_KEYS = {"consul", "services", "database", "heartbeat"}
 # `cfy cluster start` prints each polled log line as "<ISO time> <message>"
-ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00 \S")
+# `cluster start` log lines: 4.6 prints utcfromtimestamp(..).isoformat(), whole seconds, no offset
+ISO_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d \S")
 
 
 # ---- commands in a host ------------------------------------------------------------------------
@@ -80,17 +82,9 @@ def last_line(text):
 
 
 # ---- files in a host ---------------------------------------------------------------------------
-class _ProfileLoader(yaml.SafeLoader):  # pylint: disable=too-many-ancestors
-    """Reads the CLI's `!CloudifyProfileContext` documents (without touching yaml.SafeLoader)."""
-
-
-_ProfileLoader.add_constructor("!CloudifyProfileContext",
-                               lambda loader, node: loader.construct_mapping(node, deep=True))
-
-
 def read_yaml(host, path):
     text = host.read(path)
-    return None if text is None else yaml.load(text, Loader=_ProfileLoader)  # noqa: S506
+    return None if text is None else yaml.load(text, Loader=ProfileLoader)  # noqa: S506
 
 
 def write_profile(host, name, context):
@@ -198,7 +192,7 @@ def node_state(node):
 # ---- the nodes table ---------------------------------------------------------------------------
 def parse_table(text):
     """(title, columns, rows as dicts) of a CLI table."""
-    lines = text.splitlines()
+    lines = [line for line in text.splitlines() if line.strip()]  # 4.6 opens with a blank line
     title = lines[0]
     grid = [line for line in lines if line.startswith("|")]
     columns = [c.strip() for c in grid[0].strip("|").split("|")]
@@ -258,6 +252,8 @@ def blueprint_ids(lab):
 
 
 def upload_blueprint(host, blueprint_id):
-    """`cfy blueprints upload` of a one-line blueprint, from host's active profile."""
-    host.write(f"/root/{blueprint_id}.yaml", "tosca_definitions_version: cloudify_dsl_1_3\n")
-    return cfy(host, "blueprints", "upload", f"/root/{blueprint_id}.yaml", "-b", blueprint_id)
+    """`cfy blueprints upload` of a one-line blueprint, from host's active profile. It has a
+    directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz."""
+    path = f"/root/blueprints/{blueprint_id}/blueprint.yaml"
+    host.write(path, "tosca_definitions_version: cloudify_dsl_1_3\n")
+    return cfy(host, "blueprints", "upload", path, "-b", blueprint_id)

@@ -13,7 +13,7 @@ from cfylab import (ADMIN_PASSWORD, ALREADY_A_CLUSTER, MANAGERS, NO_ACTIVE_NODE,
 
 pytestmark = pytest.mark.usefixtures("shared_cluster")
 
-REPLICA_MESSAGE = "An error occurred on the server: This node is not the active node"
+REPLICA_MESSAGE = "This node is not the active node of the Cloudify Manager cluster"
 
 
 def profile(host, name):
@@ -56,13 +56,15 @@ def test_nodes_list_prints_the_ha_cluster_nodes_table(lab):
         assert (row["consul"], row["cloudify services"], row["heartbeat"]) == ("OK", "OK", "OK")
 
 
-def test_nodes_list_json_is_the_servers_node_list(lab):
+def test_nodes_list_json_is_the_table_as_json(lab):
+    """4.6's --json prints the table's rows (its columns and labels), not the server's records."""
     listed = json.loads(ok(cfy(lab["mgr1"], "cluster", "nodes", "list", "--json")))
     server = nodes(lab["mgr1"].ip)
     assert [n["name"] for n in listed] == sorted(MANAGERS)
-    for node in listed:  # checks are live: they may change between the two calls
-        assert {k: v for k, v in node.items() if k != "checks"} == \
-            {k: v for k, v in server[node["name"]].items() if k != "checks"}
+    for node in listed:
+        assert set(node) == set(TABLE_COLUMNS)
+        assert node["host_ip"] == server[node["name"]]["host_ip"]
+        assert node["state"] == ("leader" if node["name"] == "mgr1" else "replica")
 
 
 def test_nodes_list_refreshes_the_profiles_node_list(lab):
@@ -77,8 +79,8 @@ def test_cluster_start_on_a_cluster_member_is_refused(lab):
     assert set(nodes(lab["mgr1"].ip)) == set(MANAGERS)
 
 
-def test_set_active_on_the_active_node_says_it_already_is(lab):
-    out = ok(cfy(lab["mgr1"], "cluster", "set-active", "mgr1"))
+def test_set_active_on_the_active_node_says_it_already_is_and_fails(lab):
+    out = failed(cfy(lab["mgr1"], "cluster", "set-active", "mgr1"))
     assert out.strip() == "mgr1 is already the current active node!"
 
 
@@ -124,14 +126,14 @@ def test_update_profile_drops_nodes_gone_from_the_server(lab):
 # ---- profiles use --------------------------------------------------------------------------------
 def test_profiles_use_on_a_replica_fails(lab):
     proc = use_profile(lab["cli"], lab["mgr2"].ip, "on-replica")
-    assert REPLICA_MESSAGE in failed(proc)
+    assert f"Can't use manager on-replica. {REPLICA_MESSAGE}" in failed(proc)
     assert profile(lab["cli"], "on-replica") is None
 
 
 def test_profiles_use_on_a_replica_with_skip_credentials_validation_succeeds(lab):
     out = ok(use_profile(lab["cli"], lab["mgr2"].ip, "on-replica-skip",
                          "--skip-credentials-validation"))
-    assert out.splitlines()[-1] == "Initialization completed successfully"
+    assert out.splitlines()[-1] == f"Using manager {lab['mgr2'].ip} with port 80"
     context = profile(lab["cli"], "on-replica-skip")
     assert context["manager_ip"] == lab["mgr2"].ip and context["manager_username"] == "admin"
     assert lab["cli"].read("/root/.cloudify/active.profile").strip() == "on-replica-skip"
@@ -143,19 +145,20 @@ def test_profiles_are_written_with_the_umask(lab):
 
 
 # ---- the failover walk ---------------------------------------------------------------------------
-def test_failover_walk_skips_dead_and_replica_nodes_and_moves_the_answering_node_first(lab):
-    # lb: nothing listens on 80 (connection refused); mgr3: a replica; mgr1: the active node
+def test_failover_walk_skips_dead_and_replica_nodes_and_moves_each_node_it_tries_first(lab):
+    # lb: nothing listens on 80 (connection refused); mgr3: a replica; mgr1: the active node.
+    # 4.6 moves every node it tries to the front and saves (cloudify-4.6.md section 0.1)
     profile_with_nodes(lab, "walk", ["lb", "mgr3", "mgr1", "mgr2"])
     assert ok(cfy(lab["cli"], "cluster", "status")).strip() == "Cloudify Manager cluster ready"
     context = profile(lab["cli"], "walk")
-    assert cluster_ips(context) == [lab[h].ip for h in ("mgr1", "lb", "mgr3", "mgr2")]
+    assert cluster_ips(context) == [lab[h].ip for h in ("mgr1", "mgr3", "lb", "mgr2")]
     assert context["manager_ip"] == lab["mgr1"].ip
 
 
 def test_failover_walk_with_no_active_node_in_the_profile_fails(lab):
     profile_with_nodes(lab, "no-active", ["lb", "mgr2", "mgr3"])
     assert failed(cfy(lab["cli"], "cluster", "status")).strip() == NO_ACTIVE_NODE
-    expected = [lab[h].ip for h in ("lb", "mgr2", "mgr3")]
+    expected = [lab[h].ip for h in ("mgr3", "mgr2", "lb")]  # every node tried, moved first
     assert cluster_ips(profile(lab["cli"], "no-active")) == expected
 
 
@@ -166,17 +169,21 @@ def test_credentials_come_from_the_environment_when_the_profile_has_none(lab):
            "--skip-credentials-validation"))
     assert profile(cli, "no-creds")["manager_password"] is None
     missing = failed(cfy(cli, "cluster", "status"))
-    assert "Manager Username or Manager Password not set" in missing
+    assert "Manager Username must be set in order to use a manager." in missing
     env = {"CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": ADMIN_PASSWORD,
            "CLOUDIFY_TENANT": "default_tenant"}
     assert ok(cfy(cli, "cluster", "status", env=env)).strip() == "Cloudify Manager cluster ready"
 
 
-def test_environment_credentials_win_over_the_profiles(lab):
-    fresh_profile(lab, "env-wins")
-    wrong = {"CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": "not-the-password"}
-    out = failed(cfy(lab["cli"], "cluster", "status", env=wrong))
-    assert out.strip() == "An error occurred on the server: User unauthorized"
+def test_credentials_in_the_environment_and_the_profile_refuse_every_command(lab):
+    """4.6: a credential in the active profile AND the environment is a conflict, even when
+    both hold the same value (the formula gives cfy only what the profile lacks)."""
+    fresh_profile(lab, "env-and-profile")
+    same = {"CLOUDIFY_USERNAME": "admin"}
+    for command in (["cluster", "status"], ["profiles", "show-current"]):
+        out = failed(cfy(lab["cli"], *command, env=same))
+        assert ("Manager Username is set in profile *and* in the `CLOUDIFY_USERNAME` env "
+                "variable. Resolve the conflict before continuing.") in out, command
     assert ok(cfy(lab["cli"], "cluster", "status")).strip() == "Cloudify Manager cluster ready"
 
 

@@ -14,7 +14,9 @@ ADMIN = ("admin", ADMIN_PASSWORD)
 def ssl_manager(lab, emulator):
     lab.reset()
     host = lab[HOST]
-    cert, key = lab.ca.issue(f"{HOST}-rest", host.ip, ips=[host.ip])
+    # with localhost and 127.0.0.1, as 4.6's own certificates have them (_format_ips): the
+    # installer's `cfy profiles set --ssl on` checks the credentials at https://localhost
+    cert, key = lab.ca.issue(f"{HOST}-rest", host.ip, ips=[host.ip, "127.0.0.1"], dns=["localhost"])
     proc = install(lab, emulator, HOST,
                    manager={"private_ip": host.ip, "public_ip": host.ip,
                             "security": {"ssl_enabled": True, "admin_username": "admin",

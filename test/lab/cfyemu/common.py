@@ -170,8 +170,9 @@ def mask_argv(argv, known_secrets):
 class AuditedCommand:
     """Context manager recording one CLI invocation in the lab audit."""
 
-    def __init__(self, prog, argv, mutating):
+    def __init__(self, prog, argv, mutating, caller=None):
         self.prog, self.argv, self.mutating = prog, list(argv), mutating
+        self.caller = caller
         self.start = time.time()
 
     def finish(self, code):
@@ -179,8 +180,11 @@ class AuditedCommand:
             masked, leaked = mask_argv(self.argv, secrets_of())
         except Exception:  # pylint: disable=broad-except
             masked, leaked = ["<unreadable>"], False
-        audit({"kind": "cli", "prog": self.prog, "argv": masked, "secret_on_argv": leaked,
-               "mutating": self.mutating, "exit": code, "start": self.start, "end": time.time()})
+        entry = {"kind": "cli", "prog": self.prog, "argv": masked, "secret_on_argv": leaked,
+                 "mutating": self.mutating, "exit": code, "start": self.start, "end": time.time()}
+        if self.caller:
+            entry["caller"] = self.caller
+        audit(entry)
 
 
 # ---- REST errors and basic auth ----------------------------------------------------------

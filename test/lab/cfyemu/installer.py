@@ -10,11 +10,12 @@ import argparse
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import cluster as clustermod
-from . import profile as profiles
 from . import service
 from .common import (BOOT_SCRIPT, CFY_BIN, CLUSTER_MARKER, CONFIG, DEFAULT_TENANT, ETC,
                      INSTALL_LOG, INSTALL_MARKER, OPT, PACKAGE_LIB, PORTS, RESOURCES,
@@ -262,25 +263,61 @@ def _join(config, log):
     log("cluster", "Node has been added to the cluster successfully!")
 
 
+def _verify_restservice(config, log):
+    """4.6's restservice step checks the REST service with the admin credentials it was given:
+    a joiner's service runs on the cluster's database, whose admin user is the leader's."""
+    security = config["manager"]["security"]
+    log("restservice", "Verifying Rest service is working as expected...")
+    try:
+        status, _ = call("GET", f"http://127.0.0.1:{PORTS['rest']}/api/v3.1/status", timeout=10,
+                         username=security["admin_username"],
+                         password=security["admin_password"])
+    except NetworkFailure as exc:
+        raise InstallError(f"Could not connect to the REST service: {exc}", "NetworkError") from None
+    if status == 401:
+        raise InstallError("Could not connect to the REST service: 401 unauthorized. Possible "
+                           "access control misconfiguration,Master and replica nodes must have "
+                           "the same admin password", "NetworkError")
+
+
 def _restart_services():
     service.stop()
     return service.start()
 
 
-def _install_cli(config):
-    package_cfy = PACKAGE_LIB.parent / "bin" / "cfy"
-    CFY_BIN.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(package_cfy, CFY_BIN)
-    os.chmod(CFY_BIN, 0o755)
+CLI_HOME = Path("/opt/cfy")
+
+
+def _cfy(*argv):
+    """The real cfy 4.6, as 4.6's installer runs it (common.cfy): argv, its output to stdout."""
+    env = dict(os.environ, CFYEMU_CALLER="cfy_manager", HOME=os.path.expanduser("~root"))
+    proc = subprocess.run([str(CFY_BIN), *argv], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, check=False)
+    if proc.returncode:
+        raise InstallError(f"cfy {argv[0]} {argv[1]} failed (exit {proc.returncode}): "
+                           f"{proc.stdout.strip()[-500:]}", "ProcessExecutionError")
+
+
+def _install_cli(config, log):
+    """The cli component: the CLI package under /opt/cfy (4.6 yum-installs its cloudify-cli RPM),
+    then 4.6's own profile setup: `cfy profiles use <name> --skip-credentials-validation` and
+    `cfy profiles set -u <admin> -p <password> -t default_tenant [-c <cert>] --ssl on|off`,
+    password on argv and all, so cli.log gets what 4.6 writes (cloudify-4.6.md section 0.1)."""
+    shutil.rmtree(CLI_HOME, ignore_errors=True)
+    shutil.copytree(PACKAGE_LIB.parent / "cli", CLI_HOME, symlinks=True)
+    for path in (CLI_HOME / "bin" / "cfy", CFY_BIN):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PACKAGE_LIB.parent / "bin" / "cfy", path)
+        os.chmod(path, 0o755)
     security = config["manager"]["security"]
-    ssl_on = bool(security.get("ssl_enabled"))
     name = config["manager"].get("cli_local_profile_host_name") or "localhost"
-    # the installer creates the local profile itself (cfy profiles use localhost -u -p -t)
-    ctx = profiles.new(name, name, security["admin_username"], security["admin_password"],
-                       DEFAULT_TENANT, 443 if ssl_on else 80, "https" if ssl_on else "http",
-                       config["ssl_inputs"].get("ca_cert_path") or None)
-    profiles.save(ctx)
-    profiles.set_active(name)
+    cert = config["ssl_inputs"].get("ca_cert_path")
+    log("cli", "Setting CLI for the current user (root)...")
+    _cfy("profiles", "use", name, "--skip-credentials-validation")
+    _cfy("profiles", "set", "-u", security["admin_username"], "-p", security["admin_password"],
+         "-t", DEFAULT_TENANT, *(["-c", cert] if cert else []),
+         "--ssl", "on" if security.get("ssl_enabled") else "off")
+    log("cli", "Cloudify CLI successfully configured")
 
 
 def install(args, log):
@@ -330,8 +367,9 @@ def install(args, log):
             if not _restart_services():
                 raise InstallError("The manager's REST service did not start",
                                    "ProcessExecutionError")
+            _verify_restservice(config, log)
         elif component == "cli":
-            _install_cli(config)
+            _install_cli(config, log)
         elif component == "cluster":
             _join(config, log)
         log(component, f"{component} installed successfully", console=False)
@@ -368,7 +406,8 @@ def remove(args, log):
         path.unlink(missing_ok=True)
     shutil.rmtree(OPT, ignore_errors=True)
     shutil.rmtree(ETC / "ssl", ignore_errors=True)
-    shutil.rmtree(profiles.home(), ignore_errors=True)
+    shutil.rmtree(CLI_HOME, ignore_errors=True)
+    shutil.rmtree(Path(os.path.expanduser("~root")) / ".cloudify", ignore_errors=True)
     log("main", "Cloudify Manager successfully removed!")
 
 

@@ -6,6 +6,7 @@ stand-in for enabled systemd units). `python -m cfyemu.service start|stop|run`.
 """
 
 import base64
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 import traceback
@@ -198,6 +200,9 @@ class Service:
             return 200, {"status": "running",
                          "services": [{"display_name": s, "instances": [{"state": "running"}]}
                                       for s in SERVICES]}
+        if route == "/maintenance" and method == "GET":  # `cfy status` reads it after /status
+            return 200, {"status": "deactivated", "activated_at": "", "activation_requested_at": "",
+                         "remaining_executions": None, "requested_by": ""}
         if route == "/cluster":
             if method == "GET":
                 return 200, self.cluster_state(include, query.get("since", [None])[0])
@@ -316,8 +321,7 @@ class Service:
             main = query.get("application_file_name", ["blueprint.yaml"])[0]
             if any(b["id"] == blueprint_id for b in self.store.blueprints(DEFAULT_TENANT)):
                 raise RestError(409, "conflict_error", f"blueprint with id={blueprint_id} already exists")
-            target.mkdir(parents=True, exist_ok=True)
-            (target / main).write_bytes(body if isinstance(body, bytes) else json.dumps(body).encode())
+            _extract_blueprint(body if isinstance(body, bytes) else b"", target, main)
             self.store.add_blueprint(DEFAULT_TENANT, blueprint_id, main)
             return 201, {"id": blueprint_id, "main_file_name": main, "tenant_name": DEFAULT_TENANT}
         if method == "DELETE":
@@ -331,6 +335,30 @@ class Service:
         raise RestError(405, "method_not_allowed", f"Method {method} not allowed")
 
 
+def _extract_blueprint(archive, target, main):
+    """A blueprint upload as 4.6's REST service takes it: a tar(.gz) archive of ONE directory,
+    whose files become the blueprint's resources; `main` must be among them."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(archive), mode="r:*") as tar:
+            members = tar.getmembers()
+            tops = {m.name.split("/", 1)[0] for m in members}
+            if len(tops) != 1 or any(m.name.startswith("/") or ".." in m.name.split("/") or
+                                     not (m.isfile() or m.isdir()) for m in members):
+                raise RestError(400, "invalid_blueprint_error",
+                                "Archive must contain exactly 1 directory")
+            top = tops.pop()
+            files = {m.name[len(top) + 1:]: m for m in members if m.isfile()}
+            if main not in files:
+                raise RestError(400, "invalid_blueprint_error",
+                                f"{main} does not exist in the application directory")
+            target.mkdir(parents=True, exist_ok=True)
+            for name, member in files.items():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                (target / name).write_bytes(tar.extractfile(member).read())
+    except tarfile.TarError as exc:
+        raise RestError(400, "invalid_blueprint_error", f"Not a blueprint archive: {exc}") from None
+
+
 def make_handler(service, port):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -342,9 +370,11 @@ def make_handler(service, port):
             status = 500
             url = urlparse(self.path)
             try:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                if raw and "json" in (self.headers.get("Content-Type") or ""):
+                raw = self._body()
+                # cloudify_rest_client labels every request application/json, a blueprint
+                # archive too: the service reads an upload as bytes, as 4.6's does
+                upload = method == "PUT" and url.path.startswith(f"{API}/blueprints/")
+                if raw and not upload and "json" in (self.headers.get("Content-Type") or ""):
                     body = json.loads(raw)
                 else:
                     body = raw or None
@@ -365,6 +395,22 @@ def make_handler(service, port):
             finally:
                 audit({"kind": "rest", "method": method, "path": url.path, "status": status,
                        "port": port, "remote": self.client_address[0], "t": time.time()})
+
+        def _body(self):
+            """The request body: by Content-Length, or chunked (requests streams an upload from
+            a generator, as cloudify_rest_client sends a blueprint archive)."""
+            if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+                parts = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                    if size == 0:
+                        while self.rfile.readline().strip():  # trailers, then the blank line
+                            pass
+                        return b"".join(parts)
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+            length = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(length) if length else b""
 
         def _send(self, status, payload):
             data = b"" if payload is None else json.dumps(payload).encode()
