@@ -37,6 +37,7 @@ INSTALL_LOG = "/var/log/cloudify/manager/cfy_manager.log"
 RESOURCES = "/opt/manager/resources"
 CERT_DIR = "/etc/cloudify_ha"
 PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles")
+CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
 SERVICES = ["queue_service", "composer_service", "manager_service"]
@@ -488,6 +489,10 @@ def _install(settings, manager, join=None):
     timeout = settings["installer"]["install_timeout"]
     result = _run(["cfy_manager", "install"], settings, timeout=timeout)
     os.chmod(CONFIG_PATH, 0o600)
+    # 4.6's installer runs `cfy profiles set -p <admin password>`, and cfy logs "Setting password
+    # to `<password>`" to cli.log, created 0644 (cloudify-4.6.md section 0.1)
+    if os.path.exists(CLI_LOG):
+        os.chmod(CLI_LOG, 0o600)
     if result["retcode"] != 0:
         console = _tail(result["stderr"] or result["stdout"], 3)
         raise CommandExecutionError(

@@ -96,7 +96,8 @@ def host(tmp_path, monkeypatch):
     for constant, path in (("CONFIG_PATH", paths.config), ("INSTALL_MARKER", paths.install),
                            ("CLUSTER_MARKER", paths.cluster), ("CERT_DIR", paths.certs),
                            ("INSTALL_LOG", paths.log), ("RESOURCES", paths.resources),
-                           ("PROFILES_DIR", paths.profiles)):
+                           ("PROFILES_DIR", paths.profiles),
+                           ("CLI_LOG", paths.profiles.parent / "logs/cli.log")):
         monkeypatch.setattr(MODULE, constant, str(path))
     monkeypatch.setattr("salt.utils.path.which", lambda name: f"/usr/bin/{name}")
     return paths
@@ -246,6 +247,25 @@ def test_join_writes_the_join_settings_to_a_private_config(salt, host):
     assert config["services_to_install"] == ["queue_service", "composer_service",
                                              "manager_service"]
     assert mode_of(host.config) == 0o600  # again, after cfy_manager rewrote it
+
+
+@pytest.mark.parametrize("retcode", [0, 1])
+def test_install_makes_the_cli_log_with_the_admin_password_private(salt, host, retcode):
+    """4.6's installer leaves `Setting password to `<pw>`` in cli.log, mode 0644."""
+    log_file = host.profiles.parent / "logs/cli.log"
+
+    def installer(*_args, **_kwargs):
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        log_file.write_text(f"Setting password to `{ADMIN_PW}`\n")
+        log_file.chmod(0o644)
+        return done(retcode=retcode)
+    salt["cmd.run_all"].side_effect = installer
+    if retcode:
+        with pytest.raises(CommandExecutionError):
+            MODULE.install()
+    else:
+        MODULE.install()
+    assert mode_of(log_file) == 0o600
 
 
 def test_install_is_a_non_join_install_on_the_pillars_database(salt, host):
