@@ -73,8 +73,19 @@ def test_the_runner_takes_the_node_the_reaction_passes(reactor):
     assert (call["args"], call["kwargs"]) == (["mgr2"], {"force": False})
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16")
-@pytest.mark.parametrize("minion_id", HOSTILE)
-def test_a_hostile_id_in_the_event_data_stays_data(reactor, minion_id):
-    found = reactions(reactor, "salt/beacon/x/cloudify_ha/", {"id": minion_id})
-    assert found in ([], [rejoin_of(minion_id)])
+@pytest.mark.parametrize("minion_id", HOSTILE + ["mgr2\n", "mgr\u0662", "../mgr2", "", 7, None,
+                                                ["mgr2"], {"mgr2": 1}])
+def test_a_hostile_id_in_the_event_data_makes_no_reaction(reactor, minion_id):
+    for tag in (f"salt/beacon/{minion_id}/cloudify_ha/", "salt/beacon/x/cloudify_ha/"):
+        assert reactions(reactor, tag, {"id": minion_id}) == []
+
+
+@pytest.mark.parametrize("tag", ["salt/beacon/mgr3/cloudify_ha/", "salt/minion/mgr3/start",
+                                 "salt/beacon/mgr2/other/", "salt/auth"])
+def test_an_id_that_the_tag_does_not_name_makes_no_reaction(reactor, tag):
+    """An event whose tag is not the start or beacon tag of the id it carries is not ours."""
+    assert reactions(reactor, tag, {"id": "mgr2"}) == []
+
+
+def test_payload_data_is_not_a_mapping(reactor):
+    assert reactions(reactor, "salt/beacon/mgr2/cloudify_ha/", ["id", "mgr2"]) == []
