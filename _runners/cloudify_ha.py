@@ -34,6 +34,10 @@ def _master_pillar():
     return pillar.get("cloudify_ha") or {}, master_minion
 
 
+# the same rule as the reactor's (cloudify_ha/reactor/rejoin.sls): a plain ASCII minion id
+MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+
+
 def _lock_dir():
     path = os.path.join(__opts__["cachedir"], "cloudify_ha")
     os.makedirs(path, mode=0o700, exist_ok=True)
@@ -55,7 +59,13 @@ def rejoin(node, force=False):
 
         salt-run cloudify_ha.rejoin node=cfy-mgr2.example.com
     """
-    node = str(node)
+    if isinstance(node, int) and not isinstance(node, bool):
+        node = str(node)  # salt-run node=123 arrives as a YAML integer
+    if not isinstance(node, str) or not MINION_ID.fullmatch(node):
+        # checked before anything runs: the orchestration would otherwise get it as pillar
+        return {"node": repr(node), "result": False,
+                "comment": "node: must be the minion id of a manager (ASCII letters, digits, "
+                           "'.', '_', '-'); nothing ran"}
     if not force:
         enabled = (_master_pillar()[0].get("reactor") or {}).get("enabled", True)
         if enabled is False:
@@ -63,8 +73,7 @@ def rejoin(node, force=False):
             return {"node": node, "result": True,
                     "comment": "automatic rejoins are paused (pillar cloudify_ha:reactor:enabled "
                                "is false on the master); force=True runs one"}
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", node)
-    pending = open(os.path.join(_lock_dir(), f"pending-{safe}.lock"), "w")  # pylint: disable=consider-using-with
+    pending = open(os.path.join(_lock_dir(), f"pending-{node}.lock"), "w")  # pylint: disable=consider-using-with
     try:
         try:
             fcntl.flock(pending, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -68,3 +68,7 @@ def beacon_module():
 
 def grain_module():
     return load("_grains/cloudify_ha.py", "cloudify_ha_grain_under_test")
+
+
+def runner_module():
+    return load("_runners/cloudify_ha.py", "cloudify_ha_runner_under_test")
