@@ -126,9 +126,10 @@ def _cert_paths(settings):
     """The database CA and client certificate files of this cluster, written from pillar."""
     db = settings["database"]
     base = os.path.join(CERT_DIR, settings["name"])
-    paths = {"ca": os.path.join(base, "db-ca.pem")}
+    paths = {"ca": os.path.join(base, "db-ca.pem"), "ca_key": os.path.join(base, "db-ca.key")}
     _write_private(paths["ca"], db["ca_cert"], 0o644)
-    if db.get("client_cert"):
+    _write_private(paths["ca_key"], db["ca_key"], 0o600)
+    if db.get("client_cert"):  # required by the pillar's validation
         paths["cert"] = os.path.join(base, "db-client.pem")
         paths["key"] = os.path.join(base, "db-client.key")
         _write_private(paths["cert"], db["client_cert"], 0o644)
@@ -472,9 +473,11 @@ def _manager_config(settings, manager, join=None):
             "postgres_password": db["postgres_password"],
             "ssl_enabled": True,
         },
-        "ssl_inputs": {"ca_cert_path": paths["ca"],
-                       "postgresql_client_cert_path": paths.get("cert", ""),
-                       "postgresql_client_key_path": paths.get("key", "")},
+        # 4.6: ca_cert_path is the manager's internal CA (and the database's sslrootcert), which
+        # it refuses without ca_key_path; the client files are copied whenever SSL is on
+        "ssl_inputs": {"ca_cert_path": paths["ca"], "ca_key_path": paths["ca_key"],
+                       "postgresql_client_cert_path": paths["cert"],
+                       "postgresql_client_key_path": paths["key"]},
         "services_to_install": list(SERVICES),
     }
     if join is not None:

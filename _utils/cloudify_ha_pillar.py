@@ -26,6 +26,7 @@ CLUSTER_DEFAULTS = {
         "password": None,
         "postgres_password": None,
         "ca_cert": None,
+        "ca_key": "",
         "client_cert": "",
         "client_key": "",
     },
@@ -266,8 +267,15 @@ def _validate_database(errors, where, settings):
     if not db.get("ca_cert"):
         errors.append(f"{where}:database:ca_cert: required; 4.6 connects to an external "
                       "database over SSL only: give the PEM of the CA that signed its certificate")
-    if bool(db.get("client_cert")) != bool(db.get("client_key")):
-        errors.append(f"{where}:database:client_cert/client_key: give both (PEM) or neither")
+    if db.get("ca_cert") and not db.get("ca_key"):
+        errors.append(f"{where}:database:ca_key: required with database:ca_cert; 4.6 takes that "
+                      "CA as the manager's internal CA too (ssl_inputs.ca_cert_path) and refuses "
+                      "it without its key (ca_key_path): give the PEM key of the CA")
+    if not db.get("client_cert") or not db.get("client_key"):
+        errors.append(f"{where}:database:client_cert/client_key: both required (PEM): 4.6's "
+                      "installer copies the two files whenever database SSL is on, which it "
+                      "always is with an external database; the server may still authenticate "
+                      "the cloudify user by password")
     for key in ("name", "username"):
         if not isinstance(db.get(key), str) or not db.get(key):
             errors.append(f"{where}:database:{key}: must be a non-empty string")
@@ -376,9 +384,10 @@ def secrets_in(settings):
         value = (settings.get(section) or {}).get(key)
         if value:
             found.add(str(value))
-    key = (settings.get("database") or {}).get("client_key")
-    if key:
-        found.add(str(key))
+    for key in ("client_key", "ca_key"):
+        value = (settings.get("database") or {}).get(key)
+        if value:
+            found.add(str(value))
     return found
 
 

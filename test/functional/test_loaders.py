@@ -50,10 +50,16 @@ def test_profile_nodes_reads_a_profile(loaders, tmp_path, monkeypatch):
     func = loaders.modules["cloudify_ha.profile_nodes"]
     monkeypatch.setitem(func.__globals__, "PROFILES_DIR", str(tmp_path))
     (tmp_path / "prod").mkdir()
+    # as the real cfy 4.6 writes it (PyYAML 3.10, Python 2): tagged, every text !!python/unicode
     (tmp_path / "prod" / "context").write_text(
-        "!CloudifyProfileContext\n_cluster:\n- {name: cfy-mgr2, manager_ip: 10.0.0.12}\n"
-        "- {name: cfy-mgr1, manager_ip: 10.0.0.11}\nmanager_ip: 10.0.0.12\n")
-    assert loaders.modules.cloudify_ha.profile_nodes(profile="prod") == ["10.0.0.11", "10.0.0.12"]
+        "!CloudifyProfileContext\n_cluster:\n"
+        "- {manager_ip: !!python/unicode 'localhost', name: !!python/unicode 'cfy-mgr2'}\n"
+        "- {manager_ip: !!python/unicode '10.0.0.11', name: !!python/unicode 'cfy-mgr1'}\n"
+        "manager_ip: !!python/unicode 'localhost'\n")
+    assert loaders.modules.cloudify_ha.profile_nodes(profile="prod") == ["cfy-mgr1", "cfy-mgr2"]
+    assert loaders.modules.cloudify_ha.profile_cluster(profile="prod") == [
+        {"name": "cfy-mgr2", "manager_ip": "localhost"},
+        {"name": "cfy-mgr1", "manager_ip": "10.0.0.11"}]
     assert loaders.modules.cloudify_ha.profile_nodes(profile="missing") is None
 
 

@@ -63,6 +63,7 @@ def pillar_dir(lab, packages):
         "subnet": lab.subnet_cidr,
         "passwords": lab.passwords,
         "ca_cert": lab.ca.cert.read_text(),
+        "ca_key": lab.ca.key.read_text(),
         "client_cert": cert.read_text(),
         "client_key": key.read_text(),
         "packages": {"manager": f"salt://cloudify_ha_packages/{packages['cloudify-manager-install'].name}",

@@ -18,7 +18,8 @@ def manager_config(lab, name, admin_password, db_password, join=None, **sections
                     "security": {"admin_username": "admin", "admin_password": admin_password}},
         "postgresql_client": {"host": lab["db"].ip, "username": "cloudify", "password": db_password,
                               "postgres_password": lab.passwords["postgres"], "ssl_enabled": True},
-        "ssl_inputs": {"ca_cert_path": str(lab.ca.cert), "postgresql_client_cert_path": str(cert),
+        "ssl_inputs": {"ca_cert_path": str(lab.ca.cert), "ca_key_path": str(lab.ca.key),
+                       "postgresql_client_cert_path": str(cert),
                        "postgresql_client_key_path": str(key)},
         "services_to_install": ["queue_service", "composer_service", "manager_service"],
     }

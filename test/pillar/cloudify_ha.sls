@@ -33,6 +33,8 @@ cloudify_ha:
         postgres_password: {{ lab.passwords.postgres }}
         ca_cert: |
           {{ lab.ca_cert | indent(10) }}
+        ca_key: |
+          {{ lab.ca_key | indent(10) }}
         client_cert: |
           {{ lab.client_cert | indent(10) }}
         client_key: |

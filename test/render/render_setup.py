@@ -39,6 +39,7 @@ LAB_FACTS = {
     "subnet": "10.10.0.0/24",
     "passwords": {"admin": "lab-admin-pw", "db": "lab-db-pw", "postgres": "lab-postgres-pw"},
     "ca_cert": PEM.format(kind="CERTIFICATE"),
+    "ca_key": PEM.format(kind="PRIVATE KEY"),
     "client_cert": PEM.format(kind="CERTIFICATE"),
     "client_key": PEM.format(kind="PRIVATE KEY"),
     "packages": {"manager": "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb",

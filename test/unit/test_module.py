@@ -26,7 +26,8 @@ MINION = "cfy-mgr2.example.com"
 ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
 DATA = REPO / "test" / "unit" / "data"
 CLIENT_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
-SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(),)
+CA_KEY = "-----BEGIN PRIVATE KEY-----\nTHE-DB-CA-KEY\n-----END PRIVATE KEY-----\n"
+SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(), CA_KEY.strip())
 DB_CA = "-----BEGIN CERTIFICATE-----\nDBCA\n-----END CERTIFICATE-----\n"
 
 
@@ -47,8 +48,8 @@ def assert_no_secret(text):
 def pillar():
     """pillar.example, with a database client certificate and key."""
     data = example_pillar()
-    data["clusters"]["prod"]["database"].update(ca_cert=DB_CA, client_cert="CLIENT CERT",
-                                                client_key=CLIENT_KEY)
+    data["clusters"]["prod"]["database"].update(ca_cert=DB_CA, ca_key=CA_KEY,
+                                                client_cert="CLIENT CERT", client_key=CLIENT_KEY)
     return data
 
 
@@ -279,12 +280,17 @@ def test_install_writes_the_database_certificates_from_pillar(salt, host):
     seen = config_seen_by_cfy_manager(salt, host)
     MODULE.install()
     inputs = seen["config"]["ssl_inputs"]
+    # what 4.6's validations accept: the CA with its key (cloudify-4.6.md section 0.2)
     assert inputs == {"ca_cert_path": str(host.certs / "prod/db-ca.pem"),
+                      "ca_key_path": str(host.certs / "prod/db-ca.key"),
                       "postgresql_client_cert_path": str(host.certs / "prod/db-client.pem"),
                       "postgresql_client_key_path": str(host.certs / "prod/db-client.key")}
     assert (host.certs / "prod/db-ca.pem").read_text() == DB_CA
+    assert (host.certs / "prod/db-ca.key").read_text() == CA_KEY
     assert (host.certs / "prod/db-client.key").read_text() == CLIENT_KEY
-    assert [mode_of(inputs[k]) for k in sorted(inputs)] == [0o644, 0o644, 0o600]
+    assert {k: mode_of(v) for k, v in inputs.items()} == {
+        "ca_cert_path": 0o644, "ca_key_path": 0o600, "postgresql_client_cert_path": 0o644,
+        "postgresql_client_key_path": 0o600}
 
 
 INSTALL_LOG = """\

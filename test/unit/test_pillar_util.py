@@ -57,7 +57,9 @@ def test_pillar_example_is_valid_without_warnings():
 
 def test_example_secrets_are_the_ones_in_pillar_example():
     settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
-    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS)
+    db = settings["database"]
+    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]}
+    assert "CHANGE-ME-the-database-CA-key" in db["ca_key"]
 
 
 def test_plan_of_pillar_example():
@@ -130,8 +132,9 @@ MISTAKES = [
     ("database:port", 5433, "database:port", "on port 5432 only"),
     ("database:port", "5432", "database:port", "is not a TCP port number"),
     ("database:ca_cert", "", "database:ca_cert", "over SSL only"),
-    ("database:client_cert", "PEM", "database:client_cert/client_key",
-     "give both (PEM) or neither"),
+    ("database:client_cert", "", "database:client_cert/client_key", "both required (PEM)"),
+    ("database:client_key", DROP, "database:client_cert/client_key", "copies the two files"),
+    ("database:ca_key", "", "database:ca_key", "refuses it without its key"),
     ("database:name", "", "database:name", "must be a non-empty string"),
     ("database:pasword", "x", "database:pasword", "did you mean 'password'?"),
     ("rest:ssl", "yes", "rest:ssl", "must be true or false"),

@@ -125,6 +125,13 @@ def validate(config, joining):
     if not client.get("postgres_password") or client["postgres_password"] == "<removed>":
         raise InstallError("postgresql_client.postgres_password is required when using an "
                            "external database", "ValidationError")
+    inputs = config["ssl_inputs"]
+    # 4.6 validations.py _validate_cert_inputs: ca_cert_path is the manager's internal CA
+    if inputs.get("ca_cert_path") and not inputs.get("ca_key_path") and not (
+            inputs.get("internal_cert_path") and inputs.get("internal_key_path")):
+        raise InstallError("If ca_cert_path was provided, but ca_key_path was not provided, both "
+                           "internal_cert_path and internal_key_path must be provided.",
+                           "ValidationError")
     for key in ("ca_cert_path", "postgresql_client_cert_path", "postgresql_client_key_path"):
         path = config["ssl_inputs"].get(key)
         if path and not os.path.exists(path):
@@ -138,6 +145,24 @@ def validate(config, joining):
     if joining and not manager["security"].get("admin_password"):
         raise InstallError("manager.security.admin_password is required to join a cluster",
                            "ValidationError")
+
+
+def _copy_client_certificate(config):
+    """4.6's postgresql_client._configure_ssl: with ssl_enabled it copies the client certificate
+    and key unconditionally (`sudo cp -rp <path> /etc/cloudify/ssl/postgresql.crt`), so an empty
+    or missing path fails the install here (cloudify-4.6.md section 0.2)."""
+    if not config["postgresql_client"].get("ssl_enabled"):
+        return
+    inputs = config["ssl_inputs"]
+    (ETC / "ssl").mkdir(parents=True, exist_ok=True)
+    for key, dest in (("postgresql_client_cert_path", "postgresql.crt"),
+                      ("postgresql_client_key_path", "postgresql.key")):
+        path = inputs.get(key) or ""
+        if not os.path.isfile(path):
+            raise InstallError(f"Command 'cp -rp {path!r} {ETC / 'ssl' / dest}' failed: cp: "
+                               f"cannot stat {path!r}: No such file or directory",
+                               "ProcessExecutionError")
+        shutil.copy(path, ETC / "ssl" / dest)
 
 
 def _drop_and_create(config, log):
@@ -351,6 +376,7 @@ def install(args, log):
             for path in (OPT, RESOURCES, ETC / "ssl"):
                 path.mkdir(parents=True, exist_ok=True)
         elif component == "postgresql_client":
+            _copy_client_certificate(config)
             if joining:
                 _check_database(config, log)
             else:
