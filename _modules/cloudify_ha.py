@@ -520,10 +520,24 @@ def install(cluster=None):
     return _install(settings, manager)
 
 
+def database_host(cluster=None):
+    """
+    The cluster's database address, from pillar (``database:host``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr2 cloudify_ha.database_host
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    return settings["database"]["host"]
+
+
 def join(master_ip, database_ip, cluster=None):
     """
     Install this manager with the install-time join: cluster.master_ip (the active node),
-    postgresql_client.host (the cluster's database, as the active node reports it), the admin
+    postgresql_client.host (the cluster's database), the admin
     and postgres passwords, all from config.yaml (0600), never on the command line.
 
     CLI Example:

@@ -335,11 +335,16 @@ def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=Fa
                           f"/opt/manager/resources, e.g. {resources[0]}); only an empty manager "
                           "can join a cluster. Nothing was changed; move the data away if it is "
                           "not needed")
+    # the join's database is the pillar's: no public source says 4.6's node records carry a
+    # database_ip (cloudify-4.6.md section 0.3); one that does and differs is refused
+    database_ip = mod["cloudify_ha.database_host"](cluster=cluster)
     leader_entry = next((n for n in nodes if n["master"]), None)
-    database_ip = (leader_entry or {}).get("database_ip")
-    if not database_ip:
-        return _fail(ret, f"{name}: the active node {active['host']} does not report its "
-                          "database address; cannot derive the join's database")
+    reported = (leader_entry or {}).get("database_ip")
+    if reported and reported != database_ip:
+        return _fail(ret, f"{name}: the active node {active['host']} reports its database at "
+                          f"{reported}, the pillar's database:host is {database_ip}; a cluster "
+                          "has one database. Nothing was changed: fix the pillar, or check "
+                          "which database the cluster really uses")
     changes = {}
     if me and me["online"]:  # a host wiped a moment ago still looks alive for a few seconds
         if _wait_for(lambda: not _is_online(mod, active, name, cluster), 20, 1.0):

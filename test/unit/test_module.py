@@ -238,7 +238,7 @@ def test_join_writes_the_join_settings_to_a_private_config(salt, host):
     assert seen["mode"] == 0o600
     assert config["cluster"] == {"master_ip": "10.0.0.11", "node_name": "cfy-mgr2",
                                  "host_ip": "10.0.0.12"}
-    # the database the active node reported, not the pillar's
+    # the database the state passes (the pillar's: the state checks any reported one)
     assert config["postgresql_client"] == {"host": "10.0.0.55", "db_name": "cloudify_db",
                                            "username": "cloudify", "password": DB_PW,
                                            "postgres_password": POSTGRES_PW, "ssl_enabled": True}

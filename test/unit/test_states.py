@@ -345,7 +345,7 @@ JOINED = {"joined": {"old": None, "new": {"active_node": "10.0.0.11", "database"
 def joining(**answers):
     """The fake module of a fresh, empty mgr2 whose join is about to work."""
     defaults = {"node_state": "package_installed", "active_node": ACTIVE,
-                "cluster_nodes": Seq(BEFORE, AFTER), "resources": [],
+                "cluster_nodes": Seq(BEFORE, AFTER), "resources": [], "database_host": "10.0.0.5",
                 "join": {"retcode": 0, "output": "ok"}, "remove_node": {"name": "cfy-mgr2"}}
     return FakeModule(**dict(defaults, **answers))
 
@@ -364,15 +364,17 @@ def test_joined_member_online(manager, local):
     fake.assert_nothing_mutated()
 
 
-def test_joined_fresh_empty_host_joins_with_the_active_nodes_database(clock):
+def test_joined_fresh_empty_host_joins_with_the_pillars_database(clock):
     fake = joining()
     assert join_mgr2(fake) == ret("cfy-mgr2", True,
                                   "cfy-mgr2 joined the cluster (active node 10.0.0.11)", JOINED)
-    # the database is the one the active node's own (leader) entry reports, not another entry's
+    # the pillar's database, which the active node's own (leader) entry confirms (another
+    # entry's differing database_ip is not the active node's word)
     fake.join.assert_called_once_with("10.0.0.11", "10.0.0.5", cluster="prod")
     fake.active_node.assert_called_once_with(cluster="prod", required=True)
     fake.remove_node.assert_not_called()
-    assert fake.order == ["node_state", "active_node", "cluster_nodes", "resources", "join",
+    assert fake.order == ["node_state", "active_node", "cluster_nodes", "resources",
+                          "database_host", "join",
                           "cluster_nodes"]
     assert clock.slept == 0
 
@@ -483,11 +485,21 @@ def test_joined_needs_the_installer_package():
     fake.active_node.assert_not_called()
 
 
-def test_joined_needs_the_database_address_from_the_active_node():
-    fake = joining(cluster_nodes=[node(MGR1, "leader", database_ip=None)])
-    assert join_mgr2(fake) == ret("cfy-mgr2", False, "cfy-mgr2: the active node 10.0.0.11 does "
-                                  "not report its database address; cannot derive the join's "
-                                  "database")
+def test_joined_takes_the_pillars_database_when_the_records_carry_none():
+    """4.6's node records need not carry database_ip (cloudify-4.6.md section 0.3)."""
+    bare = [node(MGR1, "leader", database_ip=None)]
+    fake = joining(cluster_nodes=Seq(bare, bare + [node(MGR2, "replica", database_ip=None)]))
+    assert join_mgr2(fake)["result"] is True
+    fake.join.assert_called_once_with("10.0.0.11", "10.0.0.5", cluster="prod")
+
+
+def test_joined_refuses_when_the_active_node_reports_another_database():
+    fake = joining(cluster_nodes=[node(MGR1, "leader", database_ip="10.0.0.99")])
+    assert join_mgr2(fake) == ret(
+        "cfy-mgr2", False, "cfy-mgr2: the active node 10.0.0.11 reports its database at "
+                           "10.0.0.99, the pillar's database:host is 10.0.0.5; a cluster has one "
+                           "database. Nothing was changed: fix the pillar, or check which database "
+                           "the cluster really uses")
     fake.assert_nothing_mutated()
 
 
@@ -597,8 +609,9 @@ def test_joined_with_a_hint_polls_every_manager_before_it_joins(clock):
     assert join_mgr2(fake, active_hint="10.0.0.11") == ret(
         "cfy-mgr2", True, "cfy-mgr2 joined the cluster (active node 10.0.0.11)", JOINED)
     fake.active_node.assert_called_once_with(cluster="prod", required=True)
-    assert fake.order == ["node_state", "cluster_nodes", "resources", "active_node",
-                          "cluster_nodes", "resources", "join", "cluster_nodes"]
+    assert fake.order == ["node_state", "cluster_nodes", "resources", "database_host",
+                          "active_node", "cluster_nodes", "resources", "database_host", "join",
+                          "cluster_nodes"]
     fake.join.assert_called_once_with("10.0.0.11", "10.0.0.5", cluster="prod")
 
 

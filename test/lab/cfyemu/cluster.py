@@ -255,7 +255,8 @@ class Agent:
             "name": name,
             "host_ip": member["host_ip"],
             "public_ip": member.get("public_ip") or member["host_ip"],
-            "database_ip": member.get("database_ip"),
+            # no database_ip: 4.6's public client does not read one, and no public source says
+            # the records carry it (cloudify-4.6.md section 0.3); a joiner still SENDS it
             "master": name == self.leader and self.role == "leader" and name == self.name,
             "online": online,
             "initialized": initialized,
