@@ -37,6 +37,9 @@ INSTALL_LOG = "/var/log/cloudify/manager/cfy_manager.log"
 RESOURCES = "/opt/manager/resources"
 CERT_DIR = "/etc/cloudify_ha"
 PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles")
+# nginx in front of 4.6's REST service answers these (an HTML body) while that service is down or
+# starting, after every boot (cloudify-4.6.md section 0.3): "starting", not an error
+GATEWAY_ERRORS = (502, 503, 504)
 CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
@@ -254,6 +257,8 @@ def node_state(cluster=None):
                         timeout=(2, 10), retries=1)
         return "leader"
     except rest.RestError as exc:
+        if exc.status in GATEWAY_ERRORS:  # nginx is up, the REST service behind it is not yet
+            return "down"
         if exc.error_code == "not_cluster_master":
             return "replica"
         if exc.error_code == "removed_from_cluster":
@@ -282,6 +287,8 @@ def _probe_status(rest, endpoint, timeout):
     except rest.RestError as exc:
         if exc.status == 401:
             return "unauthorized"
+        if exc.status in GATEWAY_ERRORS:
+            return f"starting (nginx answers {exc.status} while the REST service starts)"
         return exc.error_code or f"http {exc.status}"
     except rest.Unreachable:
         return "unreachable"

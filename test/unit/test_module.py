@@ -511,6 +511,14 @@ def test_active_node_without_one_names_every_node_and_its_answer(managers):
                                  "cfy-mgr3 (10.0.0.13): http 500")
 
 
+def test_active_node_while_nginx_answers_502_says_the_manager_is_starting(managers):
+    managers({"10.0.0.11": REST.RestError(502, "", "Bad Gateway"), "10.0.0.12": REPLICA,
+              "10.0.0.13": REPLICA})
+    with pytest.raises(CommandExecutionError, match=r"cfy-mgr1 \(10.0.0.11\): starting \(nginx "
+                                                    r"answers 502 while the REST service starts\)"):
+        MODULE.active_node()
+
+
 def test_active_node_reports_a_split_brain_naming_both(managers):
     managers({"10.0.0.11": "active", "10.0.0.12": REPLICA, "10.0.0.13": "active"})
     with pytest.raises(CommandExecutionError) as raised:
@@ -560,6 +568,8 @@ def test_active_node_from_a_host_outside_the_cluster(managers, configure_loader_
     (REPLICA, "replica"),
     (REST.RestError(400, "removed_from_cluster", "removed"), "removed"),
     (REST.Unreachable("refused"), "down"),
+    (REST.RestError(502, "", "Bad Gateway"), "down"),  # nginx, while the REST service starts
+    (REST.RestError(504, "", "Gateway Time-out"), "down"),
 ])
 def test_node_state_of_a_clustered_manager_from_its_rest_answer(local_answer, expected, host,
                                                                  managers):
