@@ -152,13 +152,16 @@ def _endpoint(settings, host):
                                settings["admin"]["tenant"], rest.get("ssl"), ca_path)
 
 
-def _call(settings, host, method, path, body=None, timeout=None, retries=None):
-    """A REST call; RestError/Unreachable become CommandExecutionError (scrubbed)."""
+def _call(settings, host, method, path, body=None, timeout=None, retries=None, absent=None):
+    """A REST call; RestError/Unreachable become CommandExecutionError (scrubbed). With
+    ``absent``, a 404 answers that value instead."""
     rest = _rest()
     try:
         return rest.request(_endpoint(settings, host), method, path, body=body,
                                timeout=timeout, retries=retries)
     except rest.RestError as exc:
+        if absent is not None and exc.status == 404:
+            return absent
         if exc.status == 401:
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
@@ -377,7 +380,8 @@ def cluster_nodes(active=None, cluster=None):
     """
     settings, _ = _settings(cluster, need_manager=False)
     host = active or active_node(cluster=settings["name"])["host"]
-    answer = _call(settings, host, "GET", "/cluster/nodes")
+    # 4.6 answers 404 "if the cluster isn't created yet" (cloudify-4.6.md section 0.3): no nodes
+    answer = _call(settings, host, "GET", "/cluster/nodes", absent={"items": []})
     return [_normalise(n) for n in (answer or {}).get("items", [])]
 
 

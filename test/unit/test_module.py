@@ -614,6 +614,12 @@ NODES = {"items": [
 ]}
 
 
+def test_cluster_nodes_before_the_cluster_exists_are_none(managers):
+    """4.6 answers 404 on /cluster/nodes until `cfy cluster start` has run."""
+    managers({"10.0.0.11": REST.RestError(404, "not_found_error", "no cluster")})
+    assert MODULE.cluster_nodes(active="10.0.0.11") == []
+
+
 def test_cluster_nodes_are_normalised(managers):
     fake = managers({"10.0.0.11": lambda method, path: NODES})
     assert MODULE.cluster_nodes(active="10.0.0.11") == [

@@ -211,7 +211,10 @@ class Service:
             if method == "PATCH":
                 return 200, self.set_active(body or {})
         if route == "/cluster/nodes" and method == "GET":
-            items = self.agent.nodes() if self.agent else []
+            if not self.agent:  # 4.6: 404 "if the cluster isn't created yet" (ref section 0.3)
+                raise RestError(404, "not_found_error", "Cluster not initialized: there are no "
+                                "cluster nodes")
+            items = self.agent.nodes()
             return 200, {"items": items, "metadata": {"pagination": {
                 "total": len(items), "size": len(items), "offset": 0}}}
         m = re.fullmatch(r"/cluster/nodes/([^/]+)", route)
