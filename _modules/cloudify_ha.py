@@ -132,7 +132,7 @@ def _cert_paths(settings):
     paths = {"ca": os.path.join(base, "db-ca.pem"), "ca_key": os.path.join(base, "db-ca.key")}
     _write_private(paths["ca"], db["ca_cert"], 0o644)
     _write_private(paths["ca_key"], db["ca_key"], 0o600)
-    if db.get("client_cert"):  # required by the pillar's validation
+    if db.get("client_cert"):  # required by the pillar's validation; else 4.6's cp fails
         paths["cert"] = os.path.join(base, "db-client.pem")
         paths["key"] = os.path.join(base, "db-client.key")
         _write_private(paths["cert"], db["client_cert"], 0o644)
@@ -487,8 +487,8 @@ def _manager_config(settings, manager, join=None):
         # 4.6: ca_cert_path is the manager's internal CA (and the database's sslrootcert), which
         # it refuses without ca_key_path; the client files are copied whenever SSL is on
         "ssl_inputs": {"ca_cert_path": paths["ca"], "ca_key_path": paths["ca_key"],
-                       "postgresql_client_cert_path": paths["cert"],
-                       "postgresql_client_key_path": paths["key"]},
+                       "postgresql_client_cert_path": paths.get("cert", ""),
+                       "postgresql_client_key_path": paths.get("key", "")},
         "services_to_install": list(SERVICES),
     }
     if join is not None:

@@ -397,6 +397,13 @@ def _profile_fits(entries, expected, own):
              (e["manager_ip"] == "localhost" and e["name"] == own))]
 
 
+def _profile_right(entries, expected, own):
+    """A profile that exists and lists exactly the cluster's nodes, each as ``_profile_fits``."""
+    good = _profile_fits(entries, expected, own)
+    return entries is not None and len(good) == len(entries) and \
+        sorted(e["name"] for e in good) == sorted(expected)
+
+
 def _listing(entries):
     return None if entries is None else sorted(f"{e['name']} ({e['manager_ip']})" for e in entries)
 
@@ -425,16 +432,14 @@ def profile_updated(name, cluster=None, active_hint=None):
                 profile=name)), "new": "the cluster's nodes"}},
                           f"profile {name} would list the cluster's nodes once it is started")
         expected = {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
+        wanted = sorted(f"{n} ({a})" for n, a in expected.items())
         own = mod["cloudify_ha.local_node"](cluster=cluster)
         entries = mod["cloudify_ha.profile_cluster"](profile=name)
-        fits = _profile_fits(entries, expected, own)
         mode = mod["cloudify_ha.profile_mode"](profile=name)
         was_active = mod["cloudify_ha.active_profile"]()
         changes = {}
-        if entries is None or len(fits) != len(entries) or \
-                sorted(e["name"] for e in fits) != sorted(expected):
-            changes["nodes"] = {"old": _listing(entries),
-                                "new": sorted(f"{n} ({a})" for n, a in expected.items())}
+        if not _profile_right(entries, expected, own):
+            changes["nodes"] = {"old": _listing(entries), "new": wanted}
         if mode != "0o600":
             changes["mode"] = {"old": mode, "new": "0o600"}
         if changes.get("nodes") and was_active != name:
@@ -451,7 +456,7 @@ def profile_updated(name, cluster=None, active_hint=None):
             if entries is None or was_active != name:
                 mod["cloudify_ha.use_profile"](name, active["host"], cluster=cluster)
                 entries = mod["cloudify_ha.profile_cluster"](profile=name)
-                fits = _profile_fits(entries, expected, own)
+            fits = _profile_fits(entries, expected, own)
             if not any(e["name"] == active["name"] for e in fits):
                 fits = [{"name": active["name"], "manager_ip": expected[active["name"]]}] + fits
             if fits != entries:
@@ -460,12 +465,10 @@ def profile_updated(name, cluster=None, active_hint=None):
                 mod["cloudify_ha.update_profile"](cluster=cluster)
         mod["cloudify_ha.secure_profile"](profile=name)
         after = mod["cloudify_ha.profile_cluster"](profile=name)
-        good = _profile_fits(after, expected, own)
-        if after is None or len(good) != len(after) or \
-                sorted(e["name"] for e in good) != sorted(expected) or \
+        if not _profile_right(after, expected, own) or \
                 mod["cloudify_ha.profile_mode"](profile=name) != "0o600":
             return _fail(ret, f"profile {name}: lists {_listing(after)} after the update, the "
-                              f"cluster has {sorted(f'{n} ({a})' for n, a in expected.items())}")
+                              f"cluster has {wanted}")
         ret.update(result=True, changes=changes, comment=f"profile {name} updated")
     except ERRORS as exc:
         return _fail(ret, f"profile {name}: {exc}")

@@ -15,6 +15,7 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, grain_module,
                           pillar_util, rest_util)
+from lab.emulator import real_cli
 
 MODULE = execution_module()
 PILLAR_UTIL = pillar_util()
@@ -878,11 +879,10 @@ def test_the_real_cfy_46_reads_the_profile_set_profile_cluster_writes(host, tmp_
     (host.profiles.parent / "active.profile").write_text("localhost")
     MODULE.set_profile_cluster("localhost", [{"name": "mgr3", "manager_ip": "10.0.0.13"},
                                              {"name": "mgr1", "manager_ip": "localhost"}])
-    home = REPO / ".cfy-4.6"
-    python = (home / "python").read_text().strip()  # `make cfy` wrote it; missing = not set up
+    lib, python = real_cli()  # the lab's own lookup: a clear error when `make cfy` has not run
     proc = subprocess.run(
-        [python, "-s", str(home / "lib" / "bin" / "cfy"), "profiles", "show-current"],
-        env={"HOME": str(tmp_path / "root"), "PYTHONPATH": str(home / "lib"), "PATH": "/usr/bin:/bin"},
+        [str(python), "-s", str(lib / "bin" / "cfy"), "profiles", "show-current"],
+        env={"HOME": str(tmp_path / "root"), "PYTHONPATH": str(lib), "PATH": "/usr/bin:/bin"},
         capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "localhost" in proc.stdout and "admin" in proc.stdout

@@ -133,7 +133,7 @@ def validate(config, joining):
                            "internal_cert_path and internal_key_path must be provided.",
                            "ValidationError")
     for key in ("ca_cert_path", "postgresql_client_cert_path", "postgresql_client_key_path"):
-        path = config["ssl_inputs"].get(key)
+        path = inputs.get(key)
         if path and not os.path.exists(path):
             raise InstallError(f"ssl_inputs.{key}: {path} does not exist", "ValidationError")
     if manager["security"].get("ssl_enabled"):
