@@ -115,3 +115,89 @@ def test_unknown_backend_is_refused_before_any_command():
         "name": NFT_FILE, "changes": {}, "result": False,
         "comment": "unknown firewall backend 'pf': use one of iptables, nftables"}
     assert host.calls == []
+
+
+# ---- firewalld ----------------------------------------------------------------------------------
+class Firewalld:
+    """firewalld as firewall-cmd shows it: the rich rules of the running and the permanent
+    configuration; `sticks` False makes an add exit 0 and change nothing."""
+
+    def __init__(self, running=(), permanent=(), sticks=True):
+        self.rules = {"running": set(running), "permanent": set(permanent)}
+        self.sticks = sticks
+        self.calls = []
+
+    def run_all(self, argv, **kwargs):
+        assert kwargs == {"python_shell": False, "ignore_retcode": True,
+                          "output_loglevel": "quiet"}
+        assert isinstance(argv, list) and argv[0] == "firewall-cmd", argv
+        self.calls.append(argv)
+        where = "permanent" if "--permanent" in argv else "running"
+        option, _, rule = argv[-1].partition("=")
+        if option == "--query-rich-rule":
+            return {"retcode": 0 if rule in self.rules[where] else 1, "stdout": "", "stderr": ""}
+        if option == "--add-rich-rule":
+            if self.sticks:
+                self.rules[where].add(rule)
+            return {"retcode": 0, "stdout": "success", "stderr": ""}
+        raise AssertionError(f"unexpected command {argv}")
+
+    @property
+    def mutating(self):
+        return [c for c in self.calls if c[-1].startswith("--add-rich-rule")]
+
+
+RULES = [{"source": "10.0.0.12", "port": 8300, "protocol": "tcp"},
+         {"source": "10.0.1.0/24", "port": 80, "protocol": "tcp"}]
+TEXTS = ['rule family="ipv4" source address="10.0.0.12" port port="8300" protocol="tcp" accept',
+         'rule family="ipv4" source address="10.0.1.0/24" port port="80" protocol="tcp" accept']
+
+
+def rich(host, rules=None, test=False):
+    with patch.object(FW, "__salt__", {"cmd.run_all": host.run_all}, create=True), \
+            patch.object(FW, "__opts__", {"test": test}, create=True):
+        return FW.rich_rules_present(name="cloudify_ha lab", rules=RULES if rules is None else rules)
+
+
+def test_firewalld_rules_present_are_left_alone():
+    host = Firewalld(running=TEXTS, permanent=TEXTS)
+    assert rich(host) == {"name": "cloudify_ha lab", "changes": {}, "result": True,
+                          "comment": "firewalld has the 2 rules of cloudify_ha lab"}
+    assert host.mutating == []
+
+
+def test_firewalld_missing_rules_are_added_as_argv_then_checked():
+    host = Firewalld(running=TEXTS[:1], permanent=TEXTS)
+    ret = rich(host)
+    assert (ret["result"], ret["changes"]) == (True, {"added": {"old": None, "new": TEXTS[1:]}})
+    assert host.mutating == [["firewall-cmd", f"--add-rich-rule={TEXTS[1]}"]]
+    assert host.rules["running"] == set(TEXTS)
+
+
+def test_firewalld_test_mode_adds_nothing():
+    host = Firewalld()
+    ret = rich(host, test=True)
+    assert (ret["result"], ret["changes"]) == (None, {"added": {"old": None, "new": TEXTS}})
+    assert host.mutating == []
+
+
+def test_firewalld_an_add_that_does_not_show_is_not_a_change():
+    host = Firewalld(sticks=False)
+    ret = rich(host)
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert "2 are still missing afterwards" in ret["comment"]
+
+
+@pytest.mark.parametrize("bad", [
+    {"source": "10.0.0.12\" accept rule family=\"ipv4", "port": 22, "protocol": "tcp"},
+    {"source": "10.0.0.12/24", "port": 22, "protocol": "tcp"},  # host bits set
+    {"source": "10.0.0.12", "port": "22; reboot", "protocol": "tcp"},
+    {"source": "10.0.0.12", "port": 22, "protocol": "icmp"},
+    {"source": "10.0.0.12", "port": 22, "protocol": "tcp", "action": "drop"},
+    "10.0.0.12:22"])
+def test_firewalld_a_rule_that_is_not_plain_data_is_refused_before_any_command(bad):
+    host = Firewalld()
+    ret = rich(host, rules=[RULES[0], bad])
+    assert (ret["result"], ret["changes"]) == (False, {})
+    assert ret["comment"].startswith("rules:1: ") and "nothing was changed" in ret["comment"]
+    assert host.calls == []
