@@ -44,7 +44,6 @@ CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.lo
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
 SERVICES = ["queue_service", "composer_service", "manager_service"]
-CLOUDIFY_DATABASES = ("cloudify_db", "stage", "composer")
 
 
 def __virtual__():
@@ -172,7 +171,7 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
         raise CommandExecutionError(f"{method} {path}: nothing answered at {host} ({exc})") from None
 
 
-def _run(argv, settings, env=None, timeout=None):
+def _run(argv, settings, env=None, timeout=None, stdin=None):
     """Run a Cloudify command: never through a shell, never logged, secrets only in env."""
     binary = salt.utils.path.which(argv[0])
     if binary is None:
@@ -181,7 +180,8 @@ def _run(argv, settings, env=None, timeout=None):
     full_env.update(env or {})
     result = __salt__["cmd.run_all"](
         [binary] + list(argv[1:]), python_shell=False, output_loglevel="quiet",
-        ignore_retcode=True, env=full_env, timeout=timeout, reset_system_locale=False)
+        ignore_retcode=True, env=full_env, timeout=timeout, reset_system_locale=False,
+        stdin=stdin)
     result["stdout"] = _scrub(result.get("stdout", ""), settings)
     result["stderr"] = _scrub(result.get("stderr", ""), settings)
     return result
@@ -415,15 +415,20 @@ def is_empty():
     return not resources()
 
 
-def _psql(settings, dbname, sql):
+def _psql(settings, dbname, sql, **variables):
+    """Rows of one query as postgres. The SQL goes in on stdin, where psql interpolates
+    ``variables`` (``:'name'``, quoted by psql as SQL literals): no value is spliced into SQL."""
     db = settings["database"]
     paths = _cert_paths(settings)
     conninfo = (f"host={db['host']} port={db['port']} dbname={dbname} user=postgres "
                 f"sslmode=verify-full sslrootcert={paths['ca']} connect_timeout=10")
     if "cert" in paths:
         conninfo += f" sslcert={paths['cert']} sslkey={paths['key']}"
-    result = _run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", conninfo, "-c", sql], settings,
-                  env={"PGPASSWORD": db["postgres_password"]}, timeout=60)
+    argv = ["psql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
+    for name, value in sorted(variables.items()):
+        argv += ["-v", f"{name}={value}"]
+    result = _run(argv + ["-d", conninfo], settings, env={"PGPASSWORD": db["postgres_password"]},
+                  timeout=60, stdin=sql + "\n")
     if result["retcode"] != 0:
         raise CommandExecutionError(
             f"could not query the external database at {db['host']}:{db['port']} as postgres: "
@@ -433,9 +438,11 @@ def _psql(settings, dbname, sql):
 
 def database_holds_data(cluster=None):
     """
-    Whether the external database holds a Cloudify cluster's data (``cloudify_db`` with a
-    schema), which a non-join ``cfy_manager install`` would drop. Returns ``holds_data``, the
-    Cloudify databases present and row counts of the main tables.
+    Whether the external database server holds a Cloudify cluster's data, which a non-join
+    ``cfy_manager install`` would drop: the pillar's ``database:name`` (``cloudify_db`` by
+    default), ``stage`` and ``composer`` (the installer drops all three), any of them with
+    tables. Returns ``holds_data``, the databases present, the tables of each (``data``), the
+    tables of the configured one (``tables``) and row counts of its main tables (``rows``).
 
     CLI Example:
 
@@ -444,21 +451,27 @@ def database_holds_data(cluster=None):
         salt cfy-mgr1 cloudify_ha.database_holds_data
     """
     settings, _ = _settings(cluster, need_manager=False)
-    names = ",".join(f"'{n}'" for n in CLOUDIFY_DATABASES)
-    present = [r[0] for r in _psql(settings, "postgres",
-                                   f"SELECT datname FROM pg_database WHERE datname IN ({names})")]
-    result = {"holds_data": False, "databases": sorted(present), "tables": 0, "rows": {},
+    configured = settings["database"]["name"]
+    # validated as a plain PostgreSQL name (cloudify_ha_pillar.PG_IDENT_RE): no comma in it
+    wanted = [configured] + [n for n in ("stage", "composer") if n != configured]
+    present = {r[0] for r in _psql(
+        settings, "postgres",
+        "SELECT datname FROM pg_database WHERE datname = ANY (string_to_array(:'names', ','))",
+        names=",".join(wanted))}
+    result = {"holds_data": False, "databases": sorted(present), "name": configured,
+              "tables": 0, "data": {}, "rows": {},
               "host": f"{settings['database']['host']}:{settings['database']['port']}"}
-    dbname = settings["database"]["name"]
-    if dbname not in present:
-        return result
-    tables = [r[0] for r in _psql(settings, dbname, "SELECT table_name FROM "
-                                  "information_schema.tables WHERE table_schema = 'public'")]
-    result["tables"] = len(tables)
-    result["holds_data"] = bool(tables)
-    for table in ("blueprints", "deployments", "users"):
-        if table in tables:
-            result["rows"][table] = int(_psql(settings, dbname, f"SELECT count(*) FROM {table}")[0][0])
+    for dbname in (n for n in wanted if n in present):
+        tables = [r[0] for r in _psql(settings, dbname, "SELECT table_name FROM "
+                                      "information_schema.tables WHERE table_schema = 'public'")]
+        result["data"][dbname] = len(tables)
+        if dbname == configured:
+            result["tables"] = len(tables)
+            for table in ("blueprints", "deployments", "users"):  # fixed names, never input
+                if table in tables:
+                    result["rows"][table] = int(_psql(settings, dbname,
+                                                      f"SELECT count(*) FROM {table}")[0][0])
+    result["holds_data"] = any(result["data"].values())
     return result
 
 
@@ -962,6 +975,28 @@ def orch_facts(expected):
     return out
 
 
+def settings(defaults=None, pillar=None, minion_id=None):
+    """
+    What this minion's SLS render from (``map.jinja``): the ``cloudify_ha`` pillar validated
+    (``errors`` names each bad key and its fix; an SLS refuses and changes nothing while there is
+    one), ``lookup`` (``defaults``, from ``defaults.yaml``, with the pillar's values over them)
+    and this minion's roles with the public settings of its clusters only: never a password or
+    a key, whatever the role. ``pillar`` and ``minion_id`` are what the SLS renders with (its
+    ``cloudify_ha`` pillar and ``grains["id"]``); by default this minion's.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha.settings
+    """
+    util = _pillar_util()
+    if pillar is None:
+        pillar = _pillar("cloudify_ha", {})
+    return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"],
+                           util.plain((defaults or {}).get("lookup") or {}))
+
+
 def plan(pillar=None, cluster=None):
     """
     Validate the ``cloudify_ha`` pillar and return the orchestration's plan: errors and
@@ -986,10 +1021,4 @@ def plan(pillar=None, cluster=None):
 
 def _public(settings):
     """Settings without secrets or keys: what the orchestration may render into job data."""
-    out = {k: v for k, v in settings.items() if k not in ("admin", "database")}
-    out["database"] = {"host": settings["database"]["host"], "port": settings["database"]["port"]}
-    out["admin"] = {"username": settings["admin"]["username"]}
-    lb = settings.get("loadbalancer")
-    if isinstance(lb, dict):
-        out["loadbalancer"] = {k: v for k, v in lb.items() if k != "ssl_cert"}
-    return out
+    return _pillar_util().public(settings)

@@ -164,13 +164,15 @@ def manager_installed(name, cluster=None, allow_database_reset=False):
         data = __salt__["cloudify_ha.database_holds_data"](cluster=cluster)
         if data["holds_data"] and not allow_database_reset:
             rows = ", ".join(f"{n} {t}" for t, n in sorted(data["rows"].items())) or "no row count"
+            held = ", ".join(f"{db} with {n} tables" for db, n in sorted(data["data"].items()) if n)
             return _fail(ret, (
                 f"{name}: refusing to install: the external database {data['host']} already "
-                f"holds Cloudify data (cloudify_db with {data['tables']} tables: {rows}). A "
-                "non-join install runs DROP DATABASE cloudify_db and the cluster's data would be "
-                "lost. If a cluster still uses this database, this host should join it (check the "
-                "pillar's leader and whether another manager is the active node). If the data is "
-                "disposable, set allow_database_reset: True in the cluster's pillar for one run."))
+                f"holds Cloudify data ({held}; {data['name']}: {rows}). A non-join install runs "
+                f"DROP DATABASE on {data['name']}, stage and composer and the cluster's data "
+                "would be lost. If a cluster still uses this database, this host should join it "
+                "(check the pillar's leader and whether another manager is the active node). If "
+                "the data is disposable, set allow_database_reset: True in the cluster's pillar "
+                "for one run."))
         change = {"installed": {"old": state, "new": "installed"}}
         if data["holds_data"]:
             change["database_reset"] = {"old": data["databases"], "new": "dropped and recreated"}

@@ -55,14 +55,47 @@ LOADBALANCER_DEFAULTS = {
     "config_path": "/etc/haproxy/haproxy.cfg",
 }
 SECRET_KEYS = ("admin:password", "database:password", "database:postgres_password")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-HOST_RE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-                     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+# PEM material: written to files (0600 where private) from pillar, never rendered into text
+PEM_KEYS = ("database:ca_cert", "database:ca_key", "database:client_cert",
+            "database:client_key", "rest:ca_cert", "loadbalancer:ssl_cert")
+
+# The schema's character sets: explicit, ASCII only, matched against the WHOLE string
+# (re.fullmatch: `$` would let a trailing newline through, `\d` takes any Unicode digit).
+ASCII = re.ASCII
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", ASCII)
+# a plain minion id: the reactor and the runner take no other (cloudify_ha/reactor/rejoin.sls)
+MINION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", ASCII)
+HOST_RE = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                     r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*", ASCII)
+# a Cloudify user or tenant name
+USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", ASCII)
+# a PostgreSQL identifier that needs no quoting (PostgreSQL folds unquoted names to lower case)
+PG_IDENT_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}", ASCII)
+PACKAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,127}", ASCII)
+# an absolute path: plain segments only (no `.`/`..`, no spaces, quotes or newlines)
+PATH_RE = re.compile(r"(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){1,32}", ASCII)
+# a package file: salt://, http(s):// or an absolute path, with plain segments
+SOURCE_RE = re.compile(r"(salt:/|https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|)"
+                       r"(/[A-Za-z0-9_+%~-][A-Za-z0-9_.+%~-]{0,254}){1,32}", ASCII)
+VERSION_RE = re.compile(r"[0-9]{1,4}(\.[0-9]{1,4}){1,3}(-[A-Za-z0-9_.]{1,32})?", ASCII)
+TIME_RE = re.compile(r"[0-9]{1,9}(us|ms|s|m|h|d)?", ASCII)
+# directories a load balancer's admin socket must not live in directly: the formula chmods the
+# socket's directory to 0750
+SHARED_DIRS = {"/", "/run", "/var/run", "/var", "/tmp", "/var/tmp", "/etc", "/usr", "/srv",
+               "/opt", "/home", "/root", "/dev", "/proc", "/sys", "/var/lib", "/usr/local"}
+TOP_KEYS = ("lookup", "orchestration", "reactor", "clusters")
+LOOKUP_KEYS = {
+    # key: (kind, what it must be)
+    "installer_package": "package", "cli_package": "package", "psql_package": "package_or_empty",
+    "local_profile": "name", "refresh": "bool", "firewall_dir": "path",
+    "haproxy_package": "package", "haproxy_service": "package",
+    "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "path",
+}
+ORCHESTRATION_KEYS = {"ping_timeout": "positive_int"}
+REACTOR_KEYS = {"enabled": "bool", "config_file": "path"}
 # keys a 4.6 cluster cannot have: each follower must use the leader's database (the seed's
 # warning); a second value invites the incompatible_cluster_architecture refusal
 PER_MANAGER_DB_KEYS = ("database_ip", "database", "database_host", "db_host")
-
-
 class PillarError(ValueError):
     """Raised with every problem found; str() lists them one per line."""
 
@@ -101,27 +134,134 @@ def merge(base, override):
     return out
 
 
+def q(value):
+    """A value quoted for a message: its ASCII repr, so that a newline, a quote or a non-ASCII
+    character in it is shown escaped and can never add a line, a state or a YAML key."""
+    return ascii(value)
+
+
+def _key(part):
+    """One part of a key path for a message: as is when plain, else quoted."""
+    return part if isinstance(part, str) and NAME_RE.fullmatch(part) else q(part)
+
+
 def _is_ip(value):
+    if not isinstance(value, str):
+        return False
     try:
-        ipaddress.IPv4Address(str(value))
+        ipaddress.IPv4Address(value)
         return True
     except ValueError:
         return False
 
 
 def _is_host(value):
-    return isinstance(value, str) and (_is_ip(value) or bool(HOST_RE.match(value)))
+    return isinstance(value, str) and (_is_ip(value) or bool(HOST_RE.fullmatch(value)))
+
+
+def _is_network(value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9./]{7,18}", value, ASCII):
+        return False
+    try:
+        ipaddress.IPv4Network(value, strict=True)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_path(value):
+    return isinstance(value, str) and bool(PATH_RE.fullmatch(value))
+
+
+def _is_source(value):
+    return (isinstance(value, str) and bool(SOURCE_RE.fullmatch(value))
+            and not any(part in (".", "..") for part in value.split("/")))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_pem(value):
+    return (isinstance(value, str) and value.lstrip().startswith("-----BEGIN ")
+            and "-----END " in value)
 
 
 def _suggest(key, known):
+    if not isinstance(key, str):
+        return ""
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _unknown_keys(errors, where, given, known):
-    for key in sorted(set(given) - set(known)):
-        errors.append(f"{where}:{key}: unknown key{_suggest(key, known)}; remove it or fix its "
-                      "spelling (see pillar.example)")
+    for key in sorted(set(given) - set(known), key=q):
+        errors.append(f"{where}:{_key(key)}: unknown key{_suggest(key, known)}; remove it or fix "
+                      "its spelling (see pillar.example)")
+
+
+KINDS = {
+    # kind: (check, what the value must be)
+    "bool": (lambda v: isinstance(v, bool), "must be true or false"),
+    "positive_int": (lambda v: _is_int(v) and v > 0, "must be a positive integer"),
+    "name": (lambda v: isinstance(v, str) and bool(NAME_RE.fullmatch(v)),
+             "must be letters, digits, '.', '_' or '-' (ASCII, at most 63, starting with a "
+             "letter or digit)"),
+    "minion_id": (lambda v: isinstance(v, str) and bool(MINION_ID_RE.fullmatch(v)),
+                  "is not a plain minion id (ASCII letters, digits, '.', '_', '-', starting "
+                  "with a letter or digit)"),
+    "user": (lambda v: isinstance(v, str) and bool(USER_RE.fullmatch(v)),
+             "must be ASCII letters, digits, '.', '_' or '-' (at most 64, starting with a letter "
+             "or digit)"),
+    "pg_ident": (lambda v: isinstance(v, str) and bool(PG_IDENT_RE.fullmatch(v)),
+                 "is not a plain PostgreSQL name (lower-case ASCII letters, digits and '_', "
+                 "starting with a letter or '_', at most 63)"),
+    "package": (lambda v: isinstance(v, str) and bool(PACKAGE_RE.fullmatch(v)),
+                "is not a package or service name (ASCII letters, digits, '.', '_', '+', '-')"),
+    "package_or_empty": (lambda v: v in ("", None, False) or (
+        isinstance(v, str) and bool(PACKAGE_RE.fullmatch(v))),
+        "is not a package name (ASCII letters, digits, '.', '_', '+', '-'), or empty for none"),
+    "path": (_is_path, "is not a plain absolute path (ASCII letters, digits, '.', '_', '+', '-' "
+                       "between slashes, no '.' or '..' part)"),
+    "source": (lambda v: v == "" or _is_source(v),
+               "is not a package file: salt://..., http(s)://host/... or an absolute path, of "
+               "ASCII letters, digits, '.', '_', '+', '%', '~', '-' between slashes"),
+    "version": (lambda v: v == "" or (isinstance(v, str) and bool(VERSION_RE.fullmatch(v))),
+                "is not a package version such as '4.6' or '4.5.5' (a string: quote it in YAML, "
+                "4.10 unquoted is the number 4.1)"),
+    "ipv4": (_is_ip, "is not an IPv4 address"),
+    "time": (lambda v: (isinstance(v, str) and bool(TIME_RE.fullmatch(v))) or
+             (_is_int(v) and v >= 0), "is not an HAProxy time (e.g. 2s, 500ms)"),
+    "pem": (lambda v: v in ("", None) or _is_pem(v),
+            "is not PEM text (-----BEGIN ...----- ... -----END ...-----)"),
+}
+
+
+def _check(errors, where, key, value, kind):
+    """One value against its kind; False (and one error naming the key) when it does not fit."""
+    if isinstance(kind, tuple):
+        if value in kind and isinstance(value, str):
+            return True
+        errors.append(f"{where}:{key}: {q(value)} is not one of {', '.join(kind)}")
+        return False
+    check, what = KINDS[kind]
+    if check(value):
+        return True
+    errors.append(f"{where}:{key}: {q(value)} {what}")
+    return False
+
+
+def _check_section(errors, where, raw, schema):
+    """A flat section (lookup, orchestration, reactor): a mapping of known, well-typed keys."""
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        errors.append(f"{where}: must be a mapping (see pillar.example)")
+        return
+    _unknown_keys(errors, where, raw, schema)
+    for key, kind in schema.items():
+        if key in raw:
+            _check(errors, where, key, raw[key], kind)
 
 
 def cluster_settings(name, raw):
@@ -136,15 +276,23 @@ def cluster_settings(name, raw):
 def validate(pillar):
     """(errors, warnings) for the whole `cloudify_ha` pillar; errors name key and fix."""
     errors, warnings = [], []
+    if isinstance(pillar, dict):
+        _unknown_keys(errors, "cloudify_ha", pillar, TOP_KEYS)
+        _check_section(errors, "cloudify_ha:lookup", pillar.get("lookup"), LOOKUP_KEYS)
+        _check_section(errors, "cloudify_ha:orchestration", pillar.get("orchestration"),
+                       ORCHESTRATION_KEYS)
+        _check_section(errors, "cloudify_ha:reactor", pillar.get("reactor"), REACTOR_KEYS)
     clusters = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
     if not isinstance(clusters, dict) or not clusters:
-        return ([f"{ROOT}: no cluster defined; add at least one cluster under "
-                 f"{ROOT}:<name> (see pillar.example)"], warnings)
+        return (errors + [f"{ROOT}: no cluster defined; add at least one cluster under "
+                          f"{ROOT}:<name> (see pillar.example)"], warnings)
     seen = {"minion_id": {}, "name": {}, "private_ip": {}, "database": {}}
     for cname, raw in clusters.items():
-        where = f"{ROOT}:{cname}"
-        if not NAME_RE.match(str(cname)):
-            errors.append(f"{where}: cluster name must be letters, digits, '.', '_' or '-'")
+        where = f"{ROOT}:{_key(cname)}"
+        if not isinstance(cname, str) or not NAME_RE.fullmatch(cname):
+            errors.append(f"{where}: cluster name must be letters, digits, '.', '_' or '-' "
+                          "(ASCII, at most 63; quote it in YAML if it reads as a number or "
+                          "true/false)")
         if not isinstance(raw, dict):
             errors.append(f"{where}: must be a mapping of cluster settings (see pillar.example)")
             continue
@@ -158,11 +306,11 @@ def validate(pillar):
         # a section that is not a mapping is reported above: check the rest without it
         settings = cluster_settings(cname, {k: v for k, v in raw.items()
                                             if k not in sections or isinstance(v, dict)})
-        _validate_managers(errors, warnings, where, settings, seen, cname)
+        _validate_managers(errors, warnings, where, settings, seen)
         _validate_secrets(errors, where, settings)
         _validate_database(errors, where, settings)
         db_host = settings["database"].get("host")
-        if db_host not in (None, "") and not isinstance(db_host, (list, dict)):
+        if _is_host(db_host):
             if db_host in seen["database"]:
                 errors.append(f"{where}:database:host: {db_host} is also the database of "
                               f"{seen['database'][db_host]}: a non-join install drops the "
@@ -177,7 +325,7 @@ def validate(pillar):
     return errors, warnings
 
 
-def _validate_managers(errors, warnings, where, settings, seen, cname):
+def _validate_managers(errors, warnings, where, settings, seen):
     managers = settings["managers"]
     if not isinstance(managers, list) or not managers:
         errors.append(f"{where}:managers: list the cluster's managers (name, minion_id, "
@@ -195,25 +343,25 @@ def _validate_managers(errors, warnings, where, settings, seen, cname):
                               f"leader's ({where}:database:host); remove this key")
         _unknown_keys(errors, mwhere, {k for k in manager if k not in PER_MANAGER_DB_KEYS},
                       MANAGER_KEYS)
+        valid = {}
         for key in sorted(MANAGER_KEYS):
-            if manager.get(key) in (None, ""):
-                errors.append(f"{mwhere}:{key}: required; set the manager's {key}")
-        name = manager.get("name")
-        if name not in (None, "") and not NAME_RE.match(str(name)):
-            errors.append(f"{mwhere}:name: '{name}' is not a valid node name (letters, digits, "
-                          "'.', '_' or '-', at most 63)")
-        for key in ("private_ip", "public_ip"):
-            value = manager.get(key)
-            if value not in (None, "") and not _is_ip(value):
-                errors.append(f"{mwhere}:{key}: '{value}' is not an IPv4 address")
-        for key in ("minion_id", "name", "private_ip"):
             value = manager.get(key)
             if value in (None, ""):
-                continue
-            if isinstance(value, (list, dict)):  # a bad name or private_ip is reported above
-                if key == "minion_id":
-                    errors.append(f"{mwhere}:minion_id: must be one minion id, not a "
-                                  f"{type(value).__name__}")
+                errors.append(f"{mwhere}:{key}: required; set the manager's {key}")
+            elif key == "minion_id" and isinstance(value, (list, dict)):
+                errors.append(f"{mwhere}:minion_id: must be one minion id, not a "
+                              f"{type(value).__name__}")
+            elif key == "name" and not (isinstance(value, str) and NAME_RE.fullmatch(value)):
+                errors.append(f"{mwhere}:name: {q(value)} is not a valid node name (ASCII "
+                              "letters, digits, '.', '_' or '-', at most 63)")
+            elif key != "name" and _check(errors, mwhere, key, value,
+                                          "minion_id" if key == "minion_id" else "ipv4"):
+                valid[key] = value
+            elif key == "name":
+                valid[key] = value
+        for key in ("minion_id", "name", "private_ip"):
+            value = valid.get(key)
+            if value is None:
                 continue
             if value in seen[key]:
                 errors.append(f"{mwhere}:{key}: '{value}' is used twice (also at "
@@ -221,16 +369,16 @@ def _validate_managers(errors, warnings, where, settings, seen, cname):
                               "all clusters")
             else:
                 seen[key][value] = mwhere
-        names.append(name)
+        names.append(valid.get("name"))
     leader = settings.get("leader")
     if leader in (None, ""):
         errors.append(f"{where}:leader: required; name the one manager (its `name`) that is "
                       "installed first on the external database and starts the cluster")
     elif isinstance(leader, list):
-        errors.append(f"{where}:leader: exactly one leader per cluster; got a list {leader}")
-    elif leader not in names:
-        errors.append(f"{where}:leader: '{leader}' is not the name of a manager of this cluster "
-                      f"(managers: {', '.join(str(n) for n in names)})")
+        errors.append(f"{where}:leader: exactly one leader per cluster; got a list {q(leader)}")
+    elif not isinstance(leader, str) or leader not in names:
+        errors.append(f"{where}:leader: {q(leader)} is not the name of a manager of this cluster "
+                      f"(managers: {', '.join(n for n in names if n)})")
     if len(managers) % 2 == 0:
         warnings.append(f"{where}:managers: {len(managers)} managers: an even count tolerates no "
                         "more failures than one fewer; use an odd count (3, 5, 7)")
@@ -248,6 +396,10 @@ def _validate_secrets(errors, where, settings):
                           "(ideally from an encrypted source such as GPG pillar)")
         elif not isinstance(value, str):
             errors.append(f"{where}:{path}: must be a string (quote it in YAML)")
+        elif any(c in value for c in "\n\r\0"):
+            # a password is given to cfy_manager in config.yaml and to psql in an environment
+            # variable: a line break or NUL there cannot be a password
+            errors.append(f"{where}:{path}: must be one line (no line break or NUL character)")
 
 
 def _validate_database(errors, where, settings):
@@ -255,11 +407,12 @@ def _validate_database(errors, where, settings):
     if db.get("host") in (None, ""):
         errors.append(f"{where}:database:host: required; the external PostgreSQL's address "
                       "(the same for every manager of the cluster)")
-    elif not _is_host(str(db["host"])):
-        errors.append(f"{where}:database:host: '{db['host']}' is not an IPv4 address or host name")
+    elif not _is_host(db["host"]):
+        errors.append(f"{where}:database:host: {q(db['host'])} is not an IPv4 address or host "
+                      "name")
     port = db.get("port")
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
-        errors.append(f"{where}:database:port: '{port}' is not a TCP port number")
+    if not _is_int(port) or not 0 < port < 65536:
+        errors.append(f"{where}:database:port: {q(port)} is not a TCP port number")
     elif port != 5432:
         errors.append(f"{where}:database:port: {port}: Cloudify 4.6 reaches its external "
                       "database on port 5432 only; serve PostgreSQL on 5432 (or leave the key "
@@ -276,9 +429,17 @@ def _validate_database(errors, where, settings):
                       "installer copies the two files whenever database SSL is on, which it "
                       "always is with an external database; the server may still authenticate "
                       "the cloudify user by password")
-    for key in ("name", "username"):
+    for key in ("ca_cert", "ca_key", "client_cert", "client_key"):
+        if db.get(key):
+            _check(errors, f"{where}:database", key, db[key], "pem")
+    for key, kind in (("name", "pg_ident"), ("username", "pg_ident")):
         if not isinstance(db.get(key), str) or not db.get(key):
             errors.append(f"{where}:database:{key}: must be a non-empty string")
+        else:
+            _check(errors, f"{where}:database", key, db[key], kind)
+    if db.get("username") == "postgres":
+        errors.append(f"{where}:database:username: 'postgres' is the superuser "
+                      "(database:postgres_password); give Cloudify its own user, e.g. cloudify")
 
 
 def _validate_rest(errors, where, settings):
@@ -290,24 +451,44 @@ def _validate_rest(errors, where, settings):
                       "talks to the leader over http port 80 only and fails ('REST service "
                       "returned an unexpected response: 400') when the leader has REST SSL on; "
                       "set rest:ssl: false and terminate TLS on the load balancer")
+    if rest.get("ca_cert"):
+        _check(errors, f"{where}:rest", "ca_cert", rest["ca_cert"], "pem")
 
 
 def _validate_misc(errors, where, settings):
     for key in ("allow_database_reset", "replace_stale"):
         if not isinstance(settings.get(key), bool):
             errors.append(f"{where}:{key}: must be true or false")
+    admin = settings["admin"]
+    _check(errors, f"{where}:admin", "username", admin.get("username"), "user")
+    _check(errors, f"{where}:admin", "tenant", admin.get("tenant"), "user")
     cli_hosts = settings.get("cli_hosts")
-    if not isinstance(cli_hosts, list) or not all(isinstance(h, str) and h for h in cli_hosts):
+    if not isinstance(cli_hosts, list):
         errors.append(f"{where}:cli_hosts: must be a list of minion ids")
+    else:
+        for index, host in enumerate(cli_hosts):
+            _check(errors, f"{where}:cli_hosts", index, host, "minion_id")
     firewall = settings["firewall"]
-    if firewall.get("backend") not in ("auto", "firewalld", "nftables", "iptables"):
-        errors.append(f"{where}:firewall:backend: '{firewall.get('backend')}' is not one of "
-                      "auto, firewalld, nftables, iptables")
+    _check(errors, f"{where}:firewall", "backend", firewall.get("backend"),
+           ("auto", "firewalld", "nftables", "iptables"))
     if not isinstance(firewall.get("enabled"), bool):
         errors.append(f"{where}:firewall:enabled: must be true or false")
-    timeout = settings["installer"].get("install_timeout")
-    if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
+    sources = firewall.get("rest_sources")
+    if not isinstance(sources, list):
+        errors.append(f"{where}:firewall:rest_sources: must be a list of IPv4 addresses or "
+                      "networks (e.g. 10.0.0.20/32)")
+    else:
+        for index, source in enumerate(sources):
+            if not (_is_ip(source) or _is_network(source)):
+                errors.append(f"{where}:firewall:rest_sources:{index}: {q(source)} is not an "
+                              "IPv4 address or network with its host bits zero (e.g. "
+                              "10.0.0.20 or 10.0.1.0/24)")
+    installer = settings["installer"]
+    timeout = installer.get("install_timeout")
+    if not _is_int(timeout) or timeout <= 0:
         errors.append(f"{where}:installer:install_timeout: must be a positive number of seconds")
+    for key, kind in (("source", "source"), ("cli_source", "source"), ("version", "version")):
+        _check(errors, f"{where}:installer", key, installer.get(key), kind)
 
 
 def _validate_loadbalancer(errors, where, settings):
@@ -321,21 +502,39 @@ def _validate_loadbalancer(errors, where, settings):
     raw_keys = set(lb)
     _unknown_keys(errors, lwhere, raw_keys, LOADBALANCER_DEFAULTS)
     ids = lb.get("minion_ids")
-    if not isinstance(ids, list) or not ids or not all(isinstance(i, str) and i for i in ids):
+    if not isinstance(ids, list) or not ids:
         errors.append(f"{lwhere}:minion_ids: list the minion ids of the HAProxy host(s)")
+    else:
+        for index, mid in enumerate(ids):
+            _check(errors, f"{lwhere}:minion_ids", index, mid, "minion_id")
     for key in ("port", "fall", "rise"):
         value = lb.get(key)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0 or \
-                (key == "port" and value > 65535):
-            errors.append(f"{lwhere}:{key}: '{value}' must be a positive integer")
+        if not _is_int(value) or value <= 0 or (key == "port" and value > 65535):
+            errors.append(f"{lwhere}:{key}: {q(value)} must be a positive integer"
+                          + (" (at most 65535)" if key == "port" else ""))
     for key in ("inter", "timeout_connect", "timeout_client", "timeout_server"):
-        if not re.match(r"^\d+(us|ms|s|m|h|d)?$", str(lb.get(key))):
-            errors.append(f"{lwhere}:{key}: '{lb.get(key)}' is not an HAProxy time (e.g. 2s, 500ms)")
-    if not _is_ip(lb.get("bind")):
-        errors.append(f"{lwhere}:bind: '{lb.get('bind')}' is not an IPv4 address")
+        _check(errors, lwhere, key, lb.get(key), "time")
+    _check(errors, lwhere, "bind", lb.get("bind"), "ipv4")
+    for key in ("ssl", "verify_backend_ca"):
+        if not isinstance(lb.get(key), bool):
+            errors.append(f"{lwhere}:{key}: must be true or false")
     if lb.get("ssl") and not lb.get("ssl_cert"):
         errors.append(f"{lwhere}:ssl_cert: required when loadbalancer:ssl is true (PEM with the "
                       "certificate and its key, as HAProxy's crt takes it)")
+    elif lb.get("ssl_cert"):
+        _check(errors, lwhere, "ssl_cert", lb["ssl_cert"], "pem")
+    socket = lb.get("admin_socket")
+    if _check(errors, lwhere, "admin_socket", socket, "path"):
+        parent = socket.rsplit("/", 1)[0] or "/"
+        if parent in SHARED_DIRS:
+            errors.append(f"{lwhere}:admin_socket: {q(socket)} is directly in {parent}, which "
+                          "the formula would make 0750: give the socket a directory of its own "
+                          "(e.g. /run/haproxy/admin.sock)")
+    config = lb.get("config_path")
+    if _check(errors, lwhere, "config_path", config, "path") and not config.endswith(".cfg"):
+        errors.append(f"{lwhere}:config_path: {q(config)} is not an HAProxy configuration file: "
+                      "the formula replaces that file whole; name a '.cfg' file (e.g. "
+                      "/etc/haproxy/haproxy.cfg)")
 
 
 def plan(pillar, only=None):
@@ -347,8 +546,9 @@ def plan(pillar, only=None):
     clusters = {}
     raw = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
     if only is not None and isinstance(raw, dict) and only not in raw:
-        errors.append(f"cluster '{only}' (from the orchestration's pillar 'cluster') is not "
-                      f"defined under {ROOT}; defined: {', '.join(sorted(raw)) or 'none'}")
+        errors.append(f"cluster {q(only)} (from the orchestration's pillar 'cluster') is not "
+                      f"defined under {ROOT}; defined: "
+                      f"{', '.join(sorted(_key(k) for k in raw)) or 'none'}")
     if not errors:
         for cname, craw in raw.items():
             if only is not None and cname != only:
@@ -359,6 +559,50 @@ def plan(pillar, only=None):
             settings["followers"] = [m for m in settings["managers"] if m is not leader]
             clusters[cname] = settings
     return {"errors": errors, "warnings": warnings, "clusters": clusters}
+
+
+def public(settings):
+    """A cluster's settings without secrets or keys: what an SLS, the orchestration or job data
+    may hold (each minion's modules read the secrets they use from its own pillar)."""
+    out = {k: v for k, v in settings.items() if k not in ("admin", "database")}
+    out["database"] = {"host": settings["database"]["host"], "port": settings["database"]["port"],
+                       "name": settings["database"]["name"]}
+    out["admin"] = {"username": settings["admin"]["username"],
+                    "tenant": settings["admin"]["tenant"]}
+    lb = settings.get("loadbalancer")
+    if isinstance(lb, dict):
+        out["loadbalancer"] = {k: v for k, v in lb.items() if k != "ssl_cert"}
+    return out
+
+
+def for_minion(pillar, minion_id, lookup_defaults=None):
+    """What this minion's SLS render from: the pillar validated (``errors``, ``warnings``), the
+    platform values (``lookup``: the defaults with the pillar's over them) and, only when the
+    pillar is valid, the minion's roles (``me``: the cluster it manages, as ``public`` settings,
+    and the clusters it is a CLI host or a load balancer of) and those clusters' public
+    settings (``clusters``). Never a secret: the states' modules read those themselves."""
+    errors, warnings = validate(pillar)
+    lookup_ = merge(lookup_defaults or {}, (pillar or {}).get("lookup") or {}
+                    if isinstance(pillar, dict) and isinstance(pillar.get("lookup"), dict) else {})
+    me = {"cluster": None, "cluster_name": None, "manager": None, "cli_of": [], "lb_of": []}
+    out = {"errors": errors, "warnings": warnings, "lookup": lookup_, "me": me, "clusters": {}}
+    if errors:
+        return out
+    for cname, settings in plan(pillar)["clusters"].items():
+        mine = False
+        for manager in settings["managers"]:
+            if manager["minion_id"] == minion_id:
+                me.update(cluster=public(settings), cluster_name=cname, manager=dict(manager))
+                mine = True
+        if minion_id in settings["cli_hosts"]:
+            me["cli_of"].append(cname)
+            mine = True
+        if minion_id in ((settings.get("loadbalancer") or {}).get("minion_ids") or []):
+            me["lb_of"].append(cname)
+            mine = True
+        if mine:
+            out["clusters"][cname] = public(settings)
+    return out
 
 
 def find_manager(pillar, minion_id, cluster=None):

@@ -3,23 +3,30 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
+{%- set lookup = mapdata.lookup %}
+{%- if mapdata.invalid %}
+
+cloudify_ha-cli-invalid-pillar:
+  cloudify_ha.refused:
+    - comment: {{ mapdata.invalid | json }}
+{%- endif %}
 
 {%- for cname in me.cli_of %}
-{%-   set cli = (mapdata.clusters[cname].get("installer") or {}) %}
+{%-   set source = mapdata.clusters[cname].installer.cli_source %}
 
 cloudify_ha-profile-{{ cname }}-cli-package:
   pkg.installed:
-    - name: {{ mapdata.lookup.cli_package }}
-    - refresh: {{ mapdata.lookup.refresh }}
-{%-   if cli.get("cli_source") %}
+    - name: {{ lookup.cli_package | json }}
+    - refresh: {{ lookup.refresh | json }}
+{%-   if source %}
     - sources:
-      - {{ mapdata.lookup.cli_package }}: {{ cli.cli_source }}
+      - {{ lookup.cli_package | json }}: {{ source | json }}
 {%-   endif %}
 {%- endfor %}
 
-{%- if not me.cli_of %}
+{%- if not me.cli_of and not mapdata.invalid %}
 
 cloudify_ha-cli-nothing-here:
   test.succeed_without_changes:
-    - name: minion {{ grains["id"] }} is not a CLI host of a cluster
+    - name: {{ ("minion " ~ grains["id"] ~ " is not a CLI host of a cluster") | json }}
 {%- endif %}

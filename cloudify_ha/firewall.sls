@@ -5,9 +5,14 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
-{%- if me.manager and (me.cluster.get("firewall") or {}).get("enabled", True) %}
-{%-   set fw = me.cluster.get("firewall") or {} %}
-{%-   set backend = fw.get("backend", "auto") %}
+{%- if mapdata.invalid %}
+
+cloudify_ha-firewall-invalid-pillar:
+  cloudify_ha.refused:
+    - comment: {{ mapdata.invalid | json }}
+{%- elif me.manager and me.cluster.firewall.enabled %}
+{%-   set fw = me.cluster.firewall %}
+{%-   set backend = fw.backend %}
 {%-   if backend == "auto" %}
 {%-     set firewalld_runs = salt["cmd.which"]("firewall-cmd") and salt["cmd.retcode"](
             ["firewall-cmd", "--state"], python_shell=False, ignore_retcode=True,
@@ -21,32 +26,28 @@
 {%-     endif %}
 {%-   endif %}
 {%-   set peers = me.cluster.managers | map(attribute="private_ip") | list %}
-{%-   set rest_port = 443 if (me.cluster.get("rest") or {}).get("ssl") else 80 %}
-{%-   set rest_sources = fw.get("rest_sources") or [] %}
+{%-   set rest_port = 443 if me.cluster.rest.ssl else 80 %}
+{%-   set rest_sources = fw.rest_sources %}
 {%-   set rest_allowed = (peers + rest_sources) if rest_sources else [] %}
 {%-   set ctx = {"cluster": me.cluster_name, "peers": peers, "rest_port": rest_port,
                  "rest_allowed": rest_allowed, "tcp_ports": [8300, 8301, 8500, 22000],
                  "udp_ports": [8301]} %}
 
 {%-   if backend == "firewalld" %}
+{%-     set rules = [] %}
 {%-     for ip in peers %}
 {%-       for port, proto in [(8300, "tcp"), (8301, "tcp"), (8301, "udp"), (8500, "tcp"), (22000, "tcp")] %}
-{%-         set rule = 'rule family="ipv4" source address="' ~ ip ~ '" port port="' ~ port ~ '" protocol="' ~ proto ~ '" accept' %}
-
-cloudify_ha-firewall-firewalld-{{ ip }}-{{ port }}-{{ proto }}:
-  cmd.run:
-    - name: firewall-cmd --add-rich-rule='{{ rule }}' && firewall-cmd --permanent --add-rich-rule='{{ rule }}'
-    - unless: firewall-cmd --query-rich-rule='{{ rule }}' && firewall-cmd --permanent --query-rich-rule='{{ rule }}'
+{%-         do rules.append({"source": ip, "port": port, "protocol": proto}) %}
 {%-       endfor %}
 {%-     endfor %}
 {%-     for source in (rest_allowed or ["0.0.0.0/0"]) %}
-{%-       set rule = 'rule family="ipv4" source address="' ~ source ~ '" port port="' ~ rest_port ~ '" protocol="tcp" accept' %}
-
-cloudify_ha-firewall-firewalld-rest-{{ source }}:
-  cmd.run:
-    - name: firewall-cmd --add-rich-rule='{{ rule }}' && firewall-cmd --permanent --add-rich-rule='{{ rule }}'
-    - unless: firewall-cmd --query-rich-rule='{{ rule }}' && firewall-cmd --permanent --query-rich-rule='{{ rule }}'
+{%-       do rules.append({"source": source, "port": rest_port, "protocol": "tcp"}) %}
 {%-     endfor %}
+
+cloudify_ha-firewall-firewalld-rules:
+  cloudify_ha_firewall.rich_rules_present:
+    - name: {{ ("cloudify_ha " ~ me.cluster_name) | json }}
+    - rules: {{ rules | json }}
 
 {%-   elif backend == "nftables" %}
 {%-     set template = "salt://" ~ tplroot ~ "/files/firewall.nft.jinja" %}
@@ -55,7 +56,7 @@ cloudify_ha-firewall-firewalld-rest-{{ source }}:
 
 cloudify_ha-firewall-nftables-file:
   file.managed:
-    - name: {{ mapdata.lookup.firewall_dir }}/firewall.nft
+    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.nft") | json }}
     - makedirs: true
     - mode: "0644"
     - contents: |
@@ -66,9 +67,9 @@ cloudify_ha-firewall-nftables-file:
 
 cloudify_ha-firewall-nftables-loaded:
   cloudify_ha_firewall.rules_loaded:
-    - name: {{ mapdata.lookup.firewall_dir }}/firewall.nft
+    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.nft") | json }}
     - backend: nftables
-    - marker: cloudify_ha {{ me.cluster_name }} {{ digest }}
+    - marker: {{ ("cloudify_ha " ~ me.cluster_name ~ " " ~ digest) | json }}
     - require:
       - file: cloudify_ha-firewall-nftables-file
 
@@ -79,7 +80,7 @@ cloudify_ha-firewall-nftables-loaded:
 
 cloudify_ha-firewall-iptables-file:
   file.managed:
-    - name: {{ mapdata.lookup.firewall_dir }}/firewall.iptables
+    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.iptables") | json }}
     - makedirs: true
     - mode: "0644"
     - contents: |
@@ -88,9 +89,9 @@ cloudify_ha-firewall-iptables-file:
 
 cloudify_ha-firewall-iptables-loaded:
   cloudify_ha_firewall.rules_loaded:
-    - name: {{ mapdata.lookup.firewall_dir }}/firewall.iptables
+    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.iptables") | json }}
     - backend: iptables
-    - marker: cloudify_ha {{ me.cluster_name }} {{ digest }}
+    - marker: {{ ("cloudify_ha " ~ me.cluster_name ~ " " ~ digest) | json }}
     - require:
       - file: cloudify_ha-firewall-iptables-file
 {%-   endif %}

@@ -2,26 +2,32 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
-{%- if me.manager %}
-{%-   set installer = me.cluster.get("installer") or {} %}
+{%- set lookup = mapdata.lookup %}
+{%- if mapdata.invalid %}
+
+cloudify_ha-installer-invalid-pillar:
+  cloudify_ha.refused:
+    - comment: {{ mapdata.invalid | json }}
+{%- elif me.manager %}
+{%-   set installer = me.cluster.installer %}
 
 cloudify_ha-installer-package:
   pkg.installed:
-    - name: {{ mapdata.lookup.installer_package }}
-    - refresh: {{ mapdata.lookup.refresh }}
-{%-   if installer.get("source") %}
+    - name: {{ lookup.installer_package | json }}
+    - refresh: {{ lookup.refresh | json }}
+{%-   if installer.source %}
     - sources:
-      - {{ mapdata.lookup.installer_package }}: {{ installer.source }}
-{%-   elif installer.get("version") %}
-    - version: {{ installer.version }}
+      - {{ lookup.installer_package | json }}: {{ installer.source | json }}
+{%-   elif installer.version %}
+    - version: {{ installer.version | json }}
 {%-   endif %}
 
-{%-   if mapdata.lookup.psql_package %}
+{%-   if lookup.psql_package %}
 
 cloudify_ha-installer-psql:
   pkg.installed:
-    - name: {{ mapdata.lookup.psql_package }}
-    - refresh: {{ mapdata.lookup.refresh }}
+    - name: {{ lookup.psql_package | json }}
+    - refresh: {{ lookup.refresh | json }}
 {%-   endif %}
 {%- else %}
 

@@ -7,22 +7,15 @@
 {%- set me = mapdata.me %}
 {%- set lookup = mapdata.lookup %}
 {%- set clusters = [] %}
-{%- set errors = [] %}
 {%- for cname in me.lb_of %}
-{%-   set plan = salt["cloudify_ha.plan"](cluster=cname) %}
-{%-   do errors.extend(plan.errors) %}
-{%-   if not plan.errors %}
-{%-     do clusters.append(plan.clusters[cname]) %}
-{%-   endif %}
+{%-   do clusters.append(mapdata.clusters[cname]) %}
 {%- endfor %}
 
-{%- if errors %}
+{%- if mapdata.invalid %}
 
-{%-   set text = ["the cloudify_ha pillar is invalid; the load balancer's configuration was not "
-                 "changed:"] + errors | map("regex_replace", "^", "- ") | list %}
 cloudify_ha-loadbalancer-invalid-pillar:
   cloudify_ha.refused:
-    - comment: {{ text | join("\n") | json }}
+    - comment: {{ mapdata.invalid | json }}
 {%- elif clusters %}
 {%-   set lb = clusters[0].loadbalancer %}
 {%-   set manager = lookup.haproxy_manager %}
@@ -32,12 +25,12 @@ cloudify_ha-loadbalancer-invalid-pillar:
 
 cloudify_ha-loadbalancer-package:
   pkg.installed:
-    - name: {{ lookup.haproxy_package }}
-    - refresh: {{ lookup.refresh }}
+    - name: {{ lookup.haproxy_package | json }}
+    - refresh: {{ lookup.refresh | json }}
 
 cloudify_ha-loadbalancer-socket-dir:
   file.directory:
-    - name: {{ salt["file.dirname"](lb.admin_socket) }}
+    - name: {{ lb.admin_socket.rsplit("/", 1)[0] | json }}
     - mode: "0750"
     - makedirs: true
 
@@ -47,8 +40,8 @@ cloudify_ha-loadbalancer-socket-dir:
 
 cloudify_ha-loadbalancer-{{ c.name }}-certificate:
   file.managed:
-    - name: {{ cdir }}/haproxy.pem
-    - contents_pillar: cloudify_ha:clusters:{{ c.name }}:loadbalancer:ssl_cert
+    - name: {{ (cdir ~ "/haproxy.pem") | json }}
+    - contents_pillar: {{ ("cloudify_ha:clusters:" ~ c.name ~ ":loadbalancer:ssl_cert") | json }}
     - mode: "0600"
     - makedirs: true
     - show_changes: false
@@ -59,8 +52,8 @@ cloudify_ha-loadbalancer-{{ c.name }}-certificate:
 
 cloudify_ha-loadbalancer-{{ c.name }}-rest-ca:
   file.managed:
-    - name: {{ cdir }}/rest-ca.pem
-    - contents_pillar: cloudify_ha:clusters:{{ c.name }}:rest:ca_cert
+    - name: {{ (cdir ~ "/rest-ca.pem") | json }}
+    - contents_pillar: {{ ("cloudify_ha:clusters:" ~ c.name ~ ":rest:ca_cert") | json }}
     - mode: "0644"
     - makedirs: true
     - require_in:
@@ -68,9 +61,19 @@ cloudify_ha-loadbalancer-{{ c.name }}-rest-ca:
 {%-     endif %}
 {%-   endfor %}
 
+{#- the file exists 0600 before its first content is written: a replaced file keeps its mode,
+    so the health check's credentials are never in a 0644 file, not even for a moment #}
+cloudify_ha-loadbalancer-config-private:
+  file.managed:
+    - name: {{ lb.config_path | json }}
+    - replace: false
+    - mode: "0600"
+    - user: root
+    - makedirs: true
+
 cloudify_ha-loadbalancer-config:
   file.managed:
-    - name: {{ lb.config_path }}
+    - name: {{ lb.config_path | json }}
     - source: salt://{{ tplroot }}/files/haproxy.cfg.jinja
     - template: jinja
     - mode: "0600"
@@ -80,16 +83,17 @@ cloudify_ha-loadbalancer-config:
     - check_cmd: haproxy -c -f
     - context:
         clusters: {{ clusters | map(attribute="name") | list | json }}
-        certs_dir: {{ lookup.firewall_dir }}
+        certs_dir: {{ lookup.firewall_dir | json }}
     - require:
       - pkg: cloudify_ha-loadbalancer-package
       - file: cloudify_ha-loadbalancer-socket-dir
+      - file: cloudify_ha-loadbalancer-config-private
 
 {%-   if manager == "service" %}
 
 cloudify_ha-loadbalancer-running:
   service.running:
-    - name: {{ lookup.haproxy_service }}
+    - name: {{ lookup.haproxy_service | json }}
     - enable: true
     - reload: true
     - watch:
@@ -98,8 +102,8 @@ cloudify_ha-loadbalancer-running:
 
 cloudify_ha-loadbalancer-running:
   cloudify_ha_lb.running:
-    - name: {{ lb.config_path }}
-    - pidfile: {{ lookup.haproxy_pidfile }}
+    - name: {{ lb.config_path | json }}
+    - pidfile: {{ lookup.haproxy_pidfile | json }}
     - watch:
       - file: cloudify_ha-loadbalancer-config
 {%-   endif %}
@@ -107,5 +111,6 @@ cloudify_ha-loadbalancer-running:
 
 cloudify_ha-loadbalancer-nothing-here:
   test.succeed_without_changes:
-    - name: minion {{ grains["id"] }} is not a load balancer of any cluster in pillar
+    - name: {{ ("minion " ~ grains["id"] ~ " is not a load balancer of any cluster in pillar")
+               | json }}
 {%- endif %}

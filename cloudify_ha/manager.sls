@@ -10,9 +10,9 @@ include:
 
 cloudify_ha-manager-installed:
   cloudify_ha.manager_installed:
-    - name: {{ me.manager.name }}
-    - cluster: {{ me.cluster_name }}
-    - allow_database_reset: {{ me.cluster.get("allow_database_reset", False) }}
+    - name: {{ me.manager.name | json }}
+    - cluster: {{ me.cluster_name | json }}
+    - allow_database_reset: {{ me.cluster.allow_database_reset | json }}
     - require:
       - pkg: cloudify_ha-installer-package
 {%- endif %}

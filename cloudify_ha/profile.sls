@@ -4,7 +4,14 @@
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
 {#- the active node the orchestration's plan found, per cluster (cloudify_ha.joined explains) #}
-{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) or {} %}
+{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) %}
+{%- set hints = hints if hints is mapping else {} %}
+{%- if mapdata.invalid %}
+
+cloudify_ha-profile-invalid-pillar:
+  cloudify_ha.refused:
+    - comment: {{ mapdata.invalid | json }}
+{%- endif %}
 {%- if me.cli_of %}
 
 include:
@@ -15,8 +22,8 @@ include:
 
 cloudify_ha-profile-local:
   cloudify_ha.profile_updated:
-    - name: {{ mapdata.lookup.local_profile }}
-    - cluster: {{ me.cluster_name }}
+    - name: {{ mapdata.lookup.local_profile | json }}
+    - cluster: {{ me.cluster_name | json }}
     - active_hint: {{ hints.get(me.cluster_name) | json }}
 {%- endif %}
 
@@ -24,16 +31,17 @@ cloudify_ha-profile-local:
 
 cloudify_ha-profile-{{ cname }}:
   cloudify_ha.profile_updated:
-    - name: {{ cname }}
-    - cluster: {{ cname }}
+    - name: {{ cname | json }}
+    - cluster: {{ cname | json }}
     - active_hint: {{ hints.get(cname) | json }}
     - require:
       - pkg: cloudify_ha-profile-{{ cname }}-cli-package
 {%- endfor %}
 
-{%- if not me.manager and not me.cli_of %}
+{%- if not me.manager and not me.cli_of and not mapdata.invalid %}
 
 cloudify_ha-profile-nothing-here:
   test.succeed_without_changes:
-    - name: minion {{ grains["id"] }} is neither a manager nor a CLI host of a cluster
+    - name: {{ ("minion " ~ grains["id"] ~ " is neither a manager nor a CLI host of a cluster")
+               | json }}
 {%- endif %}

@@ -2,6 +2,9 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
+{#- set by the orchestrations: a rejoin (cloudify_ha.orch.rejoin), the active node they found #}
+{%- set rejoin = salt["pillar.get"]("cloudify_ha_orch:rejoin", False) is sameas true %}
+{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) %}
 
 include:
   - {{ tplroot }}.installer
@@ -10,14 +13,14 @@ include:
 
 cloudify_ha-cluster-follower-joined:
   cloudify_ha.joined:
-    - name: {{ me.manager.name }}
-    - host_ip: {{ me.manager.private_ip }}
-    - cluster: {{ me.cluster_name }}
+    - name: {{ me.manager.name | json }}
+    - host_ip: {{ me.manager.private_ip | json }}
+    - cluster: {{ me.cluster_name | json }}
     # the rejoin orchestration (cloudify_ha.orch.rejoin) replaces a rebuilt host's stale entry
     # and does nothing before the cluster has been started
-    - replace_stale: {{ salt["pillar.get"]("cloudify_ha_orch:rejoin", False) or me.cluster.get("replace_stale", False) }}
-    - if_cluster_runs: {{ salt["pillar.get"]("cloudify_ha_orch:rejoin", False) }}
-    - active_hint: {{ (salt["pillar.get"]("cloudify_ha_orch:active", {}) or {}).get(me.cluster_name) | json }}
+    - replace_stale: {{ (rejoin or me.cluster.replace_stale) | json }}
+    - if_cluster_runs: {{ rejoin | json }}
+    - active_hint: {{ (hints.get(me.cluster_name) if hints is mapping else none) | json }}
     - require:
       - pkg: cloudify_ha-installer-package
 {%- endif %}

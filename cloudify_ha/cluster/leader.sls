@@ -4,6 +4,8 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
+{#- the active node the orchestration found, per cluster (cloudify_ha.joined explains) #}
+{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) %}
 
 include:
   - {{ tplroot }}.manager
@@ -12,19 +14,19 @@ include:
 
 cloudify_ha-cluster-leader-started:
   cloudify_ha.cluster_started:
-    - name: {{ me.manager.name }}
-    - host_ip: {{ me.manager.private_ip }}
-    - cluster: {{ me.cluster_name }}
+    - name: {{ me.manager.name | json }}
+    - host_ip: {{ me.manager.private_ip | json }}
+    - cluster: {{ me.cluster_name | json }}
     - require:
       - cloudify_ha: cloudify_ha-manager-installed
 
 cloudify_ha-cluster-leader-joined:
   cloudify_ha.joined:
-    - name: {{ me.manager.name }}
-    - host_ip: {{ me.manager.private_ip }}
-    - cluster: {{ me.cluster_name }}
-    - replace_stale: {{ me.cluster.get("replace_stale", False) }}
-    - active_hint: {{ (salt["pillar.get"]("cloudify_ha_orch:active", {}) or {}).get(me.cluster_name) | json }}
+    - name: {{ me.manager.name | json }}
+    - host_ip: {{ me.manager.private_ip | json }}
+    - cluster: {{ me.cluster_name | json }}
+    - replace_stale: {{ me.cluster.replace_stale | json }}
+    - active_hint: {{ (hints.get(me.cluster_name) if hints is mapping else none) | json }}
     - require:
       - cloudify_ha: cloudify_ha-cluster-leader-started
 {%- endif %}

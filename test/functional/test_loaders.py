@@ -28,14 +28,14 @@ def test_plan_with_a_pillar_passed_in_has_no_secret(loaders):
     prod = result["clusters"]["prod"]
     assert (prod["leader_manager"]["name"], [m["name"] for m in prod["followers"]]) == (
         "cfy-mgr1", ["cfy-mgr2", "cfy-mgr3"])
-    assert prod["database"] == {"host": "10.0.0.5", "port": 5432}
+    assert prod["database"] == {"host": "10.0.0.5", "port": 5432, "name": "cloudify_db"}
     assert [s for s in secrets_of(pillar) if s in repr(result)] == []
 
 
 def test_plan_reads_the_minions_pillar(loaders):
     result = loaders.modules.cloudify_ha.plan(cluster="prod")
     assert (result["errors"], sorted(result["clusters"])) == ([], ["prod"])
-    assert result["clusters"]["prod"]["admin"] == {"username": "admin"}
+    assert result["clusters"]["prod"]["admin"] == {"username": "admin", "tenant": "default_tenant"}
     assert [s for s in secrets_of(example_pillar()) if s in repr(result)] == []
 
 

@@ -17,8 +17,8 @@ REFUSALS = [
     ("cloudify_ha.cluster.down", LEADER, None, "cloudify_ha-cluster-down-missing-pillar",
      "cloudify_ha.cluster.down needs pillar cloudify_ha_orch:node and cloudify_ha_orch:cluster"),
     ("cloudify_ha.loadbalancer", LB, BAD_LB, "cloudify_ha-loadbalancer-invalid-pillar",
-     "the cloudify_ha pillar is invalid; the load balancer's configuration was not changed:\n"
-     "- cloudify_ha:clusters:prod:loadbalancer:fall: '0' must be a positive integer"),
+     "the cloudify_ha pillar is invalid; nothing was changed here. Fix:\n"
+     "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a positive integer"),
 ]
 
 

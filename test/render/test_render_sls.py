@@ -62,6 +62,7 @@ LB_ROLE = {**STRANGER_ROLE,
            "cloudify_ha.loadbalancer": {
                "cloudify_ha-loadbalancer-package": "pkg.installed",
                "cloudify_ha-loadbalancer-socket-dir": "file.directory",
+               "cloudify_ha-loadbalancer-config-private": "file.managed",
                "cloudify_ha-loadbalancer-config": "file.managed",
                # systemd is init here (the `minion` fixture's default)
                "cloudify_ha-loadbalancer-running": "service.running"}}
@@ -181,8 +182,8 @@ def test_an_invalid_pillar_refuses_the_load_balancer(minion):
     assert (errors, functions_of(high)) == ([], {"cloudify_ha-loadbalancer-invalid-pillar":
                                                  "cloudify_ha.refused"})
     assert args_of(high, "cloudify_ha-loadbalancer-invalid-pillar")["comment"] == (
-        "the cloudify_ha pillar is invalid; the load balancer's configuration was not changed:\n"
-        "- cloudify_ha:clusters:prod:loadbalancer:fall: '0' must be a positive integer")
+        "the cloudify_ha pillar is invalid; nothing was changed here. Fix:\n"
+        "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a positive integer")
     assert problems_of(m.state, high) == []
 
 

@@ -100,20 +100,19 @@ def test_the_labs_explicit_nftables_backend_wins_over_what_the_host_has(minion):
 
 
 def test_firewalld_where_it_runs_gets_one_rich_rule_per_peer_port_and_rest_source(minion):
+    """firewalld gets its rules as data (no shell string): the state builds each rich rule
+    itself from checked parts and runs firewall-cmd with an argv."""
     high = firewall(minion, "example", LEADER, binaries=("firewall-cmd", "nft"))
     peers = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
-    ports = ("8300-tcp", "8301-tcp", "8301-udp", "8500-tcp", "22000-tcp")
+    ports = ((8300, "tcp"), (8301, "tcp"), (8301, "udp"), (8500, "tcp"), (22000, "tcp"))
     rest = peers + ("10.0.0.20", "10.0.1.0/24")
     assert functions_of(high) == {
-        **{f"cloudify_ha-firewall-firewalld-{ip}-{port}": "cmd.run"
-           for ip in peers for port in ports},
-        **{f"cloudify_ha-firewall-firewalld-rest-{src}": "cmd.run" for src in rest}}
-    rule = 'rule family="ipv4" source address="10.0.1.0/24" port port="80" protocol="tcp" accept'
-    assert args_of(high, "cloudify_ha-firewall-firewalld-rest-10.0.1.0/24") == {
-        "name": f"firewall-cmd --add-rich-rule='{rule}' && "
-                f"firewall-cmd --permanent --add-rich-rule='{rule}'",
-        "unless": f"firewall-cmd --query-rich-rule='{rule}' && "
-                  f"firewall-cmd --permanent --query-rich-rule='{rule}'"}
+        "cloudify_ha-firewall-firewalld-rules": "cloudify_ha_firewall.rich_rules_present"}
+    assert args_of(high, "cloudify_ha-firewall-firewalld-rules") == {
+        "name": "cloudify_ha prod",
+        "rules": [{"source": ip, "port": port, "protocol": proto}
+                  for ip in peers for port, proto in ports]
+                 + [{"source": src, "port": 80, "protocol": "tcp"} for src in rest]}
 
 
 def test_a_disabled_firewall_renders_nothing_to_do(minion):

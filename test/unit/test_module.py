@@ -30,6 +30,8 @@ CLIENT_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-
 CA_KEY = "-----BEGIN PRIVATE KEY-----\nTHE-DB-CA-KEY\n-----END PRIVATE KEY-----\n"
 SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(), CA_KEY.strip())
 DB_CA = "-----BEGIN CERTIFICATE-----\nDBCA\n-----END CERTIFICATE-----\n"
+CLIENT_CERT = "-----BEGIN CERTIFICATE-----\nCLIENT CERT\n-----END CERTIFICATE-----\n"
+LB_PEM = "-----BEGIN CERTIFICATE-----\nLB CERT AND KEY\n-----END PRIVATE KEY-----\n"
 
 
 def mode_of(path):
@@ -50,7 +52,7 @@ def pillar():
     """pillar.example, with a database client certificate and key."""
     data = example_pillar()
     data["clusters"]["prod"]["database"].update(ca_cert=DB_CA, ca_key=CA_KEY,
-                                                client_cert="CLIENT CERT", client_key=CLIENT_KEY)
+                                                client_cert=CLIENT_CERT, client_key=CLIENT_KEY)
     return data
 
 
@@ -662,7 +664,7 @@ def test_rest_errors_become_scrubbed_command_errors(managers, error, message):
 def psql_answers(answers):
     """cmd.run_all answering each psql query with the stdout of the first matching fragment."""
     def run_all(argv, **kwargs):
-        sql = argv[argv.index("-c") + 1]
+        sql = kwargs["stdin"]
         return done(stdout=next(out for fragment, out in answers if fragment in sql))
     return run_all
 
@@ -674,23 +676,41 @@ def test_database_holds_data_asks_postgres_with_the_password_in_the_environment(
         ("FROM blueprints", "2\n"), ("FROM deployments", "1\n"), ("FROM users", "1\n")])
     assert MODULE.database_holds_data() == {
         "holds_data": True, "databases": ["cloudify_db", "composer", "stage"], "tables": 4,
+        "name": "cloudify_db", "data": {"cloudify_db": 4, "stage": 4, "composer": 4},
         "rows": {"blueprints": 2, "deployments": 1, "users": 1}, "host": "10.0.0.5:5432"}
     for args, kwargs in salt["cmd.run_all"].call_args_list:
         argv = args[0]
         assert argv[:4] == ["/usr/bin/psql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
-        assert "sslmode=verify-full" in argv[4] and "user=postgres" in argv[4]
-        assert f"sslrootcert={host.certs / 'prod/db-ca.pem'}" in argv[4]
+        conninfo = argv[argv.index("-d") + 1]
+        assert "sslmode=verify-full" in conninfo and "user=postgres" in conninfo
+        assert f"sslrootcert={host.certs / 'prod/db-ca.pem'}" in conninfo
         assert (kwargs["python_shell"], kwargs["output_loglevel"]) == (False, "quiet")
         assert kwargs["env"]["PGPASSWORD"] == POSTGRES_PW
         assert_no_secret(argv)
 
 
-def test_database_without_cloudify_db_holds_no_data(salt):
-    salt["cmd.run_all"].side_effect = psql_answers([("pg_database", "stage\n")])
+def test_database_with_empty_databases_holds_no_data(salt):
+    salt["cmd.run_all"].side_effect = psql_answers([("pg_database", "stage\n"),
+                                                    ("information_schema", "")])
     assert MODULE.database_holds_data() == {
         "holds_data": False, "databases": ["stage"], "tables": 0, "rows": {},
-        "host": "10.0.0.5:5432"}
-    assert salt["cmd.run_all"].call_count == 1
+        "name": "cloudify_db", "data": {"stage": 0}, "host": "10.0.0.5:5432"}
+    assert salt["cmd.run_all"].call_count == 2
+
+
+def test_the_data_guard_checks_the_configured_database_and_stage(salt, pillar):
+    """A pillar naming its own database: that one is checked (a non-join install drops it),
+    its name given to psql as a variable, never spliced into the SQL; stage's tables count too."""
+    pillar["clusters"]["prod"]["database"]["name"] = "cfy_prod"
+    salt["cmd.run_all"].side_effect = psql_answers([
+        ("pg_database", "cfy_prod\nstage\n"), ("information_schema", "blueprints\n"),
+        ("FROM blueprints", "0\n")])
+    found = MODULE.database_holds_data()
+    assert (found["holds_data"], found["data"], found["tables"]) == (
+        True, {"cfy_prod": 1, "stage": 1}, 1)
+    first_argv, first_kwargs = salt["cmd.run_all"].call_args_list[0]
+    assert "names=cfy_prod,stage,composer" in first_argv[0]
+    assert "cfy_prod" not in first_kwargs["stdin"] and ":'names'" in first_kwargs["stdin"]
 
 
 def test_database_unreachable(salt):
@@ -719,12 +739,12 @@ def test_resources_lists_the_files_of_the_host(host):
 
 
 def test_plan_from_pillar_has_no_secret(pillar):
-    pillar["clusters"]["prod"]["loadbalancer"].update(ssl=True, ssl_cert="LB CERT AND KEY")
+    pillar["clusters"]["prod"]["loadbalancer"].update(ssl=True, ssl_cert=LB_PEM)
     result = MODULE.plan()
     assert (result["errors"], result["warnings"], list(result["clusters"])) == ([], [], ["prod"])
     prod = result["clusters"]["prod"]
-    assert prod["database"] == {"host": "10.0.0.5", "port": 5432}
-    assert prod["admin"] == {"username": "admin"}
+    assert prod["database"] == {"host": "10.0.0.5", "port": 5432, "name": "cloudify_db"}
+    assert prod["admin"] == {"username": "admin", "tenant": "default_tenant"}
     assert "ssl_cert" not in prod["loadbalancer"] and "LB CERT AND KEY" not in repr(result)
     assert_no_secret(repr(result))
 

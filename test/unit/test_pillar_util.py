@@ -181,8 +181,9 @@ def test_an_invalid_cluster_name():
     pillar = example_pillar()
     pillar["clusters"]["prod cluster"] = pillar["clusters"].pop("prod")
     errors, _ = P.validate(pillar)
-    assert errors == ["cloudify_ha:clusters:prod cluster: cluster name must be letters, digits, "
-                      "'.', '_' or '-'"]
+    assert errors == ["cloudify_ha:clusters:'prod cluster': cluster name must be letters, "
+                      "digits, '.', '_' or '-' (ASCII, at most 63; quote it in YAML if it reads "
+                      "as a number or true/false)"]
 
 
 def test_a_cluster_that_is_not_a_mapping():

@@ -19,8 +19,11 @@ MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "u
 MGR1, MGR2, MGR3 = ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")
 ACTIVE = {"name": "cfy-mgr1", "host": "10.0.0.11"}
 ALL_IPS = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
-EMPTY_DB = {"holds_data": False, "databases": [], "tables": 0, "rows": {}, "host": "10.0.0.5:5432"}
-FULL_DB = {"holds_data": True, "databases": ["cloudify_db", "composer", "stage"], "tables": 61,
+EMPTY_DB = {"holds_data": False, "databases": [], "name": "cloudify_db", "tables": 0, "data": {},
+            "rows": {}, "host": "10.0.0.5:5432"}
+FULL_DB = {"holds_data": True, "databases": ["cloudify_db", "composer", "stage"],
+           "name": "cloudify_db", "tables": 61, "data": {"cloudify_db": 61, "stage": 9,
+                                                        "composer": 0},
            "rows": {"blueprints": 2, "deployments": 1, "users": 1}, "host": "10.0.0.5:5432"}
 
 
@@ -195,8 +198,9 @@ def test_manager_installed_defers_to_a_running_cluster():
 def test_manager_installed_refuses_a_database_that_holds_data():
     fake = installing(database_holds_data=FULL_DB)
     assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
-        "cfy-mgr1: refusing to install", "10.0.0.5:5432", "61 tables",
-        "2 blueprints, 1 deployments, 1 users", "DROP DATABASE cloudify_db",
+        "cfy-mgr1: refusing to install", "10.0.0.5:5432", "cloudify_db with 61 tables",
+        "stage with 9 tables", "2 blueprints, 1 deployments, 1 users",
+        "DROP DATABASE on cloudify_db, stage and composer",
         "allow_database_reset: True"))
     fake.assert_nothing_mutated()
 
