@@ -53,7 +53,8 @@ def __virtual__():
 # ---- settings ------------------------------------------------------------------------------
 def _util(name):
     """One of this formula's _utils modules, classes included (__utils__ maps only functions)."""
-    anchor = {"cloudify_ha_pillar": "plan", "cloudify_ha_rest": "request"}[name]
+    anchor = {"cloudify_ha_pillar": "plan", "cloudify_ha_rest": "request",
+              "cloudify_ha_orch": "orch_steps"}[name]
     return types.SimpleNamespace(**__utils__[f"{name}.{anchor}"].__globals__)
 
 
@@ -995,6 +996,56 @@ def settings(defaults=None, pillar=None, minion_id=None):
         pillar = _pillar("cloudify_ha", {})
     return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"],
                            util.plain((defaults or {}).get("lookup") or {}))
+
+
+def orch_steps(kind, plan, answers=None, new_hosts=(), node=None, cluster=None,
+               tplroot="cloudify_ha"):
+    """
+    The steps (high data) of one of the formula's orchestrations, built as data from the plan
+    and the minions' answers the orchestration gathered (``_utils/cloudify_ha_orch.py``):
+    ``kind`` is ``orch``, ``rejoin`` (``node``: a minion id) or ``retire`` (``cluster`` and
+    ``node``: a node name). Pure: asks nothing, changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha.orch_steps orch "$(salt-run salt.cmd cloudify_ha.plan --out=json)"
+    """
+    builder = _util("cloudify_ha_orch")
+    answers = answers or {}
+    if kind == "orch":
+        return builder.orch_steps(plan, answers, new_hosts, tplroot)
+    if kind == "rejoin":
+        return builder.rejoin_steps(plan, node, answers, tplroot)
+    if kind == "retire":
+        return builder.retire_steps(plan, cluster, node, answers, tplroot)
+    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
+
+
+def orch_targets(kind, plan, node=None, cluster=None):
+    """
+    Whom an orchestration asks before it builds its steps (see ``orch_steps``): for ``orch``
+    every minion of the plan, for ``rejoin`` the managers and CLI hosts of `node`'s cluster
+    (none when `node` is not a manager in pillar), for ``retire`` the cluster's managers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha.orch_targets rejoin "$(salt-run salt.cmd cloudify_ha.plan --out=json)" node=cfy-mgr2
+    """
+    builder = _util("cloudify_ha_orch")
+    if kind == "orch":
+        return [] if plan["errors"] else builder.everyone(plan)
+    if kind == "rejoin":
+        settings, _ = builder.rejoin_target(plan, node)
+        return builder.rejoin_ping_targets(settings) if settings else []
+    if kind == "retire":
+        if builder.retire_problem(cluster, node) or plan["errors"]:
+            return []
+        return [m["minion_id"] for m in plan["clusters"][cluster]["managers"]]
+    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
 
 
 def plan(pillar=None, cluster=None):

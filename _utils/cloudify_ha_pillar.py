@@ -430,7 +430,7 @@ def _validate_database(errors, where, settings):
                       "always is with an external database; the server may still authenticate "
                       "the cloudify user by password")
     for key in ("ca_cert", "ca_key", "client_cert", "client_key"):
-        if db.get(key):
+        if db.get(key) not in (None, ""):
             _check(errors, f"{where}:database", key, db[key], "pem")
     for key, kind in (("name", "pg_ident"), ("username", "pg_ident")):
         if not isinstance(db.get(key), str) or not db.get(key):
@@ -451,7 +451,7 @@ def _validate_rest(errors, where, settings):
                       "talks to the leader over http port 80 only and fails ('REST service "
                       "returned an unexpected response: 400') when the leader has REST SSL on; "
                       "set rest:ssl: false and terminate TLS on the load balancer")
-    if rest.get("ca_cert"):
+    if rest.get("ca_cert") not in (None, ""):
         _check(errors, f"{where}:rest", "ca_cert", rest["ca_cert"], "pem")
 
 
@@ -521,7 +521,7 @@ def _validate_loadbalancer(errors, where, settings):
     if lb.get("ssl") and not lb.get("ssl_cert"):
         errors.append(f"{lwhere}:ssl_cert: required when loadbalancer:ssl is true (PEM with the "
                       "certificate and its key, as HAProxy's crt takes it)")
-    elif lb.get("ssl_cert"):
+    elif lb.get("ssl_cert") not in (None, ""):
         _check(errors, lwhere, "ssl_cert", lb["ssl_cert"], "pem")
     socket = lb.get("admin_socket")
     if _check(errors, lwhere, "admin_socket", socket, "path"):
@@ -545,7 +545,8 @@ def plan(pillar, only=None):
     errors, warnings = validate(pillar)
     clusters = {}
     raw = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
-    if only is not None and isinstance(raw, dict) and only not in raw:
+    if only is not None and isinstance(raw, dict) and (not isinstance(only, str)
+                                                       or only not in raw):
         errors.append(f"cluster {q(only)} (from the orchestration's pillar 'cluster') is not "
                       f"defined under {ROOT}; defined: "
                       f"{', '.join(sorted(_key(k) for k in raw)) or 'none'}")

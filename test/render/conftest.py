@@ -7,9 +7,12 @@ import shutil
 
 import pytest
 import salt.loader
+import salt.state
 import yaml
 
 from render_setup import LAB_FACTS, REPO, Minion, base_opts, formula_root, opts_for
+
+MASTER_ID = "saltmaster_master"  # the master's own minion (salt.minion.MasterMinion)
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +77,28 @@ def minion(example_opts, lab_opts, host_grains):
     yield get
     for each in built.values():
         each.close()
+
+
+@pytest.fixture(scope="module")
+def master(example_opts, host_grains):
+    """master(orchestration pillar, modules=True, test=False): the master's State, its pillar
+    compiled (pillar.example, the orchestration's pillar merged over it); without the formula's
+    modules (a master never synced) when modules is False. Built once per argument set: a
+    loader without the formula's modules loads every module looking for them (seconds)."""
+    built = {}
+
+    def get(pillar=None, modules=True, test=False):
+        key = (repr(pillar), modules, test)
+        if key not in built:
+            opts = opts_for(example_opts, host_grains, MASTER_ID, test=test)
+            if not modules:
+                opts.update(module_dirs=[], states_dirs=[], utils_dirs=[])
+            built[key] = salt.state.State(opts, pillar_override=pillar)
+        return built[key]
+
+    yield get
+    for state in built.values():
+        # not State.destroy(): 3008's calls FSClient.close(), which FSClient lacks
+        client = getattr(state, "file_client", None)
+        if client is not None:
+            client.destroy()

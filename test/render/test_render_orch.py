@@ -1,17 +1,13 @@
-"""The master's orchestrations rendered by Salt's Jinja renderer over the real execution modules
+"""The master's orchestrations rendered by Salt's py renderer over the real execution modules
 (the formula's among them, reading pillar.example as the master's pillar), with the minions'
 answers to ``saltutil.cmd`` and the master's grains cache canned: the steps, their targets and
 their order; the refusals run through the state engine."""
 
 import hashlib
 
-import pytest
-import salt.state
-
 from render_setup import (CLI, FOLLOWER, FOLLOWER3, LB, LEADER, MANAGERS, REPO, args_of,
-                          functions_of, opts_for, problems_of, render_on_master, run_high)
+                          functions_of, problems_of, render_on_master, run_high)
 
-MASTER_ID = "saltmaster_master"  # the master's own minion (salt.minion.MasterMinion)
 EVERYONE = [LEADER, FOLLOWER, FOLLOWER3, CLI, LB]
 
 
@@ -42,31 +38,6 @@ class Minions:
     def overrides(self):
         return {"saltutil.cmd": self.cmd,
                 "cloudify_ha.minions_without_modules": self.minions_without_modules}
-
-
-@pytest.fixture(scope="module")
-def master(example_opts, host_grains):
-    """master(orchestration pillar, modules=True, test=False): the master's State, its pillar
-    compiled (pillar.example, the orchestration's pillar merged over it); without the formula's
-    modules (a master never synced) when modules is False. Built once per argument set: a
-    loader without the formula's modules loads every module looking for them (seconds)."""
-    built = {}
-
-    def get(pillar=None, modules=True, test=False):
-        key = (repr(pillar), modules, test)
-        if key not in built:
-            opts = opts_for(example_opts, host_grains, MASTER_ID, test=test)
-            if not modules:
-                opts.update(module_dirs=[], states_dirs=[], utils_dirs=[])
-            built[key] = salt.state.State(opts, pillar_override=pillar)
-        return built[key]
-
-    yield get
-    for state in built.values():
-        # not State.destroy(): 3008's calls FSClient.close(), which FSClient lacks
-        client = getattr(state, "file_client", None)
-        if client is not None:
-            client.destroy()
 
 
 def orch(master, sls="cloudify_ha.orch", pillar=None, minions=None, modules=True):

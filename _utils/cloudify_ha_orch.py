@@ -1,0 +1,264 @@
+"""The steps of cloudify_ha's orchestrations, built as data.
+
+Pure Python (no Salt imports): plan + what the minions answered in, ordered high data out.
+``cloudify_ha/orch.sls``, ``orch/rejoin.sls`` and ``orch/retire.sls`` (the ``py`` renderer) ask
+the minions once and hand their answers here through the ``cloudify_ha.orch_steps`` execution
+function; unit tests call these functions directly with tables of answers. No value from
+pillar, an event or a runner argument becomes text: every step is a dict, every refusal
+carries its message as data (values quoted with ``ascii()`` where they are not validated).
+"""
+
+import re
+
+MINION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
+NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than the formula: run "
+              "'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then "
+              "re-run")
+
+
+def _step(fun, **args):
+    """One state: {"<module>.<function>": [{arg: value}, ...]}, requisites as given."""
+    return {fun: [{key: value} for key, value in args.items()]}
+
+
+def refused(sid, comment, **requisites):
+    """A formula refusal step (cloudify_ha.refused): fails with `comment`, changes nothing."""
+    return {sid: _step("cloudify_ha.refused", comment=comment, **requisites)}
+
+
+def salt_refused(sid, text):
+    """Salt's own failing state: for a master where the formula's states may be missing."""
+    return {sid: _step("test.fail_without_changes", name=text)}
+
+
+# ---- cloudify_ha.orch -----------------------------------------------------------------------
+def everyone(plan):
+    """Every minion the orchestration asks, in the pillar's order, each once."""
+    out = []
+    for settings in plan["clusters"].values():
+        lb_ids = (settings.get("loadbalancer") or {}).get("minion_ids") or []
+        for mid in [m["minion_id"] for m in settings["managers"]] + settings["cli_hosts"] + lb_ids:
+            if mid not in out:
+                out.append(mid)
+    return out
+
+
+def _answered(answer):
+    return isinstance(answer, dict) and "ret" in answer and not answer.get("failed")
+
+
+def read_answers(plan, answers):
+    """(alive, stale, hints) from the minions' answers to orch_facts (or test.ping).
+
+    A minion's answer is its own word: it decides only whether that minion is up, whether its
+    modules are current and whether IT says it is the active node. The hint is the PILLAR's
+    private_ip of the one manager that says so (never an address a minion reports), and only
+    where exactly one manager of the cluster says so (with two, a split brain, the steps poll
+    every manager and refuse to act)."""
+    managers = {m["minion_id"]: (cname, m["private_ip"])
+                for cname, settings in plan["clusters"].items() for m in settings["managers"]}
+    alive, stale, leaders = [], [], {}
+    for mid in everyone(plan):
+        answer = answers.get(mid)
+        if not _answered(answer):
+            continue
+        alive.append(mid)
+        facts = answer["ret"] if isinstance(answer["ret"], dict) else {}
+        if facts.get("modules_current") is not True:
+            stale.append(mid)
+        elif facts.get("node") == "leader" and mid in managers:
+            cname, ip = managers[mid]
+            leaders.setdefault(cname, []).append(ip)
+    hints = {cname: ips[0] for cname, ips in leaders.items() if len(ips) == 1}
+    return alive, stale, hints
+
+
+def orch_steps(plan, answers, new_hosts=(), tplroot="cloudify_ha"):
+    """The high data of ``cloudify_ha.orch``: validate, sync, per cluster the CLI package, the
+    followers' preparation, the leader, each follower one at a time, the profiles and the load
+    balancer, each step requiring the one before it in its cluster."""
+    if plan["errors"]:
+        text = "\n".join(["the cloudify_ha pillar is invalid; nothing was changed on any host. "
+                          "Fix:"] + [f"- {e}" for e in plan["errors"]])
+        return refused("cloudify_ha-orch-validate", text)
+    text = "\n".join([f"the cloudify_ha pillar is valid: {len(plan['clusters'])} cluster(s) to "
+                      "build"] + [f"warning: {w}" for w in plan["warnings"]]) + "\n"
+    high = {"cloudify_ha-orch-validate": _step("test.succeed_without_changes", name=text)}
+    alive, stale, hints = read_answers(plan, answers)
+    del new_hosts  # pinged, not asked: their answer says up, and their modules are stale
+    if stale:
+        high["cloudify_ha-orch-sync"] = _step(
+            "salt.state", queue=True, tgt=stale, tgt_type="list", sls=f"{tplroot}.sync",
+            test=False, require=[{"test": "cloudify_ha-orch-validate"}])
+        synced = "salt"
+    else:
+        high["cloudify_ha-orch-sync"] = _step(
+            "test.succeed_without_changes",
+            name="the formula's modules are current on every minion that answers",
+            require=[{"test": "cloudify_ha-orch-validate"}])
+        synced = "test"
+    parallel = len(plan["clusters"]) > 1
+    for cname, settings in plan["clusters"].items():
+        high.update(_cluster_steps(cname, settings, alive, hints, parallel, synced, tplroot))
+    return high
+
+
+def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
+    high = {}
+    prefix = f"cloudify_ha-orch-{cname}"
+    up = [m for m in c["managers"] if m["minion_id"] in alive]
+    prev = (synced, "cloudify_ha-orch-sync")
+    if not up:
+        ids = ", ".join(m["minion_id"] for m in c["managers"])
+        return refused(f"{prefix}-no-manager-answers",
+                       f"cluster {cname}: none of its managers' minions answers ({ids}); "
+                       "nothing can be done")
+    hint = {"pillar": {"cloudify_ha_orch": {"active": hints}}} if hints.get(cname) else {}
+    cli_up = [h for h in c["cli_hosts"] if h in alive]
+    if cli_up:
+        # the CLI hosts' package installs while the managers install theirs
+        high[f"{prefix}-cli"] = _step("salt.state", queue=True, tgt=cli_up, tgt_type="list",
+                                      sls=f"{tplroot}.cli", parallel=True,
+                                      require=[{prev[0]: prev[1]}])
+    # the followers' firewall and packages while the leader installs (its step prepares it)
+    followers_up = [m["minion_id"] for m in c["followers"] if m["minion_id"] in alive]
+    prepare = f"{prefix}-prepare"
+    if followers_up:
+        high[prepare] = _step("salt.state", queue=True, tgt=followers_up, tgt_type="list",
+                              sls=[f"{tplroot}.firewall", f"{tplroot}.installer"], parallel=True,
+                              require=[{prev[0]: prev[1]}])
+    for m in [c["leader_manager"]] + c["followers"]:
+        is_leader = m["name"] == c["leader"]
+        sid = f"{prefix}-{'leader' if is_leader else 'join'}-{m['name']}"
+        require = [{prev[0]: prev[1]}]
+        if not is_leader and followers_up:
+            require.append({"salt": prepare})
+        if m["minion_id"] in alive:
+            sls = ([f"{tplroot}.firewall", f"{tplroot}.installer", f"{tplroot}.cluster.leader"]
+                   if is_leader else f"{tplroot}.cluster.follower")
+            high[sid] = _step("salt.state", queue=True, tgt=m["minion_id"], sls=sls, **hint,
+                              parallel=parallel or is_leader, require=require)
+        else:
+            # checked from a live manager instead: read-only
+            high[sid] = _step("salt.state", queue=True, tgt=up[0]["minion_id"],
+                              sls=f"{tplroot}.cluster.down",
+                              pillar={"cloudify_ha_orch": {"node": m["name"], "cluster": cname}},
+                              parallel=parallel or is_leader, require=require)
+        prev = ("salt", sid)
+    profile_targets = [m["minion_id"] for m in up] + cli_up
+    require = [{"salt": prev[1]}] + ([{"salt": f"{prefix}-cli"}] if cli_up else [])
+    high[f"{prefix}-profiles"] = _step("salt.state", queue=True, tgt=profile_targets,
+                                       tgt_type="list", sls=f"{tplroot}.profile", **hint,
+                                       parallel=parallel, require=require)
+    prev = ("salt", f"{prefix}-profiles")
+    cli_down = [h for h in c["cli_hosts"] if h not in alive]
+    if cli_down:
+        high.update(refused(f"{prefix}-profiles-not-refreshed",
+                            f"cluster {cname}: the minions of CLI hosts {', '.join(cli_down)} do "
+                            "not answer: their profiles were not refreshed; re-run when they are up",
+                            require=[{"salt": prev[1]}]))
+    lb = c.get("loadbalancer")
+    if lb:
+        lb_down = [h for h in lb["minion_ids"] if h not in alive]
+        if lb_down:
+            high.update(refused(f"{prefix}-loadbalancer",
+                                f"cluster {cname}: load balancer minion(s) {', '.join(lb_down)} "
+                                "do not answer", require=[{"salt": prev[1]}]))
+        else:
+            high[f"{prefix}-loadbalancer"] = _step(
+                "salt.state", queue=True, tgt=list(lb["minion_ids"]), tgt_type="list",
+                sls=f"{tplroot}.loadbalancer", parallel=parallel, require=[{"salt": prev[1]}])
+    return high
+
+
+# ---- cloudify_ha.orch.rejoin ----------------------------------------------------------------
+def rejoin_target(plan, node):
+    """(cluster settings, manager) of the manager whose minion id is `node`, or (None, None):
+    only a string that is a plain minion id AND a manager's minion_id in pillar is one."""
+    if not isinstance(node, str) or not MINION_ID_RE.fullmatch(node) or plan["errors"]:
+        return None, None
+    for settings in plan["clusters"].values():
+        for manager in settings["managers"]:
+            if manager["minion_id"] == node:
+                return settings, manager
+    return None, None
+
+
+def rejoin_steps(plan, node, pings, tplroot="cloudify_ha"):
+    """The high data of ``cloudify_ha.orch.rejoin`` for `node` (a minion id), `pings` being the
+    answers of the cluster's managers and CLI hosts to test.ping (see rejoin_target)."""
+    if plan["errors"]:
+        return salt_refused("cloudify_ha-rejoin-validate",
+                            f"rejoin of {ascii(node)}: the cloudify_ha pillar is invalid; nothing "
+                            "was changed. Run salt-run state.orch cloudify_ha.orch test=True to "
+                            "see the errors")
+    settings, _manager = rejoin_target(plan, node)
+    if settings is None:
+        return {"cloudify_ha-rejoin-ignored": _step(
+            "test.succeed_without_changes",
+            name=f"ignored: {ascii(node)} is not the minion id of a manager of any cluster in "
+                 "pillar cloudify_ha:clusters; nothing ran")}
+    prefix = f"cloudify_ha-rejoin-{node}"
+    alive = [mid for mid in rejoin_ping_targets(settings)
+             if isinstance(pings.get(mid), dict) and pings[mid].get("ret") is True]
+    return {
+        f"{prefix}-sync": _step("salt.state", tgt=node, sls=f"{tplroot}.sync", test=False,
+                                queue=True),
+        f"{prefix}-prepare": _step("salt.state", tgt=node,
+                                   sls=[f"{tplroot}.firewall", f"{tplroot}.installer"],
+                                   queue=True, require=[{"salt": f"{prefix}-sync"}]),
+        f"{prefix}-joined": _step("salt.state", tgt=node, sls=f"{tplroot}.cluster.follower",
+                                  pillar={"cloudify_ha_orch": {"rejoin": True}}, queue=True,
+                                  require=[{"salt": f"{prefix}-prepare"}]),
+        # not only on a change: a rejoin also repairs profiles an earlier run left stale
+        f"{prefix}-profiles": _step("salt.state", tgt=alive, tgt_type="list",
+                                    sls=f"{tplroot}.profile",
+                                    require=[{"salt": f"{prefix}-joined"}]),
+    }
+
+
+def rejoin_ping_targets(settings):
+    return [m["minion_id"] for m in settings["managers"]] + list(settings["cli_hosts"])
+
+
+# ---- cloudify_ha.orch.retire ----------------------------------------------------------------
+RETIRE_USAGE = ("give the cluster and the node to retire: "
+                "pillar='{\"cluster\": \"<name>\", \"node\": \"<node name>\"}'")
+
+
+def retire_problem(cluster, node):
+    """Why the retire's own arguments cannot be used (None when they can)."""
+    if not cluster or not node:
+        return RETIRE_USAGE
+    if not isinstance(node, str) or not NODE_NAME_RE.fullmatch(node):
+        return (f"node: {ascii(node)} is not a Cloudify node name (ASCII letters, digits, '.', "
+                f"'_', '-'); {RETIRE_USAGE}")
+    return None
+
+
+def retire_steps(plan, cluster, node, pings, tplroot="cloudify_ha"):
+    """The high data of ``cloudify_ha.orch.retire``: the node removed through a live manager of
+    the cluster, then the profiles refreshed where that changed something."""
+    problem = retire_problem(cluster, node)
+    if problem:
+        return salt_refused("cloudify_ha-retire-validate", problem)
+    if plan["errors"]:
+        return refused("cloudify_ha-retire-validate",
+                       "the cloudify_ha pillar is invalid: " + "; ".join(plan["errors"]))
+    settings = plan["clusters"][cluster]
+    alive = [m["minion_id"] for m in settings["managers"] if _answered(pings.get(m["minion_id"]))]
+    if not alive:
+        return refused(f"cloudify_ha-retire-{node}",
+                       f"no manager of cluster {cluster} answers; nothing can be retired")
+    return {
+        "cloudify_ha-retire-sync": _step("salt.state", tgt=alive[0], sls=f"{tplroot}.sync",
+                                         test=False),
+        f"cloudify_ha-retire-{node}": _step(
+            "salt.state", tgt=alive[0], sls=f"{tplroot}.cluster.absent",
+            pillar={"cloudify_ha_orch": {"node": node, "cluster": cluster}},
+            require=[{"salt": "cloudify_ha-retire-sync"}]),
+        f"cloudify_ha-retire-{node}-profiles": _step(
+            "salt.state", tgt=alive + list(settings["cli_hosts"]), tgt_type="list",
+            sls=f"{tplroot}.profile", onchanges=[{"salt": f"cloudify_ha-retire-{node}"}]),
+    }

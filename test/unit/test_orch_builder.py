@@ -1,0 +1,194 @@
+"""_utils/cloudify_ha_orch.py: the orchestrations' steps as tables, minions' answers in, steps
+out (the same builder renders through Salt in test/render/test_render_orch.py)."""
+
+import copy
+
+import pytest
+
+from formula_code import example_pillar, orch_util, pillar_util
+
+O, P = orch_util(), pillar_util()
+MGR1, MGR2, MGR3 = "cfy-mgr1.example.com", "cfy-mgr2.example.com", "cfy-mgr3.example.com"
+CLI, LB = "admin1.example.com", "cfy-lb1.example.com"
+IPS = {MGR1: "10.0.0.11", MGR2: "10.0.0.12", MGR3: "10.0.0.13"}
+HOSTILE = ["x\n  cmd.run:\n    - name: reboot", "x' #", "$(reboot)", "`id`", "{{ 7*7 }}",
+           "a: b", "../../etc", "-rf", "cfy-mgr\u0661", "cfy-mgr1.example.com\n", 7, ["x"],
+           {"a": 1}, None]
+
+
+def plan_of(pillar=None, only=None):
+    """What cloudify_ha.plan returns: the plan with public settings only."""
+    result = P.plan(pillar if pillar is not None else example_pillar(), only)
+    result["clusters"] = {n: P.public(s) for n, s in result["clusters"].items()}
+    return result
+
+
+def answers(down=(), stale=(), leaders=(MGR1,), facts=None):
+    """Every minion's answer to orch_facts: `leaders` say they are the active node."""
+    out = {}
+    for mid in (MGR1, MGR2, MGR3, CLI, LB):
+        if mid in down:
+            continue
+        ret = {"modules_current": mid not in stale, "node": None}
+        if mid in IPS:
+            ret.update(cluster="prod", private_ip=IPS[mid],
+                       node="leader" if mid in leaders else "replica")
+        ret.update((facts or {}).get(mid, {}))
+        out[mid] = {"ret": ret, "retcode": 0}
+    return out
+
+
+def args(high, sid):
+    (body,) = high[sid].values()
+    out = {}
+    for arg in body:
+        out.update(arg)
+    return out
+
+
+def funs(high):
+    return {sid: next(iter(body)) for sid, body in high.items()}
+
+
+FULL = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-prod-cli",
+        "cloudify_ha-orch-prod-prepare", "cloudify_ha-orch-prod-leader-cfy-mgr1",
+        "cloudify_ha-orch-prod-join-cfy-mgr2", "cloudify_ha-orch-prod-join-cfy-mgr3",
+        "cloudify_ha-orch-prod-profiles", "cloudify_ha-orch-prod-loadbalancer"]
+
+
+# ---- cloudify_ha.orch -----------------------------------------------------------------------
+def test_everyone_is_every_minion_once_in_pillar_order():
+    assert O.everyone(plan_of()) == [MGR1, MGR2, MGR3, CLI, LB]
+
+
+def test_all_up_one_leader_every_step_in_order_with_the_hint():
+    high = O.orch_steps(plan_of(), answers())
+    assert list(high) == FULL
+    assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["pillar"] == {
+        "cloudify_ha_orch": {"active": {"prod": "10.0.0.11"}}}
+    assert funs(high)["cloudify_ha-orch-sync"] == "test.succeed_without_changes"
+
+
+@pytest.mark.parametrize("case, kwargs, check", [
+    ("a down manager is checked from a live one", {"down": [MGR3]},
+     lambda h: (args(h, "cloudify_ha-orch-prod-join-cfy-mgr3")["tgt"],
+                args(h, "cloudify_ha-orch-prod-join-cfy-mgr3")["sls"]) == (
+                    MGR1, "cloudify_ha.cluster.down")),
+    ("two leaders: no hint, every manager is polled", {"leaders": [MGR1, MGR2]},
+     lambda h: all("pillar" not in args(h, s) for s in FULL[2:5] + FULL[7:])),
+    ("a down CLI host: its profile refresh refused after the others", {"down": [CLI]},
+     lambda h: funs(h)["cloudify_ha-orch-prod-profiles-not-refreshed"] == "cloudify_ha.refused"
+     and "cloudify_ha-orch-prod-cli" not in h),
+    ("a partly down LB: its step refused", {"down": [LB]},
+     lambda h: funs(h)["cloudify_ha-orch-prod-loadbalancer"] == "cloudify_ha.refused"
+     and "cfy-lb1.example.com do not answer" in args(h, "cloudify_ha-orch-prod-loadbalancer")[
+         "comment"]),
+    ("a stale module copy is synced first", {"stale": [MGR2]},
+     lambda h: (funs(h)["cloudify_ha-orch-sync"], args(h, "cloudify_ha-orch-sync")["tgt"]) == (
+         "salt.state", [MGR2])),
+    ("no manager answers: the cluster is refused", {"down": [MGR1, MGR2, MGR3]},
+     lambda h: list(h)[2:] == ["cloudify_ha-orch-prod-no-manager-answers"]),
+])
+def test_orch_table(case, kwargs, check):
+    assert check(O.orch_steps(plan_of(), answers(**kwargs))), case
+
+
+def test_a_new_minion_answers_a_ping_and_is_synced():
+    raw = answers()
+    raw[MGR3] = {"ret": True, "retcode": 0}  # test.ping's answer: no facts
+    high = O.orch_steps(plan_of(), raw, new_hosts=[MGR3])
+    assert args(high, "cloudify_ha-orch-sync")["tgt"] == [MGR3]
+    assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr3")["tgt"] == MGR3
+
+
+def test_the_hint_is_the_pillars_address_never_the_one_a_minion_reports():
+    forged = answers(facts={MGR1: {"private_ip": "203.0.113.66", "cluster": "other"}})
+    high = O.orch_steps(plan_of(), forged)
+    assert args(high, "cloudify_ha-orch-prod-profiles")["pillar"] == {
+        "cloudify_ha_orch": {"active": {"prod": "10.0.0.11"}}}
+
+
+def test_a_minion_that_is_no_manager_cannot_claim_the_active_node():
+    claims = answers(leaders=[], facts={CLI: {"node": "leader", "cluster": "prod",
+                                              "private_ip": "10.0.0.99"}})
+    high = O.orch_steps(plan_of(), claims)
+    assert all("pillar" not in args(high, s) for s in FULL[2:5] + FULL[7:])
+
+
+@pytest.mark.parametrize("answer", [None, {}, {"failed": True, "ret": "x"}, "up", {"retcode": 0}])
+def test_what_is_not_an_answer_is_a_down_minion(answer):
+    raw = answers()
+    raw[MGR2] = answer
+    high = O.orch_steps(plan_of(), raw)
+    assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["sls"] == "cloudify_ha.cluster.down"
+
+
+def test_one_cluster_of_several_in_parallel():
+    pillar = example_pillar()
+    staging = copy.deepcopy(pillar["clusters"]["prod"])
+    staging.update(leader="stg-mgr1", cli_hosts=[], loadbalancer=None, managers=[
+        {"name": f"stg-mgr{i}", "minion_id": f"stg-mgr{i}", "private_ip": f"10.1.0.1{i}",
+         "public_ip": f"192.0.2.3{i}"} for i in (1, 2, 3)])
+    staging["database"]["host"] = "10.1.0.5"
+    pillar["clusters"]["staging"] = staging
+    both = O.orch_steps(plan_of(pillar), answers())
+    assert args(both, "cloudify_ha-orch-prod-join-cfy-mgr2")["parallel"] is True
+    assert funs(both)["cloudify_ha-orch-staging-no-manager-answers"] == "cloudify_ha.refused"
+    one = O.orch_steps(plan_of(pillar, only="prod"), answers())
+    assert list(one) == FULL and args(one, "cloudify_ha-orch-prod-join-cfy-mgr2")["parallel"] is False
+
+
+def test_an_invalid_plan_is_one_refusal_with_every_error():
+    high = O.orch_steps(plan_of(example_pillar() | {"extra": 1}), answers())
+    assert funs(high) == {"cloudify_ha-orch-validate": "cloudify_ha.refused"}
+    assert "- cloudify_ha:extra: unknown key" in args(high, "cloudify_ha-orch-validate")["comment"]
+
+
+# ---- cloudify_ha.orch.rejoin ------------------------------------------------------------------
+def pings(down=()):
+    return {mid: {"ret": True, "retcode": 0} for mid in (MGR1, MGR2, MGR3, CLI) if mid not in down}
+
+
+def test_the_rejoin_of_a_rebuilt_host():
+    high = O.rejoin_steps(plan_of(), MGR2, pings(down=[MGR3]))
+    assert list(high) == [f"cloudify_ha-rejoin-{MGR2}-{s}"
+                          for s in ("sync", "prepare", "joined", "profiles")]
+    assert args(high, f"cloudify_ha-rejoin-{MGR2}-joined")["pillar"] == {
+        "cloudify_ha_orch": {"rejoin": True}}
+    assert args(high, f"cloudify_ha-rejoin-{MGR2}-profiles")["tgt"] == [MGR1, MGR2, CLI]
+
+
+@pytest.mark.parametrize("node", HOSTILE + [CLI, LB, "cfy-mgr2"],
+                         ids=lambda v: ascii(v)[:20])
+def test_the_rejoin_of_anything_but_a_managers_minion_id_is_ignored_as_data(node):
+    plan = plan_of()
+    assert O.rejoin_target(plan, node) == (None, None)
+    high = O.rejoin_steps(plan, node, {})
+    assert funs(high) == {"cloudify_ha-rejoin-ignored": "test.succeed_without_changes"}
+    assert args(high, "cloudify_ha-rejoin-ignored")["name"].startswith(f"ignored: {ascii(node)} ")
+
+
+# ---- cloudify_ha.orch.retire ------------------------------------------------------------------
+def test_the_retire_of_a_node_through_the_first_live_manager():
+    high = O.retire_steps(plan_of(only="prod"), "prod", "cfy-mgr1", pings(down=[MGR1]))
+    absent = args(high, "cloudify_ha-retire-cfy-mgr1")
+    # the active node's own refusal is the node_absent state's, on the live manager
+    assert (absent["tgt"], absent["pillar"]) == (
+        MGR2, {"cloudify_ha_orch": {"node": "cfy-mgr1", "cluster": "prod"}})
+    assert args(high, "cloudify_ha-retire-cfy-mgr1-profiles")["tgt"] == [MGR2, MGR3, CLI]
+
+
+@pytest.mark.parametrize("node", [v for v in HOSTILE if v not in (None,)] + ["cfy-mgr1.example.com\n"],
+                         ids=lambda v: ascii(v)[:20])
+def test_a_retire_of_a_node_that_is_no_node_name_is_refused_as_data(node):
+    high = O.retire_steps(plan_of(only="prod"), "prod", node, pings())
+    assert funs(high) == {"cloudify_ha-retire-validate": "test.fail_without_changes"}
+    assert args(high, "cloudify_ha-retire-validate")["name"].startswith(f"node: {ascii(node)} ")
+
+
+@pytest.mark.parametrize("cluster", ["qa", "prod\n", ["prod"], 7])
+def test_a_retire_in_a_cluster_not_in_pillar_is_refused(cluster):
+    high = O.retire_steps(plan_of(only=cluster), cluster, "cfy-mgr3", pings())
+    assert funs(high) == {"cloudify_ha-retire-validate": "cloudify_ha.refused"}
+    assert "is not defined under cloudify_ha:clusters" in args(high, "cloudify_ha-retire-validate")[
+        "comment"]

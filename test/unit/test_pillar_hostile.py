@@ -1,0 +1,162 @@
+"""Hostile values in every string key of the pillar: each is refused with a message naming its
+key (and quoting the value so that it cannot add a line), or it is a secret or PEM text, which
+never becomes text anywhere (files and environment variables only: test_module.py and
+test/render/test_render_hostile.py show where it goes)."""
+
+import pytest
+
+from formula_code import example_pillar, pillar_util
+
+P = pillar_util()
+HOSTILE = {
+    "newline": "x\n  cmd.run:\n    - name: reboot",
+    "trailing newline": "cfy-mgr1\n",
+    "cr": "x\rserver evil 10.6.6.6:80",
+    "quotes": "x' \"y",
+    "command": "$(reboot)",
+    "backticks": "`id`",
+    "braces": "{x}",
+    "jinja": "{{ 7*7 }}",
+    "yaml mapping": "a: b",
+    "yaml comment": "x #y",
+    "arabic digit": "10.0.0.\u0661",
+    "fullwidth": "\uff41dmin",
+    "dotdot": "../../etc/sudoers",
+    "leading dash": "-rf",
+    "space": "a b",
+    "nul": "a\0b",
+    "empty list": [],
+    "mapping": {"a": 1},
+    "number": 4.1,
+}
+# keys whose value is free text by design: secrets (to files 0600 and env, one line) and PEM
+FREE = {"admin:password", "database:password", "database:postgres_password"}
+CLUSTER = "cloudify_ha:clusters:prod"
+
+
+def string_keys():
+    """Every key of pillar.example whose value is a string (list items by index), plus the
+    string keys it leaves at their defaults; as (where, path) with where 'cluster' or 'top'."""
+    found = []
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                walk(prefix + [key], value)
+        elif isinstance(node, list):
+            for index, value in enumerate(node):
+                walk(prefix + [index], value)
+        elif isinstance(node, str):
+            found.append(tuple(prefix))
+
+    pillar = example_pillar()
+    walk([], {k: v for k, v in pillar.items() if k != "clusters"})
+    walk(["clusters", "prod"], pillar["clusters"]["prod"])
+    for key in ("installer:version", "installer:cli_source", "rest:ca_cert",
+                "loadbalancer:ssl_cert", "loadbalancer:bind", "loadbalancer:inter",
+                "loadbalancer:timeout_connect", "loadbalancer:timeout_client",
+                "loadbalancer:timeout_server", "loadbalancer:admin_socket",
+                "loadbalancer:config_path", "leader"):
+        path = ("clusters", "prod", *key.split(":"))
+        if path not in found:
+            found.append(path)
+    return found
+
+
+KEYS = string_keys()
+
+
+def test_the_walk_finds_every_kind_of_string_key():
+    names = {":".join(str(p) for p in k) for k in KEYS}
+    for expected in ("lookup:installer_package", "lookup:firewall_dir", "reactor:config_file",
+                     "clusters:prod:managers:1:minion_id", "clusters:prod:admin:tenant",
+                     "clusters:prod:database:name", "clusters:prod:firewall:rest_sources:1",
+                     "clusters:prod:loadbalancer:minion_ids:0", "clusters:prod:cli_hosts:0",
+                     "clusters:prod:installer:source", "clusters:prod:loadbalancer:admin_socket"):
+        assert expected in names
+    assert len(KEYS) >= 45
+
+
+def with_value(path, value):
+    pillar = example_pillar()
+    node = pillar
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] = value
+    return pillar
+
+
+def full_key(path):
+    return "cloudify_ha:" + ":".join(str(p) for p in path)
+
+
+@pytest.mark.parametrize("path", KEYS, ids=[":".join(map(str, k)) for k in KEYS])
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_value_is_refused_naming_its_key_or_is_a_secret(path, name):
+    value = HOSTILE[name]
+    errors, _ = P.validate(with_value(path, value))
+    key = full_key(path)
+    short = ":".join(str(p) for p in path[2:]) if path[0] == "clusters" else None
+    if short in FREE and isinstance(value, str) and not any(c in value for c in "\n\r\0"):
+        assert errors == [], errors  # free text: it goes only into files and env
+        return
+    assert errors, f"{key} accepted {value!r}"
+    # the error names the key (a list item, or a key checked as a whole: its parent)
+    named = [e for e in errors if e.startswith(key) or key.startswith(e.split(": ", 1)[0])]
+    assert named, errors
+    for error in errors:
+        # one line, ASCII: the value is quoted, never pasted
+        assert "\n" not in error and "\r" not in error and "\0" not in error
+        assert error.isascii(), error
+        if isinstance(value, str) and len(value) > 3 and value not in ("a: b",):
+            assert value not in error or ascii(value) in error, error
+
+
+@pytest.mark.parametrize("name", ["newline", "trailing newline", "arabic digit", "number"])
+def test_a_hostile_cluster_name_is_refused_and_quoted(name):
+    pillar = example_pillar()
+    pillar["clusters"][HOSTILE[name] if not isinstance(HOSTILE[name], (dict, list))
+                       else "x"] = pillar["clusters"].pop("prod")
+    errors, _ = P.validate(pillar)
+    assert errors and all("\n" not in e and e.isascii() for e in errors)
+
+
+@pytest.mark.parametrize("key", ["lookup", "orchestration", "reactor"])
+def test_an_unknown_key_in_a_top_section_is_an_error_naming_it(key):
+    pillar = example_pillar()
+    pillar.setdefault(key, {})["bogus\nkey"] = 1
+    errors, _ = P.validate(pillar)
+    assert errors == [f"cloudify_ha:{key}:'bogus\\nkey': unknown key; remove it or fix its "
+                      "spelling (see pillar.example)"]
+
+
+def test_an_unknown_top_level_key_is_an_error_naming_it():
+    pillar = example_pillar()
+    pillar["clustres"] = {}
+    assert P.validate(pillar)[0] == ["cloudify_ha:clustres: unknown key (did you mean "
+                                     "'clusters'?); remove it or fix its spelling (see "
+                                     "pillar.example)"]
+
+
+@pytest.mark.parametrize("path, value, fragment", [
+    ("loadbalancer:admin_socket", "/run/admin.sock", "directly in /run"),
+    ("loadbalancer:admin_socket", "/tmp/haproxy.sock", "directly in /tmp"),
+    ("loadbalancer:config_path", "/etc/sudoers", "name a '.cfg' file"),
+    ("installer:version", "4.10\n", "is not a package version"),
+    ("firewall:rest_sources:1", "10.0.1.5/24", "host bits zero"),
+    ("database:name", "Cloudify", "lower-case"),
+    ("database:username", "postgres", "is the superuser"),
+    ("admin:password", "pw\nsecond line", "must be one line"),
+])
+def test_plausible_but_harmful_values_are_refused(path, value, fragment):
+    pillar = with_value(("clusters", "prod", *[int(p) if p.isdigit() else p
+                                               for p in path.split(":")]), value)
+    errors, _ = P.validate(pillar)
+    assert len(errors) == 1 and fragment in errors[0], errors
+
+
+def test_an_unquoted_yaml_version_is_refused_not_rounded():
+    # `version: 4.10` in YAML is the float 4.1: it must be quoted
+    errors, _ = P.validate(with_value(("clusters", "prod", "installer", "version"), 4.10))
+    assert errors == [f"{CLUSTER}:installer:version: 4.1 is not a package version such as '4.6' "
+                      "or '4.5.5' (a string: quote it in YAML, 4.10 unquoted is the number 4.1)"]
