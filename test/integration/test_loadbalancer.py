@@ -98,7 +98,9 @@ def test_a_broken_lb_pillar_leaves_the_running_config_alone(balanced, salt_run_c
         assert direct.returncode != 0
         (state,) = direct.data.values()
         assert state["result"] is False
-        assert "the load balancer's configuration was not changed" in state["comment"]
+        assert state["comment"].startswith("the cloudify_ha pillar is invalid; nothing was "
+                                           "changed here. Fix:\n- cloudify_ha:clusters:lab:"
+                                           "loadbalancer:inter: 'fast' is not an HAProxy time")
     assert hashlib.sha256(lab["lb"].read(CONFIG).encode()).hexdigest() == config
     assert lb_pids(lab) == before
     assert through_lb(lab)[0] == 200
