@@ -955,7 +955,8 @@ def orch_facts(expected):
     formula's modules are current (``modules_current``) and, on a manager, its node state
     (``node_state``: one read of its own ``/status``), from which the orchestration finds the
     active node without polling every manager from every step. ``node`` is None on a minion that
-    is not a manager, and an error's text never carries a secret.
+    is not a manager, and an error's text never carries a secret. ``pillar_errors``: this
+    minion's validation of its own pillar, as its role needs it (its secrets included).
 
     CLI Example:
 
@@ -963,7 +964,12 @@ def orch_facts(expected):
 
         salt -L cfy-mgr1,cfy-mgr2 cloudify_ha.orch_facts '{"modules/cloudify_ha.py": "sha256:..."}'
     """
-    out = {"modules_current": modules_current(expected), "node": None}
+    util = _pillar_util()
+    out = {"modules_current": modules_current(expected), "node": None,
+           # this minion's own check of its pillar, with the secrets of its roles: the master
+           # holds none of them and refuses the whole run while any minion reports an error
+           "pillar_errors": util.validate(util.plain(_pillar("cloudify_ha", {}) or {}),
+                                          __opts__["id"])[0]}
     try:
         settings, manager = _settings()
     except SaltInvocationError:

@@ -74,6 +74,22 @@ def read_answers(plan, answers):
     return alive, stale, hints
 
 
+def pillar_errors(plan, answers):
+    """[(error, [minion ids])]: what the minions found wrong with their own pillar (each checks
+    the secrets its roles use, which the master does not hold), each error once. A minion's
+    text is its own word: it is only ever data in a refusal's comment."""
+    found = {}
+    for mid in everyone(plan):
+        answer = answers.get(mid)
+        facts = answer.get("ret") if _answered(answer) else None
+        errors = facts.get("pillar_errors") if isinstance(facts, dict) else None
+        if isinstance(errors, list):
+            for error in errors:
+                plain = isinstance(error, str) and error.isascii() and error.isprintable()
+                found.setdefault(error if plain else ascii(error), []).append(mid)
+    return list(found.items())
+
+
 def orch_steps(plan, answers, new_hosts=(), tplroot="cloudify_ha"):
     """The high data of ``cloudify_ha.orch``: validate, sync, per cluster the CLI package, the
     followers' preparation, the leader, each follower one at a time, the profiles and the load
@@ -87,6 +103,13 @@ def orch_steps(plan, answers, new_hosts=(), tplroot="cloudify_ha"):
     high = {"cloudify_ha-orch-validate": _step("test.succeed_without_changes", name=text)}
     alive, stale, hints = read_answers(plan, answers)
     del new_hosts  # pinged, not asked: their answer says up, and their modules are stale
+    reported = pillar_errors(plan, answers)
+    if reported:
+        text = "\n".join(["the cloudify_ha pillar of some minions is invalid; nothing was "
+                          "changed on any host. Fix:"]
+                         + [f"- {error} (pillar of {', '.join(mids)})"
+                            for error, mids in reported])
+        return refused("cloudify_ha-orch-validate", text)
     if stale:
         high["cloudify_ha-orch-sync"] = _step(
             "salt.state", queue=True, tgt=stale, tgt_type="list", sls=f"{tplroot}.sync",

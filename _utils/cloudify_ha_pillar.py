@@ -55,6 +55,14 @@ LOADBALANCER_DEFAULTS = {
     "config_path": "/etc/haproxy/haproxy.cfg",
 }
 SECRET_KEYS = ("admin:password", "database:password", "database:postgres_password")
+# the secrets each role uses, and so the only ones its hosts need in their pillar: a manager
+# all of them, a load balancer (its health check) and a CLI host (its profile) the admin
+# password; the master none (it validates the rest and asks each minion for its own errors)
+ROLE_SECRETS = {
+    "manager": SECRET_KEYS + ("database:ca_key", "database:client_key"),
+    "lb": ("admin:password", "loadbalancer:ssl_cert"),
+    "cli": ("admin:password",),
+}
 # PEM material: written to files (0600 where private) from pillar, never rendered into text
 PEM_KEYS = ("database:ca_cert", "database:ca_key", "database:client_cert",
             "database:client_key", "rest:ca_cert", "loadbalancer:ssl_cert")
@@ -273,8 +281,30 @@ def cluster_settings(name, raw):
     return settings
 
 
-def validate(pillar):
-    """(errors, warnings) for the whole `cloudify_ha` pillar; errors name key and fix."""
+def roles_of(settings, minion_id):
+    """The roles `minion_id` has in a cluster (merged settings): manager, lb, cli."""
+    roles = set()
+    if minion_id is None:
+        return roles
+    managers = settings.get("managers")
+    if isinstance(managers, list) and any(isinstance(m, dict) and m.get("minion_id") == minion_id
+                                          for m in managers):
+        roles.add("manager")
+    lb = settings.get("loadbalancer")
+    if isinstance(lb, dict) and isinstance(lb.get("minion_ids"), list) and \
+            minion_id in lb["minion_ids"]:
+        roles.add("lb")
+    if isinstance(settings.get("cli_hosts"), list) and minion_id in settings["cli_hosts"]:
+        roles.add("cli")
+    return roles
+
+
+def validate(pillar, minion_id=None):
+    """(errors, warnings) for the whole `cloudify_ha` pillar; errors name key and fix.
+
+    minion_id: validate as that minion, which must hold the secrets of its roles
+    (ROLE_SECRETS); without it (the master) no secret is required, a secret given is checked.
+    """
     errors, warnings = [], []
     if isinstance(pillar, dict):
         _unknown_keys(errors, "cloudify_ha", pillar, TOP_KEYS)
@@ -307,8 +337,9 @@ def validate(pillar):
         settings = cluster_settings(cname, {k: v for k, v in raw.items()
                                             if k not in sections or isinstance(v, dict)})
         _validate_managers(errors, warnings, where, settings, seen)
-        _validate_secrets(errors, where, settings)
-        _validate_database(errors, where, settings)
+        needed = {path for role in roles_of(settings, minion_id) for path in ROLE_SECRETS[role]}
+        _validate_secrets(errors, where, settings, needed)
+        _validate_database(errors, where, settings, needed)
         db_host = settings["database"].get("host")
         if _is_host(db_host):
             if db_host in seen["database"]:
@@ -321,7 +352,7 @@ def validate(pillar):
                 seen["database"][db_host] = where
         _validate_rest(errors, where, settings)
         _validate_misc(errors, where, settings)
-        _validate_loadbalancer(errors, where, settings)
+        _validate_loadbalancer(errors, where, settings, needed)
     return errors, warnings
 
 
@@ -387,13 +418,15 @@ def _validate_managers(errors, warnings, where, settings, seen):
                         "at least 3")
 
 
-def _validate_secrets(errors, where, settings):
+def _validate_secrets(errors, where, settings, needed):
     for path in SECRET_KEYS:
         section, key = path.split(":")
         value = (settings.get(section) or {}).get(key)
         if value in (None, ""):
-            errors.append(f"{where}:{path}: required secret is missing; set it in pillar "
-                          "(ideally from an encrypted source such as GPG pillar)")
+            if path in needed:
+                errors.append(f"{where}:{path}: required secret is missing; set it in this "
+                              "minion's pillar (ideally from an encrypted source such as GPG "
+                              "pillar)")
         elif not isinstance(value, str):
             errors.append(f"{where}:{path}: must be a string (quote it in YAML)")
         elif any(c in value for c in "\n\r\0"):
@@ -402,7 +435,7 @@ def _validate_secrets(errors, where, settings):
             errors.append(f"{where}:{path}: must be one line (no line break or NUL character)")
 
 
-def _validate_database(errors, where, settings):
+def _validate_database(errors, where, settings, needed):
     db = settings["database"]
     if db.get("host") in (None, ""):
         errors.append(f"{where}:database:host: required; the external PostgreSQL's address "
@@ -420,15 +453,19 @@ def _validate_database(errors, where, settings):
     if not db.get("ca_cert"):
         errors.append(f"{where}:database:ca_cert: required; 4.6 connects to an external "
                       "database over SSL only: give the PEM of the CA that signed its certificate")
-    if db.get("ca_cert") and not db.get("ca_key"):
-        errors.append(f"{where}:database:ca_key: required with database:ca_cert; 4.6 takes that "
-                      "CA as the manager's internal CA too (ssl_inputs.ca_cert_path) and refuses "
-                      "it without its key (ca_key_path): give the PEM key of the CA")
-    if not db.get("client_cert") or not db.get("client_key"):
-        errors.append(f"{where}:database:client_cert/client_key: both required (PEM): 4.6's "
-                      "installer copies the two files whenever database SSL is on, which it "
+    if db.get("ca_cert") and not db.get("ca_key") and "database:ca_key" in needed:
+        errors.append(f"{where}:database:ca_key: required on the managers with database:ca_cert; "
+                      "4.6 takes that CA as the manager's internal CA too "
+                      "(ssl_inputs.ca_cert_path) and refuses it without its key (ca_key_path): "
+                      "give the PEM key of the CA")
+    if not db.get("client_cert"):
+        errors.append(f"{where}:database:client_cert: required (PEM): 4.6's installer copies "
+                      "the client certificate and its key whenever database SSL is on, which it "
                       "always is with an external database; the server may still authenticate "
                       "the cloudify user by password")
+    if not db.get("client_key") and "database:client_key" in needed:
+        errors.append(f"{where}:database:client_key: required on the managers (PEM, a secret): "
+                      "4.6's installer copies it with database:client_cert")
     for key in ("ca_cert", "ca_key", "client_cert", "client_key"):
         if db.get(key) not in (None, ""):
             _check(errors, f"{where}:database", key, db[key], "pem")
@@ -491,7 +528,7 @@ def _validate_misc(errors, where, settings):
         _check(errors, f"{where}:installer", key, installer.get(key), kind)
 
 
-def _validate_loadbalancer(errors, where, settings):
+def _validate_loadbalancer(errors, where, settings, needed):
     lb = settings.get("loadbalancer")
     if lb is None:
         return
@@ -518,7 +555,7 @@ def _validate_loadbalancer(errors, where, settings):
     for key in ("ssl", "verify_backend_ca"):
         if not isinstance(lb.get(key), bool):
             errors.append(f"{lwhere}:{key}: must be true or false")
-    if lb.get("ssl") and not lb.get("ssl_cert"):
+    if lb.get("ssl") and not lb.get("ssl_cert") and "loadbalancer:ssl_cert" in needed:
         errors.append(f"{lwhere}:ssl_cert: required when loadbalancer:ssl is true (PEM with the "
                       "certificate and its key, as HAProxy's crt takes it)")
     elif lb.get("ssl_cert") not in (None, ""):
@@ -582,7 +619,7 @@ def for_minion(pillar, minion_id, lookup_defaults=None):
     pillar is valid, the minion's roles (``me``: the cluster it manages, as ``public`` settings,
     and the clusters it is a CLI host or a load balancer of) and those clusters' public
     settings (``clusters``). Never a secret: the states' modules read those themselves."""
-    errors, warnings = validate(pillar)
+    errors, warnings = validate(pillar, minion_id)
     lookup_ = merge(lookup_defaults or {}, (pillar or {}).get("lookup") or {}
                     if isinstance(pillar, dict) and isinstance(pillar.get("lookup"), dict) else {})
     me = {"cluster": None, "cluster_name": None, "manager": None, "cli_of": [], "lb_of": []}

@@ -5,11 +5,13 @@ wiped, the external database emptied). Tests that build on a cluster ask for `bu
 which builds one only when the lab does not hold a healthy one already.
 """
 
+import json
 import time
 
 import pytest
 
-from lab.formula import files_containing, jobs_published, nodes, orch, profile_entries, sizes
+from lab.formula import (files_containing, jobs_published, minion_pillar, nodes, orch,
+                         profile_entries, sizes)
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
@@ -123,6 +125,35 @@ def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_
     for name in MANAGERS:
         log = lab[name].read("/var/log/cloudify/manager/cfy_manager.log") or ""
         assert not [s for s in secrets if s in log], name
+
+
+def strings_in(data):
+    """Every string value in nested data, stripped."""
+    if isinstance(data, dict):
+        return {s for v in data.values() for s in strings_in(v)}
+    if isinstance(data, list):
+        return {s for v in data for s in strings_in(v)}
+    return {data.strip()} if isinstance(data, str) else set()
+
+
+def test_each_host_holds_only_the_secrets_its_role_uses(built_cluster, salt_cli, salt_run_cli,
+                                                        lab):
+    """The lab's pillar gives each host only its role's secrets (test/pillar/cloudify_ha.sls)
+    and the cluster was built with it: a manager holds them all, the CLI host the admin
+    password only, the master (its own minion, which runs the orchestration) none."""
+    _cert, key = lab.client_cert("managers")
+    managers_only = {lab.passwords["db"], lab.passwords["postgres"],
+                     lab.ca.key.read_text().strip(), key.read_text().strip()}
+    admin = lab.passwords["admin"]
+    manager = strings_in(minion_pillar(salt_cli, minion="mgr2"))
+    cli = strings_in(minion_pillar(salt_cli, minion="cli"))
+    ret = salt_run_cli.run("salt.cmd", "pillar.item", "cloudify_ha", "unmask=True")
+    assert ret.returncode == 0, ret
+    master = strings_in(ret.data)
+    assert managers_only | {admin} <= manager
+    assert (admin in cli, managers_only & cli) == (True, set())
+    assert (managers_only | {admin}) & master == set()
+    assert "lab" in json.dumps(ret.data)  # the master still has the cluster's public settings
 
 
 def test_dry_run_on_empty_hosts_reports_and_changes_nothing(fresh_lab, emulator, salt_run_cli):

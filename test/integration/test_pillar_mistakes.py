@@ -63,10 +63,12 @@ MISTAKES = {
                              f"{ROOT}:managers:1:database_ip: a cluster has ONE database"),
     "rest ssl with a join": (_set(["rest", "ssl"], True), f"{ROOT}:rest:ssl: 4.6 cannot build"),
     "missing database ca": (_del(["database", "ca_cert"]), f"{ROOT}:database:ca_cert: required"),
+    # the managers' secrets: the master holds none, the managers report them missing
     "cert without key": (_set(["database", "client_key"], ""),
-                         f"{ROOT}:database:client_cert/client_key: both required (PEM)"),
+                         f"{ROOT}:database:client_key: required on the managers (PEM, a secret)"),
     "ca without its key": (_set(["database", "ca_key"], ""),
-                           f"{ROOT}:database:ca_key: required with database:ca_cert"),
+                           f"{ROOT}:database:ca_key: required on the managers with "
+                           "database:ca_cert"),
     "misspelt key": (_typo, f"{ROOT}:replace_stal: unknown key (did you mean 'replace_stale'?)"),
     "bad port": (_set(["database", "port"], "fivefourthreetwo"),
                  f"{ROOT}:database:port: 'fivefourthreetwo' is not a TCP port number"),

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from lab.formula import (deep, member_state, minion_pillar, orch, reactor_idle, rejoin_returns,
-                         shadow_pillar)
+                         shadow_pillar, with_manager_secrets)
 from lab.proc import wait_until
 from lab.saltlab import minion_python, salt_versions, use_python
 
@@ -61,7 +61,7 @@ def test_a_pillar_mistake_is_named_and_nothing_runs(pillar_dir, emulator, salt_c
 def test_a_wiped_manager_rejoins_through_the_reactor(built_cluster, salt_cli, pillar_dir,  # noqa: F811
                                                      emulator, event_listener):
     lab = built_cluster
-    pillar = deep(minion_pillar(salt_cli, minion="cli"))
+    pillar = with_manager_secrets(minion_pillar(salt_cli, minion="cli"), lab)
     pillar["reactor"] = {"enabled": True}
     with shadow_pillar(pillar_dir, pillar):
         assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0

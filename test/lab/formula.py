@@ -123,6 +123,20 @@ def minion_pillar(salt_cli, minion="mgr1"):
     return ret.data["cloudify_ha"]
 
 
+def with_manager_secrets(cloudify_ha, lab, cluster="lab"):
+    """A copy of a pillar read from a host that is no manager (it holds no manager secret: see
+    test/pillar/cloudify_ha.sls) with the managers' secrets added, as a shadowed pillar served
+    to every minion must hold them."""
+    out = copy.deepcopy(cloudify_ha)
+    settings = out["clusters"][cluster]
+    _cert, key = lab.client_cert("managers")
+    settings["admin"]["password"] = lab.passwords["admin"]
+    settings["database"].update(password=lab.passwords["db"],
+                                postgres_password=lab.passwords["postgres"],
+                                ca_key=lab.ca.key.read_text(), client_key=key.read_text())
+    return out
+
+
 @contextlib.contextmanager
 def shadow_pillar(pillar_dir, cloudify_ha, **top_level):
     """Serve another cloudify_ha pillar (shadowing test/pillar/cloudify_ha.sls) for a while."""

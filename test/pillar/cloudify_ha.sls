@@ -1,6 +1,10 @@
 # The test pillar: pillar.example's shape with this run's lab (lab.yaml is written per run
 # into the first pillar root by test/conftest.py: addresses, certificates, passwords).
 {%- import_yaml "lab.yaml" as lab %}
+{#- each host gets only the secrets its role uses (cloudify_ha_pillar.ROLE_SECRETS): the
+    managers all, the load balancer and the CLI host the admin password, the master none #}
+{%- set manager = grains["id"] in lab.managers | map(attribute="name") | list %}
+{%- set admin_user = manager or grains["id"] == "cli" %}
 cloudify_ha:
   # the reactor's automatic rejoins run only in the tests about them (they shadow this file)
   reactor:
@@ -20,7 +24,9 @@ cloudify_ha:
 {%- endfor %}
       admin:
         username: admin
+{%- if admin_user %}
         password: {{ lab.passwords.admin }}
+{%- endif %}
         tenant: default_tenant
       rest:
         ssl: false
@@ -29,16 +35,18 @@ cloudify_ha:
         port: 5432
         name: cloudify_db
         username: cloudify
-        password: {{ lab.passwords.db }}
-        postgres_password: {{ lab.passwords.postgres }}
         ca_cert: |
           {{ lab.ca_cert | indent(10) }}
-        ca_key: |
-          {{ lab.ca_key | indent(10) }}
         client_cert: |
           {{ lab.client_cert | indent(10) }}
+{%- if manager %}
+        password: {{ lab.passwords.db }}
+        postgres_password: {{ lab.passwords.postgres }}
+        ca_key: |
+          {{ lab.ca_key | indent(10) }}
         client_key: |
           {{ lab.client_key | indent(10) }}
+{%- endif %}
       installer:
         source: {{ lab.packages.manager }}
         cli_source: {{ lab.packages.cli }}

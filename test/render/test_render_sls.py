@@ -204,3 +204,26 @@ def test_the_checks_catch_what_the_state_engine_would_refuse(minion):
     assert [sid for sid in high if not any(sid in p for p in problems)] == [], problems
     assert [p for p in problems if p.startswith(
         "unknown-keyword: 'allow_test_mode_failure' is an invalid keyword argument")], problems
+
+
+MANAGERS_SECRETS_EMPTIED = {"cloudify_ha": {"clusters": {"prod": {"database": {
+    "password": "", "postgres_password": "", "ca_key": "", "client_key": ""}}}}}
+
+
+@pytest.mark.parametrize("role, sls", [(LB, "cloudify_ha.loadbalancer"), (CLI, "cloudify_ha.profile")])
+def test_a_host_that_is_no_manager_renders_its_role_without_the_managers_secrets(minion, role,
+                                                                                 sls):
+    want, _ = minion("example", role).render(sls)
+    got, errors = minion("example", role, pillar=MANAGERS_SECRETS_EMPTIED).render(sls)
+    assert (errors, functions_of(got)) == ([], functions_of(want))
+
+
+def test_a_manager_without_its_secrets_refuses_naming_each(minion):
+    high, errors = minion("example", LEADER, pillar=MANAGERS_SECRETS_EMPTIED).render(
+        "cloudify_ha.installer")
+    assert (errors, functions_of(high)) == ([], {"cloudify_ha-installer-invalid-pillar":
+                                                 "cloudify_ha.refused"})
+    comment = args_of(high, "cloudify_ha-installer-invalid-pillar")["comment"]
+    for key in ("database:password", "database:postgres_password", "database:ca_key",
+                "database:client_key"):
+        assert f"- cloudify_ha:clusters:prod:{key}: required" in comment, comment

@@ -870,15 +870,27 @@ def test_orch_facts_of_a_manager(extmods, host, managers):
         marker.touch()
     fake = managers({"10.0.0.12": REPLICA})
     assert MODULE.orch_facts(extmods) == {"modules_current": True, "node": "replica",
-                                          "cluster": "prod", "private_ip": "10.0.0.12"}
+                                          "cluster": "prod", "private_ip": "10.0.0.12",
+                                          "pillar_errors": []}
     assert [c.path for c in fake.calls] == ["/status"]  # its own /status, once
 
 
 def test_orch_facts_of_a_host_that_is_not_a_manager(extmods, configure_loader_modules, managers):
     configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
     fake = managers({})
-    assert MODULE.orch_facts({}) == {"modules_current": False, "node": None}
+    assert MODULE.orch_facts({}) == {"modules_current": False, "node": None,
+                                     "pillar_errors": []}
     assert fake.calls == []
+
+
+def test_orch_facts_report_the_secrets_this_minions_role_lacks(extmods, pillar, managers):
+    """A manager without the postgres password says so; the master, which holds no secret,
+    refuses the whole run with it (test_orch_builder.py)."""
+    del pillar["clusters"]["prod"]["database"]["postgres_password"]
+    managers({})
+    assert MODULE.orch_facts(extmods)["pillar_errors"] == [
+        "cloudify_ha:clusters:prod:database:postgres_password: required secret is missing; set "
+        "it in this minion's pillar (ideally from an encrypted source such as GPG pillar)"]
 
 
 def test_orch_facts_carry_a_node_error_without_its_secret(extmods, host, managers):

@@ -138,6 +138,19 @@ def test_one_cluster_of_several_in_parallel():
     assert list(one) == FULL and args(one, "cloudify_ha-orch-prod-join-cfy-mgr2")["parallel"] is False
 
 
+def test_a_minion_that_finds_its_pillar_invalid_refuses_the_whole_run():
+    missing = "cloudify_ha:clusters:prod:database:postgres_password: required secret is missing"
+    raw = answers(facts={MGR1: {"pillar_errors": [missing]}, MGR2: {"pillar_errors": [missing]},
+                         CLI: {"pillar_errors": ["x\n  evil: true", 7]}})
+    high = O.orch_steps(plan_of(), raw)
+    assert funs(high) == {"cloudify_ha-orch-validate": "cloudify_ha.refused"}
+    assert args(high, "cloudify_ha-orch-validate")["comment"].splitlines() == [
+        "the cloudify_ha pillar of some minions is invalid; nothing was changed on any host. Fix:",
+        f"- {missing} (pillar of {MGR1}, {MGR2})",
+        f"- 'x\\n  evil: true' (pillar of {CLI})",  # a minion's text: quoted, and only data
+        f"- 7 (pillar of {CLI})"]
+
+
 def test_an_invalid_plan_is_one_refusal_with_every_error():
     high = O.orch_steps(plan_of(example_pillar() | {"extra": 1}), answers())
     assert funs(high) == {"cloudify_ha-orch-validate": "cloudify_ha.refused"}

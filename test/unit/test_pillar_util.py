@@ -8,6 +8,7 @@ from formula_code import EXAMPLE_SECRETS, example_pillar, pillar_util
 
 P = pillar_util()
 PROD = "cloudify_ha:clusters:prod"
+MGR1, LB1, CLI1 = "cfy-mgr1.example.com", "cfy-lb1.example.com", "admin1.example.com"
 DROP = object()  # with_change(): remove the key instead of setting it
 
 
@@ -132,8 +133,8 @@ MISTAKES = [
     ("database:port", 5433, "database:port", "on port 5432 only"),
     ("database:port", "5432", "database:port", "is not a TCP port number"),
     ("database:ca_cert", "", "database:ca_cert", "over SSL only"),
-    ("database:client_cert", "", "database:client_cert/client_key", "both required (PEM)"),
-    ("database:client_key", DROP, "database:client_cert/client_key", "copies the two files"),
+    ("database:client_cert", "", "database:client_cert", "required (PEM)"),
+    ("database:client_key", DROP, "database:client_key", "required on the managers"),
     ("database:ca_key", "", "database:ca_key", "refuses it without its key"),
     ("database:name", "", "database:name", "must be a non-empty string"),
     ("database:pasword", "x", "database:pasword", "did you mean 'password'?"),
@@ -163,14 +164,16 @@ MISTAKES = [
     "path, value, key, fix", MISTAKES,
     ids=[f"{m[0]}={'<dropped>' if m[1] is DROP else m[1]!r}" for m in MISTAKES])
 def test_one_mistake_is_one_error_naming_its_full_key(path, value, key, fix):
-    errors, _warnings = P.validate(with_change(path, value))
+    # as the host that needs the key sees it: a manager (every secret but the LB's) or the LB
+    errors, _warnings = P.validate(with_change(path, value),
+                                   LB1 if key == "loadbalancer:ssl_cert" else MGR1)
     assert keys_of(errors) == [f"{PROD}:{key}"], errors
     assert fix in errors[0]
 
 
 @pytest.mark.parametrize("section", ["admin", "database"])
 def test_a_section_that_is_not_a_mapping_is_reported_not_a_crash(section):
-    errors, _ = P.validate(with_change(section, "oops"))
+    errors, _ = P.validate(with_change(section, "oops"), MGR1)
     assert keys_of(errors)[0] == f"{PROD}:{section}"
     assert "must be a mapping" in errors[0]
     # what the section should have held is reported too, each under its own key
@@ -196,6 +199,50 @@ def test_no_cluster_at_all(pillar):
     assert P.validate(pillar) == (
         ["cloudify_ha:clusters: no cluster defined; add at least one cluster under "
          "cloudify_ha:clusters:<name> (see pillar.example)"], [])
+
+
+# ---- each role's secrets ------------------------------------------------------------------------
+def without_secrets(*paths):
+    pillar = example_pillar()
+    for path in paths:
+        section, key = path.split(":")
+        del pillar["clusters"]["prod"][section][key]
+    return pillar
+
+
+MANAGER_ONLY = ("database:password", "database:postgres_password", "database:ca_key",
+                "database:client_key")
+
+
+@pytest.mark.parametrize("minion", [LB1, CLI1, None], ids=["load balancer", "CLI host", "master"])
+def test_a_host_that_is_no_manager_needs_none_of_the_managers_secrets(minion):
+    assert P.validate(without_secrets(*MANAGER_ONLY), minion) == ([], [])
+
+
+@pytest.mark.parametrize("minion", [LB1, CLI1])
+def test_a_load_balancer_or_cli_host_needs_the_admin_password(minion):
+    errors, _ = P.validate(without_secrets("admin:password", *MANAGER_ONLY), minion)
+    assert keys_of(errors) == [f"{PROD}:admin:password"]
+
+
+def test_the_master_needs_no_secret_but_checks_one_it_holds():
+    assert P.validate(without_secrets("admin:password", *MANAGER_ONLY)) == ([], [])
+    errors, _ = P.validate(with_change("admin:password", 1234))
+    assert keys_of(errors) == [f"{PROD}:admin:password"]
+
+
+def test_a_manager_needs_every_secret():
+    errors, _ = P.validate(without_secrets("admin:password", *MANAGER_ONLY), MGR1)
+    assert sorted(keys_of(errors)) == sorted(f"{PROD}:{k}" for k in ("admin:password",
+                                                                      *MANAGER_ONLY))
+
+
+def test_the_settings_of_any_role_hold_no_secret():
+    pillar = example_pillar()  # every secret and key in it says CHANGE-ME
+    for minion in (MGR1, LB1, CLI1, "web1.example.com"):
+        out = P.for_minion(pillar, minion)
+        assert out["errors"] == [] and bool(out["clusters"]) is (minion != "web1.example.com")
+        assert "CHANGE-ME" not in repr(out) and "PRIVATE KEY" not in repr(out), minion
 
 
 # ---- across clusters ---------------------------------------------------------------------------
