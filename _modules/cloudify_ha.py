@@ -834,9 +834,13 @@ def remove_node(name, active=None, cluster=None):
 
         salt cfy-mgr1 cloudify_ha.remove_node mgr3
     """
+    try:
+        path = f"/cluster/nodes/{_rest().segment(name)}"
+    except ValueError as exc:
+        raise SaltInvocationError(f"name: {exc}; give the node's name") from None
     settings, _ = _settings(cluster, need_manager=False)
     host = active or active_node(cluster=settings["name"])["host"]
-    return _normalise(_call(settings, host, "DELETE", f"/cluster/nodes/{name}") or {"name": name})
+    return _normalise(_call(settings, host, "DELETE", path) or {"name": name})
 
 
 def probe(cluster=None):

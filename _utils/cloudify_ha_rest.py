@@ -6,7 +6,9 @@ bounded timeouts, and retries only where a retry is safe (a GET that found nobod
 
 import base64
 import json
+import re
 import time
+import urllib.parse
 
 import requests
 
@@ -54,6 +56,17 @@ class Endpoint:
         return f"<Endpoint {self.url('')} as {self.username}>"
 
 
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_.~-]{1,255}", re.ASCII)
+
+
+def segment(value):
+    """`value` as ONE path segment of a URL: a node name, never a path of its own
+    (``remove_node("../../users/bob")`` must not become ``DELETE /users/bob``)."""
+    if not isinstance(value, str) or not SEGMENT_RE.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{ascii(value)} is not a name that can be part of a REST path")
+    return urllib.parse.quote(value, safe="")
+
+
 def auth_header(username, password):
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
@@ -83,8 +96,19 @@ def request(endpoint, method, path, body=None, timeout=None, retries=None):
                 raise Unreachable(f"{endpoint.url(path)}: {exc.__class__.__name__}") from None
             attempt += 1
             time.sleep(0.5)
+        except requests.exceptions.RequestException as exc:
+            # a broken answer (bad chunking, too many redirects, a bad URL): an error, never a
+            # traceback
+            raise Unreachable(f"{endpoint.url(path)}: {exc.__class__.__name__}") from None
     if 200 <= resp.status_code < 300:
-        return resp.json() if resp.content else None
+        if not resp.content:
+            return None
+        try:
+            return resp.json()
+        except ValueError:
+            raise RestError(resp.status_code, "bad_response",
+                            f"the answer to {method} {path} is not JSON "
+                            f"({resp.headers.get('Content-Type', 'no content type')})") from None
     try:
         payload = resp.json()
     except ValueError:

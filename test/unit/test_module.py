@@ -643,6 +643,14 @@ def test_remove_node_deletes_through_the_active_node(managers):
         ("10.0.0.11", "DELETE", "/cluster/nodes/cfy-mgr3")]
 
 
+@pytest.mark.parametrize("name", ["../../users/bob", "cfy-mgr3/..", "", None])
+def test_remove_node_refuses_a_name_that_is_not_one_path_segment(managers, name):
+    fake = managers({"10.0.0.11": lambda method, path: None})
+    with pytest.raises(SaltInvocationError) as raised:
+        MODULE.remove_node(name, active="10.0.0.11")
+    assert str(raised.value).startswith("name: ") and fake.calls == []
+
+
 @pytest.mark.parametrize("error, message", [
     (REST.RestError(401, "unauthorized_error", "no"),
      "the manager at 10.0.0.11 rejected the admin credentials (401): check "
