@@ -47,8 +47,9 @@ def _lock_dir():
 def rejoin(node, force=False):
     """
     Rejoin one manager (its minion id) with ``cloudify_ha.orch.rejoin``, one rejoin at a time.
-    The reactor calls this with the event's authenticated minion id; the orchestration checks
-    that it is a manager of a cluster in pillar.
+    The reactor calls this with the event's minion id; it must be a plain minion id and a
+    manager's ``minion_id`` in the master's pillar (checked here first, then again by the
+    orchestration), else nothing runs.
 
     Pillar ``cloudify_ha:reactor:enabled: false`` (on the master) pauses the reactor's rejoins,
     e.g. during maintenance; ``force=True`` runs one anyway.
@@ -66,8 +67,12 @@ def rejoin(node, force=False):
         return {"node": repr(node), "result": False,
                 "comment": "node: must be the minion id of a manager (ASCII letters, digits, "
                            "'.', '_', '-'); nothing ran"}
+    pillar, master_minion = _master_pillar()
+    known = _known_manager(pillar, master_minion, node)
+    if known is not True:
+        return known
     if not force:
-        enabled = (_master_pillar()[0].get("reactor") or {}).get("enabled", True)
+        enabled = (pillar.get("reactor") or {}).get("enabled", True)
         if enabled is False:
             log.info("cloudify_ha rejoin of %s skipped: automatic rejoins are paused", node)
             return {"node": node, "result": True,
@@ -91,6 +96,27 @@ def rejoin(node, force=False):
     finally:
         if not pending.closed:
             pending.close()
+
+
+def _known_manager(pillar, master_minion, node):
+    """True when `node` is a manager's minion_id in the master's pillar, else the runner's
+    answer: an event or a runner-only caller reaches nothing but a rejoin of a known manager.
+    Without the formula's modules on the master the orchestration itself refuses (True)."""
+    functions = getattr(master_minion, "functions", None) or {}
+    if "cloudify_ha.plan" not in functions:
+        return True
+    plan = functions["cloudify_ha.plan"](pillar=pillar)
+    if plan["errors"]:
+        return {"node": node, "result": False,
+                "comment": "the cloudify_ha pillar is invalid on the master; nothing ran. Run "
+                           "salt-run state.orch cloudify_ha.orch test=True to see the errors"}
+    if any(m["minion_id"] == node for c in plan["clusters"].values() for m in c["managers"]):
+        return True
+    log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
+                "cloudify_ha:clusters", node)
+    return {"node": node, "result": True,
+            "comment": f"ignored: {node!r} is not the minion id of a manager of any cluster in "
+                       "pillar cloudify_ha:clusters; nothing ran"}
 
 
 def _profile_name(cname, is_manager, lookup):

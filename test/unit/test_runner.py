@@ -4,9 +4,22 @@ from unittest.mock import MagicMock
 
 import pytest
 
-from formula_code import runner_module
+from formula_code import example_pillar, pillar_util, runner_module
 
 RUNNER = runner_module()
+P = pillar_util()
+
+
+class MasterMinion:
+    """The master's own minion, with the formula's plan (the real pillar schema) loaded."""
+
+    functions = {"cloudify_ha.plan": lambda pillar, cluster=None: P.plan(pillar, cluster)}
+
+
+def master_pillar(enabled=True):
+    pillar = example_pillar()
+    pillar["reactor"] = {"enabled": enabled}
+    return pillar, MasterMinion()
 
 
 @pytest.fixture
@@ -15,7 +28,7 @@ def master(tmp_path, monkeypatch):
     salt = {"state.orchestrate": MagicMock(return_value={"data": "ran"})}
     monkeypatch.setattr(RUNNER, "__opts__", {"cachedir": str(tmp_path)}, raising=False)
     monkeypatch.setattr(RUNNER, "__salt__", salt, raising=False)
-    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: ({"reactor": {"enabled": True}}, None))
+    monkeypatch.setattr(RUNNER, "_master_pillar", master_pillar)
     return salt
 
 
@@ -28,20 +41,33 @@ def test_rejoin_refuses_a_node_that_is_not_a_plain_minion_id_and_runs_nothing(ma
     master["state.orchestrate"].assert_not_called()
 
 
-def test_rejoin_of_a_minion_id_runs_the_rejoin_orchestration_with_it(master):
+def test_rejoin_of_a_managers_minion_id_runs_the_rejoin_orchestration_with_it(master):
     assert RUNNER.rejoin("cfy-mgr2.example.com") == {"data": "ran"}
     master["state.orchestrate"].assert_called_once_with(
         "cloudify_ha.orch.rejoin", pillar={"node": "cfy-mgr2.example.com"})
 
 
-def test_rejoin_of_a_numeric_minion_id_given_as_a_yaml_integer(master):
-    RUNNER.rejoin(123)
-    master["state.orchestrate"].assert_called_once_with("cloudify_ha.orch.rejoin",
-                                                        pillar={"node": "123"})
+@pytest.mark.parametrize("node", ["admin1.example.com", "cfy-lb1.example.com", "cfy-mgr2", 123])
+def test_rejoin_of_a_minion_that_is_no_manager_is_ignored_before_anything_runs(master, node):
+    answer = RUNNER.rejoin(node, force=True)
+    assert (answer["result"], answer["comment"]) == (
+        True, f"ignored: '{node}' is not the minion id of a manager of any cluster in pillar "
+              "cloudify_ha:clusters; nothing ran")
+    master["state.orchestrate"].assert_not_called()
+
+
+def test_rejoin_with_an_invalid_master_pillar_runs_nothing(master, monkeypatch):
+    pillar, minion = master_pillar()
+    pillar["clusters"]["prod"]["leadr"] = "x"
+    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: (pillar, minion))
+    answer = RUNNER.rejoin("cfy-mgr2.example.com")
+    assert answer["result"] is False and "invalid on the master" in answer["comment"]
+    master["state.orchestrate"].assert_not_called()
 
 
 def test_rejoin_while_paused_runs_nothing_unless_forced(master, monkeypatch):
-    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: ({"reactor": {"enabled": False}}, None))
-    assert RUNNER.rejoin("mgr2")["comment"].startswith("automatic rejoins are paused")
+    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: master_pillar(enabled=False))
+    assert RUNNER.rejoin("cfy-mgr2.example.com")["comment"].startswith(
+        "automatic rejoins are paused")
     master["state.orchestrate"].assert_not_called()
-    assert RUNNER.rejoin("mgr2", force=True) == {"data": "ran"}
+    assert RUNNER.rejoin("cfy-mgr2.example.com", force=True) == {"data": "ran"}
