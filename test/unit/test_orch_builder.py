@@ -205,3 +205,20 @@ def test_a_retire_in_a_cluster_not_in_pillar_is_refused(cluster):
     assert funs(high) == {"cloudify_ha-retire-validate": "cloudify_ha.refused"}
     assert "is not defined under cloudify_ha:clusters" in args(high, "cloudify_ha-retire-validate")[
         "comment"]
+
+
+def test_every_copy_of_the_minion_id_rule_is_the_same():
+    """The rule lives in each file that runs apart from the others (Salt loads each _utils,
+    runner and SLS on its own): the pillar schema, the step builder, the runner, the reactor and
+    the rejoin orchestration must agree on it."""
+    import re
+
+    from formula_code import REPO, runner_module
+
+    pattern = P.MINION_ID_RE.pattern
+    assert O.MINION_ID_RE.pattern == pattern and runner_module().MINION_ID.pattern == pattern
+    for sls in ("cloudify_ha/reactor/rejoin.sls", "cloudify_ha/orch/rejoin.sls"):
+        text = (REPO / sls).read_text()
+        assert f're.compile(r"{pattern}", re.ASCII)' in text, sls
+    assert O.NODE_NAME_RE.pattern == P.NAME_RE.pattern
+    assert re.ASCII & P.MINION_ID_RE.flags and re.ASCII & O.MINION_ID_RE.flags
