@@ -161,3 +161,22 @@ def test_an_unquoted_yaml_version_is_refused_not_rounded():
     errors, _ = P.validate(with_value(("clusters", "prod", "installer", "version"), 4.10))
     assert errors == [f"{CLUSTER}:installer:version: 4.1 is not a package version such as '4.6' "
                       "or '4.5.5' (a string: quote it in YAML, 4.10 unquoted is the number 4.1)"]
+
+
+def test_pillar_example_documents_every_key_of_the_schema():
+    pillar = example_pillar()
+    prod = pillar["clusters"]["prod"]
+    sections = {
+        "cloudify_ha": (pillar, P.TOP_KEYS),
+        "lookup": (pillar["lookup"], P.LOOKUP_KEYS),
+        "orchestration": (pillar["orchestration"], P.ORCHESTRATION_KEYS),
+        "reactor": (pillar["reactor"], P.REACTOR_KEYS),
+        "clusters:prod": (prod, P.CLUSTER_DEFAULTS),
+        "managers:0": (prod["managers"][0], P.MANAGER_KEYS),
+        "loadbalancer": (prod["loadbalancer"], P.LOADBALANCER_DEFAULTS),
+        **{name: (prod[name], P.CLUSTER_DEFAULTS[name])
+           for name in ("admin", "rest", "database", "installer", "firewall")},
+    }
+    missing = {name: sorted(set(schema) - set(given)) for name, (given, schema) in
+               sections.items() if set(schema) - set(given)}
+    assert missing == {}
