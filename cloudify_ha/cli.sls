@@ -2,13 +2,11 @@
 # the managers install theirs; cloudify_ha.profile includes it.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/macros.jinja" import refused with context %}
 {%- set me = mapdata.me %}
 {%- set lookup = mapdata.lookup %}
 {%- if mapdata.invalid %}
-
-cloudify_ha-cli-invalid-pillar:
-  cloudify_ha.refused:
-    - comment: {{ mapdata.invalid | json }}
+{{- refused("cloudify_ha-cli-invalid-pillar", mapdata.invalid) }}
 {%- endif %}
 
 {%- for cname in me.cli_of %}

@@ -4,12 +4,10 @@
 # firewalld where it runs, else nftables (the formula's own table), else iptables (its own chain).
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/macros.jinja" import refused with context %}
 {%- set me = mapdata.me %}
 {%- if mapdata.invalid %}
-
-cloudify_ha-firewall-invalid-pillar:
-  cloudify_ha.refused:
-    - comment: {{ mapdata.invalid | json }}
+{{- refused("cloudify_ha-firewall-invalid-pillar", mapdata.invalid) }}
 {%- elif me.manager and me.cluster.firewall.enabled %}
 {%-   set fw = me.cluster.firewall %}
 {%-   set backend = fw.backend %}

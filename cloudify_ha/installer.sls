@@ -1,13 +1,11 @@
 # The Cloudify installer package (cfy_manager) on a manager, and psql for the database check.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/macros.jinja" import refused with context %}
 {%- set me = mapdata.me %}
 {%- set lookup = mapdata.lookup %}
 {%- if mapdata.invalid %}
-
-cloudify_ha-installer-invalid-pillar:
-  cloudify_ha.refused:
-    - comment: {{ mapdata.invalid | json }}
+{{- refused("cloudify_ha-installer-invalid-pillar", mapdata.invalid) }}
 {%- elif me.manager %}
 {%-   set installer = me.cluster.installer %}
 
@@ -30,9 +28,7 @@ cloudify_ha-installer-psql:
     - refresh: {{ lookup.refresh | json }}
 {%-   endif %}
 {%- else %}
-
-cloudify_ha-installer-not-a-manager:
-  cloudify_ha.refused:
-    - comment: {{ ("minion " ~ grains["id"] ~ " is not a manager of any cluster in pillar "
-                   "cloudify_ha:clusters") | json }}
+{{- refused("cloudify_ha-installer-not-a-manager",
+             "minion " ~ grains["id"] ~ " is not a manager of any cluster in pillar "
+             "cloudify_ha:clusters") }}
 {%- endif %}

@@ -4,6 +4,7 @@
 # holds the health check's credentials), a soft reload that lets established connections finish.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/macros.jinja" import refused with context %}
 {%- set me = mapdata.me %}
 {%- set lookup = mapdata.lookup %}
 {%- set clusters = [] %}
@@ -12,10 +13,7 @@
 {%- endfor %}
 
 {%- if mapdata.invalid %}
-
-cloudify_ha-loadbalancer-invalid-pillar:
-  cloudify_ha.refused:
-    - comment: {{ mapdata.invalid | json }}
+{{- refused("cloudify_ha-loadbalancer-invalid-pillar", mapdata.invalid) }}
 {%- elif clusters %}
 {%-   set lb = clusters[0].loadbalancer %}
 {%-   set manager = lookup.haproxy_manager %}

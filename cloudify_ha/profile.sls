@@ -2,15 +2,10 @@
 # profile named after the cluster on each CLI host.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
+{%- from tplroot ~ "/macros.jinja" import refused with context %}
 {%- set me = mapdata.me %}
-{#- the active node the orchestration's plan found, per cluster (cloudify_ha.joined explains) #}
-{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) %}
-{%- set hints = hints if hints is mapping else {} %}
 {%- if mapdata.invalid %}
-
-cloudify_ha-profile-invalid-pillar:
-  cloudify_ha.refused:
-    - comment: {{ mapdata.invalid | json }}
+{{- refused("cloudify_ha-profile-invalid-pillar", mapdata.invalid) }}
 {%- endif %}
 {%- if me.cli_of %}
 
@@ -24,7 +19,7 @@ cloudify_ha-profile-local:
   cloudify_ha.profile_updated:
     - name: {{ mapdata.lookup.local_profile | json }}
     - cluster: {{ me.cluster_name | json }}
-    - active_hint: {{ hints.get(me.cluster_name) | json }}
+    - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
 {%- endif %}
 
 {%- for cname in me.cli_of %}
@@ -33,7 +28,7 @@ cloudify_ha-profile-{{ cname }}:
   cloudify_ha.profile_updated:
     - name: {{ cname | json }}
     - cluster: {{ cname | json }}
-    - active_hint: {{ hints.get(cname) | json }}
+    - active_hint: {{ mapdata.hints.get(cname) | json }}
     - require:
       - pkg: cloudify_ha-profile-{{ cname }}-cli-package
 {%- endfor %}

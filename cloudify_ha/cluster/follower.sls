@@ -2,9 +2,8 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
-{#- set by the orchestrations: a rejoin (cloudify_ha.orch.rejoin), the active node they found #}
+{#- set by the rejoin orchestration (cloudify_ha.orch.rejoin) #}
 {%- set rejoin = salt["pillar.get"]("cloudify_ha_orch:rejoin", False) is sameas true %}
-{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) %}
 
 include:
   - {{ tplroot }}.installer
@@ -20,7 +19,7 @@ cloudify_ha-cluster-follower-joined:
     # and does nothing before the cluster has been started
     - replace_stale: {{ (rejoin or me.cluster.replace_stale) | json }}
     - if_cluster_runs: {{ rejoin | json }}
-    - active_hint: {{ (hints.get(me.cluster_name) if hints is mapping else none) | json }}
+    - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:
       - pkg: cloudify_ha-installer-package
 {%- endif %}

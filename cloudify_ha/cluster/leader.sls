@@ -4,8 +4,6 @@
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
-{#- the active node the orchestration found, per cluster (cloudify_ha.joined explains) #}
-{%- set hints = salt["pillar.get"]("cloudify_ha_orch:active", {}) %}
 
 include:
   - {{ tplroot }}.manager
@@ -26,7 +24,7 @@ cloudify_ha-cluster-leader-joined:
     - host_ip: {{ me.manager.private_ip | json }}
     - cluster: {{ me.cluster_name | json }}
     - replace_stale: {{ me.cluster.replace_stale | json }}
-    - active_hint: {{ (hints.get(me.cluster_name) if hints is mapping else none) | json }}
+    - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:
       - cloudify_ha: cloudify_ha-cluster-leader-started
 {%- endif %}

@@ -54,7 +54,8 @@ def minion_sls():
         rel = path.relative_to(REPO).with_suffix("")
         if rel.parts[1] == "orch" or rel.parts[1:] == ("reactor", "rejoin"):
             continue
-        found.add(".".join(rel.parts))
+        parts = rel.parts[:-1] if rel.parts[-1] == "init" else rel.parts  # as Salt names it
+        found.add(".".join(parts))
     return found
 
 

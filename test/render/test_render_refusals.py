@@ -5,6 +5,7 @@ import pytest
 
 from render_setup import CLI, LB, LEADER, STRANGER, functions_of, run_high
 
+HOSTILE_NODE = {"cloudify_ha_orch": {"node": "cfy-mgr3\n  evil: true", "cluster": "prod"}}
 BAD_LB = {"cloudify_ha": {"clusters": {"prod": {"loadbalancer": {"fall": 0}}}}}
 REFUSALS = [
     ("cloudify_ha.installer", STRANGER, None, "cloudify_ha-installer-not-a-manager",
@@ -16,6 +17,12 @@ REFUSALS = [
      "cloudify_ha.cluster.absent needs pillar cloudify_ha_orch:node and cloudify_ha_orch:cluster"),
     ("cloudify_ha.cluster.down", LEADER, None, "cloudify_ha-cluster-down-missing-pillar",
      "cloudify_ha.cluster.down needs pillar cloudify_ha_orch:node and cloudify_ha_orch:cluster"),
+    ("cloudify_ha.cluster.absent", LEADER, HOSTILE_NODE, "cloudify_ha-cluster-absent-invalid-pillar",
+     "cloudify_ha_orch:node and :cluster must be a node name and a cluster name (ASCII letters, "
+     "digits, '.', '_', '-'); nothing was changed"),
+    ("cloudify_ha.cluster.down", LEADER, HOSTILE_NODE, "cloudify_ha-cluster-down-invalid-pillar",
+     "cloudify_ha_orch:node and :cluster must be a node name and a cluster name (ASCII letters, "
+     "digits, '.', '_', '-'); nothing was changed"),
     ("cloudify_ha.loadbalancer", LB, BAD_LB, "cloudify_ha-loadbalancer-invalid-pillar",
      "the cloudify_ha pillar is invalid; nothing was changed here. Fix:\n"
      "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a positive integer"),

@@ -16,6 +16,7 @@ SYNC = {**{f"cloudify_ha-sync-{kind}": f"saltutil.sync_{kind}"
         "cloudify_ha-sync-reload-modules": "module.run"}
 # the same for every role: they name no role
 EVERYONE = {
+    "cloudify_ha": {"cloudify_ha-what-to-run": "test.succeed_without_changes"},
     "cloudify_ha.sync": SYNC,
     "cloudify_ha.reactor.master": {"cloudify_ha-reactor-master-config": "file.managed"},
     "cloudify_ha.cluster.absent": {"cloudify_ha-cluster-absent-missing-pillar":
@@ -227,3 +228,13 @@ def test_a_manager_without_its_secrets_refuses_naming_each(minion):
     for key in ("database:password", "database:postgres_password", "database:ca_key",
                 "database:client_key"):
         assert f"- cloudify_ha:clusters:prod:{key}: required" in comment, comment
+
+
+@pytest.mark.parametrize("hint, kept", [("10.0.0.11", "10.0.0.11"), ("10.0.0.99", None),
+                                        ("203.0.113.5", None), (["10.0.0.11"], None)])
+def test_the_active_node_hint_is_kept_only_when_it_is_a_managers_private_ip(minion, hint, kept):
+    m = minion("example", FOLLOWER, pillar={"cloudify_ha_orch": {"active": {"prod": hint}}})
+    for sls, sid in (("cloudify_ha.cluster.follower", "cloudify_ha-cluster-follower-joined"),
+                     ("cloudify_ha.profile", "cloudify_ha-profile-local")):
+        high, errors = m.render(sls)
+        assert (errors, args_of(high, sid)["active_hint"]) == ([], kept), sls
