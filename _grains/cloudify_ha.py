@@ -18,7 +18,7 @@ loaded every module it has, to suggest similar names: seconds on every new minio
 import hashlib
 import os
 
-# the kinds cloudify_ha.sync copies (SYNCED_KINDS in _modules/cloudify_ha.py)
+# the kinds cloudify_ha.sync copies (SYNCED_KINDS in _modules/cloudify_ha_master.py)
 KINDS = ("utils", "modules", "states", "beacons", "grains")
 
 

@@ -53,8 +53,7 @@ def __virtual__():
 # ---- settings ------------------------------------------------------------------------------
 def _util(name):
     """One of this formula's _utils modules, classes included (__utils__ maps only functions)."""
-    anchor = {"cloudify_ha_pillar": "plan", "cloudify_ha_rest": "request",
-              "cloudify_ha_orch": "orch_steps"}[name]
+    anchor = {"cloudify_ha_pillar": "plan", "cloudify_ha_rest": "request"}[name]
     return types.SimpleNamespace(**__utils__[f"{name}.{anchor}"].__globals__)
 
 
@@ -843,62 +842,11 @@ def remove_node(name, active=None, cluster=None):
     return _normalise(_call(settings, host, "DELETE", path) or {"name": name})
 
 
-def probe(cluster=None):
-    """
-    One read of this manager for the orchestration's plan: its node state and, when it is the
-    active node, the cluster's nodes.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt -L cfy-mgr1,cfy-mgr2 cloudify_ha.probe
-    """
-    settings, manager = _settings(cluster)
-    out = {"minion_id": __opts__["id"], "name": manager["name"], "state": None, "members": None}
-    try:
-        out["state"] = node_state(settings["name"])
-        if out["state"] == "leader":
-            out["members"] = cluster_nodes(active=manager["private_ip"], cluster=settings["name"])
-    except (CommandExecutionError, SaltInvocationError) as exc:
-        out["error"] = str(exc)
-    return out
-
-
-# ---- the formula's own modules on minions ---------------------------------------------------
-# the beacon too: the managers run it, and it calls this module; the grain tells the master
-# which minions hold these modules (_grains/cloudify_ha.py)
-SYNCED_KINDS = ("utils", "modules", "states", "beacons", "grains")
-GRAIN = "cloudify_ha_modules"
-
-
-def formula_modules(saltenv="base"):
-    """
-    What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
-    ``_modules``, ``_states``, ``_beacons`` and ``_grains`` in ``saltenv``, as
-    ``{"<kind>/<file>": "<hash type>:<hash>"}``.
-    Run on the master (the orchestration renders it); pass the result to
-    ``cloudify_ha.modules_current`` on the minions.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run salt.cmd cloudify_ha.formula_modules
-    """
-    out = {}
-    for kind in SYNCED_KINDS:
-        for path in __salt__["cp.list_master"](saltenv=saltenv, prefix=f"_{kind}/"):
-            found = __salt__["cp.hash_file"](f"salt://{path}", saltenv)
-            if found:
-                out[f"{kind}/{os.path.basename(path)}"] = f"{found['hash_type']}:{found['hsum']}"
-    return out
-
-
+# ---- the formula's own modules on this minion ----------------------------------------------
 def modules_current(expected):
     """
     True when this minion's synced copies of the master's modules are byte for byte the ones
-    ``expected`` lists (the answer of ``cloudify_ha.formula_modules`` on the master). The
+    ``expected`` lists (the answer of ``cloudify_ha_master.formula_modules`` on the master). The
     orchestration asks every minion once, with its ping, and syncs only those that say False or
     cannot answer (a minion without this formula's modules). False for an empty list.
 
@@ -924,38 +872,10 @@ def modules_current(expected):
     return True
 
 
-def minions_without_modules(minion_ids):
-    """
-    The minions among ``minion_ids`` that the master's grains cache shows without this
-    formula's modules: their cached grains lack ``cloudify_ha_modules``, the grain the sync
-    puts on a minion with the modules. Run on the master (the orchestration renders it), which
-    then asks these minions ``test.ping`` instead of ``cloudify_ha.orch_facts``: a minion
-    answers a function it does not have only after loading every module it has (seconds). A
-    minion the cache holds no grains of (``minion_data_cache: False``) is not listed: it is
-    asked ``orch_facts``, as before the grain existed.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run salt.cmd cloudify_ha.minions_without_modules '[cfy-mgr1, cfy-mgr2]'
-    """
-    # the master's code, imported where it runs: not into every job of every minion
-    import salt.utils.master  # pylint: disable=import-outside-toplevel
-
-    ids = list(minion_ids or [])
-    if not ids:
-        return []
-    cached = salt.utils.master.MasterPillarUtil(
-        ids, "list", use_cached_grains=True, grains_fallback=False,
-        opts=__opts__).get_minion_grains()
-    return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
-
-
 def orch_facts(expected):
     """
     What the orchestration asks every minion once, at render time (every minion but those the
-    master knows lack this module: ``minions_without_modules``): whether its copies of the
+    master knows lack this module: ``cloudify_ha_master.minions_without_modules``): whether its copies of the
     formula's modules are current (``modules_current``) and, on a manager, its node state
     (``node_state``: one read of its own ``/status``), from which the orchestration finds the
     active node without polling every manager from every step. ``node`` is None on a minion that
@@ -1006,56 +926,6 @@ def settings(defaults=None, pillar=None, minion_id=None):
         pillar = _pillar("cloudify_ha", {})
     return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"],
                            util.plain((defaults or {}).get("lookup") or {}))
-
-
-def orch_steps(kind, plan, answers=None, new_hosts=(), node=None, cluster=None,
-               tplroot="cloudify_ha"):
-    """
-    The steps (high data) of one of the formula's orchestrations, built as data from the plan
-    and the minions' answers the orchestration gathered (``_utils/cloudify_ha_orch.py``):
-    ``kind`` is ``orch``, ``rejoin`` (``node``: a minion id) or ``retire`` (``cluster`` and
-    ``node``: a node name). Pure: asks nothing, changes nothing.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run salt.cmd cloudify_ha.orch_steps orch "$(salt-run salt.cmd cloudify_ha.plan --out=json)"
-    """
-    builder = _util("cloudify_ha_orch")
-    answers = answers or {}
-    if kind == "orch":
-        return builder.orch_steps(plan, answers, new_hosts, tplroot)
-    if kind == "rejoin":
-        return builder.rejoin_steps(plan, node, answers, tplroot)
-    if kind == "retire":
-        return builder.retire_steps(plan, cluster, node, answers, tplroot)
-    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
-
-
-def orch_targets(kind, plan, node=None, cluster=None):
-    """
-    Whom an orchestration asks before it builds its steps (see ``orch_steps``): for ``orch``
-    every minion of the plan, for ``rejoin`` the managers and CLI hosts of `node`'s cluster
-    (none when `node` is not a manager in pillar), for ``retire`` the cluster's managers.
-
-    CLI Example:
-
-    .. code-block:: bash
-
-        salt-run salt.cmd cloudify_ha.orch_targets rejoin "$(salt-run salt.cmd cloudify_ha.plan --out=json)" node=cfy-mgr2
-    """
-    builder = _util("cloudify_ha_orch")
-    if kind == "orch":
-        return [] if plan["errors"] else builder.everyone(plan)
-    if kind == "rejoin":
-        settings, _ = builder.rejoin_target(plan, node)
-        return builder.rejoin_ping_targets(settings) if settings else []
-    if kind == "retire":
-        if builder.retire_problem(cluster, node) or plan["errors"]:
-            return []
-        return [m["minion_id"] for m in plan["clusters"][cluster]["managers"]]
-    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
 
 
 def plan(pillar=None, cluster=None):

@@ -2,7 +2,7 @@
 
 Pure Python (no Salt imports): plan + what the minions answered in, ordered high data out.
 ``cloudify_ha/orch/init.sls``, ``orch/rejoin.sls`` and ``orch/retire.sls`` (the ``py`` renderer) ask
-the minions once and hand their answers here through the ``cloudify_ha.orch_steps`` execution
+the minions once and hand their answers here through the ``cloudify_ha_master.orch_steps`` execution
 function; unit tests call these functions directly with tables of answers. No value from
 pillar, an event or a runner argument becomes text: every step is a dict, every refusal
 carries its message as data (values quoted with ``ascii()`` where they are not validated).

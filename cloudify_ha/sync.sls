@@ -1,5 +1,5 @@
 # The formula's execution, state and utility modules, its beacon and its grain on this minion
-# (the same kinds as SYNCED_KINDS in _modules/cloudify_ha.py). The orchestration runs this
+# (the same kinds as SYNCED_KINDS in _modules/cloudify_ha_master.py). The orchestration runs this
 # step with test=False even in a test run: the states that preview the changes live in them.
 # The minion reloads its modules only when one of them changed: saltutil.sync_*'s own refresh
 # reloads every module of the minion on every run, changed or not. The reload also reloads the

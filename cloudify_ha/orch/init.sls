@@ -12,7 +12,7 @@ Steps ask the cluster's ACTIVE node, not the pillar's leader, so a re-run after 
 works. Managers whose minion does not answer are checked from a live manager instead.
 Secrets never travel in this file's data: each minion reads its own pillar.
 
-Built as data (the py renderer): the steps come from cloudify_ha.orch_steps
+Built as data (the py renderer): the steps come from cloudify_ha_master.orch_steps
 (_utils/cloudify_ha_orch.py); this file only asks the minions, once, which of them answer,
 whether their copies of the formula's modules are current and, on a manager, its node state.
 A minion that the master's grains cache shows without the formula's modules (a new host) is
@@ -22,8 +22,8 @@ only pinged: it would answer orch_facts only after loading every module it has.
 NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than the formula: run "
               "'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then "
               "re-run")
-NEEDED = ("cloudify_ha.plan", "cloudify_ha.orch_steps", "cloudify_ha.orch_targets",
-          "cloudify_ha.minions_without_modules", "cloudify_ha.formula_modules")
+NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets",
+          "cloudify_ha_master.minions_without_modules", "cloudify_ha_master.formula_modules")
 
 
 def _salt_fails(sid, text):
@@ -40,12 +40,12 @@ def run():
     only = __pillar__.get("cluster") or None  # noqa: F821
     plan = __salt__["cloudify_ha.plan"](cluster=only)  # noqa: F821
     answers, new_hosts = {}, []
-    everyone = __salt__["cloudify_ha.orch_targets"]("orch", plan)  # noqa: F821
+    everyone = __salt__["cloudify_ha_master.orch_targets"]("orch", plan)  # noqa: F821
     if everyone:
         timeout = ((__pillar__.get("cloudify_ha") or {}).get("orchestration")  # noqa: F821
                    or {}).get("ping_timeout", 5)
-        expected = __salt__["cloudify_ha.formula_modules"]()  # noqa: F821
-        new_hosts = __salt__["cloudify_ha.minions_without_modules"](everyone)  # noqa: F821
+        expected = __salt__["cloudify_ha_master.formula_modules"]()  # noqa: F821
+        new_hosts = __salt__["cloudify_ha_master.minions_without_modules"](everyone)  # noqa: F821
         asked = [mid for mid in everyone if mid not in new_hosts]
         if asked:
             answers.update(__salt__["saltutil.cmd"](  # noqa: F821
@@ -54,5 +54,5 @@ def run():
         if new_hosts:
             answers.update(__salt__["saltutil.cmd"](  # noqa: F821
                 tgt=new_hosts, tgt_type="list", fun="test.ping", timeout=timeout))
-    return __salt__["cloudify_ha.orch_steps"](  # noqa: F821
+    return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
         "orch", plan, answers=answers, new_hosts=new_hosts, tplroot=tplroot)

@@ -8,7 +8,7 @@ stale entry removed through the ACTIVE node, installed with the install-time joi
 profiles refreshed everywhere; before the cluster has been started -> nothing. The node must be
 a plain minion id AND the minion_id of a manager of a cluster in pillar, else nothing runs.
 
-Built as data (the py renderer): the steps come from cloudify_ha.orch_steps
+Built as data (the py renderer): the steps come from cloudify_ha_master.orch_steps
 (_utils/cloudify_ha_orch.py); the node is never rendered into text.
 """
 
@@ -17,7 +17,7 @@ import re
 
 log = logging.getLogger("cloudify_ha.orch.rejoin")
 PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
-NEEDED = ("cloudify_ha.plan", "cloudify_ha.orch_steps", "cloudify_ha.orch_targets")
+NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets")
 
 
 def _salt_fails(sid, text):
@@ -37,7 +37,7 @@ def run():
             "not synced to the master (salt-run saltutil.sync_all); nothing was changed. Run "
             "salt-run state.orch cloudify_ha.orch test=True to see the errors"))
     plan = __salt__["cloudify_ha.plan"]()  # noqa: F821
-    targets = __salt__["cloudify_ha.orch_targets"]("rejoin", plan, node=node)  # noqa: F821
+    targets = __salt__["cloudify_ha_master.orch_targets"]("rejoin", plan, node=node)  # noqa: F821
     pings = {}
     if targets:
         pings = __salt__["saltutil.cmd"](tgt=targets, tgt_type="list",  # noqa: F821
@@ -45,5 +45,5 @@ def run():
     elif not plan["errors"]:
         log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
                     "cloudify_ha:clusters", node)
-    return __salt__["cloudify_ha.orch_steps"](  # noqa: F821
+    return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
         "rejoin", plan, answers=pings, node=node, tplroot=tplroot)

@@ -6,11 +6,11 @@ remove), from a manager of that cluster whose minion answers. Refused for the ac
 for a node that is online. The dead host is not touched: rebuild it (or another host), update
 the pillar (a new node name for a rebuilt host) and run cloudify_ha.orch to join the replacement.
 
-Built as data (the py renderer): the steps come from cloudify_ha.orch_steps
+Built as data (the py renderer): the steps come from cloudify_ha_master.orch_steps
 (_utils/cloudify_ha_orch.py); neither argument is ever rendered into text.
 """
 
-NEEDED = ("cloudify_ha.plan", "cloudify_ha.orch_steps", "cloudify_ha.orch_targets")
+NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets")
 USAGE = ("give the cluster and the node to retire: "
          "pillar='{\"cluster\": \"<name>\", \"node\": \"<node name>\"}'")
 
@@ -32,11 +32,11 @@ def run():
                            "the cloudify_ha modules are not synced to the master: run "
                            "'salt-run saltutil.sync_all'")
     plan = __salt__["cloudify_ha.plan"](cluster=cluster)  # noqa: F821
-    targets = __salt__["cloudify_ha.orch_targets"](  # noqa: F821
+    targets = __salt__["cloudify_ha_master.orch_targets"](  # noqa: F821
         "retire", plan, node=node, cluster=cluster)
     pings = {}
     if targets:
         pings = __salt__["saltutil.cmd"](tgt=targets, tgt_type="list",  # noqa: F821
                                          fun="test.ping", timeout=5)
-    return __salt__["cloudify_ha.orch_steps"](  # noqa: F821
+    return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
         "retire", plan, answers=pings, node=node, cluster=cluster, tplroot=tplroot)

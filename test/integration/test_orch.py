@@ -57,7 +57,7 @@ def test_build_from_empty(lab, emulator, salt_cli, salt_run_cli, event_listener)
     assert ("test.ping", EVERYONE) in asked, asked
     assert [fun for fun, _ in asked if fun == "cloudify_ha.orch_facts"] == [], asked
     assert sorted(run.minion_states("cloudify_ha-orch-sync")) == EVERYONE, run
-    expected = salt_run_cli.run("salt.cmd", "cloudify_ha.formula_modules").data
+    expected = salt_run_cli.run("salt.cmd", "cloudify_ha_master.formula_modules").data
     assert "grains/cloudify_ha.py" in expected
     for minion in EVERYONE:
         assert salt_cli.run("grains.get", "cloudify_ha_modules", minion_tgt=minion).data == \

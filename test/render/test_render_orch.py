@@ -37,7 +37,7 @@ class Minions:
 
     def overrides(self):
         return {"saltutil.cmd": self.cmd,
-                "cloudify_ha.minions_without_modules": self.minions_without_modules}
+                "cloudify_ha_master.minions_without_modules": self.minions_without_modules}
 
 
 def orch(master, sls="cloudify_ha.orch", pillar=None, minions=None, modules=True):

@@ -772,30 +772,7 @@ def test_plan_of_a_given_pillar_with_errors():
         result["errors"][0]
 
 
-# ---- the formula's modules on minions ----------------------------------------------------------
-def test_formula_modules_lists_what_sync_copies(salt):
-    listing = {"_utils/": ["_utils/cloudify_ha_rest.py"], "_modules/": ["_modules/cloudify_ha.py"],
-               "_states/": [], "_beacons/": ["_beacons/cloudify_ha.py"],
-               "_grains/": ["_grains/cloudify_ha.py"]}
-    salt["cp.list_master"] = MagicMock(side_effect=lambda saltenv, prefix: listing[prefix])
-    salt["cp.hash_file"] = MagicMock(side_effect=lambda path, saltenv: {
-        "hash_type": "sha256", "hsum": path[-10:]})
-    assert MODULE.formula_modules() == {"utils/cloudify_ha_rest.py": "sha256:ha_rest.py",
-                                        "modules/cloudify_ha.py": "sha256:dify_ha.py",
-                                        "beacons/cloudify_ha.py": "sha256:dify_ha.py",
-                                        "grains/cloudify_ha.py": "sha256:dify_ha.py"}
-
-
-def test_sync_copies_the_kinds_modules_current_checks():
-    # cloudify_ha.sync cannot ask the module (it installs it): the two lists are kept alike
-    sls = (REPO / "cloudify_ha" / "sync.sls").read_text()
-    kinds = re.search(r"set kinds = \(([^)]*)\)", sls).group(1)
-    assert tuple(k.strip().strip('"') for k in kinds.split(",")) == MODULE.SYNCED_KINDS
-    assert "beacons" in MODULE.SYNCED_KINDS  # the managers run the formula's beacon
-    # the grain reports the same kinds' files
-    assert grain_module().KINDS == MODULE.SYNCED_KINDS
-
-
+# ---- the formula's modules on this minion ----------------------------------------------------------
 def test_the_grain_lists_the_formulas_synced_files(tmp_path):
     grain = grain_module()
     files = {"modules/cloudify_ha.py": b"print('m')\n", "utils/cloudify_ha_rest.py": b"u\n",
@@ -811,39 +788,6 @@ def test_the_grain_lists_the_formulas_synced_files(tmp_path):
         for rel in ("modules/cloudify_ha.py", "utils/cloudify_ha_rest.py", "grains/cloudify_ha.py")}}
     grain.__opts__ = {"extension_modules": str(tmp_path / "none")}  # a minion never synced
     assert grain.modules() == {"cloudify_ha_modules": {}}
-
-
-class FakeGrainsCache:
-    """salt.utils.master.MasterPillarUtil reading the master's grains cache."""
-
-    grains = {}
-    made = []
-
-    def __init__(self, tgt, tgt_type, **kwargs):
-        FakeGrainsCache.made.append((tgt, tgt_type, kwargs))
-        self.tgt = tgt
-
-    def get_minion_grains(self):
-        return {mid: self.grains[mid] for mid in self.tgt if mid in self.grains}
-
-
-def test_minions_without_modules_reads_only_the_masters_grains_cache(monkeypatch):
-    import salt.utils.master  # pylint: disable=import-outside-toplevel
-    monkeypatch.setattr(salt.utils.master, "MasterPillarUtil", FakeGrainsCache)
-    FakeGrainsCache.made = []
-    FakeGrainsCache.grains = {
-        "synced": {"id": "synced", MODULE.GRAIN: {"modules/cloudify_ha.py": "sha256:ab"}},
-        "never-synced": {"id": "never-synced", "os": "CentOS"},
-        "grain-without-files": {"id": "grain-without-files", MODULE.GRAIN: {}},
-        "no-cache": {}}
-    ids = ["synced", "never-synced", "grain-without-files", "no-cache", "unknown"]
-    assert MODULE.minions_without_modules(ids) == ["never-synced"]
-    # the cache only: never a live call to a minion
-    assert FakeGrainsCache.made == [(ids, "list", {"use_cached_grains": True,
-                                                   "grains_fallback": False,
-                                                   "opts": {"id": MINION, "test": False}})]
-    assert MODULE.minions_without_modules([]) == []
-    assert len(FakeGrainsCache.made) == 1
 
 
 @pytest.fixture

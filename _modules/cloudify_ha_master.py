@@ -1,0 +1,138 @@
+"""
+cloudify_ha on the master: what its orchestrations ask before they run (which copies of the
+formula's modules are current, which minions lack them) and the steps they run, built as data.
+
+Master-side only: the orchestrations (``cloudify_ha/orch/*.sls``, the ``py`` renderer) call it
+through the master's own minion; it reads the master's file server and grains cache and never
+talks to Cloudify (``cloudify_ha`` is the module that does). Salt syncs it to minions with the
+rest of ``_modules``, where nothing calls it.
+"""
+
+import os
+import types
+
+from salt.exceptions import SaltInvocationError
+
+__virtualname__ = "cloudify_ha_master"
+
+# what cloudify_ha.sync copies: the beacon too (the managers run it, and it calls the cloudify_ha
+# module); the grain tells the master which minions hold these modules (_grains/cloudify_ha.py)
+SYNCED_KINDS = ("utils", "modules", "states", "beacons", "grains")
+GRAIN = "cloudify_ha_modules"
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def _builder():
+    """_utils/cloudify_ha_orch.py as a module. ``__utils__`` maps each function of a _utils file
+    (as "<file>.<function>"), not the file: its namespace is the globals of any function of it."""
+    return types.SimpleNamespace(**__utils__["cloudify_ha_orch.orch_steps"].__globals__)
+
+
+# the beacon too: the managers run it, and it calls this module; the grain tells the master
+# which minions hold these modules (_grains/cloudify_ha.py)
+SYNCED_KINDS = ("utils", "modules", "states", "beacons", "grains")
+GRAIN = "cloudify_ha_modules"
+
+
+def formula_modules(saltenv="base"):
+    """
+    What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
+    ``_modules``, ``_states``, ``_beacons`` and ``_grains`` in ``saltenv``, as
+    ``{"<kind>/<file>": "<hash type>:<hash>"}``.
+    Run on the master (the orchestration renders it); pass the result to
+    ``cloudify_ha.modules_current`` on the minions.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.formula_modules
+    """
+    out = {}
+    for kind in SYNCED_KINDS:
+        for path in __salt__["cp.list_master"](saltenv=saltenv, prefix=f"_{kind}/"):
+            found = __salt__["cp.hash_file"](f"salt://{path}", saltenv)
+            if found:
+                out[f"{kind}/{os.path.basename(path)}"] = f"{found['hash_type']}:{found['hsum']}"
+    return out
+
+
+def minions_without_modules(minion_ids):
+    """
+    The minions among ``minion_ids`` that the master's grains cache shows without this
+    formula's modules: their cached grains lack ``cloudify_ha_modules``, the grain the sync
+    puts on a minion with the modules. Run on the master (the orchestration renders it), which
+    then asks these minions ``test.ping`` instead of ``cloudify_ha.orch_facts``: a minion
+    answers a function it does not have only after loading every module it has (seconds). A
+    minion the cache holds no grains of (``minion_data_cache: False``) is not listed: it is
+    asked ``orch_facts``, as before the grain existed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.minions_without_modules '[cfy-mgr1, cfy-mgr2]'
+    """
+    # the master's code, imported where it runs: not into every job of every minion
+    import salt.utils.master  # pylint: disable=import-outside-toplevel
+
+    ids = list(minion_ids or [])
+    if not ids:
+        return []
+    cached = salt.utils.master.MasterPillarUtil(
+        ids, "list", use_cached_grains=True, grains_fallback=False,
+        opts=__opts__).get_minion_grains()
+    return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
+
+
+def orch_steps(kind, plan, answers=None, new_hosts=(), node=None, cluster=None,
+               tplroot="cloudify_ha"):
+    """
+    The steps (high data) of one of the formula's orchestrations, built as data from the plan
+    and the minions' answers the orchestration gathered (``_utils/cloudify_ha_orch.py``):
+    ``kind`` is ``orch``, ``rejoin`` (``node``: a minion id) or ``retire`` (``cluster`` and
+    ``node``: a node name). Pure: asks nothing, changes nothing.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.orch_steps orch "$(salt-run salt.cmd cloudify_ha.plan --out=json)"
+    """
+    builder = _builder()
+    answers = answers or {}
+    if kind == "orch":
+        return builder.orch_steps(plan, answers, new_hosts, tplroot)
+    if kind == "rejoin":
+        return builder.rejoin_steps(plan, node, answers, tplroot)
+    if kind == "retire":
+        return builder.retire_steps(plan, cluster, node, answers, tplroot)
+    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
+
+
+def orch_targets(kind, plan, node=None, cluster=None):
+    """
+    Whom an orchestration asks before it builds its steps (see ``orch_steps``): for ``orch``
+    every minion of the plan, for ``rejoin`` the managers and CLI hosts of `node`'s cluster
+    (none when `node` is not a manager in pillar), for ``retire`` the cluster's managers.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.orch_targets rejoin "$(salt-run salt.cmd cloudify_ha.plan --out=json)" node=cfy-mgr2
+    """
+    builder = _builder()
+    if kind == "orch":
+        return [] if plan["errors"] else builder.everyone(plan)
+    if kind == "rejoin":
+        settings, _ = builder.rejoin_target(plan, node)
+        return builder.rejoin_ping_targets(settings) if settings else []
+    if kind == "retire":
+        if builder.retire_problem(cluster, node) or plan["errors"]:
+            return []
+        return [m["minion_id"] for m in plan["clusters"][cluster]["managers"]]
+    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
