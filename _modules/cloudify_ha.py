@@ -52,7 +52,10 @@ def __virtual__():
 
 # ---- settings ------------------------------------------------------------------------------
 def _util(name):
-    """One of this formula's _utils modules, classes included (__utils__ maps only functions)."""
+    """One of this formula's _utils files as a module, its classes included. Salt's
+    ``__utils__`` maps each FUNCTION of a _utils file (as "<file>.<function>"), never the file or
+    its classes (RestError, Endpoint): the globals of any of its functions are the file's
+    namespace. The anchor is one function each file is known to have."""
     anchor = {"cloudify_ha_pillar": "plan", "cloudify_ha_rest": "request"}[name]
     return types.SimpleNamespace(**__utils__[f"{name}.{anchor}"].__globals__)
 
@@ -185,6 +188,22 @@ def _run(argv, settings, env=None, timeout=None, stdin=None):
     result["stdout"] = _scrub(result.get("stdout", ""), settings)
     result["stderr"] = _scrub(result.get("stderr", ""), settings)
     return result
+
+
+def _cfy(args, settings, timeout=120, lines=5):
+    """Run ``cfy <args>`` (credentials as _cfy_env gives them, never on argv); its result, or
+    CommandExecutionError naming the command, its exit code and the last lines it printed."""
+    result = _run(["cfy", *args], settings, env=_cfy_env(settings), timeout=timeout)
+    if result["retcode"] != 0:
+        raise CommandExecutionError(
+            f"cfy {' '.join(args[:2])} failed (exit {result['retcode']}): "
+            f"{_tail(result['stdout'] + result['stderr'], lines)}")
+    return result
+
+
+def _active_host(settings, active=None):
+    """The address to ask: `active` when the caller knows it, else the cluster's active node."""
+    return active or active_node(cluster=settings["name"])["host"]
 
 
 def _cfy_env(settings):
@@ -363,7 +382,7 @@ def cluster_status(active=None, cluster=None):
         salt cfy-mgr1 cloudify_ha.cluster_status
     """
     settings, _ = _settings(cluster, need_manager=False)
-    host = active or active_node(cluster=settings["name"])["host"]
+    host = _active_host(settings, active)
     return _call(settings, host, "GET", "/cluster?_include=initialized,consul")
 
 
@@ -379,7 +398,7 @@ def cluster_nodes(active=None, cluster=None):
         salt cfy-mgr1 cloudify_ha.cluster_nodes
     """
     settings, _ = _settings(cluster, need_manager=False)
-    host = active or active_node(cluster=settings["name"])["host"]
+    host = _active_host(settings, active)
     # 4.6 answers 404 "if the cluster isn't created yet" (cloudify-4.6.md section 0.3): no nodes
     answer = _call(settings, host, "GET", "/cluster/nodes", absent={"items": []})
     return [_normalise(n) for n in (answer or {}).get("items", [])]
@@ -476,11 +495,12 @@ def database_holds_data(cluster=None):
 
 
 # ---- acting ----------------------------------------------------------------------------------
-def _manager_config(settings, manager, join=None):
-    """The 4.6 config.yaml for this manager (install-time join settings when join is given)."""
+def _manager_config(settings, manager, joining=None):
+    """The 4.6 config.yaml for this manager (install-time join settings when `joining` gives
+    the active node's and the database's addresses)."""
     db = settings["database"]
     paths = _cert_paths(settings)
-    host = db["host"] if join is None else join["database_ip"]
+    host = db["host"] if joining is None else joining["database_ip"]
     config = {
         "manager": {
             "private_ip": manager["private_ip"],
@@ -504,14 +524,14 @@ def _manager_config(settings, manager, join=None):
                        "postgresql_client_key_path": paths.get("key", "")},
         "services_to_install": list(SERVICES),
     }
-    if join is not None:
-        config["cluster"] = {"master_ip": join["master_ip"], "node_name": manager["name"],
+    if joining is not None:
+        config["cluster"] = {"master_ip": joining["master_ip"], "node_name": manager["name"],
                              "host_ip": manager["private_ip"]}
     return config
 
 
-def _install(settings, manager, join=None):
-    config = _manager_config(settings, manager, join)
+def _install(settings, manager, joining=None):
+    config = _manager_config(settings, manager, joining)
     _write_private(CONFIG_PATH, salt.utils.yaml.safe_dump(config, default_flow_style=False))
     timeout = settings["installer"]["install_timeout"]
     result = _run(["cfy_manager", "install"], settings, timeout=timeout)
@@ -571,7 +591,7 @@ def join(master_ip, database_ip, cluster=None):
         salt cfy-mgr2 cloudify_ha.join 10.0.0.11 10.0.0.5
     """
     settings, manager = _settings(cluster)
-    return _install(settings, manager, join={"master_ip": master_ip, "database_ip": database_ip})
+    return _install(settings, manager, joining={"master_ip": master_ip, "database_ip": database_ip})
 
 
 def start_cluster(node_name, host_ip, cluster=None):
@@ -586,12 +606,8 @@ def start_cluster(node_name, host_ip, cluster=None):
         salt cfy-mgr1 cloudify_ha.start_cluster mgr1 10.0.0.11
     """
     settings, _ = _settings(cluster)
-    result = _run(["cfy", "cluster", "start", "--cluster-node-name", node_name,
-                   "--cluster-host-ip", host_ip], settings, env=_cfy_env(settings), timeout=900)
-    if result["retcode"] != 0:
-        raise CommandExecutionError(
-            f"cfy cluster start failed (exit {result['retcode']}): "
-            f"{_tail(result['stdout'] + result['stderr'], 8)}")
+    result = _cfy(["cluster", "start", "--cluster-node-name", node_name,
+                   "--cluster-host-ip", host_ip], settings, timeout=900, lines=8)
     return {"retcode": 0, "output": _tail(result["stdout"], 5)}
 
 
@@ -790,16 +806,12 @@ def use_profile(profile, host, cluster=None):
         salt admin1 cloudify_ha.use_profile prod 10.0.0.11 cluster=prod
     """
     settings, _ = _settings(cluster, need_manager=False)
-    argv = ["cfy", "profiles", "use", host, "--profile-name", profile,
-            "--skip-credentials-validation"]
+    args = ["profiles", "use", host, "--profile-name", profile, "--skip-credentials-validation"]
     if settings["rest"].get("ssl"):
-        argv.append("--ssl")
+        args.append("--ssl")
         if settings["rest"].get("ca_cert"):
-            argv += ["--rest-certificate", _cert_paths(settings)["rest_ca"]]
-    result = _run(argv, settings, env=_cfy_env(settings), timeout=120)
-    if result["retcode"] != 0:
-        raise CommandExecutionError(f"cfy profiles use failed (exit {result['retcode']}): "
-                                    f"{_tail(result['stdout'] + result['stderr'], 5)}")
+            args += ["--rest-certificate", _cert_paths(settings)["rest_ca"]]
+    _cfy(args, settings)
     return True
 
 
@@ -815,10 +827,7 @@ def update_profile(cluster=None):
         salt cfy-mgr1 cloudify_ha.update_profile
     """
     settings, _ = _settings(cluster, need_manager=False)
-    result = _run(["cfy", "cluster", "update-profile"], settings, env=_cfy_env(settings), timeout=120)
-    if result["retcode"] != 0:
-        raise CommandExecutionError(f"cfy cluster update-profile failed (exit {result['retcode']}): "
-                                    f"{_tail(result['stdout'] + result['stderr'], 5)}")
+    result = _cfy(["cluster", "update-profile"], settings)
     return {"retcode": 0, "output": _tail(result["stdout"], 5)}
 
 
@@ -838,7 +847,7 @@ def remove_node(name, active=None, cluster=None):
     except ValueError as exc:
         raise SaltInvocationError(f"name: {exc}; give the node's name") from None
     settings, _ = _settings(cluster, need_manager=False)
-    host = active or active_node(cluster=settings["name"])["host"]
+    host = _active_host(settings, active)
     return _normalise(_call(settings, host, "DELETE", path) or {"name": name})
 
 
