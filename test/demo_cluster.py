@@ -4,11 +4,12 @@ Runs under pytest for its fixtures (lab, salt-master, one salt-minion per host);
 `make test` (the file name does not start with test_). Everything is removed at the end.
 """
 
+import shlex
 import sys
 import threading
 import time
 
-from lab.formula import nodes, orch, profile_entries
+from lab.formula import demo_hints, nodes, orch, profile_entries
 from lab.proc import wait_until
 
 
@@ -61,13 +62,8 @@ def test_demo(lab, salt_run_cli, emulator):
     wait_until(lambda: nodes(lab["mgr2"])["mgr1"]["state"] == "replica", 30, "mgr1 back")
     _say("  mgr1 is back, as a replica")
     _say(f"\n== the demo took {time.monotonic() - demo_start:.0f}s; the lab is up ==")
-    conf = salt_run_cli.config_dir
-    _say(f"  salt:      {sys.prefix}/bin/salt -c {conf} '*' cloudify_ha.node_state")
-    _say(f"             {sys.prefix}/bin/salt-run -c {conf} cloudify_ha.status")
-    _say(f"  a manager: ip netns exec {lab['mgr2'].netns} cfy cluster nodes list")
-    _say(f"  REST:      ip netns exec {lab['cli'].netns} curl -u admin:<password> "
-         f"http://{lab['mgr1'].ip}/api/v3.1/cluster/nodes  (password: test/pillar via lab.yaml "
-         f"in {lab.dir / 'pillar'})")
+    for label, argv in demo_hints(lab, salt_run_cli.config_dir):
+        _say(f"  {label + ':' if label else '':<10} {shlex.join(argv)}")
     if sys.stdin.isatty():
         _say("  Ctrl-C removes the lab (or `make demo-down` from another shell)")
         try:

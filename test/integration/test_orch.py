@@ -6,12 +6,14 @@ which builds one only when the lab does not hold a healthy one already.
 """
 
 import json
+import shlex
+import subprocess
 import time
 
 import pytest
 
-from lab.formula import (files_containing, jobs_published, minion_pillar, nodes, orch,
-                         profile_entries, sizes)
+from lab.formula import (demo_hints, files_containing, jobs_published, minion_pillar, nodes,
+                         orch, profile_entries, sizes)
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
@@ -125,6 +127,16 @@ def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_
     for name in MANAGERS:
         log = lab[name].read("/var/log/cloudify/manager/cfy_manager.log") or ""
         assert not [s for s in secrets if s in log], name
+
+
+def test_the_demos_closing_hints_work_as_printed(built_cluster, salt_run_cli, lab):
+    """`make demo` ends by printing these: each runs, as printed, from a root shell."""
+    for label, argv in demo_hints(lab, salt_run_cli.config_dir):
+        proc = subprocess.run(shlex.split(shlex.join(argv)), capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert proc.returncode == 0, (label, argv, proc.stdout[-500:], proc.stderr[-500:])
+        assert "mgr2" in proc.stdout, (label, proc.stdout[-500:])
+        assert lab.passwords["admin"] not in shlex.join(argv)
 
 
 def strings_in(data):

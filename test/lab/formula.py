@@ -123,6 +123,27 @@ def minion_pillar(salt_cli, minion="mgr1"):
     return ret.data["cloudify_ha"]
 
 
+def demo_hints(lab, salt_config_dir):
+    """What `make demo` prints at its end, as [(label, argv)]: commands that work when pasted
+    into a root shell while the lab is up (shlex.join them). Inside a host through nsenter, as
+    the lab runs everything (`ip netns exec` would start a fresh mount namespace without the
+    host's overlays: no /etc/cloudify, no cfy). The REST call reads the admin password from a
+    0600 netrc file in the lab's directory: the hint never shows it."""
+    netrc = lab.dir / "demo.netrc"
+    netrc.touch(mode=0o600)
+    netrc.write_text(f"machine {lab['mgr1'].ip} login admin password {lab.passwords['admin']}\n")
+    salt_bin = Path(sys.prefix) / "bin"
+    managers = ",".join(h.name for h in lab.managers)
+    return [
+        ("salt", [str(salt_bin / "salt"), "-c", str(salt_config_dir), "-L", managers,
+                  "cloudify_ha.node_state"]),
+        ("", [str(salt_bin / "salt-run"), "-c", str(salt_config_dir), "cloudify_ha.status"]),
+        ("a manager", lab["mgr2"].prefix() + ["cfy", "cluster", "nodes", "list"]),
+        ("REST", lab["cli"].prefix() + ["curl", "-sf", "--netrc-file", str(netrc),
+                                        f"http://{lab['mgr1'].ip}/api/v3.1/cluster/nodes"]),
+    ]
+
+
 def with_manager_secrets(cloudify_ha, lab, cluster="lab"):
     """A copy of a pillar read from a host that is no manager (it holds no manager secret: see
     test/pillar/cloudify_ha.sls) with the managers' secrets added, as a shadowed pillar served
