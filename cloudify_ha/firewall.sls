@@ -47,51 +47,34 @@ cloudify_ha-firewall-firewalld-rules:
     - name: {{ ("cloudify_ha " ~ me.cluster_name) | json }}
     - rules: {{ rules | json }}
 
-{%-   elif backend == "nftables" %}
-{%-     set template = "salt://" ~ tplroot ~ "/files/firewall.nft.jinja" %}
-{%-     set digest = salt["hashutil.digest"](salt["slsutil.renderer"](template, default_renderer="jinja", digest="", **ctx), "sha256")[:16] %}
-{%-     set rules = salt["slsutil.renderer"](template, default_renderer="jinja", digest=digest, **ctx) %}
-
-cloudify_ha-firewall-nftables-file:
-  file.managed:
-    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.nft") | json }}
-    - makedirs: true
-    - mode: "0644"
-    - contents: |
-        # managed by Salt (cloudify_ha.firewall), do not edit
-        table inet cloudify_ha
-        delete table inet cloudify_ha
-        {{ rules | indent(8) }}
-
-cloudify_ha-firewall-nftables-loaded:
-  cloudify_ha_firewall.rules_loaded:
-    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.nft") | json }}
-    - backend: nftables
-    - marker: {{ ("cloudify_ha " ~ me.cluster_name ~ " " ~ digest) | json }}
-    - require:
-      - file: cloudify_ha-firewall-nftables-file
-
 {%-   else %}
-{%-     set template = "salt://" ~ tplroot ~ "/files/firewall.iptables.jinja" %}
-{%-     set digest = salt["hashutil.digest"](salt["slsutil.renderer"](template, default_renderer="jinja", digest="", **ctx), "sha256")[:16] %}
-{%-     set rules = salt["slsutil.renderer"](template, default_renderer="jinja", digest=digest, **ctx) %}
+{#-     nftables (the formula's own table) or iptables (its own chain): the rules rendered once,
+        with a placeholder where the marker's digest goes; the digest is that of the rules
+        without it #}
+{%-     set suffix = "nft" if backend == "nftables" else "iptables" %}
+{%-     set path = mapdata.lookup.firewall_dir ~ "/firewall." ~ suffix %}
+{%-     set placeholder = "@CLOUDIFY_HA_DIGEST@" %}
+{%-     set rendered = salt["slsutil.renderer"]("salt://" ~ tplroot ~ "/files/firewall." ~ suffix ~ ".jinja",
+                                                default_renderer="jinja", digest=placeholder, **ctx) %}
+{%-     set digest = salt["hashutil.digest"](rendered | replace(placeholder, ""), "sha256")[:16] %}
+{%-     set header = "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
+                     if backend == "nftables" else "" %}
 
-cloudify_ha-firewall-iptables-file:
+cloudify_ha-firewall-{{ backend }}-file:
   file.managed:
-    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.iptables") | json }}
+    - name: {{ path | json }}
     - makedirs: true
     - mode: "0644"
-    - contents: |
-        # managed by Salt (cloudify_ha.firewall), do not edit
-        {{ rules | indent(8) }}
+    - contents: {{ ("# managed by Salt (cloudify_ha.firewall), do not edit\n" ~ header
+                    ~ rendered | replace(placeholder, digest)) | json }}
 
-cloudify_ha-firewall-iptables-loaded:
+cloudify_ha-firewall-{{ backend }}-loaded:
   cloudify_ha_firewall.rules_loaded:
-    - name: {{ (mapdata.lookup.firewall_dir ~ "/firewall.iptables") | json }}
-    - backend: iptables
+    - name: {{ path | json }}
+    - backend: {{ backend }}
     - marker: {{ ("cloudify_ha " ~ me.cluster_name ~ " " ~ digest) | json }}
     - require:
-      - file: cloudify_ha-firewall-iptables-file
+      - file: cloudify_ha-firewall-{{ backend }}-file
 {%-   endif %}
 {%- else %}
 
