@@ -25,7 +25,8 @@ def _table(rows):
 def output(data, **kwargs):  # pylint: disable=unused-argument
     if not isinstance(data, dict):
         return str(data)
-    if "errors" in data:
+    # the error form holds a LIST under "errors"; a cluster (which may be named errors) a mapping
+    if isinstance(data.get("errors"), list):
         return "the cloudify_ha pillar is invalid:\n" + "\n".join(f"- {e}" for e in data["errors"])
     out = []
     for cname, cluster in data.items():

@@ -1,0 +1,212 @@
+"""_output/cloudify_ha_status.py: the exact text it prints for a healthy cluster, one with
+problems, the pillar-error form and odd input; fed with hand-written data and with what the
+runner's real `status` returns from a fake LocalClient, and once through Salt's own loader."""
+
+import copy
+
+import pytest
+import salt.client
+import salt.config
+import salt.output
+
+from formula_code import REPO, example_pillar, load, pillar_util, runner_module
+
+OUTPUT = load("_output/cloudify_ha_status.py", "cloudify_ha_status_output_under_test")
+RUNNER = runner_module()
+
+
+def row(n, state, local=None):
+    return {"node": f"cfy-mgr{n}", "minion": f"cfy-mgr{n}.example.com", "ip": f"10.0.0.1{n}",
+            "state": state, "local": str(state if local is None else local)}
+
+
+HEALTHY = {"prod": {
+    "managers": [row(1, "leader"), row(2, "replica"), row(3, "replica")],
+    "active node": "cfy-mgr1 (10.0.0.11)",
+    "listed, not in pillar": [], "in pillar, not listed": [], "stale profiles": []}}
+
+HEALTHY_TEXT = [
+    "cluster prod",
+    "+----------+----------------------+-----------+---------+---------+",
+    "| node     | minion               | ip        | state   | local   |",
+    "+----------+----------------------+-----------+---------+---------+",
+    "| cfy-mgr1 | cfy-mgr1.example.com | 10.0.0.11 | leader  | leader  |",
+    "| cfy-mgr2 | cfy-mgr2.example.com | 10.0.0.12 | replica | replica |",
+    "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | replica | replica |",
+    "+----------+----------------------+-----------+---------+---------+",
+    "active node:            cfy-mgr1 (10.0.0.11)",
+    "listed, not in pillar:  -",
+    "in pillar, not listed:  -",
+    "stale profiles:         -",
+    ""]
+
+
+def test_a_healthy_cluster():
+    assert OUTPUT.output(copy.deepcopy(HEALTHY)).split("\n") == HEALTHY_TEXT
+
+
+def test_clusters_with_problems_each_get_their_table_in_order():
+    data = {
+        "prod": {
+            "managers": [row(1, "error: cfy: command not found",
+                             "{'error': 'cfy: command not found'}"),
+                         row(2, "no answer (minion down)", "None"),
+                         row(3, "not installed", "absent")],
+            "active node": "none found: [Errno 111] Connection refused",
+            "listed, not in pillar": [], "in pillar, not listed": [], "stale profiles": []},
+        "dr": {
+            "managers": [{"node": "dr1", "minion": "dr1", "ip": "10.9.0.1", "state": "offline",
+                          "local": "replica"}],
+            "active node": "dr2 (10.9.0.2)",
+            "listed, not in pillar": ["dr2", "dr3"], "in pillar, not listed": ["dr1"],
+            "stale profiles": ["admin1.example.com", "dr1"]}}
+    assert OUTPUT.output(data).split("\n") == [
+        "cluster prod",
+        "+----------+----------------------+-----------+-------------------------------"
+        "+-------------------------------------+",
+        "| node     | minion               | ip        | state                         "
+        "| local                               |",
+        "+----------+----------------------+-----------+-------------------------------"
+        "+-------------------------------------+",
+        "| cfy-mgr1 | cfy-mgr1.example.com | 10.0.0.11 | error: cfy: command not found "
+        "| {'error': 'cfy: command not found'} |",
+        "| cfy-mgr2 | cfy-mgr2.example.com | 10.0.0.12 | no answer (minion down)       "
+        "| None                                |",
+        "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | not installed                 "
+        "| absent                              |",
+        "+----------+----------------------+-----------+-------------------------------"
+        "+-------------------------------------+",
+        "active node:            none found: [Errno 111] Connection refused",
+        "listed, not in pillar:  -",
+        "in pillar, not listed:  -",
+        "stale profiles:         -",
+        "",
+        "cluster dr",
+        "+------+--------+----------+---------+---------+",
+        "| node | minion | ip       | state   | local   |",
+        "+------+--------+----------+---------+---------+",
+        "| dr1  | dr1    | 10.9.0.1 | offline | replica |",
+        "+------+--------+----------+---------+---------+",
+        "active node:            dr2 (10.9.0.2)",
+        "listed, not in pillar:  dr2, dr3",
+        "in pillar, not listed:  dr1",
+        "stale profiles:         admin1.example.com, dr1",
+        ""]
+
+
+def test_a_cluster_without_rows_or_keys_still_prints_every_line():
+    assert OUTPUT.output({"prod": {"managers": []}}).split("\n") == [
+        "cluster prod",
+        "+------+--------+----+-------+-------+",
+        "| node | minion | ip | state | local |",
+        "+------+--------+----+-------+-------+",
+        "+------+--------+----+-------+-------+",
+        "active node:            None",
+        "listed, not in pillar:  -",
+        "in pillar, not listed:  -",
+        "stale profiles:         -",
+        ""]
+
+
+def test_an_invalid_pillar_lists_its_errors():
+    data = {"errors": ["cloudify_ha:clusters:prod:managers:1:private_ip: '10.0.0' is not an IP "
+                       "address", "cloudify_ha:clusters:prod:rest:password: must be set"]}
+    assert OUTPUT.output(data) == (
+        "the cloudify_ha pillar is invalid:\n"
+        "- cloudify_ha:clusters:prod:managers:1:private_ip: '10.0.0' is not an IP address\n"
+        "- cloudify_ha:clusters:prod:rest:password: must be set")
+
+
+@pytest.mark.parametrize("data,text", [("no clusters in pillar", "no clusters in pillar"),
+                                       (None, "None"), (["a"], "['a']"), ({}, "")])
+def test_anything_else_is_printed_as_it_is(data, text):
+    assert OUTPUT.output(data) == text
+
+
+def test_salts_loader_finds_it_by_its_virtual_name(tmp_path):
+    opts = copy.deepcopy(salt.config.DEFAULT_MINION_OPTS)
+    opts.update(extension_modules=str(tmp_path), outputter_dirs=[str(REPO / "_output")],
+                color=False)
+    assert salt.output.out_format(copy.deepcopy(HEALTHY), "cloudify_ha_status", opts) == (
+        "\n".join(HEALTHY_TEXT).rstrip())
+
+
+# ---- what the runner's status returns, printed -------------------------------------------------
+class LocalClient:
+    """The master's LocalClient: `answers` maps (minion, function) to what the minion returns;
+    a minion without any answer is down. Records every call."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def cmd(self, targets, fun, arg, kwarg, tgt_type, timeout, full_return):
+        assert (tgt_type, full_return) == ("list", True) and arg == []
+        self.calls.append((fun, tuple(targets), kwarg))
+        return {mid: {"ret": self.answers[mid, fun], "retcode": 0} for mid in targets
+                if (mid, fun) in self.answers}
+
+
+def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeypatch):
+    pillar = example_pillar()
+    plan = pillar_util().plan
+    master_minion = type("MasterMinion", (), {"functions": {
+        "cloudify_ha.plan": lambda pillar, cluster=None: plan(pillar, cluster)}})
+    local = LocalClient({
+        ("cfy-mgr1.example.com", "cloudify_ha.node_state"): "leader",
+        ("cfy-mgr1.example.com", "cloudify_ha.active_node"): {"name": "cfy-mgr1",
+                                                               "host": "10.0.0.11"},
+        ("cfy-mgr1.example.com", "cloudify_ha.cluster_nodes"): [
+            {"name": "cfy-mgr1", "state": "leader"}, {"name": "cfy-old", "state": "offline"}],
+        ("cfy-mgr1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-old"],
+        ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "installed",
+        ("cfy-mgr3.example.com", "cloudify_ha.profile_nodes"): None,
+        ("admin1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-mgr2"]})
+    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: (pillar, master_minion))
+    monkeypatch.setattr(RUNNER, "__opts__", {"conf_file": "/etc/salt/master"}, raising=False)
+    monkeypatch.setattr(salt.client, "get_local_client",
+                        lambda conf_file: local if conf_file == "/etc/salt/master" else None)
+    answer = RUNNER.status()
+    assert answer["outputter"] == "cloudify_ha_status"
+    assert OUTPUT.output(answer["data"]).split("\n") == [
+        "cluster prod",
+        "+----------+----------------------+-----------+-------------------------+-----------+",
+        "| node     | minion               | ip        | state                   | local     |",
+        "+----------+----------------------+-----------+-------------------------+-----------+",
+        "| cfy-mgr1 | cfy-mgr1.example.com | 10.0.0.11 | leader                  | leader    |",
+        "| cfy-mgr2 | cfy-mgr2.example.com | 10.0.0.12 | no answer (minion down) | None      |",
+        "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | not joined              | installed |",
+        "+----------+----------------------+-----------+-------------------------+-----------+",
+        "active node:            cfy-mgr1 (10.0.0.11)",
+        "listed, not in pillar:  cfy-old",
+        "in pillar, not listed:  cfy-mgr2, cfy-mgr3",
+        "stale profiles:         admin1.example.com",
+        ""]
+    assert [fun for fun, _, _ in local.calls] == [
+        "cloudify_ha.node_state", "cloudify_ha.active_node", "cloudify_ha.cluster_nodes",
+        "cloudify_ha.profile_nodes", "cloudify_ha.profile_nodes"]
+
+
+def test_the_runners_status_of_an_invalid_pillar_prints_its_errors(monkeypatch):
+    pillar = example_pillar()
+    del pillar["clusters"]["prod"]["managers"]
+    errors = pillar_util().plan(pillar)["errors"]
+    assert errors
+    master_minion = type("MasterMinion", (), {"functions": {
+        "cloudify_ha.plan": lambda pillar, cluster=None: pillar_util().plan(pillar, cluster)}})
+    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: (pillar, master_minion))
+    answer = RUNNER.status()
+    assert answer == {"outputter": "cloudify_ha_status", "data": {"errors": errors}}
+    assert OUTPUT.output(answer["data"]).split("\n") == (
+        ["the cloudify_ha pillar is invalid:"] + [f"- {e}" for e in errors])
+
+
+def test_a_cluster_named_errors_is_a_cluster_not_the_error_form():
+    # `errors` is a valid cluster name: the error form is told apart by its list
+    text = OUTPUT.output({"errors": copy.deepcopy(HEALTHY["prod"])}).split("\n")
+    assert text == ["cluster errors"] + HEALTHY_TEXT[1:]
