@@ -146,7 +146,8 @@ def start(config, pidfile, reload=False):
     """
     Start HAProxy as a daemon with a pid file; with ``reload=True`` and HAProxy running, a soft
     reload: the new process takes the listeners and the old ones finish their established
-    connections (``-sf``). The configuration is checked first. Returns the new pids.
+    connections (``-sf``). Without it, refused while HAProxy runs. The configuration is checked
+    first. Returns the new pids.
 
     CLI Example:
 
@@ -156,6 +157,10 @@ def start(config, pidfile, reload=False):
     """
     check_config(config)
     old = pids(pidfile)
+    if old and not reload:
+        # a second daemon would take over the pid file and leave the first one untracked
+        raise CommandExecutionError(f"HAProxy already runs (pid {', '.join(map(str, old))} in "
+                                    f"{pidfile}): reload=True hands over to a new process")
     argv = [_binary(), "-D", "-f", config, "-p", pidfile]
     if reload and old:
         argv += ["-sf"] + [str(p) for p in old]

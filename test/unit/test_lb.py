@@ -248,14 +248,15 @@ def test_start_with_reload_hands_over_from_the_live_processes_with_sf(files):
     assert host.procs[old1]["stopping"] and host.procs[old2]["stopping"]
 
 
-def test_start_without_reload_never_hands_over(files):
+def test_start_without_reload_while_haproxy_runs_is_refused_and_starts_nothing(files):
+    # a second daemon would take the pid file and leave the first one running, untracked
     host = Host()
     config, pidfile = files
     old = host.spawn(config=CONFIG_V1)
     write_pidfile(pidfile, old)
-    assert call(host, "start", config, pidfile) == [2002]
-    assert host.starts == [[HAPROXY, "-D", "-f", config, "-p", pidfile]]
-    assert host.procs[old]["stopping"] is False  # still runs, no longer in the pid file
+    with pytest.raises(CommandExecutionError, match=rf"HAProxy already runs \(pid {old} in "):
+        call(host, "start", config, pidfile)
+    assert host.starts == [] and host.procs[old]["stopping"] is False
 
 
 def test_start_with_a_rejected_configuration_runs_no_daemon(files, tmp_path):
