@@ -4,8 +4,16 @@
 
 import base64
 import hashlib
+import http.server
 import os
 import re
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
 
 from render_setup import LB, LEADER, args_of, functions_of, problems_of
 
@@ -173,3 +181,81 @@ def test_haproxy_serves_https_with_the_certificate_the_sls_writes(minion):
         "name": "/etc/cloudify_ha/prod/haproxy.pem",
         "contents_pillar": "cloudify_ha:clusters:prod:loadbalancer:ssl_cert", "mode": "0600",
         "require_in": [{"file": "cloudify_ha-loadbalancer-config"}]}
+
+
+# ---- the rendered configuration in a real HAProxy ----------------------------------------------
+class _Backend(http.server.BaseHTTPRequestHandler):
+    """A manager's REST API as the health check and a user see it: 200 on the active node(s),
+    400 on a replica; every answer names the server."""
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        code = 200 if self.server.active else 400
+        body = self.server.name.encode()
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("actives", [("cfy-mgr2",), ("cfy-mgr2", "cfy-mgr3")],
+                         ids=["one active node", "two answer as active (a partition)"])
+def test_haproxy_sends_every_request_to_one_node_even_when_two_answer_as_active(
+        minion, tmp_path, actives):
+    """The formula's haproxy.cfg in a real HAProxy, its managers on 127.0.0.1 (only the
+    addresses, the socket path and the check interval are changed for the test): traffic goes to
+    one server only, also when two nodes answer 200 at once (4.6's active minority mode)."""
+    _, cfg = haproxy_cfg(minion)
+    servers = {}
+    for n, ip in ((1, "10.0.0.11"), (2, "10.0.0.12"), (3, "10.0.0.13")):
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Backend)
+        httpd.name, httpd.active = f"cfy-mgr{n}", f"cfy-mgr{n}" in actives
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers[httpd.name] = httpd
+        cfg = cfg.replace(f" {ip}:80 check", f" 127.0.0.1:{httpd.server_address[1]} check")
+    port = _free_port()
+    cfg = (cfg.replace("bind 0.0.0.0:80", f"bind 127.0.0.1:{port}")
+           .replace("/run/haproxy/admin.sock", str(tmp_path / "admin.sock"))
+           .replace("inter 2s fall 2 rise 2", "inter 100ms fall 2 rise 1"))
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    proc = subprocess.Popen(["haproxy", "-db", "-f", str(tmp_path / "haproxy.cfg")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.connect(str(tmp_path / "admin.sock"))
+                    s.sendall(b"show stat\n")
+                    stat = b"".join(iter(lambda: s.recv(65536), b"")).decode()
+            except OSError:  # not listening yet
+                return None
+            # servers start UP: a replica is "UP 1/2" after its first failed check, still
+            # taking traffic, and out only once DOWN
+            return {f[1]: f[17] for f in (line.split(",") for line in stat.splitlines())
+                    if f[0] == "cloudify_prod" and f[1].startswith("cfy-mgr")}
+
+        want = {name: "UP" if name in actives else "DOWN" for name in servers}
+        deadline = time.monotonic() + 20
+        while up() != want:  # bounded poll: the checks settle every server's state
+            assert time.monotonic() < deadline, (up(), proc.poll())
+            time.sleep(0.1)
+        answers = set()
+        for _ in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v3.1/blueprints",
+                                        timeout=5) as resp:
+                answers.add(resp.read().decode())
+        assert answers == {actives[0]}
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        for httpd in servers.values():
+            httpd.shutdown()
+            httpd.server_close()
