@@ -898,10 +898,14 @@ def orch_facts(expected):
         salt -L cfy-mgr1,cfy-mgr2 cloudify_ha.orch_facts '{"modules/cloudify_ha.py": "sha256:..."}'
     """
     util = _pillar_util()
+    # this minion's own check of its pillar, with the secrets of its roles: the master holds none
+    # of them and refuses the whole run while any minion reports an error. The pillar as the
+    # master renders it NOW (pillar.items asks for a fresh one; the SLS of the run get that one),
+    # not the copy this minion loaded at its last refresh; unmasked (3008 masks it by default,
+    # 3006 takes the keyword and has nothing to unmask)
+    fresh = __salt__["pillar.items"](unmask=True)
     out = {"modules_current": modules_current(expected), "node": None,
-           # this minion's own check of its pillar, with the secrets of its roles: the master
-           # holds none of them and refuses the whole run while any minion reports an error
-           "pillar_errors": util.validate(util.plain(_pillar("cloudify_ha", {}) or {}),
+           "pillar_errors": util.validate(util.plain((fresh or {}).get("cloudify_ha") or {}),
                                           __opts__["id"])[0]}
     try:
         settings, manager = _settings()

@@ -2,6 +2,7 @@
 and pillar, the host's files under tmp_path, and the REST client's `request` replaced by a fake.
 """
 
+import copy
 import hashlib
 import os
 import re
@@ -77,10 +78,12 @@ def masked(value):
 
 
 @pytest.fixture
-def salt():
-    # no pillar.get: it masks its answer on 3008 (outside templates) and has no unmask before
+def salt(pillar):
+    # no pillar.get: it masks its answer on 3008 (outside templates) and has no unmask before;
+    # pillar.items is a fresh pillar from the master (the same pillar here)
     return {"pkg.version": MagicMock(return_value="4.6.0-ga"),
-            "cmd.run_all": MagicMock(return_value=done())}
+            "cmd.run_all": MagicMock(return_value=done()),
+            "pillar.items": MagicMock(side_effect=lambda unmask=None: {"cloudify_ha": pillar})}
 
 
 @pytest.fixture
@@ -835,12 +838,17 @@ def test_orch_facts_of_a_host_that_is_not_a_manager(extmods, configure_loader_mo
     assert fake.calls == []
 
 
-def test_orch_facts_report_the_secrets_this_minions_role_lacks(extmods, pillar, managers):
+def test_orch_facts_report_the_secrets_this_minions_role_lacks(extmods, pillar, managers, salt):
     """A manager without the postgres password says so; the master, which holds no secret,
-    refuses the whole run with it (test_orch_builder.py)."""
-    del pillar["clusters"]["prod"]["database"]["postgres_password"]
+    refuses the whole run with it (test_orch_builder.py). It checks the pillar the master
+    renders now, unmasked, not the copy the minion loaded earlier."""
+    fresh = copy.deepcopy(pillar)
+    del fresh["clusters"]["prod"]["database"]["postgres_password"]
+    salt["pillar.items"] = MagicMock(return_value={"cloudify_ha": fresh})
     managers({})
-    assert MODULE.orch_facts(extmods)["pillar_errors"] == [
+    facts = MODULE.orch_facts(extmods)
+    salt["pillar.items"].assert_called_once_with(unmask=True)
+    assert facts["pillar_errors"] == [
         "cloudify_ha:clusters:prod:database:postgres_password: required secret is missing; set "
         "it in this minion's pillar (ideally from an encrypted source such as GPG pillar)"]
 
