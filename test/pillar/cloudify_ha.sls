@@ -2,9 +2,11 @@
 # into the first pillar root by test/conftest.py: addresses, certificates, passwords).
 {%- import_yaml "lab.yaml" as lab %}
 {#- each host gets only the secrets its role uses (cloudify_ha_pillar.ROLE_SECRETS): the
-    managers all, the load balancer and the CLI host the admin password, the master none #}
-{%- set manager = grains["id"] in lab.managers | map(attribute="name") | list %}
-{%- set admin_user = manager or grains["id"] == "cli" %}
+    managers all, the CLI host the admin password, every other host (the lb, which is a load
+    balancer only in the tests that shadow this file, and the master's own minion) none #}
+{%- set minion = grains.get("id") %}
+{%- set manager = minion in lab.managers | map(attribute="name") | list %}
+{%- set admin_user = manager or minion == "cli" %}
 cloudify_ha:
   # the reactor's automatic rejoins run only in the tests about them (they shadow this file)
   reactor:
