@@ -88,8 +88,7 @@ def minions_without_modules(minion_ids):
     return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
 
 
-def orch_steps(kind, plan, answers=None, new_hosts=(), node=None, cluster=None,
-               tplroot="cloudify_ha"):
+def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha"):
     """
     The steps (high data) of one of the formula's orchestrations, built as data from the plan
     and the minions' answers the orchestration gathered (``_utils/cloudify_ha_orch.py``):
@@ -105,7 +104,7 @@ def orch_steps(kind, plan, answers=None, new_hosts=(), node=None, cluster=None,
     builder = _builder()
     answers = answers or {}
     if kind == "orch":
-        return builder.orch_steps(plan, answers, new_hosts, tplroot)
+        return builder.orch_steps(plan, answers, tplroot)
     if kind == "rejoin":
         return builder.rejoin_steps(plan, node, answers, tplroot)
     if kind == "retire":

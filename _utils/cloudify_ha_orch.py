@@ -90,7 +90,7 @@ def pillar_errors(plan, answers):
     return list(found.items())
 
 
-def orch_steps(plan, answers, new_hosts=(), tplroot="cloudify_ha"):
+def orch_steps(plan, answers, tplroot="cloudify_ha"):
     """The high data of ``cloudify_ha.orch``: validate, sync, per cluster the CLI package, the
     followers' preparation, the leader, each follower one at a time, the profiles and the load
     balancer, each step requiring the one before it in its cluster."""
@@ -101,8 +101,8 @@ def orch_steps(plan, answers, new_hosts=(), tplroot="cloudify_ha"):
     text = "\n".join([f"the cloudify_ha pillar is valid: {len(plan['clusters'])} cluster(s) to "
                       "build"] + [f"warning: {w}" for w in plan["warnings"]]) + "\n"
     high = {"cloudify_ha-orch-validate": _step("test.succeed_without_changes", name=text)}
+    # a new host (pinged, not asked orch_facts) answered True: up, and its modules are stale
     alive, stale, hints = read_answers(plan, answers)
-    del new_hosts  # pinged, not asked: their answer says up, and their modules are stale
     reported = pillar_errors(plan, answers)
     if reported:
         text = "\n".join(["the cloudify_ha pillar of some minions is invalid; nothing was "

@@ -382,13 +382,13 @@ def _validate_managers(errors, warnings, where, settings, seen):
             elif key == "minion_id" and isinstance(value, (list, dict)):
                 errors.append(f"{mwhere}:minion_id: must be one minion id, not a "
                               f"{type(value).__name__}")
-            elif key == "name" and not (isinstance(value, str) and NAME_RE.fullmatch(value)):
-                errors.append(f"{mwhere}:name: {q(value)} is not a valid node name (ASCII "
-                              "letters, digits, '.', '_' or '-', at most 63)")
-            elif key != "name" and _check(errors, mwhere, key, value,
-                                          "minion_id" if key == "minion_id" else "ipv4"):
-                valid[key] = value
             elif key == "name":
+                if isinstance(value, str) and NAME_RE.fullmatch(value):
+                    valid[key] = value
+                else:
+                    errors.append(f"{mwhere}:name: {q(value)} is not a valid node name (ASCII "
+                                  "letters, digits, '.', '_' or '-', at most 63)")
+            elif _check(errors, mwhere, key, value, "minion_id" if key == "minion_id" else "ipv4"):
                 valid[key] = value
         for key in ("minion_id", "name", "private_ip"):
             value = valid.get(key)
@@ -574,12 +574,13 @@ def _validate_loadbalancer(errors, where, settings, needed):
                       "/etc/haproxy/haproxy.cfg)")
 
 
-def plan(pillar, only=None):
+def plan(pillar, only=None, minion_id=None):
     """{"errors", "warnings", "clusters": {name: settings}} for the orchestration.
 
     only: build only this cluster (the orchestration's pillar 'cluster' key).
+    minion_id: validate as that minion (see validate).
     """
-    errors, warnings = validate(pillar)
+    errors, warnings = validate(pillar, minion_id)
     clusters = {}
     raw = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
     if only is not None and isinstance(raw, dict) and (not isinstance(only, str)
@@ -619,14 +620,15 @@ def for_minion(pillar, minion_id, lookup_defaults=None):
     pillar is valid, the minion's roles (``me``: the cluster it manages, as ``public`` settings,
     and the clusters it is a CLI host or a load balancer of) and those clusters' public
     settings (``clusters``). Never a secret: the states' modules read those themselves."""
-    errors, warnings = validate(pillar, minion_id)
+    built = plan(pillar, minion_id=minion_id)
+    errors, warnings = built["errors"], built["warnings"]
     lookup_ = merge(lookup_defaults or {}, (pillar or {}).get("lookup") or {}
                     if isinstance(pillar, dict) and isinstance(pillar.get("lookup"), dict) else {})
     me = {"cluster": None, "cluster_name": None, "manager": None, "cli_of": [], "lb_of": []}
     out = {"errors": errors, "warnings": warnings, "lookup": lookup_, "me": me, "clusters": {}}
     if errors:
         return out
-    for cname, settings in plan(pillar)["clusters"].items():
+    for cname, settings in built["clusters"].items():
         mine = False
         for manager in settings["managers"]:
             if manager["minion_id"] == minion_id:

@@ -55,4 +55,4 @@ def run():
             answers.update(__salt__["saltutil.cmd"](  # noqa: F821
                 tgt=new_hosts, tgt_type="list", fun="test.ping", timeout=timeout))
     return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
-        "orch", plan, answers=answers, new_hosts=new_hosts, tplroot=tplroot)
+        "orch", plan, answers=answers, tplroot=tplroot)

@@ -96,7 +96,7 @@ def test_orch_table(case, kwargs, check):
 def test_a_new_minion_answers_a_ping_and_is_synced():
     raw = answers()
     raw[MGR3] = {"ret": True, "retcode": 0}  # test.ping's answer: no facts
-    high = O.orch_steps(plan_of(), raw, new_hosts=[MGR3])
+    high = O.orch_steps(plan_of(), raw)
     assert args(high, "cloudify_ha-orch-sync")["tgt"] == [MGR3]
     assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr3")["tgt"] == MGR3
 
