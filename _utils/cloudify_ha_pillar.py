@@ -255,7 +255,10 @@ def _check(errors, where, key, value, kind):
     check, what = KINDS[kind]
     if check(value):
         return True
-    errors.append(f"{where}:{key}: {q(value)} {what}")
+    # a PEM value may be a private key: the message (which reaches the orchestration's output
+    # and the job cache) never shows it
+    shown = "the value" if kind == "pem" else q(value)
+    errors.append(f"{where}:{key}: {shown} {what}")
     return False
 
 

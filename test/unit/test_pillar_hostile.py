@@ -156,6 +156,15 @@ def test_plausible_but_harmful_values_are_refused(path, value, fragment):
     assert len(errors) == 1 and fragment in errors[0], errors
 
 
+@pytest.mark.parametrize("path", ["database:ca_key", "database:client_key",
+                                  "loadbalancer:ssl_cert"])
+def test_a_key_that_is_not_pem_is_refused_without_showing_it(path):
+    key = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-the-secret-key-material"
+    errors, _ = P.validate(with_value(("clusters", "prod", *path.split(":")), key))
+    assert errors == [f"{CLUSTER}:{path}: the value is not PEM text (-----BEGIN ...----- ... "
+                      "-----END ...-----)"]
+
+
 def test_an_unquoted_yaml_version_is_refused_not_rounded():
     # `version: 4.10` in YAML is the float 4.1: it must be quoted
     errors, _ = P.validate(with_value(("clusters", "prod", "installer", "version"), 4.10))
