@@ -7,6 +7,12 @@ something is missing, then asks again and reports a change only when the answer 
 ``test=True`` reports the would-be change and runs nothing that mutates. Errors are
 ``result: False`` with a comment that says what was found and what to do, and no changes.
 
+How a state is written here: a pure decision ``_decide_<state>(facts)``, a function of what was
+read that returns a verdict (``_ok``, ``_refuse``, ``_would_be``, ``_act``, or ``_need(fact)`` for
+a fact it has not been given yet: table-tested in test/unit/test_states.py), the readers of
+those facts (``_READ_<STATE>``), and the act with its one named re-check. ``_converge`` drives
+them and is the one place an error becomes a failed state.
+
 .. code-block:: yaml
 
     mgr2:
@@ -17,6 +23,7 @@ something is missing, then asks again and reports a change only when the answer 
 
 import logging
 import time
+from typing import NamedTuple
 
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
@@ -25,6 +32,7 @@ log = logging.getLogger(__name__)
 __virtualname__ = "cloudify_ha"
 
 ERRORS = (CommandExecutionError, SaltInvocationError)
+CLUSTER_PORTS = "8300/tcp, 8301/tcp+udp, 8500/tcp, 22000/tcp"
 
 
 def __virtual__():
@@ -34,17 +42,75 @@ def __virtual__():
                    "modules (saltutil.sync_all)")
 
 
-def _ret(name):
-    return {"name": name, "changes": {}, "result": False, "comment": ""}
+# ---- verdicts and the driver ----------------------------------------------------------------
+class Verdict(NamedTuple):
+    """What a decision says: ``kind`` is need / ok / refuse / would / act; ``text`` the comment
+    (for ``need``: the fact to read; for ``act``: the comment under test=True); ``done`` the
+    comment once an act worked."""
+    kind: str
+    text: str
+    changes: dict = None
+    done: str = ""
 
 
-def _fail(ret, comment):
-    ret.update(result=False, changes={}, comment=comment)
-    return ret
+def _need(fact):
+    return Verdict("need", fact)
 
 
-def _would(ret, changes, comment):
-    ret.update(result=None, changes=changes, comment=comment)
+def _ok(comment):
+    return Verdict("ok", comment)
+
+
+def _refuse(comment):
+    return Verdict("refuse", comment)
+
+
+def _would_be(changes, comment):
+    """Only under test=True: the change an earlier step makes possible."""
+    return Verdict("would", comment, changes)
+
+
+def _act(changes, would, done):
+    return Verdict("act", would, changes, done)
+
+
+def _decided(facts, decide, readers):
+    """Decide, reading each fact the decision asks for, until it says something else. A state
+    that was given an active-node hint decides again on a poll of every manager before it acts."""
+    given = dict(facts)
+    while True:
+        verdict = decide(facts)
+        if verdict.kind == "need":
+            facts.update(readers[verdict.text](facts))
+        elif verdict.kind == "act" and not facts["test"] and facts.get("active_hint"):
+            facts.clear()
+            facts.update(given, active_hint=None)
+        else:
+            return verdict
+
+
+def _converge(name, facts, decide, readers, act=None, label=None):
+    """A state's return: decide (``_decided``), then act and re-check (``act(facts)`` returns
+    None, or the failure's comment). Every error of the execution module ends here, as a failed
+    state that names ``label`` (the node) and changes nothing it reports."""
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    facts = dict(facts, name=name, test=bool(__opts__["test"]))
+    try:
+        verdict = _decided(facts, decide, readers)
+        if verdict.kind == "ok":
+            ret.update(result=True, comment=verdict.text)
+        elif verdict.kind == "refuse":
+            ret.update(comment=verdict.text)
+        elif verdict.kind == "would" or facts["test"]:
+            ret.update(result=None, changes=verdict.changes, comment=verdict.text)
+        else:
+            failure = act(facts)
+            if failure:
+                ret.update(comment=failure)
+            else:
+                ret.update(result=True, changes=verdict.changes, comment=verdict.done)
+    except ERRORS as exc:
+        ret.update(result=False, changes={}, comment=f"{label or name}: {exc}")
     return ret
 
 
@@ -58,6 +124,7 @@ def _wait_for(predicate, timeout, interval=1.0):
         time.sleep(interval)
 
 
+# ---- what the states read -------------------------------------------------------------------
 def _node_state(cluster, fresh=False):
     """The node's state; with test=True a host without the installer package is forecast as
     if the installer SLS (an earlier step) had installed it.
@@ -88,7 +155,7 @@ def _active_and_nodes(cluster, active_hint=None, required=True):
     not_cluster_master), and it lists itself as the master: such an answer proves the hint
     and saves polling every manager for /status. Any other answer falls back to the poll, which
     also detects a split brain. States that are about to change something check again without
-    the hint."""
+    the hint (``_decided``)."""
     mod = __salt__
     if active_hint:
         try:
@@ -107,9 +174,41 @@ def _active_and_nodes(cluster, active_hint=None, required=True):
     return active, mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
 
 
-def _pkg_missing(ret, name):
-    return _fail(ret, f"{name}: the cloudify-manager-install package is not installed on this "
-                      "host; apply the cloudify_ha.installer SLS first")
+def _read_local(facts):
+    return {"local": _node_state(facts["cluster"])}
+
+
+def _read_running(facts):
+    """The cluster's active node if one answers (a host about to install or start a cluster)."""
+    return {"running": __salt__["cloudify_ha.active_node"](cluster=facts["cluster"],
+                                                           required=False)}
+
+
+def _read_cluster(required):
+    """A reader of the active node and its member list; ``required(facts)``: whether no active
+    node is an error."""
+    def read(facts):
+        active, nodes = _active_and_nodes(facts["cluster"], facts.get("active_hint"),
+                                          required=required(facts))
+        return {"active": active, "nodes": nodes}
+    return read
+
+
+def _is_online(cluster, active, name):
+    try:
+        nodes = __salt__["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
+    except ERRORS:
+        return False
+    return any(n["name"] == name and n["online"] for n in nodes)
+
+
+def _member(nodes, name):
+    return next((n for n in nodes or [] if n["name"] == name), None)
+
+
+def _pkg_missing(name):
+    return _refuse(f"{name}: the cloudify-manager-install package is not installed on this host; "
+                   "apply the cloudify_ha.installer SLS first")
 
 
 # ---- refused --------------------------------------------------------------------------------
@@ -145,50 +244,61 @@ def manager_installed(name, cluster=None, allow_database_reset=False):
     allow_database_reset
         Let the install drop an external database that holds Cloudify data.
     """
-    ret = _ret(name)
-    try:
-        state = _node_state(cluster)
-        if state == "absent":
-            return _pkg_missing(ret, name)
-        if state != "package_installed":
-            ret.update(result=True, comment=f"{name} is already installed (node state: {state}); "
-                                            "an install is never re-run")
-            return ret
-        running = __salt__["cloudify_ha.active_node"](cluster=cluster, required=False)
-        if running:
-            ret.update(result=True, comment=(
-                f"{name}: not installed here, but the cluster already runs (active node "
-                f"{running['host']}): this host joins it (cloudify_ha.joined) instead of a "
-                "non-join install, which would drop the cluster's database"))
-            return ret
-        data = __salt__["cloudify_ha.database_holds_data"](cluster=cluster)
-        if data["holds_data"] and not allow_database_reset:
-            rows = ", ".join(f"{n} {t}" for t, n in sorted(data["rows"].items())) or "no row count"
-            held = ", ".join(f"{db} with {n} tables" for db, n in sorted(data["data"].items()) if n)
-            return _fail(ret, (
-                f"{name}: refusing to install: the external database {data['host']} already "
-                f"holds Cloudify data ({held}; {data['name']}: {rows}). A non-join install runs "
-                f"DROP DATABASE on {data['name']}, stage and composer and the cluster's data "
-                "would be lost. If a cluster still uses this database, this host should join it "
-                "(check the pillar's leader and whether another manager is the active node). If "
-                "the data is disposable, set allow_database_reset: True in the cluster's pillar "
-                "for one run."))
-        change = {"installed": {"old": state, "new": "installed"}}
-        if data["holds_data"]:
-            change["database_reset"] = {"old": data["databases"], "new": "dropped and recreated"}
-        if __opts__["test"]:
-            return _would(ret, change, f"{name} would be installed as the first manager on "
-                                       f"{data['host']} (non-join install)")
-        __salt__["cloudify_ha.install"](cluster=cluster)
-        after = _node_state(cluster, fresh=True)
-        if after != "installed" or not __salt__["cloudify_ha.local_api_ok"](cluster=cluster):
-            return _fail(ret, f"{name}: cfy_manager install returned 0 but the host is not a "
-                              f"working manager (node state: {after}); see "
-                              "/var/log/cloudify/manager/cfy_manager.log")
-        ret.update(result=True, changes=change, comment=f"{name} installed on {data['host']}")
-    except ERRORS as exc:
-        return _fail(ret, f"{name}: {exc}")
-    return ret
+    return _converge(name, {"cluster": cluster, "allow_database_reset": allow_database_reset},
+                     _decide_install, _READ_INSTALL, _install)
+
+
+def _decide_install(f):
+    name = f["name"]
+    if "local" not in f:
+        return _need("local")
+    if f["local"] == "absent":
+        return _pkg_missing(name)
+    if f["local"] != "package_installed":
+        return _ok(f"{name} is already installed (node state: {f['local']}); an install is never "
+                   "re-run")
+    if "running" not in f:
+        return _need("running")
+    if f["running"]:
+        return _ok(f"{name}: not installed here, but the cluster already runs (active node "
+                   f"{f['running']['host']}): this host joins it (cloudify_ha.joined) instead of "
+                   "a non-join install, which would drop the cluster's database")
+    if "database" not in f:
+        return _need("database")
+    data = f["database"]
+    if data["holds_data"] and not f["allow_database_reset"]:
+        rows = ", ".join(f"{n} {t}" for t, n in sorted(data["rows"].items())) or "no row count"
+        held = ", ".join(f"{db} with {n} tables" for db, n in sorted(data["data"].items()) if n)
+        return _refuse(
+            f"{name}: refusing to install: the external database {data['host']} already holds "
+            f"Cloudify data ({held}; {data['name']}: {rows}). A non-join install runs DROP "
+            f"DATABASE on {data['name']}, stage and composer and the cluster's data would be "
+            "lost. If a cluster still uses this database, this host should join it (check the "
+            "pillar's leader and whether another manager is the active node). If the data is "
+            "disposable, set allow_database_reset: True in the cluster's pillar for one run.")
+    changes = {"installed": {"old": f["local"], "new": "installed"}}
+    if data["holds_data"]:
+        changes["database_reset"] = {"old": data["databases"], "new": "dropped and recreated"}
+    return _act(changes, f"{name} would be installed as the first manager on {data['host']} "
+                         "(non-join install)", f"{name} installed on {data['host']}")
+
+
+_READ_INSTALL = {
+    "local": _read_local,
+    "running": _read_running,
+    "database": lambda f: {"database": __salt__["cloudify_ha.database_holds_data"](
+        cluster=f["cluster"])},
+}
+
+
+def _install(f):
+    """The non-join install, then the re-check: an installed host whose REST API answers."""
+    __salt__["cloudify_ha.install"](cluster=f["cluster"])
+    after = _node_state(f["cluster"], fresh=True)
+    if after != "installed" or not __salt__["cloudify_ha.local_api_ok"](cluster=f["cluster"]):
+        return (f"{f['name']}: cfy_manager install returned 0 but the host is not a working "
+                f"manager (node state: {after}); see /var/log/cloudify/manager/cfy_manager.log")
+    return None
 
 
 # ---- cluster_started ------------------------------------------------------------------------
@@ -202,41 +312,48 @@ def cluster_started(name, host_ip, cluster=None):
     host_ip
         The node's cluster address (``--cluster-host-ip``); never the ``localhost`` default.
     """
-    ret = _ret(name)
-    try:
-        state = _node_state(cluster)
-        if state in ("leader", "replica"):
-            ret.update(result=True, comment=f"{name} is already part of a cluster ({state})")
-            return ret
-        if state == "package_installed":
-            running = __salt__["cloudify_ha.active_node"](cluster=cluster, required=False)
-            if running:
-                ret.update(result=True, comment=(
-                    f"{name}: the cluster already runs (active node {running['host']}); this "
-                    "host joins it (cloudify_ha.joined)"))
-                return ret
-            if __opts__["test"]:
-                return _would(ret, {"cluster": {"old": None, "new": {"node_name": name,
-                                                                     "host_ip": host_ip}}},
-                              f"the cluster would be started on {name} ({host_ip}) once it is "
-                              "installed")
-        if state != "installed":
-            return _fail(ret, f"{name}: cannot start a cluster on a host in state '{state}': "
-                              "it must be an installed, standalone manager (apply "
-                              "cloudify_ha.manager first)")
-        change = {"cluster": {"old": "standalone", "new": {"node_name": name, "host_ip": host_ip}}}
-        if __opts__["test"]:
-            return _would(ret, change, f"the cluster would be started on {name} ({host_ip})")
-        __salt__["cloudify_ha.start_cluster"](name, host_ip, cluster=cluster)
-        started = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
-        after = _node_state(cluster, fresh=True)
-        if not started.get("initialized") or after != "leader":
-            return _fail(ret, f"{name}: cfy cluster start returned 0 but the cluster is not "
-                              f"initialized (node state: {after})")
-        ret.update(result=True, changes=change, comment=f"cluster started on {name} ({host_ip})")
-    except ERRORS as exc:
-        return _fail(ret, f"{name}: {exc}")
-    return ret
+    return _converge(name, {"host_ip": host_ip, "cluster": cluster}, _decide_start,
+                     _READ_START, _start)
+
+
+def _decide_start(f):
+    name, host_ip, local = f["name"], f["host_ip"], f.get("local")
+    if local is None:
+        return _need("local")
+    if local in ("leader", "replica"):
+        return _ok(f"{name} is already part of a cluster ({local})")
+    if local == "package_installed":
+        if "running" not in f:
+            return _need("running")
+        if f["running"]:
+            return _ok(f"{name}: the cluster already runs (active node {f['running']['host']}); "
+                       "this host joins it (cloudify_ha.joined)")
+        if f["test"]:
+            return _would_be({"cluster": {"old": None, "new": {"node_name": name,
+                                                               "host_ip": host_ip}}},
+                             f"the cluster would be started on {name} ({host_ip}) once it is "
+                             "installed")
+    if local != "installed":
+        return _refuse(f"{name}: cannot start a cluster on a host in state '{local}': it must be "
+                       "an installed, standalone manager (apply cloudify_ha.manager first)")
+    return _act({"cluster": {"old": "standalone", "new": {"node_name": name, "host_ip": host_ip}}},
+                f"the cluster would be started on {name} ({host_ip})",
+                f"cluster started on {name} ({host_ip})")
+
+
+_READ_START = {"local": _read_local, "running": _read_running}
+
+
+def _start(f):
+    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader."""
+    name, host_ip, cluster = f["name"], f["host_ip"], f["cluster"]
+    __salt__["cloudify_ha.start_cluster"](name, host_ip, cluster=cluster)
+    started = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
+    after = _node_state(cluster, fresh=True)
+    if not started.get("initialized") or after != "leader":
+        return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized (node "
+                f"state: {after})")
+    return None
 
 
 # ---- joined ---------------------------------------------------------------------------------
@@ -271,122 +388,143 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
         the active node answers; when it does not, every manager is polled as without it. A
         join is decided on a poll of every manager, never on the hint alone.
     """
-    ret = _ret(name)
-    try:
-        return _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs,
-                       active_hint)
-    except ERRORS as exc:
-        return _fail(ret, f"{name}: {exc}")
+    return _converge(name, {"host_ip": host_ip, "cluster": cluster,
+                            "replace_stale": replace_stale, "wait": wait,
+                            "if_cluster_runs": if_cluster_runs, "active_hint": active_hint},
+                     _decide_join, _READ_JOIN, _join)
 
 
-def _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs=False,
-            active_hint=None):
+def _decide_join(f):
     # pylint: disable=too-many-return-statements,too-many-branches
-    mod = __salt__
-    local = _node_state(cluster)
+    name, host_ip, local = f["name"], f["host_ip"], f.get("local")
+    if local is None:
+        return _need("local")
     if local == "absent":
-        return _pkg_missing(ret, name)
-    if local == "down":  # a rebooted member: its services may still be starting
-        local = _wait_for(lambda: (lambda st: st if st != "down" else None)(
-            _node_state(cluster, fresh=True)), wait, 1.0) or "down"
+        return _pkg_missing(name)
     if local == "down":
-        return _fail(ret, f"{name}: this manager is installed and clustered but its REST service "
-                          "does not answer; a rebooted member's services come back by themselves: "
-                          "check them (systemctl status 'cloudify-*') and re-run")
-    active, nodes = _active_and_nodes(cluster, active_hint,
-                                      required=not (__opts__["test"] or if_cluster_runs))
-    if active is None and if_cluster_runs:
-        ret.update(result=True, comment=f"{name}: no manager answers as the cluster's active "
-                                        "node: the cluster has not been started; nothing to do")
-        return ret
+        return _refuse(f"{name}: this manager is installed and clustered but its REST service "
+                       "does not answer; a rebooted member's services come back by themselves: "
+                       "check them (systemctl status 'cloudify-*') and re-run")
+    if "nodes" not in f:
+        return _need("cluster")
+    active, nodes = f["active"], f["nodes"]
+    if active is None and f["if_cluster_runs"]:
+        return _ok(f"{name}: no manager answers as the cluster's active node: the cluster has "
+                   "not been started; nothing to do")
     if active is None:  # test=True before the cluster exists: an earlier step would start it
-        return _would(ret, {"joined": {"old": None, "new": "the cluster's active node"}},
-                      f"{name} would join the cluster once it is started (no manager answers yet)")
-    me = next((n for n in nodes if n["name"] == name), None)
+        return _would_be({"joined": {"old": None, "new": "the cluster's active node"}},
+                         f"{name} would join the cluster once it is started (no manager answers "
+                         "yet)")
+    me = _member(nodes, name)
     same_ip = next((n for n in nodes if n["host_ip"] == host_ip and n["name"] != name), None)
     if me and me["host_ip"] != host_ip:
-        return _fail(ret, f"{name}: the cluster lists {name} at {me['host_ip']}, the pillar says "
-                          f"{host_ip}; fix the pillar, or retire the old node "
-                          "(cloudify_ha.orch.retire) before joining this host")
+        return _refuse(f"{name}: the cluster lists {name} at {me['host_ip']}, the pillar says "
+                       f"{host_ip}; fix the pillar, or retire the old node "
+                       "(cloudify_ha.orch.retire) before joining this host")
     if same_ip:
-        return _fail(ret, f"{name}: address {host_ip} belongs to member {same_ip['name']} "
-                          f"({same_ip['state']}); retire it first or fix the pillar")
+        return _refuse(f"{name}: address {host_ip} belongs to member {same_ip['name']} "
+                       f"({same_ip['state']}); retire it first or fix the pillar")
     if me and local in ("leader", "replica"):
         # a member that just came back (a reboot) is offline until its heartbeats resume
-        if me["online"] or _wait_for(lambda: _is_online(mod, active, name, cluster), wait, 1.0):
-            ret.update(result=True, comment=f"{name} is a member of the cluster ({me['state']}; "
-                                            f"active node {active['host']})")
-            return ret
-        return _fail(ret, f"{name}: a member of the cluster, but offline in the active node's "
-                          f"view ({active['host']}) although its services run: check ports "
-                          "8300/tcp, 8301/tcp+udp, 8500/tcp, 22000/tcp between the managers")
+        if not me["online"] and "came_online" not in f:
+            return _need("came_online")
+        if me["online"] or f["came_online"]:
+            return _ok(f"{name} is a member of the cluster ({me['state']}; active node "
+                       f"{active['host']})")
+        return _refuse(f"{name}: a member of the cluster, but offline in the active node's view "
+                       f"({active['host']}) although its services run: check ports "
+                       f"{CLUSTER_PORTS} between the managers")
     if local == "removed":
-        return _fail(ret, f"{name}: this host was removed from the cluster and can never rejoin "
-                          "as it is: tear it down with 'cfy_manager remove -f' (this deletes its "
-                          "local manager data) and re-run")
+        return _refuse(f"{name}: this host was removed from the cluster and can never rejoin as "
+                       "it is: tear it down with 'cfy_manager remove -f' (this deletes its local "
+                       "manager data) and re-run")
     if local in ("installed", "leader", "replica"):
-        what = ("a standalone manager" if local == "installed"
-                else f"a {local} of another cluster")
-        return _fail(ret, f"{name}: this host already holds {what}; an install-time join needs a "
-                          "host with only the installer package. Tear it down with 'cfy_manager "
-                          "remove -f' (this deletes its local data) if it is disposable")
-    # local == package_installed: a fresh host
-    resources = mod["cloudify_ha.resources"]()
-    if resources:
-        return _fail(ret, f"{name}: this host is not empty ({len(resources)} file(s) under "
-                          f"/opt/manager/resources, e.g. {resources[0]}); only an empty manager "
-                          "can join a cluster. Nothing was changed; move the data away if it is "
-                          "not needed")
+        what = "a standalone manager" if local == "installed" else f"a {local} of another cluster"
+        return _refuse(f"{name}: this host already holds {what}; an install-time join needs a "
+                       "host with only the installer package. Tear it down with 'cfy_manager "
+                       "remove -f' (this deletes its local data) if it is disposable")
+    return _decide_fresh_join(f, active, nodes, me)
+
+
+def _decide_fresh_join(f, active, nodes, me):
+    """The rest of ``_decide_join``, for a fresh host (only the installer package)."""
+    name, host_ip = f["name"], f["host_ip"]
+    if "resources" not in f:
+        return _need("resources")
+    if f["resources"]:
+        return _refuse(f"{name}: this host is not empty ({len(f['resources'])} file(s) under "
+                       f"/opt/manager/resources, e.g. {f['resources'][0]}); only an empty "
+                       "manager can join a cluster. Nothing was changed; move the data away if "
+                       "it is not needed")
+    if "database_ip" not in f:
+        return _need("database_ip")
     # the join's database is the pillar's: no public source says 4.6's node records carry a
     # database_ip (cloudify-4.6.md section 0.3); one that does and differs is refused
-    database_ip = mod["cloudify_ha.database_host"](cluster=cluster)
-    leader_entry = next((n for n in nodes if n["master"]), None)
-    reported = (leader_entry or {}).get("database_ip")
-    if reported and reported != database_ip:
-        return _fail(ret, f"{name}: the active node {active['host']} reports its database at "
-                          f"{reported}, the pillar's database:host is {database_ip}; a cluster "
-                          "has one database. Nothing was changed: fix the pillar, or check "
-                          "which database the cluster really uses")
+    reported = (next((n for n in nodes if n["master"]), None) or {}).get("database_ip")
+    if reported and reported != f["database_ip"]:
+        return _refuse(f"{name}: the active node {active['host']} reports its database at "
+                       f"{reported}, the pillar's database:host is {f['database_ip']}; a cluster "
+                       "has one database. Nothing was changed: fix the pillar, or check which "
+                       "database the cluster really uses")
     changes = {}
     if me and me["online"]:  # a host wiped a moment ago still looks alive for a few seconds
-        if _wait_for(lambda: not _is_online(mod, active, name, cluster), 20, 1.0):
+        if "went_offline" not in f:
+            return _need("went_offline")
+        if f["went_offline"]:
             me = dict(me, online=False, state="offline")
     if me:  # listed, but this host is fresh: a stale entry of a wiped host
         if me["online"]:
-            return _fail(ret, f"{name}: the cluster lists {name} as ONLINE at {host_ip} while this "
-                              "host has no manager installed; two hosts share the name/address?")
-        if not replace_stale:
-            return _fail(ret, f"{name}: the cluster still lists {name} ({host_ip}) as an offline "
-                              "member, but this host has no manager installed (wiped or rebuilt). "
-                              "Set replace_stale: True in the cluster's pillar to remove the stale "
-                              "entry and join, or retire it with cloudify_ha.orch.retire")
+            return _refuse(f"{name}: the cluster lists {name} as ONLINE at {host_ip} while this "
+                           "host has no manager installed; two hosts share the name/address?")
+        if not f["replace_stale"]:
+            return _refuse(f"{name}: the cluster still lists {name} ({host_ip}) as an offline "
+                           "member, but this host has no manager installed (wiped or rebuilt). "
+                           "Set replace_stale: True in the cluster's pillar to remove the stale "
+                           "entry and join, or retire it with cloudify_ha.orch.retire")
         changes["removed_stale"] = {"old": name, "new": None}
     changes["joined"] = {"old": None, "new": {"active_node": active["host"],
-                                              "database": database_ip}}
-    if __opts__["test"]:
-        return _would(ret, changes, f"{name} would join the cluster through the active node "
-                                    f"{active['host']}")
-    if active_hint:  # about to change the cluster: decide on a poll of every manager
-        return _joined(ret, name, host_ip, cluster, replace_stale, wait, if_cluster_runs)
+                                              "database": f["database_ip"]}}
+    return _act(changes, f"{name} would join the cluster through the active node "
+                         f"{active['host']}", f"{name} joined the cluster (active node "
+                                              f"{active['host']})")
+
+
+def _read_local_up(facts):
+    """The node state; a rebooted member (``down``: its services may still be starting) is
+    waited for, ``wait`` seconds at most."""
+    cluster = facts["cluster"]
+    local = _node_state(cluster)
+    if local == "down":
+        local = _wait_for(lambda: (lambda st: st if st != "down" else None)(
+            _node_state(cluster, fresh=True)), facts["wait"], 1.0) or "down"
+    return {"local": local}
+
+
+_READ_JOIN = {
+    "local": _read_local_up,
+    "cluster": _read_cluster(lambda f: not (f["test"] or f["if_cluster_runs"])),
+    "came_online": lambda f: {"came_online": _wait_for(
+        lambda: _is_online(f["cluster"], f["active"], f["name"]), f["wait"], 1.0)},
+    "resources": lambda f: {"resources": __salt__["cloudify_ha.resources"]()},
+    "database_ip": lambda f: {"database_ip": __salt__["cloudify_ha.database_host"](
+        cluster=f["cluster"])},
+    "went_offline": lambda f: {"went_offline": _wait_for(
+        lambda: not _is_online(f["cluster"], f["active"], f["name"]), 20, 1.0)},
+}
+
+
+def _join(f):
+    """The stale entry removed (when decided), the install-time join, then the re-check: this
+    node online in the active node's view."""
+    name, cluster, active = f["name"], f["cluster"], f["active"]
     _forget_node_state(cluster)
-    if me:
-        mod["cloudify_ha.remove_node"](name, active=active["host"], cluster=cluster)
-    mod["cloudify_ha.join"](active["host"], database_ip, cluster=cluster)
-    if not _wait_for(lambda: _is_online(mod, active, name, cluster), wait, 1.0):
-        return _fail(ret, f"{name}: cfy_manager install returned 0 but {name} is not online as a "
-                          f"replica in the active node's view after {wait}s; check ports 8300/tcp, "
-                          "8301/tcp+udp, 8500/tcp, 22000/tcp")
-    ret.update(result=True, changes=changes,
-               comment=f"{name} joined the cluster (active node {active['host']})")
-    return ret
-
-
-def _is_online(mod, active, name, cluster):
-    try:
-        nodes = mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
-    except ERRORS:
-        return False
-    return any(n["name"] == name and n["online"] for n in nodes)
+    if _member(f["nodes"], name):
+        __salt__["cloudify_ha.remove_node"](name, active=active["host"], cluster=cluster)
+    __salt__["cloudify_ha.join"](active["host"], f["database_ip"], cluster=cluster)
+    if not _wait_for(lambda: _is_online(cluster, active, name), f["wait"], 1.0):
+        return (f"{name}: cfy_manager install returned 0 but {name} is not online as a replica "
+                f"in the active node's view after {f['wait']}s; check ports {CLUSTER_PORTS}")
+    return None
 
 
 # ---- profile_updated ------------------------------------------------------------------------
@@ -410,6 +548,11 @@ def _listing(entries):
     return None if entries is None else sorted(f"{e['name']} ({e['manager_ip']})" for e in entries)
 
 
+def _expected_profile(nodes):
+    """Each node's address in a 4.6 profile: its public address, else its cluster address."""
+    return {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
+
+
 def profile_updated(name, cluster=None, active_hint=None):
     """
     The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes by name, each at
@@ -425,56 +568,71 @@ def profile_updated(name, cluster=None, active_hint=None):
         As for ``cloudify_ha.joined``: the address to ask first for the member list; a profile
         is changed only after a poll of every manager.
     """
-    ret = _ret(name)
-    mod = __salt__
-    try:
-        active, nodes = _active_and_nodes(cluster, active_hint, required=not __opts__["test"])
-        if active is None:
-            return _would(ret, {"nodes": {"old": _listing(mod["cloudify_ha.profile_cluster"](
-                profile=name)), "new": "the cluster's nodes"}},
-                          f"profile {name} would list the cluster's nodes once it is started")
-        expected = {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
-        wanted = sorted(f"{n} ({a})" for n, a in expected.items())
-        own = mod["cloudify_ha.local_node"](cluster=cluster)
-        entries = mod["cloudify_ha.profile_cluster"](profile=name)
-        mode = mod["cloudify_ha.profile_mode"](profile=name)
-        was_active = mod["cloudify_ha.active_profile"]()
-        changes = {}
-        if not _profile_right(entries, expected, own):
-            changes["nodes"] = {"old": _listing(entries), "new": wanted}
-        if mode != "0o600":
-            changes["mode"] = {"old": mode, "new": "0o600"}
-        if changes.get("nodes") and was_active != name:
-            changes["active_profile"] = {"old": was_active, "new": name}
-        if not changes:
-            ret.update(result=True, comment=f"profile {name} lists the cluster's {len(expected)} "
-                                            "nodes")
-            return ret
-        if __opts__["test"]:
-            return _would(ret, changes, f"profile {name} would be updated")
-        if active_hint:  # about to change the profile: decide on a poll of every manager
-            return profile_updated(name, cluster)
-        if "nodes" in changes:
-            if entries is None or was_active != name:
-                mod["cloudify_ha.use_profile"](name, active["host"], cluster=cluster)
-                entries = mod["cloudify_ha.profile_cluster"](profile=name)
-            fits = _profile_fits(entries, expected, own)
-            if not any(e["name"] == active["name"] for e in fits):
-                fits = [{"name": active["name"], "manager_ip": expected[active["name"]]}] + fits
-            if fits != entries:
-                mod["cloudify_ha.set_profile_cluster"](name, fits)
-            if sorted(e["name"] for e in fits) != sorted(expected):
-                mod["cloudify_ha.update_profile"](cluster=cluster)
-        mod["cloudify_ha.secure_profile"](profile=name)
-        after = mod["cloudify_ha.profile_cluster"](profile=name)
-        if not _profile_right(after, expected, own) or \
-                mod["cloudify_ha.profile_mode"](profile=name) != "0o600":
-            return _fail(ret, f"profile {name}: lists {_listing(after)} after the update, the "
-                              f"cluster has {wanted}")
-        ret.update(result=True, changes=changes, comment=f"profile {name} updated")
-    except ERRORS as exc:
-        return _fail(ret, f"profile {name}: {exc}")
-    return ret
+    return _converge(name, {"cluster": cluster, "active_hint": active_hint}, _decide_profile,
+                     _READ_PROFILE, _update_profile, label=f"profile {name}")
+
+
+def _decide_profile(f):
+    name = f["name"]
+    if "nodes" not in f:
+        return _need("cluster")
+    if f["active"] is None:  # test=True before the cluster exists
+        if "entries" not in f:
+            return _need("entries")
+        return _would_be({"nodes": {"old": _listing(f["entries"]), "new": "the cluster's nodes"}},
+                         f"profile {name} would list the cluster's nodes once it is started")
+    if "mode" not in f:
+        return _need("profile")
+    expected = _expected_profile(f["nodes"])
+    changes = {}
+    if not _profile_right(f["entries"], expected, f["own"]):
+        changes["nodes"] = {"old": _listing(f["entries"]),
+                            "new": sorted(f"{n} ({a})" for n, a in expected.items())}
+    if f["mode"] != "0o600":
+        changes["mode"] = {"old": f["mode"], "new": "0o600"}
+    if changes.get("nodes") and f["was_active"] != name:
+        changes["active_profile"] = {"old": f["was_active"], "new": name}
+    if not changes:
+        return _ok(f"profile {name} lists the cluster's {len(expected)} nodes")
+    return _act(changes, f"profile {name} would be updated", f"profile {name} updated")
+
+
+_READ_PROFILE = {
+    "cluster": _read_cluster(lambda f: not f["test"]),
+    "entries": lambda f: {"entries": __salt__["cloudify_ha.profile_cluster"](profile=f["name"])},
+    "profile": lambda f: {
+        "own": __salt__["cloudify_ha.local_node"](cluster=f["cluster"]),
+        "entries": __salt__["cloudify_ha.profile_cluster"](profile=f["name"]),
+        "mode": __salt__["cloudify_ha.profile_mode"](profile=f["name"]),
+        "was_active": __salt__["cloudify_ha.active_profile"](),
+    },
+}
+
+
+def _update_profile(f):
+    """The profile made active (created when missing), wrong entries dropped with the active node
+    first, the missing nodes added by ``cfy cluster update-profile``, the file made 0600; then
+    the re-check: the profile as ``_profile_right`` and 0600."""
+    mod, name, active, entries = __salt__, f["name"], f["active"], f["entries"]
+    expected = _expected_profile(f["nodes"])
+    if not _profile_right(entries, expected, f["own"]):
+        if entries is None or f["was_active"] != name:
+            mod["cloudify_ha.use_profile"](name, active["host"], cluster=f["cluster"])
+            entries = mod["cloudify_ha.profile_cluster"](profile=name)
+        fits = _profile_fits(entries, expected, f["own"])
+        if not any(e["name"] == active["name"] for e in fits):
+            fits = [{"name": active["name"], "manager_ip": expected[active["name"]]}] + fits
+        if fits != entries:
+            mod["cloudify_ha.set_profile_cluster"](name, fits)
+        if sorted(e["name"] for e in fits) != sorted(expected):
+            mod["cloudify_ha.update_profile"](cluster=f["cluster"])
+    mod["cloudify_ha.secure_profile"](profile=name)
+    after = mod["cloudify_ha.profile_cluster"](profile=name)
+    if not _profile_right(after, expected, f["own"]) or \
+            mod["cloudify_ha.profile_mode"](profile=name) != "0o600":
+        return (f"profile {name}: lists {_listing(after)} after the update, the cluster has "
+                f"{sorted(f'{n} ({a})' for n, a in expected.items())}")
+    return None
 
 
 # ---- node_absent ----------------------------------------------------------------------------
@@ -484,34 +642,39 @@ def node_absent(name, cluster=None):
     Refuses to remove the active node or a node that is online. The removed host is not touched:
     it must be torn down (``cfy_manager remove -f``) before it can join again.
     """
-    ret = _ret(name)
-    mod = __salt__
-    try:
-        active, nodes = _active_and_nodes(cluster)
-        node = next((n for n in nodes if n["name"] == name), None)
-        if node is None:
-            ret.update(result=True, comment=f"{name} is not a member of the cluster")
-            return ret
-        if node["master"]:
-            return _fail(ret, f"{name} is the active node: it cannot be removed; if it must go, "
-                              "stop it so that another node takes over, then re-run")
-        if node["online"]:
-            return _fail(ret, f"{name} is online ({node['state']}): only a dead node is retired; "
-                              "stop it first if it must go")
-        change = {"removed": {"old": {"name": name, "host_ip": node["host_ip"],
-                                      "state": node["state"]}, "new": None}}
-        if __opts__["test"]:
-            return _would(ret, change, f"{name} would be removed from the cluster through "
-                                       f"{active['host']}")
-        mod["cloudify_ha.remove_node"](name, active=active["host"], cluster=cluster)
-        after = mod["cloudify_ha.cluster_nodes"](active=active["host"], cluster=cluster)
-        if any(n["name"] == name for n in after):
-            return _fail(ret, f"{name}: the active node accepted the removal but still lists it")
-        ret.update(result=True, changes=change,
-                   comment=f"{name} removed from the cluster through {active['host']}")
-    except ERRORS as exc:
-        return _fail(ret, f"{name}: {exc}")
-    return ret
+    return _converge(name, {"cluster": cluster}, _decide_absent, _READ_ABSENT, _remove)
+
+
+def _decide_absent(f):
+    name = f["name"]
+    if "nodes" not in f:
+        return _need("cluster")
+    node = _member(f["nodes"], name)
+    if node is None:
+        return _ok(f"{name} is not a member of the cluster")
+    if node["master"]:
+        return _refuse(f"{name} is the active node: it cannot be removed; if it must go, stop it "
+                       "so that another node takes over, then re-run")
+    if node["online"]:
+        return _refuse(f"{name} is online ({node['state']}): only a dead node is retired; stop it "
+                       "first if it must go")
+    return _act({"removed": {"old": {"name": name, "host_ip": node["host_ip"],
+                                     "state": node["state"]}, "new": None}},
+                f"{name} would be removed from the cluster through {f['active']['host']}",
+                f"{name} removed from the cluster through {f['active']['host']}")
+
+
+_READ_ABSENT = {"cluster": _read_cluster(lambda f: True)}
+
+
+def _remove(f):
+    """The removal through the active node, then the re-check: the active node no longer lists
+    it."""
+    name, cluster, host = f["name"], f["cluster"], f["active"]["host"]
+    __salt__["cloudify_ha.remove_node"](name, active=host, cluster=cluster)
+    if _member(__salt__["cloudify_ha.cluster_nodes"](active=host, cluster=cluster), name):
+        return f"{name}: the active node accepted the removal but still lists it"
+    return None
 
 
 # ---- listed ---------------------------------------------------------------------------------
@@ -522,21 +685,24 @@ def listed(name, cluster=None):
     does not answer (a member that is down is fine: it rejoins when it comes back; a node that
     never joined cannot be joined while it is down).
     """
-    ret = _ret(name)
-    try:
-        active, nodes = _active_and_nodes(cluster, required=False)
-        if active is None:
-            return _fail(ret, f"{name}: its minion does not answer and no manager of the cluster "
-                              "answers as the active node: the cluster cannot be built or checked; "
-                              "bring the hosts up and re-run")
-        node = next((n for n in nodes if n["name"] == name), None)
-        if node is None:
-            return _fail(ret, f"{name}: its minion does not answer and the cluster (active node "
-                              f"{active['host']}) does not list it: it cannot join while it is "
-                              "down; bring it up and re-run")
-        ret.update(result=True, comment=(
-            f"{name}: its minion does not answer; the cluster lists it ({node['state']}, active "
-            f"node {active['host']}); it rejoins when its host comes back"))
-    except ERRORS as exc:
-        return _fail(ret, f"{name}: {exc}")
-    return ret
+    return _converge(name, {"cluster": cluster}, _decide_listed, _READ_LISTED)
+
+
+def _decide_listed(f):
+    name = f["name"]
+    if "nodes" not in f:
+        return _need("cluster")
+    if f["active"] is None:
+        return _refuse(f"{name}: its minion does not answer and no manager of the cluster answers "
+                       "as the active node: the cluster cannot be built or checked; bring the "
+                       "hosts up and re-run")
+    node = _member(f["nodes"], name)
+    if node is None:
+        return _refuse(f"{name}: its minion does not answer and the cluster (active node "
+                       f"{f['active']['host']}) does not list it: it cannot join while it is "
+                       "down; bring it up and re-run")
+    return _ok(f"{name}: its minion does not answer; the cluster lists it ({node['state']}, "
+               f"active node {f['active']['host']}); it rejoins when its host comes back")
+
+
+_READ_LISTED = {"cluster": _read_cluster(lambda f: False)}
