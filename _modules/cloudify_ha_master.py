@@ -31,12 +31,6 @@ def _builder():
     return types.SimpleNamespace(**__utils__["cloudify_ha_orch.orch_steps"].__globals__)
 
 
-# the beacon too: the managers run it, and it calls this module; the grain tells the master
-# which minions hold these modules (_grains/cloudify_ha.py)
-SYNCED_KINDS = ("utils", "modules", "states", "beacons", "grains")
-GRAIN = "cloudify_ha_modules"
-
-
 def formula_modules(saltenv="base"):
     """
     What ``cloudify_ha.sync`` copies to a minion: every file of the master's ``_utils``,
