@@ -919,14 +919,16 @@ def orch_facts(expected):
     return out
 
 
-def settings(defaults=None, pillar=None, minion_id=None):
+def settings(defaults=None, pillar=None, minion_id=None, tplroot="cloudify_ha", grains=None):
     """
     What this minion's SLS render from (``map.jinja``): the ``cloudify_ha`` pillar validated
     (``errors`` names each bad key and its fix; an SLS refuses and changes nothing while there is
-    one), ``lookup`` (``defaults``, from ``defaults.yaml``, with the pillar's values over them)
-    and this minion's roles with the public settings of its clusters only: never a password or
-    a key, whatever the role. ``pillar`` and ``minion_id`` are what the SLS renders with (its
-    ``cloudify_ha`` pillar and ``grains["id"]``); by default this minion's.
+    one), ``lookup`` (``defaults``, from ``defaults.yaml``, with the pillar's values over them),
+    this minion's roles with the public settings of its clusters only: never a password or
+    a key, whatever the role, and ``tofs``: the salt:// sources of each template an operator can
+    override (``cloudify_ha:tofs``), first found wins. ``pillar``, ``minion_id`` and ``grains``
+    are what the SLS renders with (its ``cloudify_ha`` pillar, ``grains["id"]``, its grains);
+    by default this minion's. ``tplroot``: the formula's directory on the file server.
 
     CLI Example:
 
@@ -938,7 +940,8 @@ def settings(defaults=None, pillar=None, minion_id=None):
     if pillar is None:
         pillar = _pillar("cloudify_ha", {})
     return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"],
-                           util.plain((defaults or {}).get("lookup") or {}))
+                           util.plain((defaults or {}).get("lookup") or {}), tplroot=tplroot,
+                           grains=__grains__ if grains is None else grains)
 
 
 def plan(pillar=None, cluster=None):

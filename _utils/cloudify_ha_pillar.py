@@ -91,7 +91,7 @@ TIME_RE = re.compile(r"[0-9]{1,9}(us|ms|s|m|h|d)?", ASCII)
 # socket's directory to 0750
 SHARED_DIRS = {"/", "/run", "/var/run", "/var", "/tmp", "/var/tmp", "/etc", "/usr", "/srv",
                "/opt", "/home", "/root", "/dev", "/proc", "/sys", "/var/lib", "/usr/local"}
-TOP_KEYS = ("lookup", "orchestration", "reactor", "clusters")
+TOP_KEYS = ("lookup", "orchestration", "reactor", "tofs", "clusters")
 LOOKUP_KEYS = {
     # key: (kind, what it must be)
     "installer_package": "package", "cli_package": "package", "psql_package": "package_or_empty",
@@ -100,6 +100,17 @@ LOOKUP_KEYS = {
     "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "path",
 }
 ORCHESTRATION_KEYS = {"ping_timeout": "positive_int"}
+# the templates an operator can override (TOFS, as saltstack-formulas/template-formula does):
+# state id -> the formula's file, under <path_prefix>/files/<switch value>/ or .../default/
+TOFS_FILES = {
+    "cloudify_ha-loadbalancer-config": "haproxy.cfg.jinja",
+    "cloudify_ha-firewall-nftables-file": "firewall.nft.jinja",
+    "cloudify_ha-firewall-iptables-file": "firewall.iptables.jinja",
+}
+TOFS_KEYS = ("path_prefix", "files_switch", "source_files")
+TOFS_SWITCH = ["id", "os_family"]
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}", ASCII)
+GRAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(:[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}", ASCII)
 REACTOR_KEYS = {"enabled": "bool", "config_file": "path"}
 # keys a 4.6 cluster cannot have: each follower must use the leader's database (the seed's
 # warning); a second value invites the incompatible_cluster_architecture refusal
@@ -262,14 +273,22 @@ def _check(errors, where, key, value, kind):
     return False
 
 
-def _check_section(errors, where, raw, schema):
-    """A flat section (lookup, orchestration, reactor): a mapping of known, well-typed keys."""
+def _section(errors, where, raw, keys):
+    """True when the optional section ``raw`` is a mapping whose values are to be checked (its
+    unknown keys reported); an absent section is False, any other value an error and False."""
     if raw is None:
-        return
+        return False
     if not isinstance(raw, dict):
         errors.append(f"{where}: must be a mapping (see pillar.example)")
+        return False
+    _unknown_keys(errors, where, raw, keys)
+    return True
+
+
+def _check_section(errors, where, raw, schema):
+    """A flat section (lookup, orchestration, reactor): a mapping of known, well-typed keys."""
+    if not _section(errors, where, raw, schema):
         return
-    _unknown_keys(errors, where, raw, schema)
     for key, kind in schema.items():
         if key in raw:
             _check(errors, where, key, raw[key], kind)
@@ -315,6 +334,7 @@ def validate(pillar, minion_id=None):
         _check_section(errors, "cloudify_ha:orchestration", pillar.get("orchestration"),
                        ORCHESTRATION_KEYS)
         _check_section(errors, "cloudify_ha:reactor", pillar.get("reactor"), REACTOR_KEYS)
+        _validate_tofs(errors, pillar.get("tofs"))
     clusters = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
     if not isinstance(clusters, dict) or not clusters:
         return (errors + [f"{ROOT}: no cluster defined; add at least one cluster under "
@@ -577,6 +597,77 @@ def _validate_loadbalancer(errors, where, settings, needed):
                       "/etc/haproxy/haproxy.cfg)")
 
 
+def _is_relative(value, most=32):
+    """A relative salt:// path of plain segments (no '.' or '..' part, no empty part)."""
+    parts = value.split("/") if isinstance(value, str) else []
+    return 0 < len(parts) <= most and all(SEGMENT_RE.fullmatch(p) and p.strip(".") for p in parts)
+
+
+def _validate_tofs(errors, tofs):
+    """cloudify_ha:tofs: where an operator's own templates are looked for first."""
+    where = "cloudify_ha:tofs"
+    if not _section(errors, where, tofs, TOFS_KEYS):
+        return
+    if "path_prefix" in tofs and not _is_relative(tofs["path_prefix"]):
+        errors.append(f"{where}:path_prefix: {q(tofs['path_prefix'])} is not a directory on the "
+                      "salt file server as salt://<path_prefix>/files/... uses it: ASCII "
+                      "letters, digits, '.', '_', '+', '-' between slashes, no leading slash, no "
+                      "'.' or '..' part (e.g. cloudify_ha_site)")
+    switch = tofs.get("files_switch", TOFS_SWITCH)
+    if not isinstance(switch, list) or not all(isinstance(g, str) and GRAIN_KEY_RE.fullmatch(g)
+                                               for g in switch):
+        errors.append(f"{where}:files_switch: {q(switch)} must be a list of grain names (e.g. "
+                      "[id, os_family]; 'a:b' for a nested grain)")
+    files = tofs.get("source_files", {})
+    if not isinstance(files, dict):
+        errors.append(f"{where}:source_files: must be a mapping of state id to a list of file "
+                      "names (see pillar.example)")
+        return
+    _unknown_keys(errors, f"{where}:source_files", files, TOFS_FILES)
+    for sid, names in files.items():
+        if sid in TOFS_FILES and not (isinstance(names, list) and names and
+                                      all(_is_relative(n, most=8) for n in names)):
+            errors.append(f"{where}:source_files:{sid}: {q(names)} must be a list of file names "
+                          "relative to <path_prefix>/files/<switch value>/ (ASCII letters, "
+                          "digits, '.', '_', '+', '-' between slashes, no '.' or '..' part)")
+
+
+def _grain(grains, key):
+    """The grain's values as path segments: a list grain gives each element; a value that is not
+    a plain segment (a grain is the minion's to set) is left out."""
+    value = grains
+    for part in key.split(":"):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    values = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in values:
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            continue
+        item = str(item)
+        if SEGMENT_RE.fullmatch(item) and item.strip("."):
+            out.append(item)
+    return out
+
+
+def tofs_sources(tofs, tplroot, grains):
+    """{state id: the salt:// sources of its template, first found wins} (TOFS): under
+    ``<path_prefix>/files/``, for each grain of ``files_switch`` its value's directory then
+    ``default``, each with the pillar's ``source_files`` before the formula's file name; then the
+    formula's own ``<tplroot>/files/default/<file>``, so a partial override still finds the rest.
+    ``tofs`` must have passed ``validate``."""
+    tofs = tofs if isinstance(tofs, dict) else {}
+    prefix = tofs.get("path_prefix", tplroot)
+    dirs = [v for key in tofs.get("files_switch", TOFS_SWITCH) for v in _grain(grains or {}, key)]
+    dirs.append("default")
+    out = {}
+    for sid, default in TOFS_FILES.items():
+        names = list((tofs.get("source_files") or {}).get(sid) or []) + [default]
+        urls = [f"salt://{prefix}/files/{d}/{n}" for d in dirs for n in names]
+        own = f"salt://{tplroot}/files/default/{default}"
+        out[sid] = list(dict.fromkeys(urls + [own]))
+    return out
+
+
 def plan(pillar, only=None, minion_id=None):
     """{"errors", "warnings", "clusters": {name: settings}} for the orchestration.
 
@@ -617,20 +708,28 @@ def public(settings):
     return out
 
 
-def for_minion(pillar, minion_id, lookup_defaults=None):
+def for_minion(pillar, minion_id, lookup_defaults=None, tplroot="cloudify_ha", grains=None):
     """What this minion's SLS render from: the pillar validated (``errors``, ``warnings``), the
     platform values (``lookup``: the defaults with the pillar's over them) and, only when the
     pillar is valid, the minion's roles (``me``: the cluster it manages, as ``public`` settings,
     and the clusters it is a CLI host or a load balancer of) and those clusters' public
-    settings (``clusters``). Never a secret: the states' modules read those themselves."""
+    settings (``clusters``), and where each overridable template is looked for (``tofs``, see
+    ``tofs_sources``; ``grains`` the minion's). Never a secret: the states' modules read those
+    themselves."""
     built = plan(pillar, minion_id=minion_id)
     errors, warnings = built["errors"], built["warnings"]
     lookup_ = merge(lookup_defaults or {}, (pillar or {}).get("lookup") or {}
                     if isinstance(pillar, dict) and isinstance(pillar.get("lookup"), dict) else {})
     me = {"cluster": None, "cluster_name": None, "manager": None, "cli_of": [], "lb_of": []}
-    out = {"errors": errors, "warnings": warnings, "lookup": lookup_, "me": me, "clusters": {}}
+    out = {"errors": errors, "warnings": warnings, "lookup": lookup_, "me": me, "clusters": {},
+           "tofs": {}}
     if errors:
         return out
+    if not _is_relative(tplroot, most=1):
+        out["errors"] = [f"the formula's directory {q(tplroot)} is not a plain name (ASCII "
+                         "letters, digits, '.', '_', '+', '-'): rename it"]
+        return out
+    out["tofs"] = tofs_sources(pillar.get("tofs"), tplroot, grains)
     for cname, settings in built["clusters"].items():
         mine = False
         for manager in settings["managers"]:

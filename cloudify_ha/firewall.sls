@@ -2,6 +2,7 @@
 # 8500/tcp (consul), 22000/tcp (file sync) from the cluster's managers only; the REST port from
 # the managers and firewall:rest_sources (load balancer, CLI hosts) when that list is set.
 # firewalld where it runs, else nftables (the formula's own table), else iptables (its own chain).
+# The nftables and iptables templates can be overridden (cloudify_ha:tofs, pillar.example).
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- from tplroot ~ "/macros.jinja" import refused with context %}
@@ -54,8 +55,15 @@ cloudify_ha-firewall-firewalld-rules:
 {%-     set suffix = "nft" if backend == "nftables" else "iptables" %}
 {%-     set path = mapdata.lookup.firewall_dir ~ "/firewall." ~ suffix %}
 {%-     set placeholder = "@CLOUDIFY_HA_DIGEST@" %}
-{%-     set rendered = salt["slsutil.renderer"]("salt://" ~ tplroot ~ "/files/firewall." ~ suffix ~ ".jinja",
-                                                default_renderer="jinja", digest=placeholder, **ctx) %}
+{#-     the template: the first of its TOFS sources (cloudify_ha:tofs) that the file server has #}
+{%-     set found = namespace(source=none) %}
+{%-     for source in mapdata.tofs["cloudify_ha-firewall-" ~ backend ~ "-file"] %}
+{%-       if found.source is none and salt["cp.hash_file"](source) %}
+{%-         set found.source = source %}
+{%-       endif %}
+{%-     endfor %}
+{%-     set rendered = salt["slsutil.renderer"](found.source, default_renderer="jinja",
+                                                digest=placeholder, **ctx) %}
 {%-     set digest = salt["hashutil.digest"](rendered | replace(placeholder, ""), "sha256")[:16] %}
 {%-     set header = "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
                      if backend == "nftables" else "" %}

@@ -2,6 +2,7 @@
 # manager a server, Cloudify's health check (GET /api/v3.1/status answers 200 on the active
 # node only), the config checked with `haproxy -c` before it replaces the running one (0600: it
 # holds the health check's credentials), a soft reload that lets established connections finish.
+# Its template can be overridden (cloudify_ha:tofs, pillar.example): the first source found wins.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- from tplroot ~ "/macros.jinja" import refused with context %}
@@ -72,7 +73,7 @@ cloudify_ha-loadbalancer-config-private:
 cloudify_ha-loadbalancer-config:
   file.managed:
     - name: {{ lb.config_path | json }}
-    - source: salt://{{ tplroot }}/files/haproxy.cfg.jinja
+    - source: {{ mapdata.tofs["cloudify_ha-loadbalancer-config"] | json }}
     - template: jinja
     - mode: "0600"
     - user: root

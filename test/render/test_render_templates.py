@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import os
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -137,16 +138,26 @@ def haproxy_cfg(minion, **kwargs):
     high, errors = m.render("cloudify_ha.loadbalancer")
     assert (errors, problems_of(m.state, high)) == ([], [])
     config = args_of(high, "cloudify_ha-loadbalancer-config")
+    # the TOFS sources (cloudify_ha:tofs): the minion's own directory, its os_family's, default
     assert (config["source"], config["template"], config["mode"]) == (
-        "salt://cloudify_ha/files/haproxy.cfg.jinja", "jinja", "0600")
+        [f"salt://cloudify_ha/files/{LB}/haproxy.cfg.jinja",
+         f"salt://cloudify_ha/files/{m.state.opts['grains']['os_family']}/haproxy.cfg.jinja",
+         "salt://cloudify_ha/files/default/haproxy.cfg.jinja"], "jinja", "0600")
+    return high, managed_content(m, config)
+
+
+def managed_content(m, config):
+    """What file.managed writes for these arguments: the first source found (file.source_list),
+    rendered with the state's context."""
+    source, _ = m.state.functions["file.source_list"](config["source"], "", "base")
     sfn, _, comment = m.state.functions["file.get_managed"](
-        name=config["name"], template=config["template"], source=config["source"],
+        name=config["name"], template=config["template"], source=source,
         source_hash="", source_hash_name=None, user=config["user"], group=None,
         mode=config["mode"], attrs=None, saltenv="base", context=config["context"], defaults=None)
     assert comment == ""
     try:
         with open(sfn, encoding="utf-8") as fh:
-            return high, fh.read()
+            return fh.read()
     finally:
         os.unlink(sfn)  # Salt's temporary copy holds the health check's credentials
 
@@ -259,3 +270,70 @@ def test_haproxy_sends_every_request_to_one_node_even_when_two_answer_as_active(
         for httpd in servers.values():
             httpd.shutdown()
             httpd.server_close()
+
+
+# ---- TOFS: an operator's own templates -----------------------------------------------------------
+@pytest.fixture
+def site_templates(file_root):
+    """A site directory on the file server beside the formula (cloudify_ha:tofs:path_prefix);
+    removed after the test. Write into it with put()."""
+    site = file_root / "site"
+    yield site
+    shutil.rmtree(site, ignore_errors=True)
+    drop_file_list_cache(file_root)
+
+
+def drop_file_list_cache(file_root):
+    """The roots backend caches its file list (fileserver_list_cache_time, 20 s by default): a new
+    site file shows up on a real master after that delay; here the cache is dropped instead."""
+    shutil.rmtree(file_root.parent / "cache" / "file_lists", ignore_errors=True)
+
+
+def put(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_an_operators_haproxy_template_wins_and_gets_the_formulas_context(minion, file_root,
+                                                                         site_templates):
+    own = (file_root / "cloudify_ha/files/default/haproxy.cfg.jinja").read_text()
+    put(site_templates / "files/default/haproxy-prod.cfg.jinja", "# site: prod\n" + own)
+    drop_file_list_cache(file_root)
+    tofs = {"path_prefix": "site", "source_files": {
+        "cloudify_ha-loadbalancer-config": ["haproxy-prod.cfg.jinja"]}}
+    m = minion("example", LB, pillar={"cloudify_ha": {"tofs": tofs}})
+    high, errors = m.render("cloudify_ha.loadbalancer")
+    assert errors == []
+    config = args_of(high, "cloudify_ha-loadbalancer-config")
+    family = m.state.opts["grains"]["os_family"]
+    assert config["source"] == [
+        f"salt://site/files/{LB}/haproxy-prod.cfg.jinja", f"salt://site/files/{LB}/haproxy.cfg.jinja",
+        f"salt://site/files/{family}/haproxy-prod.cfg.jinja",
+        f"salt://site/files/{family}/haproxy.cfg.jinja",
+        "salt://site/files/default/haproxy-prod.cfg.jinja",
+        "salt://site/files/default/haproxy.cfg.jinja",
+        "salt://cloudify_ha/files/default/haproxy.cfg.jinja"]
+    cfg = managed_content(m, config)
+    assert cfg.startswith("# site: prod\n")
+    assert "    server cfy-mgr1 10.0.0.11:80 check" in cfg  # the formula's context reached it
+
+
+def test_an_operators_firewall_template_for_one_minion_wins_over_the_formulas(minion,
+                                                                             site_templates):
+    put(site_templates / f"files/{LEADER}/firewall.nft.jinja",
+        'table inet cloudify_ha {\n  comment "cloudify_ha {{ cluster }} {{ digest }}"\n'
+        '  # site rules for {{ peers | join(",") }}\n}\n')
+    pillar = {"cloudify_ha": {"tofs": {"path_prefix": "site"}}}
+    high = firewall(minion, "example", LEADER, pillar=pillar, binaries=("nft",))
+    rules = 'table inet cloudify_ha {{\n  comment "cloudify_ha prod {digest}"\n' \
+            '  # site rules for 10.0.0.11,10.0.0.12,10.0.0.13\n}}\n'
+    digest = digest_of(rules)
+    assert args_of(high, "cloudify_ha-firewall-nftables-file")["contents"] == (
+        HEADER + "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
+        + rules.format(digest=digest))
+    assert args_of(high, "cloudify_ha-firewall-nftables-loaded")["marker"] == (
+        f"cloudify_ha prod {digest}")
+    # another minion, whose directory has no override, gets the formula's own rules
+    other = firewall(minion, "example", "cfy-mgr2.example.com", pillar=pillar, binaries=("nft",))
+    assert "ip saddr @cluster_peers tcp dport" in args_of(
+        other, "cloudify_ha-firewall-nftables-file")["contents"]

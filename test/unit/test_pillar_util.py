@@ -348,3 +348,86 @@ def test_scrub_replaces_every_occurrence_and_ignores_empty_secrets():
 @pytest.mark.parametrize("value", [None, 42, ["s3cret"], {"pw": "s3cret"}])
 def test_scrub_leaves_non_strings_untouched(value):
     assert P.scrub(value, {"s3cret"}) is value
+
+
+# cloudify_ha:tofs: an operator's own templates, looked for first
+
+GRAINS = {"id": MGR1, "os_family": "RedHat", "roles": ["web", "../x", ""], "num": 7,
+          "nested": {"site": "eu-1"}}
+
+
+def test_tofs_sources_without_pillar_look_in_the_formulas_directory_by_id_then_os_family():
+    sources = P.tofs_sources(None, "cloudify_ha", GRAINS)
+    assert set(sources) == set(P.TOFS_FILES)
+    assert sources["cloudify_ha-loadbalancer-config"] == [
+        f"salt://cloudify_ha/files/{MGR1}/haproxy.cfg.jinja",
+        "salt://cloudify_ha/files/RedHat/haproxy.cfg.jinja",
+        "salt://cloudify_ha/files/default/haproxy.cfg.jinja"]
+
+
+def test_tofs_sources_try_the_pillars_names_first_in_each_directory_then_the_formulas_own():
+    tofs = {"path_prefix": "site/cfy", "files_switch": ["nested:site", "roles", "num", "missing"],
+            "source_files": {"cloudify_ha-firewall-nftables-file": ["eu.nft.jinja"]}}
+    sources = P.tofs_sources(tofs, "cloudify_ha", GRAINS)
+    # a list grain gives each element; a value that is no plain path segment is left out
+    assert sources["cloudify_ha-firewall-nftables-file"] == [
+        "salt://site/cfy/files/eu-1/eu.nft.jinja", "salt://site/cfy/files/eu-1/firewall.nft.jinja",
+        "salt://site/cfy/files/web/eu.nft.jinja", "salt://site/cfy/files/web/firewall.nft.jinja",
+        "salt://site/cfy/files/7/eu.nft.jinja", "salt://site/cfy/files/7/firewall.nft.jinja",
+        "salt://site/cfy/files/default/eu.nft.jinja",
+        "salt://site/cfy/files/default/firewall.nft.jinja",
+        "salt://cloudify_ha/files/default/firewall.nft.jinja"]
+    assert sources["cloudify_ha-firewall-iptables-file"][-1] == (
+        "salt://cloudify_ha/files/default/firewall.iptables.jinja")
+
+
+def test_a_grain_value_cannot_climb_out_of_the_site_directory():
+    grains = {"id": "../../etc", "os_family": "a/b"}
+    assert P.tofs_sources(None, "cloudify_ha", grains)["cloudify_ha-loadbalancer-config"] == [
+        "salt://cloudify_ha/files/default/haproxy.cfg.jinja"]
+
+
+@pytest.mark.parametrize("tofs, key", [
+    ("site", "cloudify_ha:tofs"),
+    ({"path": "x"}, "cloudify_ha:tofs:path"),
+    ({"path_prefix": "/srv/site"}, "cloudify_ha:tofs:path_prefix"),
+    ({"path_prefix": "site/../etc"}, "cloudify_ha:tofs:path_prefix"),
+    ({"path_prefix": "site//x"}, "cloudify_ha:tofs:path_prefix"),
+    ({"path_prefix": "si te"}, "cloudify_ha:tofs:path_prefix"),
+    ({"files_switch": "id"}, "cloudify_ha:tofs:files_switch"),
+    ({"files_switch": ["id", "os family"]}, "cloudify_ha:tofs:files_switch"),
+    ({"source_files": ["haproxy.cfg.jinja"]}, "cloudify_ha:tofs:source_files"),
+    ({"source_files": {"cloudify_ha-manager": ["x"]}},
+     "cloudify_ha:tofs:source_files:cloudify_ha-manager"),
+    ({"source_files": {"cloudify_ha-loadbalancer-config": []}},
+     "cloudify_ha:tofs:source_files:cloudify_ha-loadbalancer-config"),
+    ({"source_files": {"cloudify_ha-loadbalancer-config": "haproxy.cfg"}},
+     "cloudify_ha:tofs:source_files:cloudify_ha-loadbalancer-config"),
+    ({"source_files": {"cloudify_ha-loadbalancer-config": ["../haproxy.cfg"]}},
+     "cloudify_ha:tofs:source_files:cloudify_ha-loadbalancer-config"),
+])
+def test_a_bad_tofs_value_is_one_error_naming_its_key(tofs, key):
+    pillar = example_pillar()
+    pillar["tofs"] = tofs
+    errors, _ = P.validate(pillar)
+    assert keys_of(errors) == [key], errors
+
+
+def test_a_valid_tofs_section_passes_and_reaches_the_minions_settings():
+    pillar = example_pillar()
+    pillar["tofs"] = {"path_prefix": "site", "files_switch": ["id"], "source_files": {
+        "cloudify_ha-loadbalancer-config": ["prod/haproxy.cfg.jinja"]}}
+    assert P.validate(pillar) == ([], [])
+    out = P.for_minion(pillar, LB1, tplroot="cloudify_ha", grains={"id": LB1})
+    assert out["tofs"]["cloudify_ha-loadbalancer-config"] == [
+        f"salt://site/files/{LB1}/prod/haproxy.cfg.jinja",
+        f"salt://site/files/{LB1}/haproxy.cfg.jinja", "salt://site/files/default/prod/haproxy.cfg.jinja",
+        "salt://site/files/default/haproxy.cfg.jinja",
+        "salt://cloudify_ha/files/default/haproxy.cfg.jinja"]
+
+
+def test_the_formula_in_a_directory_that_is_no_plain_name_is_refused():
+    out = P.for_minion(example_pillar(), LB1, tplroot="../x", grains={})
+    assert out["tofs"] == {} and out["me"]["lb_of"] == []
+    assert len(out["errors"]) == 1 and "'../x' is not a plain name" in out["errors"][0]
+    assert out["errors"][0].endswith(": rename it")
