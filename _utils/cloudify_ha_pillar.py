@@ -33,7 +33,7 @@ CLUSTER_DEFAULTS = {
     "installer": {"source": "", "cli_source": "", "version": "", "install_timeout": 1800},
     "allow_database_reset": False,
     "replace_stale": False,
-    "firewall": {"enabled": True, "backend": "auto", "rest_sources": []},
+    "firewall": {"enabled": True, "backend": "auto", "rest_sources": [], "firewalld_zone": ""},
     "cli_hosts": [],
     "loadbalancer": None,
 }
@@ -70,6 +70,8 @@ PEM_KEYS = ("database:ca_cert", "database:ca_key", "database:client_cert",
 # The schema's character sets: explicit, ASCII only, matched against the WHOLE string
 # (re.fullmatch: `$` would let a trailing newline through, `\d` takes any Unicode digit).
 ASCII = re.ASCII
+# firewalld's own rule for a zone name (it becomes part of a chain name)
+FIREWALLD_ZONE_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,16}", ASCII)
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", ASCII)
 # a plain minion id: the reactor and the runner take no other (cloudify_ha/reactor/rejoin.sls)
 MINION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", ASCII)
@@ -533,6 +535,11 @@ def _validate_misc(errors, where, settings):
            ("auto", "firewalld", "nftables", "iptables"))
     if not isinstance(firewall.get("enabled"), bool):
         errors.append(f"{where}:firewall:enabled: must be true or false")
+    zone = firewall.get("firewalld_zone")
+    if not (isinstance(zone, str) and (zone == "" or FIREWALLD_ZONE_RE.fullmatch(zone))):
+        errors.append(f"{where}:firewall:firewalld_zone: {q(zone)} is not a firewalld zone name "
+                      "(ASCII letters, digits, '_' or '-', at most 17, not starting with '-') or '' for "
+                      "the default zone")
     sources = firewall.get("rest_sources")
     if not isinstance(sources, list):
         errors.append(f"{where}:firewall:rest_sources: must be a list of IPv4 addresses or "

@@ -33,20 +33,21 @@
                  "udp_ports": [8301]} %}
 
 {%-   if backend == "firewalld" %}
-{%-     set rules = [] %}
-{%-     for ip in peers %}
-{%-       for port, proto in [(8300, "tcp"), (8301, "tcp"), (8301, "udp"), (8500, "tcp"), (22000, "tcp")] %}
-{%-         do rules.append({"source": ip, "port": port, "protocol": proto}) %}
+{%-     set ports = [] %}
+{%-     for proto in ("tcp", "udp") %}
+{%-       for port in ctx[proto ~ "_ports"] %}
+{%-         do ports.append({"port": port, "protocol": proto}) %}
 {%-       endfor %}
-{%-     endfor %}
-{%-     for source in (rest_allowed or ["0.0.0.0/0"]) %}
-{%-       do rules.append({"source": source, "port": rest_port, "protocol": "tcp"}) %}
 {%-     endfor %}
 
 cloudify_ha-firewall-firewalld-rules:
-  cloudify_ha_firewall.rich_rules_present:
-    - name: {{ ("cloudify_ha " ~ me.cluster_name) | json }}
-    - rules: {{ rules | json }}
+  cloudify_ha_firewall.firewalld_present:
+    - name: {{ me.cluster_name | json }}
+    - peers: {{ peers | json }}
+    - ports: {{ ports | json }}
+    - rest_port: {{ rest_port }}
+    - rest_sources: {{ rest_allowed | json }}
+    - zone: {{ fw.firewalld_zone | json }}
 
 {%-   else %}
 {#-     nftables (the formula's own table) or iptables (its own chain): the rules rendered once,

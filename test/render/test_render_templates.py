@@ -100,28 +100,33 @@ def test_iptables_where_neither_firewalld_nor_nft_is_installed(minion):
         "cloudify_ha-firewall-iptables-loaded": "cloudify_ha_firewall.rules_loaded"}
 
 
-def test_the_labs_explicit_nftables_backend_wins_over_what_the_host_has(minion):
-    high = firewall(minion, "lab", "mgr1", binaries=())
+def test_the_labs_pillar_lets_its_managers_and_its_subnet_in(minion):
+    high = firewall(minion, "lab", "mgr1", binaries=("nft",))
     contents = args_of(high, "cloudify_ha-firewall-nftables-file")["contents"]
     assert "    elements = { 10.10.0.11, 10.10.0.12, 10.10.0.13 }\n" in contents
     assert ("    elements = { 10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.0/24 }\n"
             in contents)
 
 
-def test_firewalld_where_it_runs_gets_one_rich_rule_per_peer_port_and_rest_source(minion):
-    """firewalld gets its rules as data (no shell string): the state builds each rich rule
-    itself from checked parts and runs firewall-cmd with an argv."""
+def test_firewalld_where_it_runs_gets_the_peers_ports_and_rest_sources_as_data(minion):
+    """firewalld gets its rules as data (no shell string): the state builds its ipsets and rich
+    rules itself from checked parts and runs firewall-cmd with an argv."""
     high = firewall(minion, "example", LEADER, binaries=("firewall-cmd", "nft"))
-    peers = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
-    ports = ((8300, "tcp"), (8301, "tcp"), (8301, "udp"), (8500, "tcp"), (22000, "tcp"))
-    rest = peers + ("10.0.0.20", "10.0.1.0/24")
+    peers = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
     assert functions_of(high) == {
-        "cloudify_ha-firewall-firewalld-rules": "cloudify_ha_firewall.rich_rules_present"}
+        "cloudify_ha-firewall-firewalld-rules": "cloudify_ha_firewall.firewalld_present"}
     assert args_of(high, "cloudify_ha-firewall-firewalld-rules") == {
-        "name": "cloudify_ha prod",
-        "rules": [{"source": ip, "port": port, "protocol": proto}
-                  for ip in peers for port, proto in ports]
-                 + [{"source": src, "port": 80, "protocol": "tcp"} for src in rest]}
+        "name": "prod", "peers": peers,
+        "ports": [{"port": 8300, "protocol": "tcp"}, {"port": 8301, "protocol": "tcp"},
+                  {"port": 8500, "protocol": "tcp"}, {"port": 22000, "protocol": "tcp"},
+                  {"port": 8301, "protocol": "udp"}],
+        "rest_port": 80, "rest_sources": peers + ["10.0.0.20", "10.0.1.0/24"], "zone": ""}
+
+
+def test_firewalld_in_the_pillars_zone(minion):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"firewall": {"firewalld_zone": "internal"}}}}}
+    high = firewall(minion, "example", LEADER, pillar=pillar, binaries=("firewall-cmd",))
+    assert args_of(high, "cloudify_ha-firewall-firewalld-rules")["zone"] == "internal"
 
 
 def test_a_disabled_firewall_renders_nothing_to_do(minion):
