@@ -4,8 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB := PYTHONPATH=test $(PY) -m lab
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1sum | cut -c1-12)
-# Debian packages the lab runs: the external database, the load balancer, namespaces, firewalls
-APT_PACKAGES := postgresql haproxy iproute2 nftables iptables openssl util-linux procps
+# Debian packages the lab runs: the external database, the load balancer, namespaces, firewalls.
+# Installed with their services held back (policy-rc.d; disabled where systemd runs): the lab
+# starts its own daemons inside its hosts, and a firewalld on the machine itself would close
+# the lab's bridge to the salt-master
+APT_PACKAGES := postgresql haproxy iproute2 nftables iptables firewalld openssl util-linux procps
 PYTEST_ARGS ?=
 # The Salts the formula supports beside the newest: 3006.8 is the last built for EL7, where
 # Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each gets a
@@ -28,8 +31,14 @@ deps: apt venv venvs cfy
 apt:
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p 2>/dev/null | grep -q '^Status: install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "installing Debian packages: $$missing"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	  echo "installing Debian packages: $$missing (their services are not started here)"; \
+	  guard=; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && guard=1; \
+	  fi; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; rc=$$?; \
+	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
+	  if [ $$rc = 0 ] && [ -d /run/systemd/system ]; then systemctl disable -q firewalld || true; fi; \
+	  exit $$rc; \
 	fi
 
 venv: $(STAMP)

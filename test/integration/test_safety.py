@@ -2,10 +2,8 @@
 (unless the pillar allows it, on purpose), no change to a joiner that is not empty. And the
 firewall it writes lets the cluster's ports through between managers only (real traffic)."""
 
-import sys
-import textwrap
-
 from lab.formula import deep, minion_pillar, nodes, orch, shadow_pillar
+from lab.hosts import reach
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
 
@@ -69,22 +67,6 @@ def test_a_joiner_that_is_not_empty_is_left_alone(fresh_lab, emulator, salt_run_
     assert not lab["mgr3"].exists("/etc/cloudify/.install")
     assert not [e for e in emulator.audit("mgr3") if e["kind"] == "cli"]
     assert sorted(nodes(lab["mgr1"])) == ["mgr1", "mgr2"]
-
-
-CONNECT = textwrap.dedent("""
-    import socket, sys
-    try:
-        socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()
-        print("open")
-    except socket.timeout:
-        print("dropped")
-    except OSError as exc:
-        print("refused" if isinstance(exc, ConnectionRefusedError) else f"error {exc}")
-""")
-
-
-def reach(src, dst, port):
-    return src.run([sys.executable, "-c", CONNECT, dst.ip, str(port)]).stdout.strip()
 
 
 def test_cluster_ports_open_between_managers_only(lab, salt_run_cli):

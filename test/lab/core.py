@@ -183,6 +183,12 @@ class Lab:
         if minion is not None and not minion.is_running():
             minion.start()
 
+    def set_firewall(self, kind, names=None):
+        """The firewall the named hosts' OS comes with (default: every manager), from their next
+        wipe or reset on: "nftables" (the default), "iptables" or "firewalld"."""
+        for name in names or [h.name for h in self.managers]:
+            self.hosts[name].set_firewall(kind)
+
     def wipe(self, name, power_on=True):
         """Reinstall the host's OS: killed, every file it wrote gone, then booted again."""
         self.kill(name)

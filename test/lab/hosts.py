@@ -15,6 +15,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -24,6 +26,26 @@ OVERLAID = ("etc", "opt", "root", "usr", "var")
 # what a host starts at boot, like enabled units on a systemd host (see boot())
 BOOT_DIR = "/etc/lab/boot.d"
 FAULT_TABLE = "lab_faults"
+# the firewall a host's OS comes with (Host.set_firewall): nftables (Debian's nft, the default),
+# iptables (no nft binary: Debian's iptables alone) or firewalld (CentOS 7's default: its own
+# system D-Bus and `firewalld --nofork`, started at boot, its permanent configuration in /etc)
+FIREWALLS = ("nftables", "iptables", "firewalld")
+FIREWALLD_BOOT = f"{BOOT_DIR}/05-firewalld"
+FIREWALLD_SCRIPT = """#!/bin/sh
+# the lab's firewalld (test/lab/hosts.py, Host.set_firewall): the host's own system D-Bus, then
+# firewalld in the foreground of its own session, as systemd runs them; `start` returns once
+# firewalld answers (at most 30 s)
+[ "$1" = start ] || exit 0
+mkdir -p /run/dbus
+dbus-daemon --system --fork
+setsid firewalld --nofork --nopid >/var/log/firewalld-lab.log 2>&1 </dev/null &
+i=0
+until firewall-cmd --state >/dev/null 2>&1; do
+  i=$((i + 1))
+  [ $i -le 150 ] || { echo "firewalld did not answer in 30 s: see /var/log/firewalld-lab.log" >&2; exit 1; }
+  sleep 0.2
+done
+"""
 
 
 class Network:
@@ -63,6 +85,7 @@ class Host:
         self.mnt_file = self.ns_dir / f"{name}.mnt"
         self.uts_file = self.ns_dir / f"{name}.uts"
         self.etc_hosts = ""
+        self.firewall = "nftables"
 
     # ---- description -------------------------------------------------------------------
     def describe(self):
@@ -140,6 +163,20 @@ class Host:
         self.sh("if mountpoint -q /run; then umount -l /run; fi\n"
                 "mount -t tmpfs -o mode=0755 lab-run /run\nmkdir -p /run/lock")
 
+    def set_firewall(self, kind):
+        """The firewall this host's OS comes with (FIREWALLS), from its next wipe on (a
+        reinstall): the reset or wipe that follows installs it, and its boot starts it."""
+        if kind not in FIREWALLS:
+            raise LabError(f"unknown firewall {kind!r}: one of {', '.join(FIREWALLS)}")
+        self.firewall = kind
+
+    def _install_firewall(self):
+        if self.firewall == "firewalld":
+            self.write(FIREWALLD_BOOT, FIREWALLD_SCRIPT, mode="0755")
+        elif self.firewall == "iptables":
+            # a whiteout in the host's /usr: the machine keeps its nft
+            self.sh("rm -f /usr/sbin/nft")
+
     def set_hosts_file(self, text):
         self.etc_hosts = text
         self.write("/etc/hosts", text)
@@ -206,6 +243,7 @@ class Host:
                 (self.dir / d / sub).mkdir(parents=True, exist_ok=True)
         self._mount_overlays()
         self._mount_run()
+        self._install_firewall()
 
     def destroy(self):
         """Remove the host: processes, mounts, namespaces, veth."""
@@ -303,3 +341,25 @@ def tcp_dropped(ip, port, timeout=0.3):
         return False
     except OSError:
         return time.monotonic() - start >= timeout * 0.9
+
+
+# how a TCP connection from one host to another fares, as a firewall sees it: "open" (a
+# listener answered), "refused" (the host's stack answered: nothing listens, no firewall in the
+# way), "dropped" (no answer in 0.5 s), "rejected" (an ICMP error, as firewalld's zones answer)
+CONNECT = textwrap.dedent("""
+    import errno, socket, sys
+    try:
+        socket.create_connection((sys.argv[1], int(sys.argv[2])), 0.5).close()
+        print("open")
+    except socket.timeout:
+        print("dropped")
+    except OSError as exc:
+        print("refused" if exc.errno == errno.ECONNREFUSED else
+              "rejected" if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES)
+              else f"error {exc}")
+""")
+
+
+def reach(src, dst, port):
+    """How a TCP connect from host src to host dst's port fares (see CONNECT)."""
+    return src.run([sys.executable, "-c", CONNECT, dst.ip, str(port)]).stdout.strip()

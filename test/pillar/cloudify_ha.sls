@@ -56,7 +56,7 @@ cloudify_ha:
       replace_stale: false
       firewall:
         enabled: true
-        backend: nftables
+        backend: auto
         rest_sources: [{{ lab.subnet }}]
       cli_hosts:
         - cli
