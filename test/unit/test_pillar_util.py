@@ -431,3 +431,21 @@ def test_the_formula_in_a_directory_that_is_no_plain_name_is_refused():
     assert out["tofs"] == {} and out["me"]["lb_of"] == []
     assert len(out["errors"]) == 1 and "'../x' is not a plain name" in out["errors"][0]
     assert out["errors"][0].endswith(": rename it")
+
+
+# the minion-id rule is written out where it runs in a loader context of its own (the py
+# orchestration and reactor renderers have no __utils__): the copies must not drift
+MINION_ID_COPIES = {"_utils/cloudify_ha_orch.py": "MINION_ID_RE", "_runners/cloudify_ha.py":
+                    "MINION_ID", "cloudify_ha/reactor/rejoin.sls": "MINION_ID",
+                    "cloudify_ha/orch/rejoin.sls": "PLAIN"}
+
+
+@pytest.mark.parametrize("path, name", sorted(MINION_ID_COPIES.items()))
+def test_every_copy_of_the_minion_id_rule_is_the_pillars(path, name):
+    import re  # pylint: disable=import-outside-toplevel
+
+    from formula_code import REPO  # pylint: disable=import-outside-toplevel
+    found = re.findall(rf'^{name} = re\.compile\(r"([^"]+)", re\.ASCII\)$',
+                       (REPO / path).read_text(), re.M)
+    assert found == [P.MINION_ID_RE.pattern]
+    assert P.MINION_ID_RE.flags & re.ASCII
