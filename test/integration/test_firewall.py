@@ -6,7 +6,7 @@ it; a re-run changes nothing; a manager gone from pillar loses its way in; a reb
 rules back the way the backend does. And one whole build and rejoin on firewalld hosts.
 
 Each test installs its hosts' firewall with a reset (Lab.set_firewall takes effect at a
-reinstall) and puts the session's nftables hosts back at its end."""
+reinstall); the module puts the session's nftables hosts back at its end."""
 
 import json
 import os
@@ -70,23 +70,30 @@ def _lines(path):
 
 def apply_firewall(salt_cli, hosts=MANAGERS, test=False):
     """state.apply cloudify_ha.firewall on the hosts: {host: {state id: (result, changes)}}."""
+    args = ["state.apply", "cloudify_ha.firewall"] + (["test=True"] if test else [])
+    ret = salt_cli.run("-L", *args, minion_tgt=",".join(hosts), _timeout=180)
+    assert isinstance(ret.data, dict) and sorted(ret.data) == sorted(hosts), ret
     out = {}
-    for host in hosts:
-        args = ["state.apply", "cloudify_ha.firewall"] + (["test=True"] if test else [])
-        ret = salt_cli.run(*args, minion_tgt=host, _timeout=180)
-        assert isinstance(ret.data, dict), ret
-        out[host] = {key.split("_|-")[1]: (v["result"], v["changes"]) for key, v in ret.data.items()}
-        assert all(r is True or (test and r is None) for r, _ in out[host].values()), (host, ret.data)
+    for host, states in ret.data.items():
+        assert isinstance(states, dict), (host, states)
+        out[host] = {key.split("_|-")[1]: (v["result"], v["changes"]) for key, v in states.items()}
+        assert all(r is True or (test and r is None) for r, _ in out[host].values()), (host, states)
     return out
 
 
-@pytest.fixture
+def changed(applied):
+    return {host: {sid: c for sid, (_, c) in states.items() if c}
+            for host, states in applied.items()}
+
+
+@pytest.fixture(scope="module")
 def firewall_lab(lab, salt_cli):
-    """The lab's managers reinstalled with a firewall of the test's choice, the formula's
-    modules synced to them (as the orchestration's first step does); nftables again
-    afterwards."""
-    def use(kind):
-        lab.set_firewall(kind)
+    """use({host: firewall}): the lab reset with the managers' OS on those firewalls (the
+    others on nftables) and the formula's modules synced to them, as the orchestration's first
+    step does. The session's nftables managers again after the module."""
+    def use(firewalls):
+        for name in MANAGERS:
+            lab.set_firewall(firewalls.get(name, "nftables"), [name])
         lab.reset()
         ret = salt_cli.run("saltutil.sync_all", minion_tgt="mgr*")
         assert ret.returncode == 0, ret
@@ -98,66 +105,71 @@ def firewall_lab(lab, salt_cli):
 
 def lb_only_pillar(salt_cli, lab, managers=MANAGERS):
     """The session's pillar with the REST port open to the load balancer only (beside the
-    managers), and the cluster's managers cut to `managers`."""
+    managers), and the cluster's managers cut to `managers` (the first one leads)."""
     pillar = deep(minion_pillar(salt_cli))
     cluster = pillar["clusters"]["lab"]
     cluster["firewall"]["rest_sources"] = [lab["lb"].ip]
     cluster["managers"] = [m for m in cluster["managers"] if m["name"] in managers]
+    cluster["leader"] = managers[0]
     return pillar
 
 
-@pytest.mark.parametrize("backend", ["nftables", "iptables", "firewalld"])
-def test_each_backend_lets_the_cluster_in_and_nobody_else(firewall_lab, salt_cli, pillar_dir,
-                                                          backend):
-    lab = firewall_lab(backend)
-    mgr1, mgr2, mgr3, lb, cli = (lab[n] for n in ("mgr1", "mgr2", "mgr3", "lb", "cli"))
+# one manager per backend: each host's firewall is its own, and a cluster may mix them
+BACKEND_OF = {"mgr1": "nftables", "mgr2": "iptables", "mgr3": "firewalld"}
+
+
+def test_each_backend_lets_the_cluster_in_and_nobody_else(firewall_lab, salt_cli, pillar_dir):
+    lab = firewall_lab(BACKEND_OF)
+    lb, cli = lab["lb"], lab["cli"]
     with shadow_pillar(pillar_dir, lb_only_pillar(salt_cli, lab)):
         assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="*").returncode == 0
         first = apply_firewall(salt_cli)
-        # the backend the formula found on the host (the pillar says auto)
-        assert all(any(f"-firewall-{backend}-" in sid and changes for sid, (_, changes)
-                       in states.items()) for states in first.values()), first
-        for port in TCP_PORTS:
-            assert reach(mgr2, mgr1, port) in THROUGH, port
-            assert reach(lb, mgr1, port) in STOPPED, port
-            assert reach(cli, mgr3, port) in STOPPED, port
-        assert udp_arrivals(lab, mgr1, 8301, [lb, cli, mgr2]) == {"mgr2"}
-        # the REST port: from the managers and the pillar's sources only
-        assert reach(lb, mgr1, 80) in THROUGH and reach(mgr3, mgr1, 80) in THROUGH
-        assert reach(cli, mgr1, 80) in STOPPED
-        # every other port as the backend leaves it: firewalld's zone closes what it does
-        # not open, nftables and iptables let it be
-        assert reach(cli, mgr1, 9999) in (STOPPED if backend == "firewalld" else THROUGH)
-
+        for name, backend in BACKEND_OF.items():  # the backend found on the host (pillar: auto)
+            assert [sid for sid in changed(first)[name]] and all(
+                f"-firewall-{backend}-" in sid for sid in changed(first)[name]), first
+        for name in MANAGERS:
+            dst, peer = lab[name], lab[next(m for m in MANAGERS if m != name)]
+            for port in TCP_PORTS:
+                assert reach(peer, dst, port) in THROUGH, (name, port)
+                assert reach(lb, dst, port) in STOPPED, (name, port)
+            assert udp_arrivals(lab, dst, 8301, [lb, cli, peer]) == {peer.name}, name
+            # the REST port: from the managers and the pillar's sources only
+            assert reach(lb, dst, 80) in THROUGH and reach(peer, dst, 80) in THROUGH, name
+            assert reach(cli, dst, 80) in STOPPED, name
+            # every other port as the backend leaves it: firewalld's zone closes what it does
+            # not open, nftables and iptables let it be
+            assert reach(cli, dst, 9999) in (
+                STOPPED if BACKEND_OF[name] == "firewalld" else THROUGH), name
         # a second run and a test run change nothing
-        for again in (apply_firewall(salt_cli), apply_firewall(salt_cli, test=True)):
-            assert {h: {s: c for s, (_, c) in st.items() if c} for h, st in again.items()} == \
-                {h: {} for h in MANAGERS}, again
+        assert changed(apply_firewall(salt_cli)) == {m: {} for m in MANAGERS}
+        assert changed(apply_firewall(salt_cli, test=True)) == {m: {} for m in MANAGERS}
 
-    # mgr3 leaves the cluster's pillar: its way into mgr1 is taken away, mgr2's stays
-    with shadow_pillar(pillar_dir, lb_only_pillar(salt_cli, lab, managers=("mgr1", "mgr2"))):
-        assert salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt="mgr1"
-                            ).returncode == 0
-        apply_firewall(salt_cli, hosts=("mgr1",))
-        for port in TCP_PORTS:
-            assert reach(mgr3, mgr1, port) in STOPPED, port
-            assert reach(mgr2, mgr1, port) in THROUGH, port
-        assert udp_arrivals(lab, mgr1, 8301, [mgr3, mgr2]) == {"mgr2"}
+    # mgr2 leaves the cluster's pillar: its way into the nftables and the firewalld host is
+    # taken away, the other's stays
+    with shadow_pillar(pillar_dir, lb_only_pillar(salt_cli, lab, managers=("mgr1", "mgr3"))):
+        assert salt_cli.run("-L", "saltutil.refresh_pillar", "wait=True",
+                            minion_tgt="mgr1,mgr3").returncode == 0
+        apply_firewall(salt_cli, hosts=("mgr1", "mgr3"))
+        for name, other in (("mgr1", "mgr3"), ("mgr3", "mgr1")):
+            for port in TCP_PORTS:
+                assert reach(lab["mgr2"], lab[name], port) in STOPPED, (name, port)
+                assert reach(lab[other], lab[name], port) in THROUGH, (name, port)
+            assert udp_arrivals(lab, lab[name], 8301, [lab["mgr2"], lab[other]]) == {other}
 
-    # a reboot: firewalld loads its permanent configuration at boot; nftables and iptables
+    # a reboot: firewalld loads its permanent configuration at boot; the nftables and iptables
     # rules are gone until the formula loads them again (the rejoin orchestration does)
-    lab.kill("mgr1")
-    mgr1.boot()
-    if backend == "firewalld":
-        assert reach(lb, mgr1, 8300) in STOPPED and reach(mgr2, mgr1, 8300) in THROUGH
-        assert reach(mgr3, mgr1, 8300) in STOPPED
-    else:
-        assert reach(lb, mgr1, 8300) in THROUGH
+    for name in MANAGERS:
+        lab.kill(name)
+        lab[name].boot()
+    assert reach(lb, lab["mgr3"], 8300) in STOPPED
+    assert reach(lab["mgr2"], lab["mgr3"], 8300) in STOPPED
+    assert reach(lab["mgr1"], lab["mgr3"], 8300) in THROUGH
+    assert reach(lb, lab["mgr1"], 8300) in THROUGH and reach(lb, lab["mgr2"], 8300) in THROUGH
 
 
 def test_a_cluster_is_built_and_a_rebooted_manager_rejoins_on_firewalld_hosts(
         firewall_lab, salt_run_cli, salt_cli):
-    lab = firewall_lab("firewalld")
+    lab = firewall_lab({name: "firewalld" for name in MANAGERS})
     run = orch(salt_run_cli)
     assert run.returncode == 0, run
     assert sorted(nodes(lab["mgr1"])) == list(MANAGERS)

@@ -1,15 +1,23 @@
 """Faults in a running cluster (cloudify-4.6.md sections 2 and 6): a node whose gossip port is
 blocked goes offline in the active node's view; a dead leader is replaced and comes back as a
-replica. Each test starts from a fresh cluster and puts its fault back."""
+replica. One cluster for the module (a build costs seconds): each test puts its fault back and
+waits for every node to be up again; the leader's death, which moves the leader, comes last."""
 
 import time
 
 import pytest
 
-from cfylab import MANAGERS, active_ip, cfy, nodes, ok, parse_table, rest, wait_for_nodes
+from cfylab import MANAGERS, active_ip, build, cfy, nodes, ok, parse_table, rest, wait_for_nodes
 from lab.proc import wait_until
 
 ALL_UP = {"mgr1": "leader", "mgr2": "replica", "mgr3": "replica"}
+
+
+@pytest.fixture(scope="module")
+def cluster(lab, emulator):
+    """A fresh three-node cluster for the module (mgr1 leader)."""
+    lab.reset()
+    return build(lab, emulator)
 
 
 @pytest.mark.parametrize("proto", ["tcp", "udp"])

@@ -34,58 +34,38 @@ def refused_join(lab, name, leader="mgr1"):
     assert name not in nodes(lab[leader].ip)
 
 
-# ---- a join that works ---------------------------------------------------------------------------
-def test_join_prints_the_reference_messages_in_order(fresh_lab, emulator):
+# ---- a join that works (one join, everything it must show: each build costs seconds) -----------
+def test_a_join_through_the_leaders_rest_api_as_46_does_it(fresh_lab, emulator):
     lab = fresh_lab
-    clustered_leader(lab, emulator)
+    leader = clustered_leader(lab, emulator)
+    ok(upload_blueprint(leader, "kept"))
+    before = db_oid(lab)
+    emulator.clear_audit()
     out = ok(install(lab, emulator, "mgr2", join="mgr1"))
+    # the reference messages, in order
     expected = [line.format(leader=lab["mgr1"].ip, name="mgr2", ip=lab["mgr2"].ip)
                 for line in JOIN_LINES]
     found = [next((i for i, line in enumerate(out.splitlines()) if want in line), None)
              for want in expected]
     assert None not in found and found == sorted(found), (expected, out)
-
-
-def test_join_registers_through_the_leaders_rest_api_on_port_80(fresh_lab, emulator):
-    lab = fresh_lab
-    clustered_leader(lab, emulator)
-    emulator.clear_audit()
-    ok(install(lab, emulator, "mgr2", join="mgr1"))
+    # registered through the leader's REST API on port 80
     calls = [(e["method"], e["path"], e["port"], e["status"]) for e in emulator.audit("mgr1")
              if e["kind"] == "rest" and e["remote"] == lab["mgr2"].ip]
     assert calls[:2] == [("GET", "/api/v3.1/cluster/nodes", 80, 200),
                          ("PUT", "/api/v3.1/cluster/nodes/mgr2", 80, 200)]
-    wait_for_nodes(lab, "mgr1", {"mgr1": "leader", "mgr2": "replica"})
-
-
-def test_joiner_gets_both_markers_and_its_config_keeps_the_join_settings(fresh_lab, emulator):
-    lab = fresh_lab
-    clustered_leader(lab, emulator)
-    ok(install(lab, emulator, "mgr2", join="mgr1"))
+    # the join settings came from config.yaml alone (no flag, no secret on argv)
+    (entry,) = [e for e in emulator.audit("mgr2") if e["kind"] == "cli" and e["prog"] == "cfy_manager"]
+    assert (entry["prog"], entry["argv"], entry["secret_on_argv"]) == ("cfy_manager", ["install"],
+                                                                       False)
+    # both markers, and config.yaml keeps the join settings (its password removed)
     joiner = lab["mgr2"]
     assert joiner.exists("/etc/cloudify/.install") and joiner.exists("/etc/cloudify/cluster")
     config = read_yaml(joiner, "/etc/cloudify/config.yaml")
     assert config["cluster"]["master_ip"] == lab["mgr1"].ip
     assert config["postgresql_client"]["postgres_password"] == "<removed>"
-
-
-def test_joiner_skips_database_creation(fresh_lab, emulator):
-    lab = fresh_lab
-    leader = clustered_leader(lab, emulator)
-    ok(upload_blueprint(leader, "kept"))
-    before = db_oid(lab)
-    ok(install(lab, emulator, "mgr2", join="mgr1"))
+    # the joiner skipped database creation: same database, data kept
     assert db_oid(lab) == before
     assert blueprint_ids(lab) == ["kept"]
-
-
-def test_join_settings_can_come_from_config_yaml_alone(fresh_lab, emulator):
-    lab = fresh_lab
-    clustered_leader(lab, emulator)
-    ok(install(lab, emulator, "mgr2", join="mgr1"))
-    (entry,) = [e for e in emulator.audit("mgr2") if e["kind"] == "cli" and e["prog"] == "cfy_manager"]
-    assert (entry["prog"], entry["argv"], entry["secret_on_argv"]) == ("cfy_manager", ["install"],
-                                                                       False)
     wait_for_nodes(lab, "mgr1", {"mgr1": "leader", "mgr2": "replica"})
 
 
@@ -133,10 +113,12 @@ def test_drop_database_is_retried_while_the_database_is_being_accessed(fresh_lab
     assert blueprint_ids(lab) == []
 
 
-# ---- joins that are refused ----------------------------------------------------------------------
-def test_joiner_with_another_admin_password_is_refused(fresh_lab, emulator):
+# ---- joins that are refused (one leader for the three: each build costs seconds) ------------------
+def test_joins_that_46_refuses(fresh_lab, emulator):
     lab = fresh_lab
     clustered_leader(lab, emulator)
+
+    # another admin password
     prepare(lab, emulator, "mgr2", join="mgr1", manager={
         "private_ip": lab["mgr2"].ip, "public_ip": lab["mgr2"].ip,
         "security": {"admin_username": "admin", "admin_password": "not-" + ADMIN_PASSWORD}})
@@ -145,22 +127,17 @@ def test_joiner_with_another_admin_password_is_refused(fresh_lab, emulator):
     assert reason.endswith("Master and replica nodes must have the same admin password")
     refused_join(lab, "mgr2")
 
-
-def test_joiner_that_is_not_empty_is_refused(fresh_lab, emulator):
-    lab = fresh_lab
-    clustered_leader(lab, emulator)
-    prepare(lab, emulator, "mgr2", join="mgr1")
-    emulator.seed_blueprints("mgr2", "left-over")
-    out = failed(cfy_manager(lab["mgr2"], "install"))
+    # a joiner that is not empty
+    prepare(lab, emulator, "mgr3", join="mgr1")
+    emulator.seed_blueprints("mgr3", "left-over")
+    out = failed(cfy_manager(lab["mgr3"], "install"))
     assert last_line(out) == "NetworkError: REST service returned an unexpected response: 400"
-    log = lab["mgr2"].read("/var/log/cloudify/manager/cfy_manager.log")
+    log = lab["mgr3"].read("/var/log/cloudify/manager/cfy_manager.log")
     assert "cluster_join_error" in log and "not empty" in log
-    refused_join(lab, "mgr2")
+    refused_join(lab, "mgr3")
 
-
-def test_joiner_with_a_wrong_postgres_password_is_refused_before_it_registers(fresh_lab, emulator):
-    lab = fresh_lab
-    clustered_leader(lab, emulator)
+    # a wrong postgres password: refused before it registers (mgr2 reinstalled first)
+    lab.wipe("mgr2")
     emulator.clear_audit()
     prepare(lab, emulator, "mgr2", join="mgr1",
             postgresql_client={"postgres_password": "not-the-postgres-password"})
