@@ -72,8 +72,9 @@ def test_build_from_empty(lab, emulator, salt_cli, salt_run_cli, event_listener)
     assert {n["database"] for n in listed.values()} == {"REMOTE"}
     assert {n["host_ip"] for n in listed.values()} == {lab[m].ip for m in MANAGERS}
 
-    # profiles as 4.6 keeps them: every node by name, the start node as `localhost` in its own
-    every = {m: lab[m].ip for m in MANAGERS}
+    # profiles as 4.6 keeps them: every node by name at its PUBLIC address (a second address
+    # on each lab manager), the start node as `localhost` in its own
+    every = {m: lab[m].public_ip for m in MANAGERS}
     for name in MANAGERS:
         assert profile_entries(lab[name]) == dict(every, **({"mgr1": "localhost"} if name == "mgr1"
                                                             else {})), name

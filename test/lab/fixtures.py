@@ -58,7 +58,7 @@ def pillar_dir(lab, packages):
     path.mkdir(exist_ok=True)
     cert, key = lab.client_cert("managers")
     facts = {
-        "managers": [{"name": h.name, "ip": h.ip} for h in lab.managers],
+        "managers": [{"name": h.name, "ip": h.ip, "public_ip": h.public_ip} for h in lab.managers],
         "db_ip": lab["db"].ip,
         "subnet": lab.subnet_cidr,
         "passwords": lab.passwords,

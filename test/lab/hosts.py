@@ -78,6 +78,10 @@ class Host:
         self.index = index
         self.network = network
         self.ip = network.address(index)
+        # a manager's public address is a second one on eth0 (.1xx), as a host with a NATed or
+        # external address has: profiles and clients are proven with an address that is not the
+        # cluster's (private) one. Outgoing traffic keeps the private address as its source.
+        self.public_ip = network.address(100 + index) if kind == "manager" else self.ip
         self.netns = f"{prefix}-{name}"
         self.veth = f"{prefix}v{index}"
         self.dir = Path(lab_dir) / "hosts" / name
@@ -89,8 +93,8 @@ class Host:
 
     # ---- description -------------------------------------------------------------------
     def describe(self):
-        return {"name": self.name, "kind": self.kind, "ip": self.ip, "netns": self.netns,
-                "veth": self.veth}
+        return {"name": self.name, "kind": self.kind, "ip": self.ip, "public_ip": self.public_ip,
+                "netns": self.netns, "veth": self.veth}
 
     def __repr__(self):
         return f"<Host {self.name} {self.kind} {self.ip}>"
@@ -134,6 +138,8 @@ class Host:
         inside = ["ip", "-n", self.netns]
         run(inside + ["link", "set", f"{self.veth}p", "name", "eth0"])
         run(inside + ["addr", "add", f"{self.ip}/24", "dev", "eth0"])
+        if self.public_ip != self.ip:
+            run(inside + ["addr", "add", f"{self.public_ip}/24", "dev", "eth0"])
         run(inside + ["link", "set", "eth0", "up"])
         run(inside + ["link", "set", "lo", "up"])
         for d in OVERLAID:

@@ -14,7 +14,7 @@ def manager_config(lab, name, admin_password, db_password, join=None, **sections
     host = lab[name]
     cert, key = lab.client_cert(name)
     config = {
-        "manager": {"private_ip": host.ip, "public_ip": host.ip,
+        "manager": {"private_ip": host.ip, "public_ip": host.public_ip,
                     "security": {"admin_username": "admin", "admin_password": admin_password}},
         "postgresql_client": {"host": lab["db"].ip, "username": "cloudify", "password": db_password,
                               "postgres_password": lab.passwords["postgres"], "ssl_enabled": True},

@@ -22,7 +22,7 @@ cloudify_ha:
         - name: {{ m.name }}
           minion_id: {{ m.name }}
           private_ip: {{ m.ip }}
-          public_ip: {{ m.ip }}
+          public_ip: {{ m.public_ip }}
 {%- endfor %}
       admin:
         username: admin

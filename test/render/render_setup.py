@@ -33,8 +33,8 @@ PEM = "-----BEGIN {kind}-----\nMIIBdummy{kind}dummy{kind}==\n-----END {kind}----
 
 # test/pillar/cloudify_ha.sls's facts (test/lab/fixtures.py `pillar_dir` writes them per lab run)
 LAB_FACTS = {
-    "managers": [{"name": "mgr1", "ip": "10.10.0.11"}, {"name": "mgr2", "ip": "10.10.0.12"},
-                 {"name": "mgr3", "ip": "10.10.0.13"}],
+    "managers": [{"name": f"mgr{i}", "ip": f"10.10.0.1{i}", "public_ip": f"10.10.0.11{i}"}
+                 for i in (1, 2, 3)],
     "db_ip": "10.10.0.5",
     "subnet": "10.10.0.0/24",
     "passwords": {"admin": "lab-admin-pw", "db": "lab-db-pw", "postgres": "lab-postgres-pw"},

@@ -181,10 +181,14 @@ def write_cluster_marker(state):
 class Agent:
     """The cluster agent of one node."""
 
-    def __init__(self, state, local_checks, log):
+    def __init__(self, state, local_checks, log, public_ip=None):
         self.state = state
         self.name = state["node_name"]
         self.local_checks = local_checks  # () -> {"services": bool, "database": bool}
+        # this node's manager.public_ip: it reports it to the leader, which keeps it in the
+        # node's record (the join's PUT carries only host_ip, node_name and database_ip; 4.6's
+        # records have the node's public_ip, which `cfy` profiles use: cloudify-4.6.md 0.1)
+        self.public_ip = public_ip
         self.log = log
         self.lock = threading.RLock()
         self.role = "follower"
@@ -382,8 +386,14 @@ class Agent:
                     acks += 1
                     peer = self.peers.setdefault(name, {})
                     peer["rpc_ok"] = now
-                    if not self.members.get(name, {}).get("initialized") and name in self.members:
-                        self.members[name]["initialized"] = True
+                    member = self.members.get(name)
+                    if member is not None and not member.get("initialized"):
+                        member["initialized"] = True
+                        self._persist()
+                    reported = answer.get("public_ip")
+                    if member is not None and reported and member.get("public_ip") != reported:
+                        member["public_ip"] = reported
+                        self.state["members_version"] += 1
                         self._persist()
             if acks >= self.quorum():
                 self.last_majority = now
@@ -468,7 +478,8 @@ class Agent:
             self.state["members"] = msg["members"]
             self.state["members_version"] = msg["members_version"]
             self._persist()
-        return {"ok": True, "term": self.state["term"], "checks": self.local_checks()}
+        return {"ok": True, "term": self.state["term"], "checks": self.local_checks(),
+                "public_ip": self.public_ip}
 
     def _mark_removed(self):
         if not self.removed:

@@ -71,7 +71,8 @@ class Service:
 
     # ---- cluster -------------------------------------------------------------------------------
     def _start_agent(self, state):
-        self.agent = clustermod.Agent(state, self.local_checks, self._cluster_log)
+        self.agent = clustermod.Agent(state, self.local_checks, self._cluster_log,
+                                      public_ip=self.config["manager"].get("public_ip") or None)
         self.agent.start()
 
     def _cluster_log(self, message):
