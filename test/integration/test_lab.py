@@ -47,9 +47,9 @@ def test_each_manager_sees_its_own_address_and_name(salt_cli, lab):
         host = lab[name]
         ret = salt_cli.run("grains.item", "ipv4", "host", minion_tgt=name)
         assert ret.returncode == 0, ret
-        assert sorted(ret.data["ipv4"]) == sorted(["127.0.0.1", host.ip])
+        assert sorted(ret.data["ipv4"]) == sorted(["127.0.0.1", host.ip, host.public_ip])
         assert ret.data["host"] == name
-        others = {lab[o].ip for o in MANAGERS if o != name}
+        others = {ip for o in MANAGERS if o != name for ip in (lab[o].ip, lab[o].public_ip)}
         assert not others & set(ret.data["ipv4"])
 
 

@@ -43,7 +43,7 @@ def test_a_join_through_the_leaders_rest_api_as_46_does_it(fresh_lab, emulator):
     emulator.clear_audit()
     out = ok(install(lab, emulator, "mgr2", join="mgr1"))
     # the reference messages, in order
-    expected = [line.format(leader=lab["mgr1"].ip, name="mgr2", ip=lab["mgr2"].ip)
+    expected = [line.format(leader=lab["mgr1"].ip, name="mgr2", ip=lab["mgr2"].public_ip)
                 for line in JOIN_LINES]
     found = [next((i for i, line in enumerate(out.splitlines()) if want in line), None)
              for want in expected]

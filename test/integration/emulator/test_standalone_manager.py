@@ -55,7 +55,7 @@ def test_standalone_manager_answers_status_and_cluster_not_initialized(lab, stan
 def test_install_prints_the_success_lines(lab, standalone):
     lines = standalone.stdout.splitlines()
     assert "Installation finished successfully!" in lines[-2]
-    assert lines[-1].endswith(f"Manager is up at http://{lab[HOST].ip}")
+    assert lines[-1].endswith(f"Manager is up at http://{lab[HOST].public_ip}")
 
 
 def test_install_writes_the_install_marker_and_no_cluster_marker(lab, standalone):
