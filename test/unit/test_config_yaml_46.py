@@ -1,0 +1,62 @@
+"""Every config.yaml the formula writes (_modules/cloudify_ha.py _manager_config), for the leader
+and for a joiner, from pillar.example and its variants, passes the emulated installer's 4.6
+rules (test/lab/cfyemu/installer.py: validate, and the client certificate copy 4.6 runs
+unconditionally with SSL on): an install on a real 4.6 would not stop at validation."""
+
+import copy
+
+import pytest
+
+from formula_code import example_pillar, execution_module, pillar_util
+from lab.cfyemu import installer
+
+M = execution_module()
+P = pillar_util()
+
+
+def variants():
+    base = example_pillar()
+    yield "pillar.example", base
+    other = copy.deepcopy(base)
+    other["clusters"]["prod"]["database"].update(name="cloudify_prod", username="cfy_prod")
+    yield "another database name and user", other
+
+
+@pytest.fixture
+def written(tmp_path, monkeypatch):
+    """The formula's certificate files and the installer's /etc/cloudify, under tmp_path."""
+    monkeypatch.setattr(M, "CERT_DIR", str(tmp_path / "cloudify_ha"))
+    monkeypatch.setattr(installer, "ETC", tmp_path / "etc-cloudify")
+    return tmp_path
+
+
+@pytest.mark.parametrize("label, pillar", list(variants()), ids=[v[0] for v in variants()])
+@pytest.mark.parametrize("role", ["leader", "joiner"])
+def test_the_formulas_config_yaml_passes_46s_validation(written, label, pillar, role):
+    built = P.plan(pillar)
+    assert built["errors"] == [], built["errors"]
+    settings = built["clusters"]["prod"]
+    leader, follower = settings["managers"][0], settings["managers"][1]
+    joining = None if role == "leader" else {"master_ip": leader["private_ip"],
+                                             "database_ip": settings["database"]["host"]}
+    config = M._manager_config(settings, leader if role == "leader" else follower, joining)
+    installer.validate(config, joining=joining is not None)  # raises InstallError if not
+    installer._copy_client_certificate(config)
+    assert (written / "etc-cloudify" / "ssl" / "postgresql.crt").read_text() == \
+        settings["database"]["client_cert"]
+    if joining:
+        assert config["cluster"] == {"master_ip": leader["private_ip"],
+                                     "node_name": follower["name"],
+                                     "host_ip": follower["private_ip"]}
+        assert config["postgresql_client"]["host"] == settings["database"]["host"]
+
+
+def test_a_config_without_the_cas_key_is_what_46_refuses():
+    """The rules above can fail: 4.6 refuses a CA given without its key (cloudify-4.6.md 0.2)."""
+    config = {"manager": {"private_ip": "10.0.0.11", "public_ip": "10.0.0.11",
+                          "security": {"admin_password": "x"}},
+              "postgresql_client": {"host": "10.0.0.5", "ssl_enabled": True,
+                                    "postgres_password": "y"},
+              "ssl_inputs": {"ca_cert_path": "/nonexistent/ca.pem"}}
+    with pytest.raises(installer.InstallError, match="ca_key_path was not provided"):
+        installer.validate(config, joining=False)
