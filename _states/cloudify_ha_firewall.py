@@ -161,7 +161,7 @@ def _wanted(cluster, peers, ports, rest_port, rest_sources):
     rest = list(EVERYWHERE) if not nets or nets[0].prefixlen == 0 else [str(n) for n in nets]
     (peer_set, peer_type), (rest_set, rest_type) = _ipsets(cluster).items()
     return {"ipsets": {peer_set: (peer_type, [str(h) for h in hosts]),
-                       rest_set: (rest_type, [_entry(rest_type, n) for n in rest])},
+                       rest_set: (rest_type, rest)},
             "rules": [_rich_rule(peer_set, p["port"], p["protocol"]) for p in ports]
                      + [_rich_rule(rest_set, rest_port, "tcp")]}
 

@@ -650,9 +650,8 @@ def _grain(grains, key):
     for item in values:
         if isinstance(item, bool) or not isinstance(item, (str, int)):
             continue
-        item = str(item)
-        if SEGMENT_RE.fullmatch(item) and item.strip("."):
-            out.append(item)
+        if _is_relative(str(item), most=1):
+            out.append(str(item))
     return out
 
 

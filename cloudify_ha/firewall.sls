@@ -56,14 +56,11 @@ cloudify_ha-firewall-firewalld-rules:
 {%-     set suffix = "nft" if backend == "nftables" else "iptables" %}
 {%-     set path = mapdata.lookup.firewall_dir ~ "/firewall." ~ suffix %}
 {%-     set placeholder = "@CLOUDIFY_HA_DIGEST@" %}
-{#-     the template: the first of its TOFS sources (cloudify_ha:tofs) that the file server has #}
-{%-     set found = namespace(source=none) %}
-{%-     for source in mapdata.tofs["cloudify_ha-firewall-" ~ backend ~ "-file"] %}
-{%-       if found.source is none and salt["cp.hash_file"](source) %}
-{%-         set found.source = source %}
-{%-       endif %}
-{%-     endfor %}
-{%-     set rendered = salt["slsutil.renderer"](found.source, default_renderer="jinja",
+{#-     the template: the first of its TOFS sources (cloudify_ha:tofs) that the file server has,
+        as file.managed picks one from a source list #}
+{%-     set source = salt["file.source_list"](mapdata.tofs["cloudify_ha-firewall-" ~ backend ~ "-file"],
+                                              "", saltenv)[0] %}
+{%-     set rendered = salt["slsutil.renderer"](source, default_renderer="jinja",
                                                 digest=placeholder, **ctx) %}
 {%-     set digest = salt["hashutil.digest"](rendered | replace(placeholder, ""), "sha256")[:16] %}
 {%-     set header = "table inet cloudify_ha\ndelete table inet cloudify_ha\n"

@@ -323,11 +323,12 @@ def test_an_operators_haproxy_template_wins_and_gets_the_formulas_context(minion
     assert "    server cfy-mgr1 10.0.0.11:80 check" in cfg  # the formula's context reached it
 
 
-def test_an_operators_firewall_template_for_one_minion_wins_over_the_formulas(minion,
+def test_an_operators_firewall_template_for_one_minion_wins_over_the_formulas(minion, file_root,
                                                                              site_templates):
     put(site_templates / f"files/{LEADER}/firewall.nft.jinja",
         'table inet cloudify_ha {\n  comment "cloudify_ha {{ cluster }} {{ digest }}"\n'
         '  # site rules for {{ peers | join(",") }}\n}\n')
+    drop_file_list_cache(file_root)
     pillar = {"cloudify_ha": {"tofs": {"path_prefix": "site"}}}
     high = firewall(minion, "example", LEADER, pillar=pillar, binaries=("nft",))
     rules = 'table inet cloudify_ha {{\n  comment "cloudify_ha prod {digest}"\n' \

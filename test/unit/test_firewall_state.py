@@ -352,3 +352,10 @@ def test_firewalld_a_value_that_is_not_plain_data_is_refused_before_any_command(
     assert (ret["result"], ret["changes"]) == (False, {})
     assert ret["comment"].startswith(where) and ret["comment"].endswith("nothing was changed")
     assert host.calls == []
+
+
+def test_the_states_zone_rule_is_the_pillars():
+    """The state checks its zone itself (it can be called without the formula's pillar): the
+    same rule as the pillar's validation, not a second one that could drift."""
+    from formula_code import pillar_util  # pylint: disable=import-outside-toplevel
+    assert FW.ZONE_RE.pattern == pillar_util().FIREWALLD_ZONE_RE.pattern
