@@ -35,6 +35,12 @@ INSTALL_MARKER = "/etc/cloudify/.install"
 CLUSTER_MARKER = "/etc/cloudify/cluster"
 INSTALL_LOG = "/var/log/cloudify/manager/cfy_manager.log"
 RESOURCES = "/opt/manager/resources"
+# where a user's data lives under RESOURCES: the file server folders of 4.6's rest-service
+# (manager_rest/constants.py FILE_SERVER_*_FOLDER). The RPMs put their own files beside them
+# (the agent packages under packages/agents) at the restservice step, before any join, so
+# "empty" cannot mean "no file there" (cloudify-4.6.md section 0.2)
+USER_DATA_DIRS = ("blueprints", "uploaded-blueprints", "deployments", "snapshots", "plugins",
+                  "tenant-resources", "global-resources")
 CERT_DIR = "/etc/cloudify_ha"
 PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles")
 # nginx in front of 4.6's REST service answers these (an HTML body) while that service is down or
@@ -256,9 +262,11 @@ def node_state(cluster=None):
     What this manager host is, from its local markers and its local REST answer.
 
     absent: the installer package is not installed; package_installed: no
-    /etc/cloudify/.install yet; installed: a standalone manager (not clustered); leader: the
-    active node; replica; removed: removed from its cluster (must be torn down to rejoin);
-    down: clustered, but its REST service does not answer.
+    /etc/cloudify/.install and no manager service answering; half_installed: no
+    /etc/cloudify/.install but the manager's services answer (an install that failed after its
+    restservice step: 4.6 leaves them running as a standalone manager); installed: a standalone
+    manager (not clustered); leader: the active node; replica; removed: removed from its cluster
+    (must be torn down to rejoin); down: clustered, but its REST service does not answer.
 
     CLI Example:
 
@@ -270,7 +278,9 @@ def node_state(cluster=None):
     if not __salt__["pkg.version"](_package()):
         return "absent"
     if not os.path.exists(INSTALL_MARKER):
-        return "package_installed"
+        # any HTTP answer means nginx (and so the services an install step started) runs
+        answer = _status_of(settings, manager["private_ip"], 2)
+        return "package_installed" if answer == "unreachable" else "half_installed"
     if not os.path.exists(CLUSTER_MARKER):
         return "installed"
     rest = _rest()
@@ -318,11 +328,23 @@ def _probe_status(rest, endpoint, timeout):
         return f"error: {exc.__class__.__name__}"
 
 
+def _probe_initialized(rest, endpoint, timeout):
+    """One bounded GET /cluster: True for a clustered node, False for a standalone manager,
+    None when it cannot tell (safe in a worker thread, as _probe_status)."""
+    try:
+        answer = rest.request(endpoint, "GET", "/cluster", timeout=(timeout, timeout * 3),
+                              retries=0)
+        return bool((answer or {}).get("initialized"))
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
 def active_node(candidates=None, cluster=None, timeout=3, required=True):
     """
     The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
     parallel with bounded timeouts. Candidates default to every manager of the cluster in
-    pillar. Raises when none answers, and when two do (split brain), naming them.
+    pillar. Raises when none answers, and when two clustered nodes do (split brain), naming
+    them; a standalone manager beside a clustered one is not the active node.
 
     Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
     None when no node answers (a cluster that does not run yet) instead of an error.
@@ -344,6 +366,18 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True):
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
         answers = dict(zip(hosts, pool.map(lambda e: _probe_status(rest, e, timeout), endpoints)))
     active = [h for h, a in answers.items() if a == "active"]
+    standalone = []
+    if len(active) > 1:
+        # a standalone manager answers /status too (a join that failed part-way leaves one
+        # running: cloudify-4.6.md section 0.2); only a clustered one is the cluster's active node
+        # endpoints built here: a worker thread has no loader dunder (__utils__)
+        asked = [_endpoint(settings, h) for h in active]
+        with ThreadPoolExecutor(max_workers=len(active)) as pool:
+            clustered = dict(zip(active, pool.map(
+                lambda e: _probe_initialized(rest, e, timeout), asked)))
+        standalone = [h for h in active if clustered[h] is False]
+        if len(standalone) < len(active):
+            active = [h for h in active if clustered[h] is not False]
     if len(active) == 1:
         return {"name": names.get(active[0]), "host": active[0]}
     described = "; ".join(f"{names.get(h, h)} ({h}): {a}" for h, a in answers.items())
@@ -355,11 +389,17 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True):
                 "every manager rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:password")
         raise CommandExecutionError(f"no active node in cluster '{settings['name']}': {described}")
+    both = " and ".join(f"{names.get(h, h)} ({h})" for h in active)
+    if standalone:  # none of them is clustered
+        raise CommandExecutionError(
+            f"no cluster runs in '{settings['name']}' but {both} answer as standalone "
+            "managers: one is the pillar's leader before its cluster start, another an install "
+            "that failed part-way or a manager of its own; nothing was changed")
     raise CommandExecutionError(
-        f"split brain in cluster '{settings['name']}': "
-        + " and ".join(f"{names.get(h, h)} ({h})" for h in active)
-        + " both answer as the active node (or are standalone managers); "
-        "resolve it before changing the cluster")
+        f"split brain in cluster '{settings['name']}': {both} both answer as the active node "
+        "(4.6's active minority mode after a network partition: the node with the most recent "
+        "database wins once it heals); nothing was changed: restore the network between the "
+        "managers, then re-run")
 
 
 def _normalise(node):
@@ -406,7 +446,9 @@ def cluster_nodes(active=None, cluster=None):
 
 def resources():
     """
-    Files under /opt/manager/resources (blueprints, deployments, plugins) on this host.
+    A user's files under /opt/manager/resources on this host: blueprints, uploaded blueprints,
+    deployments, snapshots, plugins, tenant and global resources. The files the manager's own
+    packages install there (the agent packages) are not counted.
 
     CLI Example:
 
@@ -415,8 +457,9 @@ def resources():
         salt cfy-mgr3 cloudify_ha.resources
     """
     found = []
-    for root, _dirs, files in os.walk(RESOURCES):
-        found += [os.path.relpath(os.path.join(root, f), RESOURCES) for f in files]
+    for top in USER_DATA_DIRS:
+        for root, _dirs, files in os.walk(os.path.join(RESOURCES, top)):
+            found += [os.path.relpath(os.path.join(root, f), RESOURCES) for f in files]
     return sorted(found)
 
 
@@ -592,6 +635,29 @@ def join(master_ip, database_ip, cluster=None):
     """
     settings, manager = _settings(cluster)
     return _install(settings, manager, joining={"master_ip": master_ip, "database_ip": database_ip})
+
+
+def remove_manager(cluster=None):
+    """
+    Tear this host's manager down with ``cfy_manager remove -f``: its services, ``/opt/manager``
+    (its local resources) and ``/etc/cloudify/.install`` go; the external database is left
+    alone (4.6's postgresql_client component only removes its client packages). The state
+    ``cloudify_ha.joined`` calls it for a join that failed part-way; call it directly only on
+    purpose.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr2 cloudify_ha.remove_manager
+    """
+    settings, _ = _settings(cluster)
+    result = _run(["cfy_manager", "remove", "-f"], settings, timeout=600)
+    if result["retcode"] != 0:
+        raise CommandExecutionError(
+            f"cfy_manager remove -f failed (exit {result['retcode']}): "
+            f"{_tail(result['stderr'] or result['stdout'], 3)}")
+    return {"retcode": 0, "output": _tail(result["stdout"], 3)}
 
 
 def start_cluster(node_name, host_ip, cluster=None):

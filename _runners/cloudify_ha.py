@@ -189,6 +189,8 @@ def _cluster_status(local, cname, settings, lookup, timeout):
             state = "not installed"
         elif local_state == "removed":
             state = "removed"
+        elif local_state == "half_installed":
+            state = "half-installed (an install failed part-way)"
         else:
             state = "not joined"
         rows.append({"node": m["name"], "minion": m["minion_id"], "ip": m["private_ip"],

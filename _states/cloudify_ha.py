@@ -254,7 +254,7 @@ def _decide_install(f):
         return _need("local")
     if f["local"] == "absent":
         return _pkg_missing(name)
-    if f["local"] != "package_installed":
+    if f["local"] not in ("package_installed", "half_installed"):
         return _ok(f"{name} is already installed (node state: {f['local']}); an install is never "
                    "re-run")
     if "running" not in f:
@@ -263,6 +263,13 @@ def _decide_install(f):
         return _ok(f"{name}: not installed here, but the cluster already runs (active node "
                    f"{f['running']['host']}): this host joins it (cloudify_ha.joined) instead of "
                    "a non-join install, which would drop the cluster's database")
+    if f["local"] == "half_installed":
+        return _refuse(f"{name}: an earlier install failed part-way: its services run as a "
+                       "standalone manager without /etc/cloudify/.install, on the database. "
+                       "Nothing was changed: see /var/log/cloudify/manager/cfy_manager.log, run "
+                       "'cfy_manager remove -f' on it (its local files only; the database is "
+                       "left alone) and re-run; the new install checks the database as any "
+                       "first install does")
     if "database" not in f:
         return _need("database")
     data = f["database"]
@@ -358,7 +365,7 @@ def _start(f):
 
 # ---- joined ---------------------------------------------------------------------------------
 def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster_runs=False,
-           active_hint=None):
+           active_hint=None, remove_failed_join=True, offline_wait=60):
     """
     This manager is a member of its cluster, online as a replica (or the active node).
 
@@ -376,6 +383,14 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
         When the cluster lists this node (or its address) as an offline member and this host
         is freshly installed (wiped or rebuilt), remove that stale entry through the active node
         before joining.
+    remove_failed_join
+        A host whose earlier join failed part-way (no ``/etc/cloudify/.install``, its services
+        running as a standalone manager, as 4.6 leaves it) and that holds no user files is torn
+        down (``cfy_manager remove -f``, its local files only) and joined again. False: refuse
+        and name the command instead.
+    offline_wait
+        Seconds a freshly installed host's own entry, still listed online (a host wiped a moment
+        ago), may take to show offline before this join goes on (4.6: tens of seconds).
     wait
         Seconds to wait, after joining, for the node to be online in the active node's view,
         and for a rebooted member's REST service to come back.
@@ -390,6 +405,8 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
     """
     return _converge(name, {"host_ip": host_ip, "cluster": cluster,
                             "replace_stale": replace_stale, "wait": wait,
+                            "remove_failed_join": remove_failed_join,
+                            "offline_wait": offline_wait,
                             "if_cluster_runs": if_cluster_runs, "active_hint": active_hint},
                      _decide_join, _READ_JOIN, _join)
 
@@ -451,11 +468,21 @@ def _decide_fresh_join(f, active, nodes, me):
     name, host_ip = f["name"], f["host_ip"]
     if "resources" not in f:
         return _need("resources")
+    half = f["local"] == "half_installed"
     if f["resources"]:
         return _refuse(f"{name}: this host is not empty ({len(f['resources'])} file(s) under "
                        f"/opt/manager/resources, e.g. {f['resources'][0]}); only an empty "
                        "manager can join a cluster. Nothing was changed; move the data away if "
-                       "it is not needed")
+                       "it is not needed" + (
+                           " (its services run without /etc/cloudify/.install: an install "
+                           "failed part-way, and a host with user files is never torn down "
+                           "by the formula)" if half else ""))
+    if half and not f["remove_failed_join"]:
+        return _refuse(f"{name}: an earlier install failed part-way: its services run as a "
+                       "standalone manager without /etc/cloudify/.install, and it cannot join "
+                       "as it is. Nothing was changed (remove_failed_joins is false): run "
+                       "'cfy_manager remove -f' on it (its local files only; the database is "
+                       "left alone) and re-run")
     if "database_ip" not in f:
         return _need("database_ip")
     # the join's database is the pillar's: no public source says 4.6's node records carry a
@@ -467,6 +494,10 @@ def _decide_fresh_join(f, active, nodes, me):
                        "has one database. Nothing was changed: fix the pillar, or check which "
                        "database the cluster really uses")
     changes = {}
+    if half:
+        changes["removed_failed_install"] = {
+            "old": "services running without /etc/cloudify/.install (a failed install)",
+            "new": "torn down (cfy_manager remove -f)"}
     if me and me["online"]:  # a host wiped a moment ago still looks alive for a few seconds
         if "went_offline" not in f:
             return _need("went_offline")
@@ -475,7 +506,8 @@ def _decide_fresh_join(f, active, nodes, me):
     if me:  # listed, but this host is fresh: a stale entry of a wiped host
         if me["online"]:
             return _refuse(f"{name}: the cluster lists {name} as ONLINE at {host_ip} while this "
-                           "host has no manager installed; two hosts share the name/address?")
+                           "host has no manager installed (still after offline_wait, "
+                           f"{f.get('offline_wait')}s); two hosts share the name/address?")
         if not f["replace_stale"]:
             return _refuse(f"{name}: the cluster still lists {name} ({host_ip}) as an offline "
                            "member, but this host has no manager installed (wiped or rebuilt). "
@@ -484,9 +516,10 @@ def _decide_fresh_join(f, active, nodes, me):
         changes["removed_stale"] = {"old": name, "new": None}
     changes["joined"] = {"old": None, "new": {"active_node": active["host"],
                                               "database": f["database_ip"]}}
+    torn = " (after tearing down its failed install)" if half else ""
     return _act(changes, f"{name} would join the cluster through the active node "
-                         f"{active['host']}", f"{name} joined the cluster (active node "
-                                              f"{active['host']})")
+                         f"{active['host']}{torn}", f"{name} joined the cluster (active node "
+                                                    f"{active['host']}){torn}")
 
 
 def _read_local_up(facts):
@@ -509,7 +542,7 @@ _READ_JOIN = {
     "database_ip": lambda f: {"database_ip": __salt__["cloudify_ha.database_host"](
         cluster=f["cluster"])},
     "went_offline": lambda f: {"went_offline": _wait_for(
-        lambda: not _is_online(f["cluster"], f["active"], f["name"]), 20, 1.0)},
+        lambda: not _is_online(f["cluster"], f["active"], f["name"]), f["offline_wait"], 1.0)},
 }
 
 
@@ -518,6 +551,12 @@ def _join(f):
     node online in the active node's view."""
     name, cluster, active = f["name"], f["cluster"], f["active"]
     _forget_node_state(cluster)
+    if f["local"] == "half_installed":
+        __salt__["cloudify_ha.remove_manager"](cluster=cluster)
+        after = _node_state(cluster, fresh=True)
+        if after != "package_installed":
+            return (f"{name}: cfy_manager remove -f returned 0 but the host is not clean (node "
+                    f"state: {after}); nothing else was done")
     if _member(f["nodes"], name):
         __salt__["cloudify_ha.remove_node"](name, active=active["host"], cluster=cluster)
     __salt__["cloudify_ha.join"](active["host"], f["database_ip"], cluster=cluster)

@@ -33,6 +33,10 @@ CLUSTER_DEFAULTS = {
     "installer": {"source": "", "cli_source": "", "version": "", "install_timeout": 1800},
     "allow_database_reset": False,
     "replace_stale": False,
+    "remove_failed_joins": True,
+    # seconds a wiped host's old entry may take to show offline before its join (4.6: tens of
+    # seconds, its heartbeat is every 15 s)
+    "offline_wait": 60,
     "firewall": {"enabled": True, "backend": "auto", "rest_sources": [], "firewalld_zone": ""},
     "cli_hosts": [],
     "loadbalancer": None,
@@ -518,9 +522,13 @@ def _validate_rest(errors, where, settings):
 
 
 def _validate_misc(errors, where, settings):
-    for key in ("allow_database_reset", "replace_stale"):
+    for key in ("allow_database_reset", "replace_stale", "remove_failed_joins"):
         if not isinstance(settings.get(key), bool):
             errors.append(f"{where}:{key}: must be true or false")
+    wait = settings.get("offline_wait")
+    if not _is_int(wait) or not 0 < wait <= 3600:
+        errors.append(f"{where}:offline_wait: must be a number of seconds from 1 to 3600 (4.6 "
+                      "shows a dead node offline after tens of seconds)")
     admin = settings["admin"]
     _check(errors, f"{where}:admin", "username", admin.get("username"), "user")
     _check(errors, f"{where}:admin", "tenant", admin.get("tenant"), "user")

@@ -18,6 +18,8 @@ cloudify_ha-cluster-follower-joined:
     # the rejoin orchestration (cloudify_ha.orch.rejoin) replaces a rebuilt host's stale entry
     # and does nothing before the cluster has been started
     - replace_stale: {{ (rejoin or me.cluster.replace_stale) | json }}
+    - remove_failed_join: {{ me.cluster.remove_failed_joins | json }}
+    - offline_wait: {{ me.cluster.offline_wait | json }}
     - if_cluster_runs: {{ rejoin | json }}
     - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:

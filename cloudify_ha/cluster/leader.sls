@@ -24,6 +24,8 @@ cloudify_ha-cluster-leader-joined:
     - host_ip: {{ me.manager.private_ip | json }}
     - cluster: {{ me.cluster_name | json }}
     - replace_stale: {{ me.cluster.replace_stale | json }}
+    - remove_failed_join: {{ me.cluster.remove_failed_joins | json }}
+    - offline_wait: {{ me.cluster.offline_wait | json }}
     - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:
       - cloudify_ha: cloudify_ha-cluster-leader-started

@@ -12,8 +12,10 @@ import time
 
 import pytest
 
-from lab.formula import (demo_hints, files_containing, jobs_published, minion_pillar, nodes,
-                         orch, profile_entries, sizes)
+from lab.formula import (OrchRun, blueprint_ids, demo_hints, files_containing, jobs_published,
+                         member_state, minion_pillar, nodes, orch, profile_entries, sizes,
+                         upload_blueprint)
+from lab.hosts import reach
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
@@ -190,29 +192,58 @@ def test_dry_run_on_empty_hosts_reports_and_changes_nothing(fresh_lab, emulator,
                         ).stdout.strip() == "0"
 
 
-def test_failed_follower_install_stops_the_run_and_a_rerun_completes(fresh_lab, emulator,
-                                                                    salt_run_cli):
+def _step_text(run, step):
+    return f"{run[step].get('comment')} {run.minion_states(step)}"
+
+
+def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_lab, emulator,
+                                                                        salt_run_cli):
+    """A join that fails before its restservice step (nothing runs yet), at it, after it and at
+    the cluster step (4.6 leaves services RUNNING without .install: cloudify-4.6.md section 0.2);
+    each run stops at the failed follower, the next picks up, a half-installed follower is torn
+    down on purpose (cfy_manager remove -f) and joined again, and the leader and the cluster's
+    data (blueprint rows) are never touched."""
     lab = fresh_lab
+    join2, join3 = "cloudify_ha-orch-lab-join-mgr2", "cloudify_ha-orch-lab-join-mgr3"
     emulator.install_package("mgr2")
-    emulator.set_knobs("mgr2", fail_at="restservice")
-    run = orch(salt_run_cli)
-    assert run.returncode != 0, run
-    assert run["cloudify_ha-orch-lab-leader-mgr1"]["result"] is True
-    assert run["cloudify_ha-orch-lab-join-mgr2"]["result"] is False
-    assert "Failed to install restservice" in run["cloudify_ha-orch-lab-join-mgr2"]["comment"] or \
-        "Failed to install restservice" in str(run.minion_states("cloudify_ha-orch-lab-join-mgr2")), run
-    assert run["cloudify_ha-orch-lab-join-mgr3"]["result"] is False
-    assert "requisite" in run["cloudify_ha-orch-lab-join-mgr3"]["comment"].lower()
+    removals = []
+    for step, left_running in (("postgresql_client", False), ("restservice", False),
+                               ("nginx", True), ("cluster", True)):
+        emulator.set_knobs("mgr2", fail_at=step)
+        run = orch(salt_run_cli)
+        assert run.returncode != 0, run
+        assert run["cloudify_ha-orch-lab-leader-mgr1"]["result"] is True, run
+        assert run[join2]["result"] is False, run
+        assert f"Failed to install {step}" in _step_text(run, join2), (step, run)
+        assert run[join3]["result"] is False and "requisite" in run[join3]["comment"].lower()
+        assert not lab["mgr2"].exists("/etc/cloudify/.install")
+        # the RPMs' files (agent packages) come with the restservice step, before any join
+        assert lab["mgr2"].exists("/opt/manager/resources/packages/agents/"
+                                  "centos-core-agent.tar.gz") is left_running, step
+        # its manager's REST port answers (services left running) or nothing listens
+        assert reach(lab["mgr2"], lab["mgr2"], 80) == ("open" if left_running else "refused")
+        removals.append(sum(1 for e in emulator.audit("mgr2")
+                            if e.get("prog") == "cfy_manager" and e["argv"][:1] == ["remove"]))
+        if step == "postgresql_client":  # the cluster's data, on the leader alone so far
+            upload_blueprint(lab["mgr1"], "keep")
+    # torn down once: before the attempt that failed at the cluster step (after nginx's)
+    assert removals == [0, 0, 0, 1], removals
     assert [e for e in emulator.audit("mgr3") if e["kind"] == "cli"] == []
-    assert not lab["mgr3"].exists("/etc/cloudify/.install")
     assert sorted(nodes(lab["mgr1"])) == ["mgr1"]
 
     emulator.set_knobs("mgr2", fail_at=None)
     run = orch(salt_run_cli)
     assert run.returncode == 0, run
     assert sorted(nodes(lab["mgr1"])) == list(MANAGERS)
-    # the leader was never reinstalled: its data survived the failed join
+    (joined,) = [c for k, c in run.minion_states(join2)["mgr2"].items()
+                 if k.startswith("cloudify_ha_|-cloudify_ha-cluster-follower-joined")]
+    assert "removed_failed_install" in joined["changes"], joined
+    assert joined["comment"].endswith("(after tearing down its failed install)"), joined
+    assert blueprint_ids(lab) == ["keep"]
+    # the leader was never reinstalled: its data survived every failed join
     assert len([e for e in emulator.audit("mgr1") if e.get("prog") == "cfy_manager"]) == 1
+    assert sum(1 for e in emulator.audit("mgr2") if e.get("prog") == "cfy_manager"
+               and e["argv"][:1] == ["remove"]) == 2
 
 
 def test_rerun_after_the_leader_dies_uses_the_new_active_node(built_cluster, emulator,
@@ -238,3 +269,34 @@ def test_rerun_after_the_leader_dies_uses_the_new_active_node(built_cluster, emu
         lab.power_on("mgr1")
     wait_until(lambda: nodes(lab["mgr2"])["mgr1"]["state"] == "replica", 30,
                "mgr1 back as a replica")
+
+
+def test_a_wiped_follower_rejoins_at_4_6_liveness_timing(built_cluster, emulator, salt_run_cli):
+    """4.6's liveness at its defaults (the lab's package turns it down for speed:
+    test/lab/fixtures.py LAB_KNOBS): a heartbeat every 15 s and a node offline only once its
+    check's TTL (30 s) ran out, so a dead node is still listed online for a while
+    (cloudify-4.6.md section 0.3). A host wiped and rejoined in that window: the join waits
+    (offline_wait) for its old entry to go offline, replaces it, and the node is back."""
+    lab = built_cluster
+    timing = {"heartbeat_seconds": 15, "offline_after_seconds": 30}
+    for name in MANAGERS:
+        emulator.set_knobs(name, **timing)
+    try:
+        lab.wipe("mgr3", power_on=False)
+        dead = time.monotonic()
+        states = []  # polled for 8 s: a dead node is not offline within seconds
+        while time.monotonic() - dead < 8:
+            states.append(member_state(lab, "mgr3", via="mgr2"))
+        assert set(states) == {"replica"}, states
+        lab.power_on("mgr3")  # a reinstalled OS: no manager, the knobs gone with the wipe
+        emulator.set_knobs("mgr3", **timing)
+        run = OrchRun(salt_run_cli.run("state.orch", "cloudify_ha.orch.rejoin",
+                                       "pillar=" + json.dumps({"node": "mgr3"}), _timeout=900))
+        assert run.returncode == 0, run
+        on_host = run.minion_states("cloudify_ha-rejoin-mgr3-joined")["mgr3"]
+        (joined,) = [c for k, c in on_host.items() if k.endswith("-joined")]
+        assert "removed_stale" in joined["changes"], joined
+        wait_until(lambda: member_state(lab, "mgr3") == "replica", 60, "mgr3 online again")
+    finally:
+        for name in MANAGERS:
+            emulator.set_knobs(name, heartbeat_seconds=None, offline_after_seconds=None)

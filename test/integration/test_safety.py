@@ -2,22 +2,11 @@
 (unless the pillar allows it, on purpose), no change to a joiner that is not empty. And the
 firewall it writes lets the cluster's ports through between managers only (real traffic)."""
 
-from lab.formula import deep, minion_pillar, nodes, orch, shadow_pillar
+from lab.formula import (blueprint_ids, deep, minion_pillar, nodes, orch, shadow_pillar,
+                         upload_blueprint)
 from lab.hosts import reach
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
-
-
-def blueprint_ids(lab):
-    return lab.db.query("SELECT id FROM blueprints ORDER BY id", dbname="cloudify_db"
-                        ).stdout.split()
-
-
-def upload_blueprint(host, blueprint_id):
-    # a directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz
-    path = f"/root/blueprints/{blueprint_id}/blueprint.yaml"
-    host.write(path, "tosca_definitions_version: cloudify_dsl_1_3\n")
-    host.run(["cfy", "blueprints", "upload", path, "-b", blueprint_id])
 
 
 def test_a_database_holding_data_is_never_dropped_unless_the_pillar_allows_it(

@@ -60,8 +60,9 @@ def _control(root, package, description):
         f"Description: {description}\n This package is the cloudify_ha test lab's emulator.\n")
 
 
-def build_packages(out_dir, python=sys.executable, cli_home=CFY46):
-    """Build the two .deb packages into out_dir; returns {package name: path}."""
+def build_packages(out_dir, python=sys.executable, cli_home=CFY46, knobs=None):
+    """Build the two .deb packages into out_dir; returns {package name: path}. ``knobs``: the
+    manager package's defaults for the emulator's knobs (a host's own knobs win)."""
     out_dir = Path(out_dir)
     cli = real_cli(cli_home)
     work = out_dir / "build"
@@ -72,6 +73,8 @@ def build_packages(out_dir, python=sys.executable, cli_home=CFY46):
     base = root / "opt" / "cloudify-manager-install"
     lib = "/opt/cloudify-manager-install/lib"
     _copy_code(base / "lib")
+    if knobs:
+        (base / "lib" / "lab-knobs.json").write_text(json.dumps(knobs))
     _wrapper(base / "bin" / "cfy_manager", "cfy_manager, the Cloudify Manager installer", lib,
              "installer", python)
     _wrapper(base / "bin" / "cfy", "cfy, the real Cloudify CLI 4.6", lib, "realcfy", python)

@@ -102,6 +102,20 @@ ProfileLoader.add_constructor("tag:yaml.org,2002:python/unicode",
                               lambda loader, node: loader.construct_scalar(node))
 
 
+def blueprint_ids(lab):
+    """The blueprints in the cluster's database: the data no failure may lose."""
+    return lab.db.query("SELECT id FROM blueprints ORDER BY id", dbname="cloudify_db"
+                        ).stdout.split()
+
+
+def upload_blueprint(host, blueprint_id):
+    """``cfy blueprints upload`` of a one-line blueprint from ``host`` (the real 4.6 cfy)."""
+    # a directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz
+    path = f"/root/blueprints/{blueprint_id}/blueprint.yaml"
+    host.write(path, "tosca_definitions_version: cloudify_dsl_1_3\n")
+    host.run(["cfy", "blueprints", "upload", path, "-b", blueprint_id])
+
+
 def read_profile(host, profile="localhost"):
     """A profile's context on a lab host, or None."""
     text = host.read(f"/root/.cloudify/profiles/{profile}/context")

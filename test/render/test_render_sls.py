@@ -117,9 +117,11 @@ def test_a_follower_joins_with_its_own_name_and_no_hint_outside_the_orchestratio
     high, _ = minion("example", FOLLOWER).render("cloudify_ha.cluster.follower")
     joined = args_of(high, "cloudify_ha-cluster-follower-joined")
     assert {k: joined[k] for k in ("name", "host_ip", "cluster", "replace_stale",
-                                   "if_cluster_runs", "active_hint")} == {
+                                   "if_cluster_runs", "active_hint", "remove_failed_join",
+                                   "offline_wait")} == {
         "name": "cfy-mgr2", "host_ip": "10.0.0.12", "cluster": "prod", "replace_stale": False,
-        "if_cluster_runs": False, "active_hint": None}
+        "if_cluster_runs": False, "active_hint": None, "remove_failed_join": True,
+        "offline_wait": 60}
 
 
 def test_the_orchestrations_pillar_reaches_the_follower_as_hint_and_rejoin(minion):

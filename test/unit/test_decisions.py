@@ -21,10 +21,12 @@ def node(name, host_ip, state, master=False, database_ip=None, public_ip=None):
 LEADER = node("m1", "10.0.0.11", "leader", master=True)
 ACTIVE = {"name": "m1", "host": "10.0.0.11"}
 JOIN = {"name": "m2", "host_ip": "10.0.0.12", "test": False, "replace_stale": False,
-        "if_cluster_runs": False}
+        "if_cluster_runs": False, "remove_failed_join": True}
 CLUSTER = {"active": ACTIVE, "nodes": [LEADER]}
 FRESH = dict(JOIN, local="package_installed", **CLUSTER)
 EMPTY = dict(FRESH, resources=[], database_ip="10.0.0.5")
+# an install that failed after its restservice step: services up, no .install (4.6 section 0.2)
+HALF = dict(EMPTY, local="half_installed")
 
 
 def facts(base, **more):
@@ -80,6 +82,15 @@ JOIN_TABLE = [
      "refuse", ["still lists m2 (10.0.0.12) as an offline member"]),
     (facts(EMPTY, nodes=[LEADER, node("m2", "10.0.0.12", "offline")], replace_stale=True),
      "act", ["m2 would join"]),
+    ({k: v for k, v in HALF.items() if k not in ("resources", "database_ip")},
+     "need", "resources"),
+    (facts(HALF, resources=["blueprints/default_tenant/a/blueprint.yaml"]), "refuse",
+     ["not empty (1 file(s)", "an install failed part-way", "never torn down"]),
+    (facts(HALF, remove_failed_join=False), "refuse",
+     ["failed part-way", "remove_failed_joins is false", "'cfy_manager remove -f'",
+      "database is left alone"]),
+    (HALF, "act", ["m2 would join the cluster through the active node 10.0.0.11 (after "
+                   "tearing down its failed install)"]),
 ]
 
 
@@ -108,6 +119,14 @@ def test_join_decision_changes():
     assert verdict.done == "m2 joined the cluster (active node 10.0.0.11)"
     assert STATES._decide_join(dict(EMPTY)).changes == {
         "joined": {"old": None, "new": {"active_node": "10.0.0.11", "database": "10.0.0.5"}}}
+    half = STATES._decide_join(dict(HALF))
+    assert half.changes == {
+        "removed_failed_install": {
+            "old": "services running without /etc/cloudify/.install (a failed install)",
+            "new": "torn down (cfy_manager remove -f)"},
+        "joined": {"old": None, "new": {"active_node": "10.0.0.11", "database": "10.0.0.5"}}}
+    assert half.done == ("m2 joined the cluster (active node 10.0.0.11) (after tearing down its "
+                         "failed install)")
 
 
 INSTALL = {"name": "m1", "test": False, "allow_database_reset": False}
@@ -132,6 +151,10 @@ INSTALL_TABLE = [
      ["refusing to install", "cloudify_db with 61 tables", "cloudify_db: 2 blueprints",
       "allow_database_reset: True"]),
     (facts(READY, database=FULL_DB, allow_database_reset=True), "act", ["would be installed"]),
+    (facts(INSTALL, local="half_installed"), "need", "running"),
+    (facts(INSTALL, local="half_installed", running=ACTIVE), "ok", ["joins it"]),
+    (facts(INSTALL, local="half_installed", running=None), "refuse",
+     ["failed part-way", "'cfy_manager remove -f'", "database is left alone"]),
 ]
 
 

@@ -7,6 +7,7 @@ import hashlib
 import os
 import re
 import stat
+import threading
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -146,6 +147,8 @@ REPLICA = REST.RestError(400, "not_cluster_master", "not the active node")
 COMMANDS = {
     "install": (lambda: MODULE.install(), ["/usr/bin/cfy_manager", "install"]),
     "join": (lambda: MODULE.join("10.0.0.11", "10.0.0.5"), ["/usr/bin/cfy_manager", "install"]),
+    "remove_manager": (lambda: MODULE.remove_manager(),
+                       ["/usr/bin/cfy_manager", "remove", "-f"]),
     "start_cluster": (lambda: MODULE.start_cluster("cfy-mgr2", "10.0.0.12"),
                       ["/usr/bin/cfy", "cluster", "start", "--cluster-node-name", "cfy-mgr2",
                        "--cluster-host-ip", "10.0.0.12"]),
@@ -525,12 +528,55 @@ def test_active_node_while_nginx_answers_502_says_the_manager_is_starting(manage
         MODULE.active_node()
 
 
+def _manager(initialized):
+    """A manager answering /status 200, and /cluster as a clustered or a standalone one."""
+    return lambda method, path: ({"initialized": initialized} if path == "/cluster"
+                                 else {"status": "running"})
+
+
 def test_active_node_reports_a_split_brain_naming_both(managers):
-    managers({"10.0.0.11": "active", "10.0.0.12": REPLICA, "10.0.0.13": "active"})
+    """4.6's active minority mode: two clustered nodes answer as active; nothing is picked."""
+    managers({"10.0.0.11": _manager(True), "10.0.0.12": REPLICA, "10.0.0.13": _manager(True)})
     with pytest.raises(CommandExecutionError) as raised:
         MODULE.active_node()
     assert str(raised.value).startswith("split brain in cluster 'prod': cfy-mgr1 (10.0.0.11) and "
                                         "cfy-mgr3 (10.0.0.13) both answer as the active node")
+    assert "nothing was changed" in str(raised.value)
+
+
+def test_active_node_a_standalone_manager_beside_the_cluster_is_not_the_active_node(managers):
+    """A join that failed part-way leaves a standalone manager answering /status 200."""
+    fake = managers({"10.0.0.11": _manager(True), "10.0.0.12": _manager(False),
+                     "10.0.0.13": REPLICA})
+    assert MODULE.active_node() == {"name": "cfy-mgr1", "host": "10.0.0.11"}
+    assert sorted(c.endpoint.host for c in fake.calls if c.path == "/cluster") == [
+        "10.0.0.11", "10.0.0.12"]
+
+
+def test_active_node_reads_no_loader_dunder_in_its_worker_threads(managers, monkeypatch):
+    """On a minion, __utils__ is None in a thread the loader did not start (measured: a
+    TypeError in the lab): every endpoint is built before the polls fan out."""
+    real = MODULE._util
+
+    def main_thread_only(name):
+        assert threading.current_thread() is threading.main_thread(), name
+        return real(name)
+    monkeypatch.setattr(MODULE, "_util", main_thread_only)
+    managers({"10.0.0.11": _manager(True), "10.0.0.12": _manager(False), "10.0.0.13": REPLICA})
+    assert MODULE.active_node() == {"name": "cfy-mgr1", "host": "10.0.0.11"}
+
+
+def test_active_node_two_standalone_managers_are_named_not_a_split_brain(managers):
+    managers({"10.0.0.11": _manager(False), "10.0.0.12": _manager(False), "10.0.0.13": REPLICA})
+    with pytest.raises(CommandExecutionError, match=r"no cluster runs in 'prod' but cfy-mgr1 "
+                       r"\(10.0.0.11\) and cfy-mgr2 \(10.0.0.12\) answer as standalone"):
+        MODULE.active_node()
+
+
+def test_active_node_one_answer_needs_no_cluster_read(managers):
+    fake = managers({"10.0.0.11": "active", "10.0.0.12": REPLICA})
+    assert MODULE.active_node()["host"] == "10.0.0.11"
+    assert [c for c in fake.calls if c.path == "/cluster"] == []
 
 
 def test_active_node_not_required_and_nobody_home(managers):
@@ -588,16 +634,49 @@ def test_node_state_of_a_clustered_manager_from_its_rest_answer(local_answer, ex
 
 
 def test_node_state_from_the_local_markers(salt, host, managers):
-    fake = managers({"10.0.0.12": "active"})
+    fake = managers({})
     salt["pkg.version"].return_value = ""
     assert MODULE.node_state() == "absent"
     salt["pkg.version"].assert_called_with("cloudify-manager-install")
+    assert fake.calls == []
     salt["pkg.version"].return_value = "4.6.0-ga"
-    assert MODULE.node_state() == "package_installed"
+    assert MODULE.node_state() == "package_installed"  # nothing answers on its address
+    assert [(c.endpoint.host, c.path, c.retries) for c in fake.calls] == [
+        ("10.0.0.12", "/status", 0)]
     host.install.parent.mkdir(parents=True)
     host.install.touch()
+    fake.calls.clear()
+    managers({"10.0.0.12": "active"})
     assert MODULE.node_state() == "installed"
     assert fake.calls == []
+
+
+@pytest.mark.parametrize("answer", ["active", REST.RestError(502, None, "Bad Gateway"),
+                                    REST.RestError(401, "unauthorized_error", "no"),
+                                    REST.RestError(500, "internal_server_error", "boom")])
+def test_node_state_half_installed_when_services_answer_without_install_marker(salt, host,
+                                                                                 managers, answer):
+    """4.6 leaves a failed install's services running without /etc/cloudify/.install
+    (cloudify-4.6.md section 0.2): any answer on the manager's own address says so."""
+    managers({"10.0.0.12": answer})
+    salt["pkg.version"].return_value = "4.6.0-ga"
+    assert MODULE.node_state() == "half_installed"
+
+
+def test_resources_counts_a_users_files_not_the_packages_own(host):
+    """The RPMs put the agent packages under /opt/manager/resources before any join."""
+    for rel in ("packages/agents/centos-core-agent.tar.gz", "cloudify/types/types.yaml"):
+        (host.resources / rel).parent.mkdir(parents=True, exist_ok=True)
+        (host.resources / rel).write_text("x")
+    assert MODULE.resources() == [] and MODULE.is_empty()
+    for rel in ("blueprints/default_tenant/app/blueprint.yaml", "plugins/p/plugin.wgn",
+                "uploaded-blueprints/default_tenant/app/app.tar.gz", "snapshots/s/s.zip",
+                "deployments/default_tenant/d/x", "tenant-resources/t/f",
+                "global-resources/g"):
+        (host.resources / rel).parent.mkdir(parents=True, exist_ok=True)
+        (host.resources / rel).write_text("x")
+    assert len(MODULE.resources()) == 7 and not MODULE.is_empty()
+    assert "packages/agents/centos-core-agent.tar.gz" not in MODULE.resources()
 
 
 def test_node_state_with_wrong_credentials(host, managers):

@@ -14,7 +14,7 @@ from formula_code import state_module
 
 STATES = state_module()
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
-            "secure_profile", "set_profile_cluster")
+            "secure_profile", "set_profile_cluster", "remove_manager")
 
 MGR1, MGR2, MGR3 = ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")
 ACTIVE = {"name": "cfy-mgr1", "host": "10.0.0.11"}
@@ -400,6 +400,41 @@ def test_joined_refuses_a_host_that_is_not_empty():
     fake.assert_nothing_mutated()
 
 
+def test_joined_tears_down_a_failed_install_then_joins():
+    """4.6 leaves a join that failed after its restservice step with services up and no
+    .install: torn down (cfy_manager remove -f), re-checked, then joined."""
+    fake = joining(node_state=Seq("half_installed", "package_installed"),
+                   remove_manager={"retcode": 0, "output": "removed"})
+    assert join_mgr2(fake) == ret(
+        "cfy-mgr2", True, "cfy-mgr2 joined the cluster (active node 10.0.0.11) (after tearing "
+                          "down its failed install)",
+        dict(JOINED, removed_failed_install={
+            "old": "services running without /etc/cloudify/.install (a failed install)",
+            "new": "torn down (cfy_manager remove -f)"}))
+    assert fake.order == ["node_state", "active_node", "cluster_nodes", "resources",
+                          "database_host", "remove_manager", "node_state", "join",
+                          "cluster_nodes"]
+
+
+def test_joined_stops_when_the_teardown_leaves_the_host_unclean():
+    fake = joining(node_state=Seq("half_installed", "half_installed"),
+                   remove_manager={"retcode": 0, "output": "removed"})
+    assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
+        "cfy_manager remove -f returned 0 but the host is not clean (node state: "
+        "half_installed)"))
+    fake.join.assert_not_called()
+
+
+@pytest.mark.parametrize("given", [{"remove_failed_join": False},
+                                   {"test": True}])
+def test_joined_failed_install_left_alone_when_told_or_in_test_mode(given):
+    fake = joining(node_state="half_installed", remove_manager={"retcode": 0})
+    result = join_mgr2(fake, **given)
+    assert result["result"] is (None if given.get("test") else False), result
+    fake.assert_nothing_mutated()
+    fake.remove_manager.assert_not_called()
+
+
 def test_joined_refuses_a_stale_entry_without_replace_stale():
     fake = joining(cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]))
     assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
@@ -439,11 +474,11 @@ def test_joined_waits_for_a_just_wiped_entry_to_go_offline(clock):
 
 def test_joined_refuses_when_another_host_is_online_under_this_name(clock):
     fake = joining(cluster_nodes=Seq(AFTER))
-    assert join_mgr2(fake, replace_stale=True) == ret("cfy-mgr2", False, Mentions(
+    assert join_mgr2(fake, replace_stale=True, offline_wait=45) == ret("cfy-mgr2", False, Mentions(
         "cfy-mgr2: the cluster lists cfy-mgr2 as ONLINE at 10.0.0.12 while this host has no "
-        "manager installed"))
+        "manager installed (still after offline_wait, 45s)"))
     fake.assert_nothing_mutated()
-    assert clock.slept == pytest.approx(20, abs=1)
+    assert clock.slept == pytest.approx(45, abs=1)
 
 
 def test_joined_refuses_the_name_at_another_address():

@@ -25,15 +25,27 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .common import CLUSTER_MARKER, CLUSTER_STATE, PORTS, RESOURCES, RUN_DIR
+from .common import CLUSTER_MARKER, CLUSTER_STATE, PORTS, RESOURCES, RUN_DIR, knobs
 
-HEARTBEAT_EVERY = 0.5
+HEARTBEAT_EVERY = 0.5  # the gossip (Consul's serf probes)
 APPEND_EVERY = 0.3
-STALE_AFTER = 3.0  # a peer not heard from for this long is offline
+# 4.6's own liveness, each a knob whose default is what 4.6 does (cloudify-4.6.md section 0.3):
+# "a simple heartbeat is sent every 15 seconds", and a node shows offline only once its checks'
+# TTL ran out: tens of seconds (30 s, two missed heartbeats: inferred, the TTL is in the private
+# premium package). Until then a dead node is listed online.
+HEARTBEAT_SECONDS = 15.0  # knob heartbeat_seconds
+OFFLINE_AFTER_SECONDS = 30.0  # knob offline_after_seconds
 LEASE = 2.5  # a leader without a majority's acks for this long steps down
 ELECTION_TIMEOUT = (1.5, 3.0)
 RPC_TIMEOUT = 0.4
 CONTROL_SOCKET = RUN_DIR / "agent.sock"
+
+
+def liveness():
+    """(heartbeat interval, offline after), in seconds: the knobs or 4.6's defaults."""
+    knob = knobs()
+    return (float(knob.get("heartbeat_seconds", HEARTBEAT_SECONDS)),
+            float(knob.get("offline_after_seconds", OFFLINE_AFTER_SECONDS)))
 
 
 def rpc_call(ip, message, timeout=RPC_TIMEOUT, port=PORTS["rpc"]):
@@ -247,9 +259,10 @@ class Agent:
             online, initialized = True, True
         else:
             peer = self.peers.get(name, {})
-            heartbeat = (now - peer.get("tcp_hb", -1e9) < STALE_AFTER
-                         and now - peer.get("udp_hb", -1e9) < STALE_AFTER)
-            consul = now - peer.get("rpc_ok", -1e9) < STALE_AFTER
+            stale = liveness()[1]
+            heartbeat = all(now - peer.get(field, -1e9) < stale
+                            for field in ("tcp_hb", "udp_hb", "cfy_hb"))
+            consul = now - peer.get("rpc_ok", -1e9) < stale
             reported = peer.get("checks", {}) if heartbeat else {}
             checks = {"consul": consul, "services": bool(reported.get("services")),
                       "database": bool(reported.get("database")), "heartbeat": heartbeat}
@@ -537,6 +550,8 @@ class Agent:
                 peer = self.peers.setdefault(name, {})
                 peer[field] = time.monotonic()
                 peer["checks"] = msg.get("checks", {})
+                if msg.get("heartbeat"):  # 4.6's own heartbeat rides on this one
+                    peer["cfy_hb"] = peer[field]
 
     def _udp_gossip_server(self):
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -551,10 +566,13 @@ class Agent:
 
     def _heartbeat_loop(self):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        last_heartbeat = -1e9
         while not self.stopping.is_set():
             if not self.removed:
                 message = {"name": self.name, "credentials": self.state.get("credentials"),
                            "term": self.state["term"], "checks": self.local_checks()}
+                if time.monotonic() - last_heartbeat >= liveness()[0]:
+                    message["heartbeat"], last_heartbeat = True, time.monotonic()
                 payload = json.dumps(message).encode()
                 for _name, ip in self._others().items():
                     try:

@@ -22,6 +22,13 @@ INSTALL_LOG = LOG_DIR / "manager" / "cfy_manager.log"
 SERVICE_LOG = LOG_DIR / "rest" / "cloudify-rest-service.log"
 OPT = Path("/opt/manager")
 RESOURCES = OPT / "resources"
+# what a user puts on a manager: the file server folders of 4.6's rest-service
+# (manager_rest/constants.py FILE_SERVER_*_FOLDER); the RPMs' own files live beside them
+USER_DATA_DIRS = ("blueprints", "uploaded-blueprints", "deployments", "snapshots", "plugins",
+                  "tenant-resources", "global-resources")
+# what the cloudify-agents RPM puts there at the restservice step (its spec's _agents_dir is
+# /opt/manager/resources/packages/agents), before any join: not user data
+RPM_PAYLOAD = ("packages/agents/centos-core-agent.tar.gz", "packages/agents/redhat-maipo-agent.tar.gz")
 CLUSTER_STATE = OPT / "cluster.json"
 SERVICE_STATE = OPT / "service.json"
 RUN_DIR = Path("/run/cloudify")
@@ -32,6 +39,7 @@ PACKAGE_LIB = Path("/opt/cloudify-manager-install/lib")
 # lab-only files: not part of Cloudify, outside every path the formula manages
 AUDIT = Path("/var/log/cloudify-lab/audit.jsonl")
 KNOBS = Path("/var/lib/cloudify-lab/knobs.json")
+PACKAGE_KNOBS = PACKAGE_LIB / "lab-knobs.json"  # what the lab built its package with
 
 PORTS = {"rest": 80, "rest_ssl": 443, "rpc": 8300, "gossip": 8301, "consul": 8500, "sync": 22000}
 DEFAULT_TENANT = "default_tenant"
@@ -123,10 +131,14 @@ def secrets_of(config=None):
 
 # ---- lab knobs and audit (lab-only) ------------------------------------------------------
 def knobs():
-    try:
-        return json.loads(KNOBS.read_text())
-    except (OSError, ValueError):
-        return {}
+    """The host's knobs over the lab package's defaults (PACKAGE_KNOBS), over 4.6's behaviour."""
+    merged = {}
+    for path in (PACKAGE_KNOBS, KNOBS):
+        try:
+            merged.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
+    return merged
 
 
 def audit(entry):

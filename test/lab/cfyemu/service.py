@@ -25,8 +25,9 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from . import cluster as clustermod
-from .common import (CLUSTER_MARKER, CLUSTER_STATE, DEFAULT_TENANT, INSTALL_MARKER, PIDFILE,
-                     PORTS, RESOURCES, RUN_DIR, SERVICE_LOG, RestError, audit, knobs, load_config)
+from .common import (CLUSTER_MARKER, CLUSTER_STATE, CONFIG, DEFAULT_TENANT, PIDFILE,
+                     PORTS, RESOURCES, RUN_DIR, SERVICE_LOG, USER_DATA_DIRS, RestError, audit,
+                     knobs, load_config)
 from .store import Store
 
 API = "/api/v3.1"
@@ -55,6 +56,7 @@ class Service:
         self.cluster_logs = []  # [{"message", "timestamp", "cursor"}]
         self.cluster_error = None
         self.starting = False
+        self.gateway_until = 0.0  # until then nginx answers 502 (a boot, serve_forever)
         self.lock = threading.RLock()
         state = clustermod.load_state()
         if state:
@@ -286,6 +288,9 @@ class Service:
             raise RestError(400, "cluster_join_error",
                             f"Could not read the joining node's file replication index at "
                             f"{host_ip}:{PORTS['sync']}: {exc}") from None
+        # the RPMs' own files (agent packages) are on every installed host: only what a user
+        # put there counts (inferred: 4.6's check is in the private premium package)
+        index = [rel for rel in index if rel.split("/", 1)[0] in USER_DATA_DIRS]
         if index:
             raise RestError(400, "cluster_join_error",
                             f"The joining node is not empty: it holds {len(index)} resource file(s) "
@@ -373,6 +378,12 @@ def make_handler(service, port):
         def _serve(self, method):
             status = 500
             url = urlparse(self.path)
+            if time.monotonic() < service.gateway_until:  # nginx up, the REST service not yet
+                status = 502
+                self._bad_gateway()
+                audit({"kind": "rest", "method": method, "path": url.path, "status": status,
+                       "port": port, "remote": self.client_address[0], "t": time.time()})
+                return
             try:
                 raw = self._body()
                 # cloudify_rest_client labels every request application/json, a blueprint
@@ -416,6 +427,16 @@ def make_handler(service, port):
             length = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(length) if length else b""
 
+        def _bad_gateway(self):
+            self._body()
+            data = BAD_GATEWAY.encode()
+            self.send_response(502, "Bad Gateway")
+            self.send_header("Server", "nginx/1.13.7")
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
         def _send(self, status, payload):
             data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
@@ -443,8 +464,21 @@ def make_handler(service, port):
     return Handler
 
 
-def serve_forever():
+# what 4.6's nginx answers while the REST service behind it is down or starting
+BAD_GATEWAY = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body bgcolor=\"white\">\r\n"
+               "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.13.7</center>"
+               "\r\n</body>\r\n</html>\r\n")
+# after a boot, nginx answers 502 this long before the REST service takes requests (4.6: every
+# boot; its length depends on the host, cloudify-4.6.md section 0.3); knob boot_502_seconds
+BOOT_502_SECONDS = 5.0
+
+
+def serve_forever(boot=False):
     service = Service()
+    if boot:
+        window = knobs().get("boot_502_seconds", BOOT_502_SECONDS)
+        service.gateway_until = time.monotonic() + float(window or 0)
+        log(f"booting: nginx answers 502 for {float(window or 0):g}s")
     threading.Thread(target=service._db_probe_loop, daemon=True, name="db-probe").start()  # pylint: disable=protected-access
     clustermod.start_sync_server()
     servers = []
@@ -482,8 +516,9 @@ def running_pid():
         return None
 
 
-def start(wait=30.0):
-    """Start the daemon in the background (double fork); return once REST answers locally."""
+def start(wait=30.0, boot=False):
+    """Start the daemon in the background (double fork); return once REST answers locally
+    (after a boot, nginx's 502 at first: see BOOT_502_SECONDS)."""
     if running_pid():
         return True
     RUN_DIR.mkdir(parents=True, exist_ok=True)
@@ -500,7 +535,8 @@ def start(wait=30.0):
         os.dup2(out, 2)
         PIDFILE.write_text(str(os.getpid()))
         try:
-            os.execv(sys.executable, [sys.executable, "-m", "cfyemu.service", "run"])
+            os.execv(sys.executable, [sys.executable, "-m", "cfyemu.service", "run",
+                                      *(["--boot"] if boot else [])])
         finally:
             os._exit(1)
     os.waitpid(pid, 0)
@@ -530,11 +566,13 @@ def stop(wait=15.0):
 def main(argv):
     cmd = argv[1] if len(argv) > 1 else "run"
     if cmd == "run":
-        serve_forever()
-    elif cmd == "start":
-        if not INSTALL_MARKER.exists():
+        serve_forever(boot="--boot" in argv[2:])
+    elif cmd == "start":  # the boot (BOOT_SCRIPT): what enabled systemd units start
+        if not CONFIG.exists():
             return 0  # nothing installed: nothing to start at boot
-        return 0 if start() else 1
+        # an install that failed after its restservice step left its units enabled: they
+        # start at boot without /etc/cloudify/.install, as on 4.6
+        return 0 if start(boot=True) else 1
     elif cmd == "stop":
         stop()
     elif cmd == "restart":
