@@ -746,19 +746,50 @@ def profile_cluster(profile=LOCAL_PROFILE):
             for n in context.get("_cluster") or [] if isinstance(n, dict)]
 
 
-def profile_nodes(profile=LOCAL_PROFILE):
+def own_profile(default=LOCAL_PROFILE):
     """
-    The names of the nodes a ``cfy`` profile knows (4.6 merges its ``_cluster`` list by node
-    name), sorted, or None when the profile does not exist.
+    This manager's own ``cfy`` profile, as 4.6's installer leaves it (its cli step, after the
+    cluster step): ``default`` (``localhost``) on a manager installed on its own, which is where
+    the cluster is started; on a joiner, the profile named after the leader it joined through
+    (``cluster.master_ip`` in its config.yaml), which holds the admin's credentials; there is
+    no ``localhost`` profile on a joiner (cloudify-4.6.md section 0.1). ``default`` when neither
+    exists.
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt cfy-mgr1 cloudify_ha.profile_nodes
+        salt cfy-mgr2 cloudify_ha.own_profile
+    """
+    if os.path.exists(_profile_path(default)):
+        return default
+    try:
+        with salt.utils.files.fopen(CONFIG_PATH, "r") as fh:
+            config = salt.utils.yaml.safe_load(fh) or {}
+    except (OSError, ValueError, salt.utils.yaml.YAMLError):
+        config = {}
+    joined = config.get("cluster") if isinstance(config, dict) else None
+    master = joined.get("master_ip") if isinstance(joined, dict) else None
+    if _pillar_util()._is_ip(master) and \
+            os.path.exists(_profile_path(master)):  # pylint: disable=protected-access
+        return master
+    return default
+
+
+def profile_nodes(profile=LOCAL_PROFILE, own=False):
+    """
+    The names of the nodes a ``cfy`` profile knows (4.6 merges its ``_cluster`` list by node
+    name), sorted, or None when the profile does not exist. ``own=True``: this manager's own
+    profile (``own_profile``), ``profile`` its default.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.profile_nodes own=True
         salt admin1 cloudify_ha.profile_nodes profile=prod
     """
-    entries = profile_cluster(profile)
+    entries = profile_cluster(own_profile(profile) if own else profile)
     return None if entries is None else sorted(str(e["name"]) for e in entries)
 
 

@@ -197,7 +197,8 @@ def _cluster_status(local, cname, settings, lookup, timeout):
                      "state": state, "local": str(local_state)})
     expected = sorted(n["name"] for n in listed or [])  # 4.6 merges profiles by node name
     profiles = _ask(local, ids, "cloudify_ha.profile_nodes",
-                    kwarg={"profile": _profile_name(cname, True, lookup)}, timeout=timeout)
+                    kwarg={"profile": _profile_name(cname, True, lookup), "own": True},
+                    timeout=timeout)
     profiles.update(_ask(local, settings.get("cli_hosts") or [], "cloudify_ha.profile_nodes",
                          kwarg={"profile": cname}, timeout=timeout))
     stale = sorted(mid for mid, names in profiles.items()

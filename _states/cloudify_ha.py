@@ -592,7 +592,7 @@ def _expected_profile(nodes):
     return {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
 
 
-def profile_updated(name, cluster=None, active_hint=None):
+def profile_updated(name, cluster=None, active_hint=None, own=False):
     """
     The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes by name, each at
     its public address (``localhost`` for this host's own entry is what 4.6 writes and is kept),
@@ -603,10 +603,19 @@ def profile_updated(name, cluster=None, active_hint=None):
 
     name
         The profile: ``localhost`` on a manager, the cluster's name on a CLI host.
+    own
+        On a manager: the manager's own profile as 4.6's installer made it, ``name`` on the node
+        the cluster was started on, the profile named after the leader it joined through on a
+        joiner (``cloudify_ha.own_profile``); 4.6 makes no ``localhost`` profile on a joiner.
     active_hint
         As for ``cloudify_ha.joined``: the address to ask first for the member list; a profile
         is changed only after a poll of every manager.
     """
+    if own:
+        try:
+            name = __salt__["cloudify_ha.own_profile"](default=name)
+        except ERRORS as exc:
+            return {"name": name, "changes": {}, "result": False, "comment": f"profile: {exc}"}
     return _converge(name, {"cluster": cluster, "active_hint": active_hint}, _decide_profile,
                      _READ_PROFILE, _update_profile, label=f"profile {name}")
 

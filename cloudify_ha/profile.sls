@@ -18,6 +18,8 @@ include:
 cloudify_ha-profile-local:
   cloudify_ha.profile_updated:
     - name: {{ mapdata.lookup.local_profile | json }}
+    # 4.6 names a joiner's profile after the leader it joined through: that one is kept
+    - own: true
     - cluster: {{ me.cluster_name | json }}
     - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
 {%- endif %}

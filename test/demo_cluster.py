@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 
-from lab.formula import demo_hints, nodes, orch, profile_entries
+from lab.formula import active_profile, demo_hints, nodes, orch, profile_entries
 from lab.proc import wait_until
 
 
@@ -38,8 +38,9 @@ def test_demo(lab, salt_run_cli, emulator):
 
     _say("\n== cfy cluster nodes list (on mgr2) ==")
     _say(lab["mgr2"].run(["cfy", "cluster", "nodes", "list"]).stdout)
-    for name in ("mgr1", "mgr2", "mgr3"):
-        _say(f"  profile 'localhost' on {name}: {profile_entries(lab[name])}")
+    for name in ("mgr1", "mgr2", "mgr3"):  # a joiner's is named after the leader it joined
+        own = active_profile(lab[name])
+        _say(f"  profile {own!r} on {name}: {profile_entries(lab[name], own)}")
     _say(f"  profile 'lab' on cli:      {profile_entries(lab['cli'], 'lab')}")
 
     _say("\n== the same orchestration again: nothing to do ==")

@@ -9,12 +9,13 @@ import json
 import shlex
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab.formula import (OrchRun, blueprint_ids, demo_hints, files_containing, jobs_published,
-                         member_state, minion_pillar, nodes, orch, profile_entries, sizes,
-                         upload_blueprint)
+from lab.formula import (OrchRun, active_profile, blueprint_ids, demo_hints, files_containing,
+                         http_get, jobs_published, member_state, minion_pillar, nodes, orch,
+                         profile_entries, sizes, upload_blueprint)
 from lab.hosts import reach
 from lab.proc import wait_until
 
@@ -75,12 +76,17 @@ def test_build_from_empty(lab, emulator, salt_cli, salt_run_cli, event_listener)
     assert {n["host_ip"] for n in listed.values()} == {lab[m].ip for m in MANAGERS}
 
     # profiles as 4.6 keeps them: every node by name at its PUBLIC address (a second address
-    # on each lab manager), the start node as `localhost` in its own
+    # on each lab manager), the start node as `localhost` in its own; a joiner's profile is the
+    # one its installer made, named after the leader it joined through (no `localhost` there),
+    # active, and holding the credentials, so an admin's `cfy` works on every manager
     every = {m: lab[m].public_ip for m in MANAGERS}
     for name in MANAGERS:
-        assert profile_entries(lab[name]) == dict(every, **({"mgr1": "localhost"} if name == "mgr1"
-                                                            else {})), name
-        assert lab[name].run(["stat", "-c", "%a", "/root/.cloudify/profiles/localhost/context"]
+        own = "localhost" if name == "mgr1" else lab["mgr1"].ip
+        assert active_profile(lab[name]) == own, name
+        assert profile_entries(lab[name], own) == dict(
+            every, **({"mgr1": "localhost"} if name == "mgr1" else {})), name
+        assert (name == "mgr1") == lab[name].exists("/root/.cloudify/profiles/localhost"), name
+        assert lab[name].run(["stat", "-c", "%a", f"/root/.cloudify/profiles/{own}/context"]
                              ).stdout.strip() == "600"
         assert lab[name].run(["stat", "-c", "%a", "/etc/cloudify/config.yaml"]).stdout.strip() == "600"
         # the real cfy logged the installer's `profiles set -p <password>` here, 0644
@@ -198,17 +204,20 @@ def _step_text(run, step):
 
 def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_lab, emulator,
                                                                         salt_run_cli):
-    """A join that fails before its restservice step (nothing runs yet), at it, after it and at
-    the cluster step (4.6 leaves services RUNNING without .install: cloudify-4.6.md section 0.2);
+    """A join that fails before its restservice step (at nginx: nothing runs yet), at it, after
+    it (at stage) and at the cluster step (4.6 leaves services RUNNING without .install: cloudify-4.6.md section 0.2);
     each run stops at the failed follower, the next picks up, a half-installed follower is torn
-    down on purpose (cfy_manager remove -f) and joined again, and the leader and the cluster's
-    data (blueprint rows) are never touched."""
+    down on purpose (cfy_manager remove -f) and joined again. Then the leader dies while the
+    last follower's join runs (it fails at its cluster step, half-installed), and the re-run
+    joins it through the survivor. The leader and the cluster's data (blueprint rows) are
+    never touched."""
     lab = fresh_lab
     join2, join3 = "cloudify_ha-orch-lab-join-mgr2", "cloudify_ha-orch-lab-join-mgr3"
     emulator.install_package("mgr2")
     removals = []
-    for step, left_running in (("postgresql_client", False), ("restservice", False),
-                               ("nginx", True), ("cluster", True)):
+    # 4.6's order: ... nginx, postgresql_client, rabbitmq, restservice, stage, ..., cluster, cli
+    for step, left_running in (("nginx", False), ("restservice", False), ("stage", True),
+                               ("cluster", True)):
         emulator.set_knobs("mgr2", fail_at=step)
         run = orch(salt_run_cli)
         assert run.returncode != 0, run
@@ -224,26 +233,56 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
         assert reach(lab["mgr2"], lab["mgr2"], 80) == ("open" if left_running else "refused")
         removals.append(sum(1 for e in emulator.audit("mgr2")
                             if e.get("prog") == "cfy_manager" and e["argv"][:1] == ["remove"]))
-        if step == "postgresql_client":  # the cluster's data, on the leader alone so far
+        if step == "nginx":  # the cluster's data, on the leader alone so far
             upload_blueprint(lab["mgr1"], "keep")
-    # torn down once: before the attempt that failed at the cluster step (after nginx's)
+    # torn down once: before the attempt that failed at the cluster step (after stage's)
     assert removals == [0, 0, 0, 1], removals
     assert [e for e in emulator.audit("mgr3") if e["kind"] == "cli"] == []
     assert sorted(nodes(lab["mgr1"])) == ["mgr1"]
 
+    # mgr2 joins; the leader dies while mgr3's join is at its restservice step (2 s a step)
     emulator.set_knobs("mgr2", fail_at=None)
-    run = orch(salt_run_cli)
-    assert run.returncode == 0, run
-    assert sorted(nodes(lab["mgr1"])) == list(MANAGERS)
-    (joined,) = [c for k, c in run.minion_states(join2)["mgr2"].items()
-                 if k.startswith("cloudify_ha_|-cloudify_ha-cluster-follower-joined")]
-    assert "removed_failed_install" in joined["changes"], joined
-    assert joined["comment"].endswith("(after tearing down its failed install)"), joined
+    emulator.set_knobs("mgr3", install_seconds=18)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            running = pool.submit(orch, salt_run_cli)
+            wait_until(lambda: "Installing restservice" in (
+                lab["mgr3"].read("/var/log/cloudify/manager/cfy_manager.log") or ""), 600,
+                "mgr3's join at its restservice step")
+            lab.kill("mgr1")
+            run = running.result()
+        assert run.returncode != 0, run
+        joined = _joined_state(run, join2, "mgr2")
+        assert joined["result"] is True and "removed_failed_install" in joined["changes"], joined
+        assert joined["comment"].endswith("(after tearing down its failed install)"), joined
+        assert run[join3]["result"] is False, run
+        assert "Failed to install" not in _step_text(run, join3)  # no knob: the leader's death
+        assert not lab["mgr3"].exists("/etc/cloudify/.install")
+        assert reach(lab["mgr3"], lab["mgr3"], 80) == "open"  # left running, half-installed
+
+        # mgr2, alone of the old two, is active (4.6's active minority mode): mgr3 is torn
+        # down and joins through it; the dead leader is only checked
+        emulator.set_knobs("mgr3", install_seconds=None)
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+        assert "removed_failed_install" in _joined_state(run, join3, "mgr3")["changes"], run
+        listed = nodes(lab["mgr2"])
+        assert {n: listed[n]["state"] for n in MANAGERS} == {
+            "mgr1": "offline", "mgr2": "leader", "mgr3": "replica"}, listed
+    finally:
+        lab.power_on("mgr1")
     assert blueprint_ids(lab) == ["keep"]
     # the leader was never reinstalled: its data survived every failed join
     assert len([e for e in emulator.audit("mgr1") if e.get("prog") == "cfy_manager"]) == 1
     assert sum(1 for e in emulator.audit("mgr2") if e.get("prog") == "cfy_manager"
                and e["argv"][:1] == ["remove"]) == 2
+    wait_until(lambda: member_state(lab, "mgr1") == "replica", 60, "mgr1 back as a replica")
+
+
+def _joined_state(run, step, minion):
+    (joined,) = [c for k, c in run.minion_states(step)[minion].items()
+                 if k.startswith("cloudify_ha_|-cloudify_ha-cluster-follower-joined")]
+    return joined
 
 
 def test_rerun_after_the_leader_dies_uses_the_new_active_node(built_cluster, emulator,
@@ -253,6 +292,9 @@ def test_rerun_after_the_leader_dies_uses_the_new_active_node(built_cluster, emu
     try:
         wait_until(lambda: any(n["state"] == "leader" and n["name"] != "mgr1"
                                for n in nodes(lab["mgr2"]).values()), 20, "a new leader")
+        # the profiles the formula keeps let cfy fail over: on every survivor and the CLI host
+        wait_until(lambda: nodes(lab["mgr3"])["mgr1"]["state"] == "offline", 20, "mgr1 offline")
+        assert nodes(lab["cli"], ("admin", lab.passwords["admin"]))["mgr1"]["state"] == "offline"
         emulator.clear_audit()
         run = orch(salt_run_cli)
         assert run.returncode == 0, run
@@ -300,3 +342,46 @@ def test_a_wiped_follower_rejoins_at_4_6_liveness_timing(built_cluster, emulator
     finally:
         for name in MANAGERS:
             emulator.set_knobs(name, heartbeat_seconds=None, offline_after_seconds=None)
+
+
+CLUSTER_PORTS = [(8300, "tcp"), (8301, "tcp"), (8301, "udp"), (8500, "tcp"), (22000, "tcp")]
+
+
+def _status(lab, name):
+    return http_get(lab[name], f"http://{lab[name].ip}/api/v3.1/status", "admin",
+                    lab.passwords["admin"])[0]
+
+
+def test_a_partition_with_two_active_nodes_changes_nothing(built_cluster, emulator,
+                                                            salt_run_cli):
+    """4.6's active minority mode (cloudify-4.6.md section 0.3): a replica cut off from the
+    cluster's ports becomes active on its own while the majority keeps its active node, so two
+    nodes answer 200 on /status. The orchestration changes nothing and names both; once the
+    network heals one active node is left and a re-run changes nothing."""
+    lab = built_cluster
+    listed = nodes(lab["mgr2"])
+    cut = next(n for n in MANAGERS if listed[n]["state"] == "replica")
+    leader = next(n for n in MANAGERS if listed[n]["state"] == "leader")
+    # no probe from the bridge: the formula's firewall already drops the bridge's connections
+    try:
+        for port, proto in CLUSTER_PORTS:
+            lab[cut].block_port(port, proto, probe=False)
+        wait_until(lambda: _status(lab, cut) == 200, 30, f"{cut} active on its own")
+        assert _status(lab, leader) == 200
+        emulator.clear_audit()
+        run = orch(salt_run_cli)
+        assert run.returncode != 0, run
+        text = json.dumps(run.steps)
+        assert "split brain in cluster 'lab'" in text, run
+        assert all(f"{n} ({lab[n].ip})" in text for n in (leader, cut)), run
+        assert emulator.mutating() == []
+    finally:
+        for port, proto in CLUSTER_PORTS:
+            lab[cut].unblock_port(port, proto, probe=False)
+    wait_until(lambda: sorted(_status(lab, n) for n in MANAGERS) == [200, 400, 400], 60,
+               "one active node after the partition heals")
+    wait_until(lambda: healthy(lab), 60, "every node online again")
+    emulator.clear_audit()
+    run = orch(salt_run_cli)
+    assert run.returncode == 0, run
+    assert emulator.mutating() == []

@@ -3,6 +3,7 @@
 import contextlib
 import copy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -69,10 +70,16 @@ def cfy_json(host, *args):
     return json.loads(proc.stdout)
 
 
-def nodes(host):
+def nodes(host, credentials=None):
     """`cfy cluster nodes list` on a host, parsed from the table people read: {name: row}
-    with the columns name, host_ip, state, consul, cloudify services, database, heartbeat."""
-    proc = host.run(["cfy", "cluster", "nodes", "list"], check=False)
+    with the columns name, host_ip, state, consul, cloudify services, database, heartbeat.
+    ``credentials`` (username, password): in CLOUDIFY_* variables, as an admin on a CLI host
+    whose profile holds none runs cfy."""
+    env = None
+    if credentials:
+        env = dict(os.environ, CLOUDIFY_USERNAME=credentials[0], CLOUDIFY_PASSWORD=credentials[1],
+                   CLOUDIFY_TENANT="default_tenant")
+    proc = host.run(["cfy", "cluster", "nodes", "list"], check=False, env=env)
     assert proc.returncode == 0, (host.name, proc.stdout, proc.stderr)
     rows = [[c.strip() for c in line.strip().strip("|").split("|")]
             for line in proc.stdout.splitlines() if line.startswith("|")]
@@ -120,6 +127,13 @@ def read_profile(host, profile="localhost"):
     """A profile's context on a lab host, or None."""
     text = host.read(f"/root/.cloudify/profiles/{profile}/context")
     return None if text is None else (yaml.load(text, Loader=ProfileLoader) or {})  # noqa: S506
+
+
+def active_profile(host):
+    """The name of the host's active cfy profile (4.6: `localhost` on the start node, the
+    leader's address on a joiner), or None."""
+    text = host.read("/root/.cloudify/active.profile")
+    return text.strip() if text else None
 
 
 def profile_entries(host, profile="localhost"):

@@ -60,3 +60,20 @@ def test_a_config_without_the_cas_key_is_what_46_refuses():
               "ssl_inputs": {"ca_cert_path": "/nonexistent/ca.pem"}}
     with pytest.raises(installer.InstallError, match="ca_key_path was not provided"):
         installer.validate(config, joining=False)
+
+
+def test_a_rest_ssl_managers_config_yaml_passes_46s_validation(written):
+    """REST SSL (one manager: 4.6's join speaks http:80 only) needs no certificate input: 4.6's
+    nginx step generates the external certificate (nginx.py _handle_external_cert), so the
+    formula writes none and 4.6 validates the file as it is."""
+    pillar = copy.deepcopy(example_pillar())
+    cluster = pillar["clusters"]["prod"]
+    cluster["managers"] = cluster["managers"][:1]
+    cluster["rest"] = {"ssl": True}
+    built = P.plan(pillar)
+    assert built["errors"] == [], built["errors"]
+    settings = built["clusters"]["prod"]
+    config = M._manager_config(settings, settings["managers"][0])
+    assert config["manager"]["security"]["ssl_enabled"] is True
+    assert not {"external_cert_path", "external_key_path"} & set(config["ssl_inputs"])
+    installer.validate(config, joining=False)

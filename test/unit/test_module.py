@@ -689,6 +689,42 @@ def test_node_state_with_wrong_credentials(host, managers):
         MODULE.node_state()
 
 
+# ---- the manager's own profile -----------------------------------------------------------------
+def _profile_dir(host, name):
+    (host.profiles / name).mkdir(parents=True, exist_ok=True)
+    (host.profiles / name / "context").write_text("!CloudifyProfileContext {}\n")
+
+
+@pytest.mark.parametrize("config, made, expected", [
+    (None, ["localhost"], "localhost"),                       # the start node
+    ({"cluster": {"master_ip": "10.0.0.11"}}, ["10.0.0.11"], "10.0.0.11"),  # a joiner
+    ({"cluster": {"master_ip": "10.0.0.11"}}, ["localhost", "10.0.0.11"], "localhost"),
+    ({"cluster": {"master_ip": "10.0.0.11"}}, [], "localhost"),  # not made yet: created
+    ({"cluster": {"master_ip": "../../etc"}}, ["../../etc"], "localhost"),  # not an address
+    ({"cluster": "10.0.0.11"}, ["10.0.0.11"], "localhost"),
+    ("not: [yaml", ["10.0.0.11"], "localhost"),
+])
+def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected):
+    """4.6's cli step names a joiner's profile after cluster.master_ip (cli.py _configure)."""
+    host.config.parent.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        host.config.write_text(config if isinstance(config, str) else yaml.safe_dump(config))
+    for name in made:
+        _profile_dir(host, name)
+    assert MODULE.own_profile() == expected
+
+
+def test_profile_nodes_of_the_own_profile(host):
+    host.config.parent.mkdir(parents=True, exist_ok=True)
+    host.config.write_text(yaml.safe_dump({"cluster": {"master_ip": "10.0.0.11"}}))
+    (host.profiles / "10.0.0.11").mkdir(parents=True)
+    (host.profiles / "10.0.0.11" / "context").write_text(
+        "!CloudifyProfileContext\n_cluster:\n- {name: !!python/unicode 'm2', manager_ip: "
+        "192.0.2.12}\n- {name: m1, manager_ip: 192.0.2.11}\n")
+    assert MODULE.profile_nodes(own=True) == ["m1", "m2"]
+    assert MODULE.profile_nodes() is None  # no localhost profile on a joiner
+
+
 # ---- REST reads and writes ----------------------------------------------------------------------
 NODES = {"items": [
     {"name": "cfy-mgr1", "host_ip": "10.0.0.11", "master": True, "online": True,

@@ -751,6 +751,18 @@ def test_profile_updated_finds_each_way_a_profile_can_be_wrong(entries):
     fake.assert_nothing_mutated()
 
 
+def test_profile_updated_own_keeps_the_profile_46_made_on_a_joiner():
+    """On a joiner, 4.6's installer names the profile after the leader it joined through: the
+    state keeps that one (and its credentials) instead of making a `localhost` without any."""
+    fake = profiling(own_profile="10.0.0.11", active_profile="10.0.0.11", local_node="cfy-mgr2")
+    assert run(STATES.profile_updated, fake, name="localhost", cluster="prod", own=True) == ret(
+        "10.0.0.11", True, "profile 10.0.0.11 lists the cluster's 3 nodes")
+    fake.own_profile.assert_called_once_with(default="localhost")
+    assert [c.kwargs.get("profile") for c in fake.profile_cluster.call_args_list] == [
+        "10.0.0.11"]
+    fake.assert_nothing_mutated()
+
+
 def test_profile_updated_drops_wrong_entries_then_lets_cfy_add_the_missing():
     stale = at(("cfy-mgr3", "10.0.0.13"), ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr4", "10.0.0.14"))
     fake = profiling(profile_cluster=Seq(stale, EVERY))

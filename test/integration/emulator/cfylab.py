@@ -136,7 +136,8 @@ def rest(ip, method, path, auth=("admin", ADMIN_PASSWORD), tenant="default_tenan
             status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type") or ""
     except urllib.error.HTTPError as err:
         status, raw, ctype = err.code, err.read(), err.headers.get("Content-Type") or ""
-    return Answer(status, json.loads(raw) if raw else None, raw, ctype)
+    # nginx's 502 page while the REST service starts is HTML, not JSON (cloudify-4.6.md 0.3)
+    return Answer(status, json.loads(raw) if raw and "json" in ctype else None, raw, ctype)
 
 
 def answers_rest(ip, port=80):

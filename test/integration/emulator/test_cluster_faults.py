@@ -47,5 +47,7 @@ def test_killed_leader_is_replaced_within_10_seconds_and_returns_as_a_replica(cl
     lab.power_on("mgr1")
     others = [n for n in survivors if n != new_leader]
     wait_for_nodes(lab, new_leader, {new_leader: "leader", "mgr1": "replica", others[0]: "replica"})
-    answer = rest(lab["mgr1"].ip, "GET", "/status")
+    # its cluster agent is back before its REST service: nginx says 502 meanwhile (a boot)
+    answer = wait_until(lambda: (lambda a: a if a.status != 502 else None)(
+        rest(lab["mgr1"].ip, "GET", "/status")), 30, "mgr1's REST service after its boot")
     assert (answer.status, answer.body["error_code"]) == (400, "not_cluster_master")

@@ -1,9 +1,10 @@
 """Cluster mechanics of an emulated 4.6 manager, over the real ports.
 
 - 8300/tcp, "Consul server RPC": a small Raft (terms, votes, leader appends that carry the member
-  list). The leader keeps its role only while a majority of members acknowledges it (no split
-  brain: a minority side has no active node); a candidate needs a majority of votes; a node that
-  heard from a live leader recently refuses to vote (a healed partition does not depose it).
+  list). A candidate needs a majority of votes; a node that heard from a live leader recently
+  refuses to vote. Under a partition, 4.6's active minority mode (knob minority_mode): the
+  leader stays active without its majority and a node cut off from every other becomes active
+  on its own, so two nodes answer as active until the partition heals (the higher term wins).
 - 8301/tcp+udp, "gossip": every member sends a heartbeat to every other member over BOTH tcp and
   udp every 0.5 s; the leader shows a node's `heartbeat` check OK only when both arrived lately.
 - 8500/tcp, "Consul HTTP API": answers /v1/status/leader; a joiner asks it during the join.
@@ -33,9 +34,15 @@ APPEND_EVERY = 0.3
 # "a simple heartbeat is sent every 15 seconds", and a node shows offline only once its checks'
 # TTL ran out: tens of seconds (30 s, two missed heartbeats: inferred, the TTL is in the private
 # premium package). Until then a dead node is listed online.
+# Partitions: 4.6's "active minority mode" (section 0.3): a leader cut off from its majority
+# stays active, and a node that hears from no leader for MINORITY_AFTER_SECONDS and cannot
+# reach a majority (its vote requests go unanswered) becomes active on its own; knob minority_mode: "active" (4.6) or "passive" (a
+# minority side has no active node). After healing, the higher term wins (4.6: "the node with
+# the most recently updated database"; there is one database here).
+MINORITY_AFTER_SECONDS = 5.0  # inferred: 4.6's delay is in the private premium package
 HEARTBEAT_SECONDS = 15.0  # knob heartbeat_seconds
 OFFLINE_AFTER_SECONDS = 30.0  # knob offline_after_seconds
-LEASE = 2.5  # a leader without a majority's acks for this long steps down
+LEASE = 2.5  # minority_mode passive: a leader without a majority's acks this long steps down
 ELECTION_TIMEOUT = (1.5, 3.0)
 RPC_TIMEOUT = 0.4
 CONTROL_SOCKET = RUN_DIR / "agent.sock"
@@ -46,6 +53,13 @@ def liveness():
     knob = knobs()
     return (float(knob.get("heartbeat_seconds", HEARTBEAT_SECONDS)),
             float(knob.get("offline_after_seconds", OFFLINE_AFTER_SECONDS)))
+
+
+def active_minority():
+    """(minority mode on, seconds without a leader before a node takes the active role)."""
+    knob = knobs()
+    return (knob.get("minority_mode", "active") == "active",
+            float(knob.get("minority_after_seconds", MINORITY_AFTER_SECONDS)))
 
 
 def rpc_call(ip, message, timeout=RPC_TIMEOUT, port=PORTS["rpc"]):
@@ -231,7 +245,7 @@ class Agent:
         with self.lock:
             if self.role != "leader" or self.removed:
                 return False
-            if len(self.members) == 1:
+            if len(self.members) == 1 or active_minority()[0]:
                 return True
             return time.monotonic() - self.last_majority < LEASE
 
@@ -410,7 +424,7 @@ class Agent:
                         self._persist()
             if acks >= self.quorum():
                 self.last_majority = now
-            elif now - self.last_majority > LEASE:
+            elif now - self.last_majority > LEASE and not active_minority()[0]:
                 self.log(f"lost contact with a majority of the cluster; stepping down")
                 self._step_down(self.state["term"])
 
@@ -437,6 +451,14 @@ class Agent:
             if higher:
                 self._step_down(max(higher))
             elif self.role == "candidate" and self.state["term"] == term and votes >= self.quorum():
+                self._become_leader()
+            elif (self.role == "candidate" and self.state["term"] == term and not transfer
+                  and 1 + sum(1 for a in results.values() if a is not None) < self.quorum()
+                  and active_minority()[0]
+                  and time.monotonic() - self.last_leader_contact > active_minority()[1]):
+                # cut off from a majority (no answer, not a lost vote) for long enough
+                self.log(f"node {self.name} hears from no active node and reaches no majority: "
+                         "active minority mode")
                 self._become_leader()
             else:
                 self.role = "follower"

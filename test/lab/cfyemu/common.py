@@ -30,6 +30,9 @@ USER_DATA_DIRS = ("blueprints", "uploaded-blueprints", "deployments", "snapshots
 # /opt/manager/resources/packages/agents), before any join: not user data
 RPM_PAYLOAD = ("packages/agents/centos-core-agent.tar.gz", "packages/agents/redhat-maipo-agent.tar.gz")
 CLUSTER_STATE = OPT / "cluster.json"
+# where 4.6's nginx step puts the REST (external) certificate (constants.py EXTERNAL_CERT_PATH)
+EXTERNAL_CERT = ETC / "ssl" / "cloudify_external_cert.pem"
+EXTERNAL_KEY = ETC / "ssl" / "cloudify_external_key.pem"
 SERVICE_STATE = OPT / "service.json"
 RUN_DIR = Path("/run/cloudify")
 PIDFILE = RUN_DIR / "manager.pid"
@@ -64,6 +67,8 @@ DEFAULT_CONFIG = {
     "ssl_inputs": {
         "external_cert_path": "",
         "external_key_path": "",
+        "external_ca_cert_path": "",
+        "external_ca_key_path": "",
         "ca_cert_path": "",
         "ca_key_path": "",
         "internal_cert_path": "",

@@ -18,14 +18,17 @@ from pathlib import Path
 from . import cluster as clustermod
 from . import service
 from .common import (BOOT_SCRIPT, CFY_BIN, CLUSTER_MARKER, CONFIG, DEFAULT_TENANT, ETC,
-                     INSTALL_LOG, INSTALL_MARKER, OPT, PACKAGE_LIB, PORTS, RESOURCES, RPM_PAYLOAD,
-                     VERSION, AuditedCommand, db_connect, is_external_db, knobs, load_config, merge,
-                     read_user_config, write_config_in_place)
+                     EXTERNAL_CERT, EXTERNAL_KEY, INSTALL_LOG, INSTALL_MARKER, OPT, PACKAGE_LIB,
+                     PORTS, RESOURCES, RPM_PAYLOAD, VERSION, AuditedCommand, db_connect,
+                     is_external_db, knobs, load_config, merge, read_user_config,
+                     write_config_in_place)
 from .rest import NetworkFailure, call
 from .store import create_schema
 
-COMPONENTS = ["manager", "postgresql_client", "rabbitmq", "restservice", "nginx", "stage",
-              "composer", "cli", "cluster"]
+# 4.6's order (service_components.py SERVICE_COMPONENTS["manager_service"]), the components
+# this emulator has: nginx comes BEFORE restservice, and the cluster step before cli
+COMPONENTS = ["manager", "nginx", "postgresql_client", "rabbitmq", "restservice", "stage",
+              "composer", "cluster", "cli"]
 DATABASES = ("cloudify_db", "stage", "composer")
 MUTATING = {"install", "remove", "start", "stop", "restart", "configure"}
 
@@ -136,15 +139,54 @@ def validate(config, joining):
         path = inputs.get(key)
         if path and not os.path.exists(path):
             raise InstallError(f"ssl_inputs.{key}: {path} does not exist", "ValidationError")
-    if manager["security"].get("ssl_enabled"):
-        for key in ("external_cert_path", "external_key_path"):
-            path = config["ssl_inputs"].get(key)
-            if not path or not os.path.exists(path):
-                raise InstallError(f"ssl_inputs.{key} must name an existing file when "
-                                   "manager.security.ssl_enabled is true", "ValidationError")
     if joining and not manager["security"].get("admin_password"):
         raise InstallError("manager.security.admin_password is required to join a cluster",
                            "ValidationError")
+
+
+def _handle_certs(config, log):
+    """4.6's nginx step on a clean install (nginx.py _handle_certs): /etc/cloudify/ssl made anew,
+    then the external (REST) certificate: the user's pair when both files exist, else one
+    generated for the public IP (CN) with the public and private IPs, 127.0.0.1 and localhost as
+    SANs (certificates.py _format_ips), signed by external_ca_cert_path/key when given, else
+    self-signed. Whatever manager.security.ssl_enabled says."""
+    shutil.rmtree(ETC / "ssl", ignore_errors=True)
+    (ETC / "ssl").mkdir(parents=True)
+    inputs, manager = config["ssl_inputs"], config["manager"]
+    cert, key = inputs.get("external_cert_path") or "", inputs.get("external_key_path") or ""
+    log("nginx", "Handling external certificate...")
+    if os.path.isfile(cert) and os.path.isfile(key):
+        shutil.copy(cert, EXTERNAL_CERT)
+        shutil.copy(key, EXTERNAL_KEY)
+        log("nginx", "Deployed user provided external cert and key")
+        return
+    log("nginx", "Generating external certificate...")
+    ips = list(dict.fromkeys([manager["public_ip"], manager["private_ip"], "127.0.0.1"]))
+    sans = ",".join([f"IP:{ip}" for ip in ips] + ["DNS:localhost"])
+    subject = ["-subj", f"/CN={manager['public_ip']}"]
+    sign_cert, sign_key = inputs.get("external_ca_cert_path"), inputs.get("external_ca_key_path")
+    common = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(EXTERNAL_KEY)]
+    if sign_cert and sign_key:
+        csr = ETC / "ssl" / "cloudify_external.csr"
+        ext = ETC / "ssl" / "cloudify_external.ext"
+        ext.write_text(f"subjectAltName={sans}\n")
+        _openssl(*common, "-out", str(csr), *subject)
+        _openssl("openssl", "x509", "-req", "-in", str(csr), "-CA", sign_cert, "-CAkey", sign_key,
+                 "-CAcreateserial", "-days", "3650", "-extfile", str(ext),
+                 "-out", str(EXTERNAL_CERT))
+        csr.unlink()
+        ext.unlink()
+    else:
+        _openssl(*common, "-x509", "-days", "3650", "-addext", f"subjectAltName={sans}",
+                 "-out", str(EXTERNAL_CERT), *subject)
+
+
+def _openssl(*argv):
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          check=False)
+    if proc.returncode:
+        raise InstallError(f"Command '{' '.join(argv[:3])} ...' failed: {proc.stdout.strip()[-300:]}",
+                           "ProcessExecutionError")
 
 
 def _copy_client_certificate(config):
@@ -326,7 +368,7 @@ def _cfy(*argv):
 def _install_cli(config, log):
     """The cli component: the CLI package under /opt/cfy (4.6 yum-installs its cloudify-cli RPM),
     then 4.6's own profile setup: `cfy profiles use <name> --skip-credentials-validation` and
-    `cfy profiles set -u <admin> -p <password> -t default_tenant [-c <cert>] --ssl on|off`,
+    `cfy profiles set -u <admin> -p <password> -t default_tenant -c <cert> --ssl on|off`,
     password on argv and all, so cli.log gets what 4.6 writes (cloudify-4.6.md section 0.1)."""
     shutil.rmtree(CLI_HOME, ignore_errors=True)
     shutil.copytree(PACKAGE_LIB.parent / "cli", CLI_HOME, symlinks=True)
@@ -335,12 +377,15 @@ def _install_cli(config, log):
         shutil.copy(PACKAGE_LIB.parent / "bin" / "cfy", path)
         os.chmod(path, 0o755)
     security = config["manager"]["security"]
-    name = config["manager"].get("cli_local_profile_host_name") or "localhost"
-    cert = config["ssl_inputs"].get("ca_cert_path")
+    # a joiner's profile is named after, and points at, the leader (cli.py _configure): its cli
+    # step comes after the cluster step, when this node is a replica that cannot check them
+    name = (config["cluster"].get("master_ip")
+            or config["manager"].get("cli_local_profile_host_name") or "localhost")
     log("cli", "Setting CLI for the current user (root)...")
     _cfy("profiles", "use", name, "--skip-credentials-validation")
+    # 4.6 cli.py _configure: -c is always the external certificate the nginx step deployed
     _cfy("profiles", "set", "-u", security["admin_username"], "-p", security["admin_password"],
-         "-t", DEFAULT_TENANT, *(["-c", cert] if cert else []),
+         "-t", DEFAULT_TENANT, "-c", str(EXTERNAL_CERT),
          "--ssl", "on" if security.get("ssl_enabled") else "off")
     log("cli", "Cloudify CLI successfully configured")
 
@@ -375,6 +420,8 @@ def install(args, log):
         if component == "manager":
             for path in (OPT, RESOURCES, ETC / "ssl"):
                 path.mkdir(parents=True, exist_ok=True)
+        elif component == "nginx":
+            _handle_certs(config, log)
         elif component == "postgresql_client":
             _copy_client_certificate(config)
             if joining:

@@ -25,7 +25,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from . import cluster as clustermod
-from .common import (CLUSTER_MARKER, CLUSTER_STATE, CONFIG, DEFAULT_TENANT, PIDFILE,
+from .common import (CLUSTER_MARKER, CLUSTER_STATE, CONFIG, DEFAULT_TENANT, EXTERNAL_CERT,
+                     EXTERNAL_KEY, PIDFILE,
                      PORTS, RESOURCES, RUN_DIR, SERVICE_LOG, USER_DATA_DIRS, RestError, audit,
                      knobs, load_config)
 from .store import Store
@@ -486,11 +487,10 @@ def serve_forever(boot=False):
     servers.append(http)
     security = service.config["manager"]["security"]
     if security["ssl_enabled"]:
-        inputs = service.config["ssl_inputs"]
         https = ThreadingHTTPServer(("0.0.0.0", PORTS["rest_ssl"]),
                                     make_handler(service, PORTS["rest_ssl"]))
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(inputs["external_cert_path"], inputs["external_key_path"])
+        ctx.load_cert_chain(EXTERNAL_CERT, EXTERNAL_KEY)  # what the nginx step deployed
         https.socket = ctx.wrap_socket(https.socket, server_side=True)
         servers.append(https)
     for server in servers:
