@@ -19,7 +19,7 @@ from lab.saltlab import minion_python, salt_versions, use_python
 # the same tests, on this module's minions (pytest collects what a module holds)
 from test_orch import (MANAGERS, built_cluster,  # noqa: F401  pylint: disable=unused-import
                        test_build_from_empty, test_dry_run_on_empty_hosts_reports_and_changes_nothing,
-                       test_failed_follower_install_stops_the_run_and_a_rerun_completes,
+                       test_joins_failing_at_each_installer_step_converge_with_no_data_lost,
                        test_rerun_changes_nothing_and_runs_nothing_mutating)
 from test_pillar_mistakes import MISTAKES, nothing_ran
 
