@@ -329,6 +329,9 @@ def _decide_start(f):
         return _need("local")
     if local in ("leader", "replica"):
         return _ok(f"{name} is already part of a cluster ({local})")
+    if local == "down":  # clustered (/etc/cloudify/cluster), its REST service not up yet: a boot
+        return _ok(f"{name} is already part of a cluster (its REST service does not answer yet, "
+                   "as after a boot; the join check that follows waits for it)")
     if local == "package_installed":
         if "running" not in f:
             return _need("running")

@@ -174,6 +174,8 @@ START = {"name": "m1", "host_ip": "10.0.0.11", "test": False}
 START_TABLE = [
     (START, "need", "local"),
     (facts(START, local="replica"), "ok", ["already part of a cluster (replica)"]),
+    # a rebooted leader inside nginx's 502 window (cloudify-4.6.md section 0.3)
+    (facts(START, local="down"), "ok", ["already part of a cluster", "does not answer yet"]),
     (facts(START, local="package_installed"), "need", "running"),
     (facts(START, local="package_installed", running=ACTIVE), "ok", ["cluster already runs"]),
     (facts(START, local="package_installed", running=None, test=True), "would",
