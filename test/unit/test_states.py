@@ -324,12 +324,19 @@ def test_cluster_started_defers_to_a_cluster_running_elsewhere():
     fake.active_node.assert_called_once_with(cluster="prod", required=False)
 
 
-@pytest.mark.parametrize("state", ["package_installed", "absent", "down", "removed"])
+@pytest.mark.parametrize("state", ["package_installed", "absent", "removed"])
 def test_cluster_started_needs_an_installed_manager(state):
     fake = starting(node_state=state)
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
         f"cfy-mgr1: cannot start a cluster on a host in state '{state}'",
         "installed, standalone manager"))
+    fake.start_cluster.assert_not_called()
+
+
+def test_cluster_started_leaves_a_clustered_manager_in_its_boot_window_alone():
+    fake = starting(node_state="down")  # /etc/cloudify/cluster, nginx answering 502
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
+        "cfy-mgr1 is already part of a cluster", "does not answer yet"))
     fake.start_cluster.assert_not_called()
 
 
