@@ -53,15 +53,40 @@ def test_each_manager_sees_its_own_address_and_name(salt_cli, lab):
         assert not others & set(ret.data["ipv4"])
 
 
-def test_database_takes_ssl_with_client_certificate_and_refuses_plain(lab):
+def test_database_takes_ssl_with_a_password_and_refuses_plain(lab):
     mgr = lab["mgr1"]
     ok = lab.db.query("select ssl from pg_stat_ssl where pid = pg_backend_pid()", via=mgr)
     assert ok.stdout.strip() == "t"
+    # a client certificate is optional, as 4.6's installer needs it to be for postgres
+    bare = lab.db.query("select ssl from pg_stat_ssl where pid = pg_backend_pid()", via=mgr,
+                        client_cert=False)
+    assert bare.stdout.strip() == "t", bare
     plain = lab.db.query("select 1", via=mgr, sslmode="disable", check=False)
     assert plain.returncode != 0
     assert "no encryption" in plain.stderr
     wrong = lab.db.query("select 1", via=mgr, password="not-the-password", check=False)
     assert wrong.returncode != 0 and "password authentication failed" in wrong.stderr
+
+
+def test_database_requires_client_certificates_from_the_users_a_knob_names(lab):
+    mgr, db = lab["mgr1"], lab.db
+    db.query("CREATE ROLE lab_certified LOGIN PASSWORD 'lab-certified'")
+    try:
+        db.require_client_cert(["lab_certified"])
+        as_user = {"via": mgr, "user": "lab_certified", "password": "lab-certified",
+                   "check": False}
+        refused = db.query("select 1", client_cert=False, **as_user)
+        assert refused.returncode != 0 and "certificate" in refused.stderr, refused
+        assert db.query("select 1", **as_user).returncode == 0
+        # everyone else still gets in with SSL and a password alone
+        assert db.query("select 1", via=mgr, client_cert=False).returncode == 0
+        db.require_client_cert(["all"])
+        assert db.query("select 1", via=mgr, client_cert=False, check=False).returncode != 0
+        db.require_client_cert(())
+        assert db.query("select 1", client_cert=False, **as_user).returncode == 0
+    finally:
+        db.require_client_cert(())
+        db.query("DROP ROLE IF EXISTS lab_certified")
 
 
 def test_database_listens_only_on_the_bridge(lab):

@@ -1,4 +1,5 @@
-"""The external database: a real PostgreSQL 15 on the lab's DB host, SSL only, client certificates."""
+"""The external database: a real PostgreSQL 15 on the lab's DB host, SSL only, passwords, and
+client certificates where a knob requires them."""
 
 import glob
 import os
@@ -22,8 +23,10 @@ def pg_bindir(major="15"):
 class PostgresServer:
     """PostgreSQL on `host` (a lab Host), listening on host.ip:5432 with SSL required.
 
-    Authentication: scram-sha-256 over SSL AND a client certificate signed by the lab CA
-    (clientcert=verify-ca); any non-SSL connection is rejected by pg_hba.
+    Authentication: scram-sha-256 over SSL; any non-SSL connection is rejected by pg_hba. A
+    client certificate is optional (a production server for 4.6: its installer creates the
+    databases as `postgres` with a password and no client certificate, cloudify-4.6.md section
+    0.2) unless `require_client_cert` names the user (verify-ca against the lab CA).
     """
 
     def __init__(self, host, directory, ca, superuser_password, subnet_cidr, ip=None, name="db"):
@@ -39,6 +42,7 @@ class PostgresServer:
         self.subnet = subnet_cidr
         self.bin = pg_bindir()
         self.client_cert = self.client_key = None
+        self.client_cert_users = ()
 
     def _as_postgres(self, argv, **kwargs):
         return self.host.run(["runuser", "-u", "postgres", "--"] + argv, **kwargs)
@@ -71,13 +75,30 @@ class PostgresServer:
                 "ssl_ca_file = 'root.crt'\npassword_encryption = 'scram-sha-256'\n"
                 "max_connections = 200\nshared_buffers = 32MB\nfsync = off\n"
                 "synchronous_commit = off\nfull_page_writes = off\n")
-        (self.data / "pg_hba.conf").write_text(
-            "# cloudify_ha lab: SSL with a CA-signed client certificate, or nothing\n"
-            "local all postgres peer\n"
-            f"hostssl all all {self.subnet} scram-sha-256 clientcert=verify-ca\n"
-            "hostnossl all all 0.0.0.0/0 reject\n")
+        self._write_hba()
         self.client_cert, self.client_key = self.ca.issue("lab-client", "lab", client=True)
         return self
+
+    def _write_hba(self):
+        # a quoted "all" would be a user named all; the keyword stays bare
+        users = [u if u == "all" else f'"{u}"' for u in self.client_cert_users]
+        certified = "".join(f"hostssl all {u} {self.subnet} scram-sha-256 clientcert=verify-ca\n"
+                            for u in users)
+        (self.data / "pg_hba.conf").write_text(
+            "# cloudify_ha lab: SSL and a password (and a CA-signed client certificate for the\n"
+            "# users named first), or nothing\n"
+            "local all postgres peer\n"
+            f"{certified}hostssl all all {self.subnet} scram-sha-256\nhostnossl all all 0.0.0.0/0 reject\n")
+
+    def require_client_cert(self, users=()):
+        """Knob: the named database users must present a client certificate signed by the lab
+        CA (besides SSL and their password); () for none, the default. ("all",) is every user,
+        which 4.6's installer cannot work with. Applied at once (a reload: sessions stay)."""
+        if any(not user.replace("_", "").isalnum() for user in users):
+            raise LabError(f"not a plain database user name: {users!r}")
+        self.client_cert_users = tuple(users)
+        self._write_hba()
+        self.query("SELECT pg_reload_conf()")
 
     def start(self):
         self._as_postgres([self.bin / "pg_ctl", "-D", self.data, "-l", self.log, "-w", "-t", "60",
@@ -94,20 +115,22 @@ class PostgresServer:
         return self._as_postgres([self.bin / "pg_ctl", "-D", self.data, "status"],
                                  check=False).returncode == 0
 
-    def dsn(self, dbname="postgres", sslmode="verify-full", user="postgres"):
+    def dsn(self, dbname="postgres", sslmode="verify-full", user="postgres", client_cert=True):
         parts = [f"host={self.ip}", f"port={PORT}", f"dbname={dbname}", f"user={user}",
                  f"sslmode={sslmode}", f"sslrootcert={self.ca.cert}"]
-        if sslmode != "disable":
+        if sslmode != "disable" and client_cert:
             parts += [f"sslcert={self.client_cert}", f"sslkey={self.client_key}"]
         return " ".join(parts)
 
     def query(self, sql, dbname="postgres", sslmode="verify-full", check=True, via=None,
-              password=None):
-        """Run sql with psql as the superuser; from the machine, or from inside host `via`.
+              password=None, user="postgres", client_cert=True):
+        """Run sql with psql (as the superuser by default, with the lab's client certificate);
+        from the machine, or from inside host `via`.
 
         The password travels in PGPASSWORD, never on argv.
         """
-        argv = ["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", self.dsn(dbname, sslmode), "-c", sql]
+        argv = ["psql", "-XAtq", "-v", "ON_ERROR_STOP=1",
+                self.dsn(dbname, sslmode, user, client_cert), "-c", sql]
         env = {"PATH": os.environ["PATH"], "PGPASSWORD": password or self.password,
                "PGCONNECT_TIMEOUT": "5"}
         if via is not None:

@@ -85,6 +85,28 @@ def test_install_without_join_settings_drops_the_clusters_data(fresh_lab, emulat
     assert json.loads(ok(cfy(leader, "blueprints", "list", "--json"))) == []
 
 
+def test_databases_are_created_as_postgres_with_a_password_and_no_client_certificate(
+        fresh_lab, emulator):
+    """4.6 creates its databases with `psql -h <host>` and ~postgres/.pgpass: a server that
+    requires a client certificate from every user cannot host it (the install fails at its
+    restservice step, nothing created); one that requires it from `cloudify` only can, and the
+    manager's own connections present the copied certificate (cloudify-4.6.md section 0.2)."""
+    lab = fresh_lab
+    try:
+        lab.db.require_client_cert(["all"])
+        out = failed(install(lab, emulator, "mgr1"))
+        assert "Installing restservice..." in out and "Installing stage..." not in out, out
+        assert "Could not connect to the database" in out and "certificate" in out, out
+        assert "cloudify_db" not in lab.db.databases()
+        lab.db.require_client_cert(["cloudify"])
+        ok(cfy_manager(lab["mgr1"], "remove", "-f"))
+        ok(install(lab, emulator, "mgr1"))
+        ok(upload_blueprint(lab["mgr1"], "certified"))
+        assert blueprint_ids(lab) == ["certified"]
+    finally:
+        lab.db.require_client_cert(())
+
+
 def test_drop_database_is_retried_while_the_database_is_being_accessed(fresh_lab, emulator):
     lab = fresh_lab
     ok(install(lab, emulator, "mgr1"))

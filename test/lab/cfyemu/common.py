@@ -225,7 +225,17 @@ def basic_auth_header(username, password):
 
 
 # ---- database ----------------------------------------------------------------------------
-def db_ssl_context(config):
+def db_ssl_context(config, superuser=False):
+    """The cloudify user's connections (REST service, stage, composer): verify-full against
+    ssl_inputs.ca_cert_path with the client certificate (4.6's stage/composer URLs). The
+    superuser's (database creation): what 4.6's create_default_db.sh gets from `psql -h <host>`
+    with ~postgres/.pgpass: libpq's default sslmode=prefer, so SSL without verifying the server,
+    and no client certificate (cloudify-4.6.md section 0.2)."""
+    if superuser:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
     inputs = config["ssl_inputs"]
     ctx = ssl.create_default_context(cafile=inputs.get("ca_cert_path") or None)
     if inputs.get("postgresql_client_cert_path"):
@@ -235,7 +245,8 @@ def db_ssl_context(config):
 
 
 def db_connect(config, database=None, superuser=False, timeout=5):
-    """A pg8000 connection to the external database, SSL always (4.6 refuses it without)."""
+    """A pg8000 connection to the external database, SSL always (the lab's server refuses it
+    without; 4.6 requires ssl_enabled with an external database)."""
     import pg8000.native  # pylint: disable=import-outside-toplevel
 
     client = config["postgresql_client"]
@@ -246,7 +257,7 @@ def db_connect(config, database=None, superuser=False, timeout=5):
     host, _, port = str(client["host"]).partition(":")
     return pg8000.native.Connection(
         user=user, password=password, host=host, port=int(port or 5432),
-        database=database or client["db_name"], ssl_context=db_ssl_context(config),
+        database=database or client["db_name"], ssl_context=db_ssl_context(config, superuser),
         timeout=timeout)
 
 

@@ -426,14 +426,13 @@ def install(args, log):
             _copy_client_certificate(config)
             if joining:
                 _check_database(config, log)
-            else:
-                _drop_and_create(config, log)
         elif component == "restservice":
             for rel in RPM_PAYLOAD:  # the RPMs install before the REST service starts
                 (RESOURCES / rel).parent.mkdir(parents=True, exist_ok=True)
                 (RESOURCES / rel).write_bytes(f"lab stand-in for {rel}\n".encode())
             write_config_in_place(_user_view(config))
-            if not joining:
+            if not joining:  # 4.6's restservice _configure_db: create_default_db.sh, then schema
+                _drop_and_create(config, log)
                 create_schema(config, config["manager"]["security"]["admin_username"],
                               config["manager"]["security"]["admin_password"])
             BOOT_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
