@@ -17,6 +17,7 @@ scrubbed before they are returned or logged.
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -180,6 +181,9 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
         raise CommandExecutionError(f"{method} {path}: nothing answered at {host} ({exc})") from None
 
 
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
 def _run(argv, settings, env=None, timeout=None, stdin=None):
     """Run a Cloudify command: never through a shell, never logged, secrets only in env."""
     binary = salt.utils.path.which(argv[0])
@@ -191,8 +195,8 @@ def _run(argv, settings, env=None, timeout=None, stdin=None):
         [binary] + list(argv[1:]), python_shell=False, output_loglevel="quiet",
         ignore_retcode=True, env=full_env, timeout=timeout, reset_system_locale=False,
         stdin=stdin)
-    result["stdout"] = _scrub(result.get("stdout", ""), settings)
-    result["stderr"] = _scrub(result.get("stderr", ""), settings)
+    for stream in ("stdout", "stderr"):  # 4.6's installer colours its console lines
+        result[stream] = _scrub(ANSI_ESCAPE.sub("", result.get(stream) or ""), settings)
     return result
 
 
@@ -240,9 +244,9 @@ def _install_log_tail(settings, lines=25):
             content = fh.read().splitlines()
     except OSError:
         return "(no installer log)"
-    start = 0
+    start = 0  # this run's first line: 4.6 logs validation errors before its first component
     for index, line in enumerate(content):
-        if "Installing Cloudify Manager" in line:
+        if "Installing desired components" in line or "Installing Cloudify Manager" in line:
             start = index
     relevant = content[start:]
     errors = [line for line in relevant if " ERROR " in line][-lines:]

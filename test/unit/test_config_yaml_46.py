@@ -40,7 +40,7 @@ def test_the_formulas_config_yaml_passes_46s_validation(written, label, pillar, 
     joining = None if role == "leader" else {"master_ip": leader["private_ip"],
                                              "database_ip": settings["database"]["host"]}
     config = M._manager_config(settings, leader if role == "leader" else follower, joining)
-    installer.validate(config, joining=joining is not None)  # raises InstallError if not
+    installer.config_rules(config, joining=joining is not None)  # raises InstallError if not
     installer._copy_client_certificate(config)
     assert (written / "etc-cloudify" / "ssl" / "postgresql.crt").read_text() == \
         settings["database"]["client_cert"]
@@ -59,7 +59,7 @@ def test_a_config_without_the_cas_key_is_what_46_refuses():
                                     "postgres_password": "y"},
               "ssl_inputs": {"ca_cert_path": "/nonexistent/ca.pem"}}
     with pytest.raises(installer.InstallError, match="ca_key_path was not provided"):
-        installer.validate(config, joining=False)
+        installer.config_rules(config, joining=False)
 
 
 def test_a_rest_ssl_managers_config_yaml_passes_46s_validation(written):
@@ -76,4 +76,4 @@ def test_a_rest_ssl_managers_config_yaml_passes_46s_validation(written):
     config = M._manager_config(settings, settings["managers"][0])
     assert config["manager"]["security"]["ssl_enabled"] is True
     assert not {"external_cert_path", "external_key_path"} & set(config["ssl_inputs"])
-    installer.validate(config, joining=False)
+    installer.config_rules(config, joining=False)

@@ -332,6 +332,37 @@ def test_a_failed_install_shows_the_relevant_log_lines_without_secrets(salt, hos
     assert mode_of(host.config) == 0o600
 
 
+def test_a_validation_error_shows_only_this_runs_lines(salt, host):
+    # 4.6 validates after 'Installing desired components...' and before its first component
+    host.log.parent.mkdir(parents=True)
+    host.log.write_text(INSTALL_LOG + (
+        "2019-06-01 12:00:00,001 - [MAIN] - NOTICE - Installing desired components...\n"
+        "2019-06-01 12:00:01,002 - [MAIN] - ERROR - ValidationError: If ca_cert_path was "
+        "provided, but ca_key_path was not provided, ...\n"))
+    salt["cmd.run_all"].return_value = done(retcode=1)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.install()
+    log_part = str(raised.value).split("(relevant lines) ---\n", 1)[1]
+    assert "ValidationError: If ca_cert_path" in log_part
+    assert "Master and replica" not in log_part and "Installation failed" not in log_part
+
+
+def test_the_installers_coloured_console_is_shown_plain_and_without_secrets(salt, host):
+    # 4.6's ColoredFormatter, on stdout; the console also shows `Admin password: <pw>`
+    coloured = ("2019-06-01 12:00:00,001 - \x1b[1;34m[MAIN]\x1b[0m - \x1b[1;31mERROR\x1b[0m - "
+                "\x1b[0;31mProcessExecutionError: Failed to install nginx\x1b[0m\n")
+    salt["cmd.run_all"].return_value = done(
+        stdout=f"\x1b[0;33mAdmin password: {ADMIN_PW}\x1b[0m\n" + coloured, retcode=1)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.install()
+    message = str(raised.value)
+    assert message.startswith(
+        "cfy_manager install failed (exit 1): Admin password: ******\n2019-06-01 12:00:00,001 - "
+        "[MAIN] - ERROR - ProcessExecutionError: Failed to install nginx\n"), message
+    assert "\x1b" not in message
+    assert_no_secret(message)
+
+
 def test_the_log_tail_keeps_an_early_error_and_the_very_end(salt, host):
     # 4.6 logs the real cause once, then many lines of teardown before it exits
     host.log.parent.mkdir(parents=True)

@@ -76,9 +76,18 @@ def cfy_manager(host, *args):
     return run_in(host, ["cfy_manager", *args])
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+INSTALLER_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - \[[A-Z_]+\] - [A-Z]+ - (.*)")
+
+
 def last_line(text):
-    lines = [line for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    """The last non-empty line; for 4.6's installer, only its message (without the colours and
+    the `asctime - [NAME] - LEVEL - ` its console lines start with)."""
+    lines = [ANSI.sub("", line) for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    installer = INSTALLER_LINE.fullmatch(lines[-1])
+    return installer.group(1) if installer else lines[-1]
 
 
 # ---- files in a host ---------------------------------------------------------------------------

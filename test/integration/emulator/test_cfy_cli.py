@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cfylab import (ADMIN_PASSWORD, ALREADY_A_CLUSTER, MANAGERS, NO_ACTIVE_NODE, TABLE_COLUMNS,
-                    cfy, cfy_manager, failed, mode_of, nodes, ok, parse_table, read_yaml,
+                    cfy, cfy_manager, failed, last_line, mode_of, nodes, ok, parse_table, read_yaml,
                     use_profile, wait_for_nodes, write_profile)
 
 pytestmark = pytest.mark.usefixtures("shared_cluster")
@@ -96,9 +96,9 @@ def test_nodes_remove_of_a_non_member_is_an_invalid_command(lab):
 def test_cfy_manager_service_commands_are_refused_on_cluster_members(lab, command):
     for name in MANAGERS:
         out = failed(cfy_manager(lab[name], command))
-        assert out.strip() == (f"This manager is part of a Cloudify Manager cluster: "
-                               f"'cfy_manager {command}' is not supported on cluster members; "
-                               "use systemctl to control its services")
+        assert last_line(out) == (f"This manager is part of a Cloudify Manager cluster: "
+                                  f"'cfy_manager {command}' is not supported on cluster members; "
+                                  "use systemctl to control its services")
     wait_for_nodes(lab, "mgr1", {"mgr1": "leader", "mgr2": "replica", "mgr3": "replica"},
                    timeout=1)
 

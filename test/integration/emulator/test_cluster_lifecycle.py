@@ -4,7 +4,7 @@ hosts and an empty database."""
 
 import re
 
-from cfylab import (ISO_LINE, answers_rest, cfy, cfy_manager, failed, install, nodes,
+from cfylab import (ISO_LINE, answers_rest, cfy, cfy_manager, failed, install, last_line, nodes,
                     ok, prepare, read_yaml, rest, wait_for_nodes)
 from lab.proc import wait_until
 
@@ -100,7 +100,7 @@ def test_a_removed_node_stays_installed_answers_removed_and_rejoins_only_once_re
 def test_remove_force_tears_the_manager_down(fresh_lab, emulator):
     leader = installed_leader(fresh_lab, emulator)
     out = ok(cfy_manager(leader, "remove", "-f"))
-    assert out.splitlines()[-1] == "[MAIN] Cloudify Manager successfully removed!"
+    assert last_line(out) == "Cloudify Manager successfully removed!"
     for path in ("/etc/cloudify/.install", "/etc/cloudify/cluster", "/opt/manager",
                  "/usr/bin/cfy", "/root/.cloudify", "/etc/lab/boot.d/cloudify-manager"):
         assert not leader.exists(path), path

@@ -5,7 +5,8 @@ package; mgr3 has nothing. Tests only read, or put back what they change."""
 
 import pytest
 
-from cfylab import (ADMIN_NEEDS_CLEAN_DB, ADMIN_PASSWORD, DB_PASSWORD, NOT_A_CLUSTER,
+from cfylab import (ADMIN_NEEDS_CLEAN_DB, ADMIN_PASSWORD, ANSI, DB_PASSWORD, INSTALLER_LINE,
+                    NOT_A_CLUSTER,
                     answers_rest, cfy, cfy_manager, failed, install, last_line, mode_of, ok,
                     read_yaml, rest)
 from lab.emulator import MANAGER_PACKAGE
@@ -53,9 +54,25 @@ def test_standalone_manager_answers_status_and_cluster_not_initialized(lab, stan
 
 # ---- what install leaves ------------------------------------------------------------------------
 def test_install_prints_the_success_lines(lab, standalone):
+    lines = [last_line(line) for line in standalone.stdout.splitlines()]
+    assert lines[-3:] == ["Installation finished successfully!",
+                          f"Manager is up at http://{lab[HOST].public_ip}",
+                          f"Admin password: {ADMIN_PASSWORD}"]
+
+
+def test_install_output_is_46s_coloured_log_lines_on_stdout_only(lab, standalone):
+    """4.6's console handler: stdout, `asctime - [NAME] - LEVEL - msg` coloured; its file
+    handler: the same without colours, and never the `Admin password:` line (4.6 raises the
+    file handler's level around it), which the console shows twice, given or generated."""
+    assert standalone.stderr == ""
     lines = standalone.stdout.splitlines()
-    assert "Installation finished successfully!" in lines[-2]
-    assert lines[-1].endswith(f"Manager is up at http://{lab[HOST].public_ip}")
+    assert all(INSTALLER_LINE.fullmatch(ANSI.sub("", line)) for line in lines), lines
+    assert "\x1b[1;34m[MAIN]\x1b[0m - \x1b[1;32mNOTICE\x1b[0m - " in standalone.stdout
+    shown = [line for line in lines if "Admin password:" in line]
+    assert len(shown) == 2 and all("WARNING" in line for line in shown), shown
+    log = lab[HOST].read("/var/log/cloudify/manager/cfy_manager.log")
+    assert "\x1b[" not in log and "Admin password" not in log and ADMIN_PASSWORD not in log
+    assert " - [MAIN] - NOTICE - Installation finished successfully!" in log
 
 
 def test_install_writes_the_install_marker_and_no_cluster_marker(lab, standalone):

@@ -77,6 +77,13 @@ DEFAULT_CONFIG = {
         "postgresql_client_key_path": "",
     },
     "cluster": {"master_ip": "", "node_name": "", "host_ip": ""},
+    # 4.6's config.yaml `validations` section, its defaults
+    "validations": {"skip_validations": False,
+                    "minimum_required_total_physical_memory_in_mb": 3700,
+                    "minimum_required_available_disk_space_in_gb": 5,
+                    "expected_python_version": "2.7",
+                    "supported_distros": ["centos", "redhat"],
+                    "supported_distro_versions": ["7"]},
     "services_to_install": ["database_service", "queue_service", "composer_service",
                             "manager_service"],
 }

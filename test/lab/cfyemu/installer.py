@@ -44,17 +44,34 @@ class InstallError(Exception):
         return f"{self.kind}: {self}" if self.kind else str(self)
 
 
+# 4.6's cfy_manager/logger.py: FORMAT_MESSAGE, and the ColoredFormatter of its console handler
+BOLD, COLOR, RESET = "\033[1;%dm", "\033[0;%dm", "\033[0m"
+RED, GREEN, YELLOW, BLUE, WHITE = 31, 32, 33, 34, 37
+LEVEL_COLOR = {"INFO": WHITE, "NOTICE": GREEN, "WARNING": YELLOW, "ERROR": RED}
+
+
 class Logger:
+    """4.6's installer logging (cfy_manager/logger.py): every line to cfy_manager.log as
+    `asctime - [NAME] - LEVEL - msg`; INFO and up also to STDOUT (never stderr) in the same
+    format, coloured by its ColoredFormatter. `console=False`: the file only (4.6's debug
+    lines); `file=False`: the console only (4.6's `Admin password:` line, for which it raises
+    the file handler's level)."""
+
     def __init__(self):
         INSTALL_LOG.parent.mkdir(parents=True, exist_ok=True)
         self.fh = open(INSTALL_LOG, "a", encoding="utf-8")  # pylint: disable=consider-using-with
 
-    def __call__(self, component, message, console=True, level="INFO"):
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        self.fh.write(f"{stamp} {level:5s} [{component.upper()}] {message}\n")
-        self.fh.flush()
+    def __call__(self, component, message, console=True, level="INFO", file=True):
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
+        name = f"[{component.upper()}]"
+        if file:
+            self.fh.write(f"{stamp} - {name} - {level} - {message}\n")
+            self.fh.flush()
         if console:
-            print(f"[{component.upper()}] {message}", flush=True)
+            color = LEVEL_COLOR[level]
+            print(f"{stamp} - {BOLD % BLUE}{name}{RESET} - {BOLD % color}{level}{RESET} - "
+                  f"{COLOR % color}{message}{RESET}", flush=True)
 
 
 def parse(argv):
@@ -110,18 +127,102 @@ def effective_config(args):
     return merge(config, overrides)
 
 
-def validate(config, joining):
+# what the lab's hosts (Debian, Python 3) stand in for: a CentOS 7 host with Python 2.7; the
+# knobs host_distro / host_python / host_memory_mb / host_disk_gb say otherwise for a test
+HOST_FACTS = {"host_distro": "centos 7", "host_python": "2.7"}
+
+
+def _host_checks(config, log):
+    """4.6's machine checks (validations.py `validate`): each failure appended, all raised
+    together after the checks that raise at once. Memory, disk space, OpenSSL and the private
+    IP's interface are this host's own; distro and Python are knobs (HOST_FACTS)."""
+    facts, rules, manager = dict(HOST_FACTS, **knobs()), config["validations"], config["manager"]
+    errors = []
+    log("validations", "Validating IP address...")
+    local = _local_addresses()
+    if manager["private_ip"] not in local:
+        errors.append(
+            f"The provided private IP ({manager['private_ip']}) is not associated with any "
+            "INET-type address available on this machine (available INET-type addresses: "
+            f"{', '.join(a for a in local if a != manager['private_ip'])}). This will cause "
+            "installation to fail. If you are certain that this IP address should be used, "
+            "please set the 'skip_validations' parameter to 'false'")
+    log("validations", "Validating Python version...")
+    if facts["host_python"] != rules["expected_python_version"]:
+        errors.append(f"Local python version (`{facts['host_python']}`) does not match expected "
+                      f"version (`{rules['expected_python_version']}`)")
+    log("validations", "Validating supported distributions...")
+    distro, _, version = facts["host_distro"].partition(" ")
+    if distro not in rules["supported_distros"]:
+        errors.append(f"Cloudify manager does not support the current distro (`{distro}`),"
+                      f"supported distros are: {rules['supported_distros']}")
+    if version.split(".")[0] not in rules["supported_distro_versions"]:
+        errors.append("Cloudify manager does not support the current distro version "
+                      f"(`{version}`), supported versions are: "
+                      f"{rules['supported_distro_versions']}")
+    log("validations", "Validating memory requirement...")
+    memory = facts.get("host_memory_mb", _memory_mb())
+    if memory < rules["minimum_required_total_physical_memory_in_mb"]:
+        errors.append("The provided host does not have enough memory to run Cloudify Manager "
+                      f"(Current: {memory}MB, Required: "
+                      f"{rules['minimum_required_total_physical_memory_in_mb']}MB).")
+    log("validations", "Validating disk space requirement...")
+    disk = facts.get("host_disk_gb", _disk_gb("/opt"))
+    if disk < rules["minimum_required_available_disk_space_in_gb"]:
+        errors.append("The provided host does not have enough disk space to run Cloudify "
+                      f"Manager (Current: {disk}GB, Required: "
+                      f"{rules['minimum_required_available_disk_space_in_gb']}GB).")
+    return errors
+
+
+def _local_addresses():
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], stdout=subprocess.PIPE, text=True,
+                         check=False).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines() if len(line.split()) > 3]
+
+
+def _memory_mb():
+    with open("/proc/meminfo", encoding="ascii") as fh:
+        for line in fh:
+            if line.lower().startswith("memtotal"):
+                return int(line.split(":")[1].split()[0]) // 1024
+    return 0
+
+
+def _disk_gb(path):
+    stat = os.statvfs(path)
+    return stat.f_bavail * stat.f_bsize // (1024 ** 3)
+
+
+def validate(config, joining, log):
+    """4.6's validations.py `validate`: the inputs always; unless validations.skip_validations,
+    the machine checks (collected), then the database and certificate rules (each raises at
+    once), then the collected failures as one `Validation error(s):` error."""
     manager = config["manager"]
-    if not manager.get("private_ip"):
-        raise InstallError("private_ip is not set: set manager.private_ip in "
-                           f"{CONFIG} or pass --private-ip", "ValidationError")
-    if not manager.get("public_ip"):
-        raise InstallError("public_ip is not set: set manager.public_ip in "
-                           f"{CONFIG} or pass --public-ip", "ValidationError")
-    client = config["postgresql_client"]
+    for key, what, flag in (("private_ip", "Private IP", "--private-ip"),
+                            ("public_ip", "Public IP", "--public-ip")):
+        if not manager.get(key):
+            raise InstallError(f"{what} not set in the config.\nPossible solutions are:\n1. Set "
+                               f"the `{key}` key in {CONFIG}\n2. Use the `{flag}` flag when "
+                               "running `cfy_manager install/configure`", "ValidationError")
     if not is_external_db(config):
         raise InstallError("this lab emulates the external-database topology only: set "
                            "postgresql_client.host to the database's address", "ValidationError")
+    if config["validations"].get("skip_validations"):
+        log("validations", "Skipping validations")
+        return
+    log("validations", "Validating local machine...", level="NOTICE")
+    errors = _host_checks(config, log)
+    config_rules(config, joining)
+    if errors:
+        raise InstallError("Validation error(s):\n" + "\n".join(errors), "ValidationError")
+    log("validations", "All validations passed successfully!", level="NOTICE")
+
+
+def config_rules(config, joining):
+    """4.6's rules about config.yaml's database and certificate inputs (validations.py
+    `_validate_postgres_*`, `_validate_cert_inputs`): the first one broken raises."""
+    manager, client = config["manager"], config["postgresql_client"]
     if not client.get("ssl_enabled"):
         raise InstallError("When using an external database, SSL must be enabled",
                            "ValidationError")
@@ -214,9 +315,11 @@ def _drop_and_create(config, log):
     except Exception as exc:  # pylint: disable=broad-except
         raise InstallError(f"Could not connect to the database at {client['host']}: {exc}",
                            "ProcessExecutionError") from None
+    # create_default_db.sh: the configured db_name, then stage and composer, whatever it is
+    databases = list(dict.fromkeys([client["db_name"], *DATABASES[1:]]))
     try:
-        for name in DATABASES:
-            log("postgresql_client", f"Dropping database {name} (DROP DATABASE IF EXISTS {name})",
+        for name in databases:
+            log("restservice", f"Going to run: DROP DATABASE IF EXISTS {name};",
                 console=False)
             for attempt in range(20):
                 try:
@@ -231,9 +334,9 @@ def _drop_and_create(config, log):
         exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :u", u=user)
         verb = "ALTER" if exists else "CREATE"
         conn.run(f'{verb} ROLE "{user}" WITH LOGIN PASSWORD ' + conn_literal(client["password"]))
-        for name in DATABASES:
+        for name in databases:
             conn.run(f'CREATE DATABASE "{name}" OWNER "{user}"')
-        log("postgresql_client", "Databases cloudify_db, stage and composer created")
+        log("restservice", f"Databases {', '.join(databases)} created", console=False)
     finally:
         conn.close()
 
@@ -398,11 +501,13 @@ def install(args, log):
                            "drops the database)")
     config = effective_config(args)
     joining = bool(config["cluster"].get("master_ip"))
-    validate(config, joining)
-    generated_password = None
+    log("main", "Installing desired components...", level="NOTICE")
+    validate(config, joining, log)
     if not config["manager"]["security"].get("admin_password"):
-        generated_password = os.urandom(9).hex()
-        config["manager"]["security"]["admin_password"] = generated_password
+        config["manager"]["security"]["admin_password"] = os.urandom(9).hex()
+    # 4.6's set_globals: print_password_to_screen, on the console only, generated or given
+    admin_password = config["manager"]["security"]["admin_password"]
+    log("globals", f"Admin password: {admin_password}", level="WARNING", file=False)
     knob = knobs()
     delay = float(knob.get("install_seconds", 0)) / len(COMPONENTS)
     log("main", f"Installing Cloudify Manager {VERSION} on {config['manager']['private_ip']}")
@@ -452,11 +557,10 @@ def install(args, log):
     final = _user_view(config)
     final["postgresql_client"]["postgres_password"] = "<removed>"
     write_config_in_place(final)
-    if generated_password:
-        log("main", f"Admin password: {generated_password}")
-    log("main", "Installation finished successfully!")
+    log("main", "Installation finished successfully!", level="NOTICE")
     scheme = "https" if config["manager"]["security"].get("ssl_enabled") else "http"
-    log("main", f"Manager is up at {scheme}://{config['manager']['public_ip']}")
+    log("main", f"Manager is up at {scheme}://{config['manager']['public_ip']}", level="NOTICE")
+    log("globals", f"Admin password: {admin_password}", level="WARNING", file=False)
 
 
 def _user_view(config):
@@ -514,12 +618,11 @@ def main(argv=None):
         code = 0
     except SystemExit as exc:  # argparse
         code = exc.code if isinstance(exc.code, int) else 1
-    except InstallError as err:
+    except InstallError as err:  # 4.6's sys.excepthook: logger.error('<Type>: <message>')
         try:
-            Logger()("main", err.render(), console=False, level="ERROR")
+            Logger()("main", err.render(), level="ERROR")
         except OSError:
-            pass
-        print(err.render(), file=sys.stderr, flush=True)
+            print(err.render(), flush=True)
         code = 1
     finally:
         record.finish(code)
