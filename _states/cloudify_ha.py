@@ -21,7 +21,11 @@ them and is the one place an error becomes a failed state.
         - cluster: prod
 """
 
+import contextlib
+import fcntl
+import json
 import logging
+import os
 import time
 from typing import NamedTuple
 
@@ -91,27 +95,112 @@ def _decided(facts, decide, readers):
 
 def _converge(name, facts, decide, readers, act=None, label=None):
     """A state's return: decide (``_decided``), then act and re-check (``act(facts)`` returns
-    None, or the failure's comment). Every error of the execution module ends here, as a failed
-    state that names ``label`` (the node) and changes nothing it reports."""
+    None, or the failure's comment), all under the host's lock (``_host_lock``). Every error of
+    the execution module ends here, as a failed state that names ``label`` (the node) and
+    changes nothing it reports."""
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     facts = dict(facts, name=name, test=bool(__opts__["test"]))
     try:
-        verdict = _decided(facts, decide, readers)
-        if verdict.kind == "ok":
-            ret.update(result=True, comment=verdict.text)
-        elif verdict.kind == "refuse":
-            ret.update(comment=verdict.text)
-        elif verdict.kind == "would" or facts["test"]:
-            ret.update(result=None, changes=verdict.changes, comment=verdict.text)
-        else:
-            failure = act(facts)
-            if failure:
-                ret.update(comment=failure)
+        with _host_lock(name, facts["test"]) as acted:
+            verdict = _decided(facts, decide, readers)
+            if verdict.kind == "ok":
+                ret.update(result=True, comment=verdict.text)
+            elif verdict.kind == "refuse":
+                ret.update(comment=verdict.text)
+            elif verdict.kind == "would" or facts["test"]:
+                ret.update(result=None, changes=verdict.changes, comment=verdict.text)
             else:
-                ret.update(result=True, changes=verdict.changes, comment=verdict.done)
+                acted()
+                failure = act(facts)
+                if failure:
+                    ret.update(comment=failure)
+                else:
+                    ret.update(result=True, changes=verdict.changes, comment=verdict.done)
     except ERRORS as exc:
         ret.update(result=False, changes={}, comment=f"{label or name}: {exc}")
     return ret
+
+
+LOCK_FILE = "cloudify_ha.lock"
+LOCK_WAIT = 3600  # pillar cloudify_ha:lookup:lock_wait; as defaults.yaml
+
+
+@contextlib.contextmanager
+def _host_lock(name, test):
+    """One cloudify_ha state at a time on this host, whoever runs it: two masters' jobs, a
+    reactor's and an operator's, salt-call. Salt's own state queue (``queue=True``) waits only
+    for jobs with an OLDER jid that already run: a job with an older jid that reaches the
+    minion second (two masters publishing at once) runs beside the first. So every state
+    decides, acts and re-checks holding an exclusive lock on a file in the minion's cache dir,
+    and reads the host again when another run acted since this run last looked (an act count
+    in the file; ``__context__`` keeps what this run saw). A run that cannot get the lock within
+    ``lock_wait`` seconds fails, naming the holder, and changes nothing. test=True takes no
+    lock: it only reads. Yields ``acted()``, to be called before an act."""
+    if test:
+        yield lambda: None
+        return
+    path = os.path.join(__opts__["cachedir"], LOCK_FILE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _take_lock(fd, name)
+        acts = _lock_record(fd).get("acts", 0)
+        if __context__.get("cloudify_ha.acts") != acts:  # another run changed this host
+            __context__.pop("cloudify_ha.node_state", None)
+        holder = {"state": name, "pid": os.getpid(), "since": time.time()}
+        _write_lock_record(fd, {"acts": acts, "holder": holder})
+
+        def acted():
+            _write_lock_record(fd, {"acts": acts + 1, "holder": holder})
+            __context__["cloudify_ha.acts"] = acts + 1
+
+        __context__["cloudify_ha.acts"] = acts
+        yield acted
+        _write_lock_record(fd, {"acts": __context__["cloudify_ha.acts"], "holder": None})
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _take_lock(fd, name):
+    wait = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        if wait is None:
+            wait = _lock_wait()
+            deadline = time.monotonic() + wait
+            log.info("cloudify_ha: %s waits for another cloudify_ha state run on this host", name)
+        if time.monotonic() >= deadline:
+            holder = _lock_record(fd).get("holder") or {}
+            raise CommandExecutionError(
+                f"waited {wait}s for another cloudify_ha state run on this host (state "
+                f"{holder.get('state')!r}, pid {holder.get('pid')}) to end; nothing was "
+                "changed. Find its job with saltutil.running on this minion, wait for it and "
+                "re-run, or raise cloudify_ha:lookup:lock_wait")
+        time.sleep(1.0)
+
+
+def _lock_wait():
+    value = ((__pillar__.get("cloudify_ha") or {}).get("lookup") or {}).get("lock_wait", LOCK_WAIT)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SaltInvocationError("cloudify_ha:lookup:lock_wait: must be a positive whole number "
+                                  f"of seconds, not {value!r}")
+    return value
+
+
+def _lock_record(fd):
+    try:
+        return json.loads(os.pread(fd, 4096, 0) or b"{}")
+    except ValueError:
+        return {}
+
+
+def _write_lock_record(fd, record):
+    data = json.dumps(record).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, data, 0)
 
 
 def _wait_for(predicate, timeout, interval=1.0):

@@ -104,6 +104,7 @@ LOOKUP_KEYS = {
     "local_profile": "name", "refresh": "bool", "firewall_dir": "path",
     "haproxy_package": "package", "haproxy_service": "package",
     "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "path",
+    "lock_wait": "positive_int",
 }
 ORCHESTRATION_KEYS = {"ping_timeout": "positive_int"}
 # the templates an operator can override (TOFS, as saltstack-formulas/template-formula does):

@@ -5,6 +5,9 @@ and asserts on the WHOLE return dict. A function the test did not give is a KeyE
 that calls something unexpected fails the test instead of passing silently.
 """
 
+import fcntl
+import json
+import os
 from unittest.mock import MagicMock, patch
 
 import pytest
@@ -103,6 +106,9 @@ class FakeClock:
     def monotonic(self):
         return self.now
 
+    def time(self):
+        return self.now
+
     def sleep(self, seconds):
         self.now += seconds
         self.slept += seconds
@@ -114,9 +120,9 @@ def clock():
 
 
 @pytest.fixture
-def configure_loader_modules(clock):
-    return {STATES: {"__salt__": {}, "__opts__": {"test": False}, "__context__": {},
-                     "time": clock}}
+def configure_loader_modules(clock, tmp_path):
+    return {STATES: {"__salt__": {}, "__opts__": {"test": False, "cachedir": str(tmp_path)},
+                     "__context__": {}, "__pillar__": {}, "time": clock}}
 
 
 def run(state, fake, test=False, **kwargs):
@@ -983,3 +989,79 @@ def test_listed_without_an_active_node():
 def test_listed_turns_errors_into_a_failed_state():
     fake = FakeModule(active_node=ACTIVE, cluster_nodes=CommandExecutionError("GET failed"))
     assert check_listed(fake) == ret("cfy-mgr3", False, "cfy-mgr3: GET failed")
+
+
+# ---- one cloudify_ha state at a time on a host ---------------------------------------------------
+def lock_path():
+    return os.path.join(STATES.__opts__["cachedir"], "cloudify_ha.lock")
+
+
+def held_lock(record):
+    """The host lock, held by another run (which wrote `record`): close the fd to release."""
+    fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, json.dumps(record).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+OTHER_RUN = {"acts": 3, "holder": {"state": "cfy-mgr1", "pid": 4242, "since": 990.0}}
+
+
+def test_a_state_waits_for_another_run_on_the_host_then_fails_naming_it(clock):
+    fake = installing()
+    fd = held_lock(OTHER_RUN)
+    try:
+        with patch.dict(STATES.__pillar__, {"cloudify_ha": {"lookup": {"lock_wait": 30}}}):
+            assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+                "cfy-mgr1: waited 30s for another cloudify_ha state run on this host",
+                "'cfy-mgr1', pid 4242", "nothing was changed", "saltutil.running",
+                "cloudify_ha:lookup:lock_wait"))
+    finally:
+        os.close(fd)
+    assert 30 <= clock.slept <= 31
+    assert fake.order == []  # not even a read: the other run may be changing the host
+
+
+def test_a_bad_lock_wait_is_named_when_the_lock_is_taken():
+    fd = held_lock(OTHER_RUN)
+    try:
+        with patch.dict(STATES.__pillar__, {"cloudify_ha": {"lookup": {"lock_wait": "1h"}}}):
+            assert install_mgr1(installing()) == ret("cfy-mgr1", False, Mentions(
+                "cloudify_ha:lookup:lock_wait: must be a positive whole number", "'1h'"))
+    finally:
+        os.close(fd)
+
+
+def test_an_act_is_counted_in_the_lock_and_the_lock_is_free_after_the_state():
+    assert install_mgr1(installing())["result"] is True
+    with open(lock_path(), encoding="utf-8") as fh:
+        assert json.load(fh) == {"acts": 1, "holder": None}
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: raises BlockingIOError if held
+    STATES.__context__.clear()  # a new run
+    assert run(STATES.cluster_started, starting(), name="cfy-mgr1", host_ip="10.0.0.11",
+               cluster="prod")["result"] is True
+    with open(lock_path(), encoding="utf-8") as fh:
+        assert json.load(fh)["acts"] == 2
+
+
+def test_a_run_reads_the_host_again_after_another_run_acted_on_it():
+    # this run read the host (installed, standalone) before another run's act: it must not
+    # start a second cluster on what it remembers
+    fake = starting(node_state=Seq("installed", "leader"))
+    assert start_on_mgr1(fake)["result"] is True  # the act, counted: acts = 1
+    with open(lock_path(), "w", encoding="utf-8") as fh:
+        json.dump({"acts": 5, "holder": None}, fh)  # other runs acted since
+    STATES.__context__["cloudify_ha.node_state"]["prod"] = "installed"  # what this run saw
+    again = starting(node_state="leader")
+    assert start_on_mgr1(again) == ret("cfy-mgr1", True,
+                                       "cfy-mgr1 is already part of a cluster (leader)")
+    assert again.order == ["node_state"]
+    again.start_cluster.assert_not_called()
+
+
+def test_test_mode_takes_no_lock():
+    fd = held_lock(OTHER_RUN)
+    try:
+        assert install_mgr1(installing(), test=True)["result"] is None
+    finally:
+        os.close(fd)
