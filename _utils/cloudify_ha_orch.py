@@ -236,7 +236,7 @@ def rejoin_steps(plan, node, pings, tplroot="cloudify_ha"):
                                   require=[{"salt": f"{prefix}-prepare"}]),
         # not only on a change: a rejoin also repairs profiles an earlier run left stale
         f"{prefix}-profiles": _step("salt.state", tgt=alive, tgt_type="list",
-                                    sls=f"{tplroot}.profile",
+                                    sls=f"{tplroot}.profile", queue=True,
                                     require=[{"salt": f"{prefix}-joined"}]),
     }
 
@@ -276,12 +276,12 @@ def retire_steps(plan, cluster, node, pings, tplroot="cloudify_ha"):
                        f"no manager of cluster {cluster} answers; nothing can be retired")
     return {
         "cloudify_ha-retire-sync": _step("salt.state", tgt=alive[0], sls=f"{tplroot}.sync",
-                                         test=False),
+                                         test=False, queue=True),
         f"cloudify_ha-retire-{node}": _step(
-            "salt.state", tgt=alive[0], sls=f"{tplroot}.cluster.absent",
+            "salt.state", tgt=alive[0], sls=f"{tplroot}.cluster.absent", queue=True,
             pillar={"cloudify_ha_orch": {"node": node, "cluster": cluster}},
             require=[{"salt": "cloudify_ha-retire-sync"}]),
         f"cloudify_ha-retire-{node}-profiles": _step(
-            "salt.state", tgt=alive + list(settings["cli_hosts"]), tgt_type="list",
+            "salt.state", tgt=alive + list(settings["cli_hosts"]), tgt_type="list", queue=True,
             sls=f"{tplroot}.profile", onchanges=[{"salt": f"cloudify_ha-retire-{node}"}]),
     }

@@ -222,3 +222,16 @@ def test_every_copy_of_the_minion_id_rule_is_the_same():
         assert f're.compile(r"{pattern}", re.ASCII)' in text, sls
     assert O.NODE_NAME_RE.pattern == P.NAME_RE.pattern
     assert re.ASCII & P.MINION_ID_RE.flags and re.ASCII & O.MINION_ID_RE.flags
+
+
+def test_every_state_run_on_a_minion_queues_behind_the_ones_already_running():
+    """Two masters (or a reactor and an operator) run orchestrations at once: a salt.state step
+    without queue=True fails on a minion busy with the other run's states ("The function
+    state.sls is running"); with it, the minion runs them one after the other."""
+    highs = [O.orch_steps(plan_of(), answers(stale=[MGR2])),
+             O.rejoin_steps(plan_of(), MGR2, pings()),
+             O.retire_steps(plan_of(only="prod"), "prod", "cfy-mgr3", pings())]
+    runs = [(sid, args(high, sid)) for high in highs for sid, fun in funs(high).items()
+            if fun == "salt.state"]
+    assert len(runs) >= 10
+    assert [sid for sid, arg in runs if arg.get("queue") is not True] == []
