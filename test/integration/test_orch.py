@@ -391,26 +391,3 @@ def test_a_partition_with_two_active_nodes_changes_nothing(built_cluster, emulat
     assert run.returncode == 0, run
     assert emulator.mutating() == []
 
-
-def test_two_orchestrations_at_once_build_one_cluster(fresh_lab, emulator, salt_master,
-                                                      lab_minions):
-    """Two `state.orch cloudify_ha.orch` started at the same moment, as two masters' would be:
-    each manager's states queue on its own minion (queue=True) and re-check before they act, so
-    one install per host, every node joined once, both runs end without an error, and what one
-    run did the other found done. (Two CLI factories: one salt-factories CLI run from two threads
-    at once hands both the same output.)"""
-    lab = fresh_lab
-    clis = [salt_master.salt_run_cli(timeout=900) for _ in range(2)]
-    with ThreadPoolExecutor(2) as pool:
-        runs = list(pool.map(orch, clis))
-    assert [r.returncode for r in runs] == [0, 0], runs
-    installs = {m: [e for e in emulator.audit(m) if e["kind"] == "cli"
-                    and e["prog"] == "cfy_manager" and e["argv"][:1] == ["install"]]
-                for m in MANAGERS}
-    assert {m: len(v) for m, v in installs.items()} == {m: 1 for m in MANAGERS}, installs
-    listed = nodes(lab["mgr2"])
-    assert sorted(n["state"] for n in listed.values()) == ["leader", "replica", "replica"]
-    for step in ("cloudify_ha-orch-lab-leader-mgr1", "cloudify_ha-orch-lab-join-mgr2",
-                 "cloudify_ha-orch-lab-join-mgr3"):
-        assert runs[0][step]["__jid__"] != runs[1][step]["__jid__"], step
-        assert sum(1 for r in runs if step in r.changed()) == 1, (step, runs)

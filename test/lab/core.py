@@ -23,7 +23,7 @@ import salt.config
 from .hosts import Host, Network, netns_list
 from .pki import LabCA
 from .postgres import PostgresServer
-from .proc import LabError, alive, run
+from .proc import LabError, alive, kill_all, run
 
 BASE = Path("/tmp")
 LOCK = BASE / "chl.lock"
@@ -265,12 +265,7 @@ def _kill_processes_mentioning(text):
                 victims.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
-    for proc in victims:
-        try:
-            proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(victims, timeout=5)
+    kill_all(victims, timeout=5)
 
 
 def sweep(verbose=False):

@@ -4,6 +4,7 @@ minions (imported by test/conftest.py and bench/conftest.py).
 Nothing here starts unless a test asks for it: unit tests never build the lab.
 """
 
+import contextlib
 import os
 import signal
 
@@ -104,9 +105,16 @@ def salt_master(salt_factories, lab, pillar_dir, packages):
     factory = salt_factories.salt_master_daemon(
         "master", overrides=master_overrides(lab, [pillar_dir, REPO / "test" / "pillar"],
                                              [formula_root(lab), lab.dir / "srv"]))
+    with formula_master(factory):
+        yield factory
+
+
+@contextlib.contextmanager
+def formula_master(factory):
+    """A master started as the README sets one up once: the formula's modules and runners
+    synced to it, then a restart, so that the reactor (its configuration is in the master's
+    overrides) sees the runner. Stopped at the end."""
     with factory.started():
-        # the README's one-time setup: the formula's modules and runners on the master, then a
-        # restart so that the reactor (configured in master_overrides) sees the runner
         ret = factory.salt_run_cli(timeout=300).run("saltutil.sync_all")
         assert ret.returncode == 0, ret
         factory.terminate()

@@ -268,18 +268,20 @@ def jobs_published(event_listener, since):
 
 
 # ---- the reactor's rejoin runs, from the master's events ------------------------------------
-def rejoin_runs(event_listener, since):
-    """The reactor's `cloudify_ha.rejoin` runs fired since a time, in order: [(node, done,
-    return)]. A run fired before `since` is not one of them, even if it returns after."""
-    fired = event_listener.get_events([("master", "salt/run/*/new")], after_time=since)
-    done = {e.tag.split("/")[2]: e.data.get("return")
-            for e in event_listener.get_events([("master", "salt/run/*/ret")], after_time=since)}
+def rejoin_runs(event_listener, since, masters=("master",)):
+    """The reactor's `cloudify_ha.rejoin` runs fired since a time on the masters named (their
+    salt-factories ids), in order: [(node, done, return)]. A run fired before `since` is not one
+    of them, even if it returns after."""
     runs = []
-    for event in fired:
-        if event.data.get("fun") != "runner.cloudify_ha.rejoin":
-            continue
-        jid = event.tag.split("/")[2]
-        runs.append((run_node(event.data.get("fun_args")), jid in done, done.get(jid)))
+    for master in masters:
+        fired = event_listener.get_events([(master, "salt/run/*/new")], after_time=since)
+        done = {e.tag.split("/")[2]: e.data.get("return") for e in
+                event_listener.get_events([(master, "salt/run/*/ret")], after_time=since)}
+        for event in fired:
+            if event.data.get("fun") != "runner.cloudify_ha.rejoin":
+                continue
+            jid = event.tag.split("/")[2]
+            runs.append((run_node(event.data.get("fun_args")), jid in done, done.get(jid)))
     return runs
 
 
@@ -293,11 +295,12 @@ def run_node(fun_args):
     return None
 
 
-def rejoin_returns(event_listener, node, since):
+def rejoin_returns(event_listener, node, since, masters=("master",)):
     """The returns of the reactor's rejoin runs for `node` fired since a time."""
-    return [ret for n, done, ret in rejoin_runs(event_listener, since) if n == node and done]
+    return [ret for n, done, ret in rejoin_runs(event_listener, since, masters)
+            if n == node and done]
 
 
-def reactor_idle(event_listener, since):
+def reactor_idle(event_listener, since, masters=("master",)):
     """True once every rejoin run the reactor fired since a time has returned."""
-    return all(done for _, done, _ in rejoin_runs(event_listener, since))
+    return all(done for _, done, _ in rejoin_runs(event_listener, since, masters))

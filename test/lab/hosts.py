@@ -65,6 +65,13 @@ class Network:
         run(["ip", "addr", "add", f"{self.gateway}/24", "dev", self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])
 
+    def add_address(self, address):
+        """Another address of the machine on the bridge (a second salt-master's); it goes with
+        the bridge. Adding one twice is a no-op."""
+        shown = run(["ip", "-o", "addr", "show", "dev", self.bridge]).stdout
+        if f" {address}/" not in shown:
+            run(["ip", "addr", "add", f"{address}/24", "dev", self.bridge])
+
     def destroy(self):
         run(["ip", "link", "del", self.bridge], check=False)
 

@@ -1,8 +1,10 @@
 """Small process helpers shared by the lab: run a command, poll a condition, reap a process."""
 
-import os
+import signal
 import subprocess
 import time
+
+import psutil
 
 
 class LabError(RuntimeError):
@@ -62,3 +64,13 @@ def alive(pid):
         return False
     return False
 
+
+
+def kill_all(procs, timeout=10):
+    """SIGKILL every psutil.Process given (those already gone are skipped); wait for them."""
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(procs, timeout=timeout)

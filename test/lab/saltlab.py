@@ -1,12 +1,18 @@
 """Salt in the lab: a salt-master on the bridge address, a salt-minion inside each host."""
 
+import shutil
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attr
+import psutil
 import yaml
+from salt.utils.immutabletypes import freeze
 from saltfactories.cli.call import SaltCall
 from saltfactories.daemons.minion import SaltMinion
+
+from .proc import kill_all
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,6 +81,85 @@ def master_overrides(lab, pillar_dirs, file_dirs):
         "reactor": yaml.safe_load((REPO / "cloudify_ha" / "reactor" / "master.conf").read_text())[
             "reactor"],
     }
+
+
+# a second salt-master's address on the bridge (the first one's is the gateway, .1)
+SECOND_MASTER_INDEX = 6
+# what a second master shares with the first: an operator installs the formula, its pillar and
+# its reactor the same way on both (README "Two masters")
+SHARED_MASTER_KEYS = ("file_roots", "pillar_roots", "worker_threads", "fileserver_list_cache_time",
+                      "auto_accept", "minimum_auth_version", "log_level_logfile",
+                      "keep_jobs_seconds", "reactor", "ret_port", "publish_port")
+
+
+def second_master(salt_factories, first, lab, name="master2"):
+    """A second salt-master (not started) on its own bridge address, as Salt's multi-master
+    setup has it: the first master's key pair (a minion checks the master's public key), the
+    same ports, file roots, pillar roots and reactor."""
+    address = lab.network.address(SECOND_MASTER_INDEX)
+    lab.network.add_address(address)
+    overrides = {key: _thawed(first.config[key]) for key in SHARED_MASTER_KEYS}
+    overrides["interface"] = address
+    factory = salt_factories.salt_master_daemon(name, overrides=overrides)
+    for keyfile in ("master.pem", "master.pub"):
+        shutil.copyfile(Path(first.config["pki_dir"]) / keyfile,
+                        Path(factory.config["pki_dir"]) / keyfile)
+    return factory
+
+
+def _thawed(value):
+    """A plain copy of a value of a factory's (immutable) configuration."""
+    if isinstance(value, Mapping):
+        return {k: _thawed(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_thawed(v) for v in value]
+    return value
+
+
+def kill_master(factory):
+    """Knob: the master's host dies: SIGKILL to the salt-master and every process it started
+    at once (no clean shutdown). start() brings it back."""
+    pid = factory.pid
+    if pid:
+        try:
+            procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            procs = []
+        kill_all(procs)
+    factory.terminate()  # reaps it and resets the factory, so that start() works again
+
+
+def use_masters(lab, names, addresses, witness=None):
+    """The named hosts' minions connect to every master in `addresses` (Salt's hot multi-master:
+    `master` a list, one connection to each) from their next start; running ones are restarted.
+    One address: back to a single master. `witness`: the id of the master whose event of a
+    minion's start tells salt-factories that it started (default: as it was)."""
+    master = list(addresses) if len(addresses) > 1 else addresses[0]
+    for name in names:
+        minion = lab.minions[name]
+        path = Path(minion.config["conf_file"])
+        config = yaml.safe_load(path.read_text())
+        config["master"] = master
+        path.write_text(yaml.safe_dump(config))
+        _reconfigured(minion, master=master)
+        if witness:
+            witnessed_by(minion, witness)
+    running = [lab.minions[n] for n in names if lab.minions[n].is_running()]
+    with ThreadPoolExecutor(max(1, len(running))) as pool:
+        list(pool.map(lambda m: m.terminate(), running))
+        list(pool.map(lambda m: m.start(), running))
+
+
+def witnessed_by(minion, master_id):
+    """salt-factories waits for a minion's start event as one master saw it (its `master-id`):
+    with that master dead, another one has to be the witness."""
+    pytest_minion = dict(_thawed(minion.config["pytest-minion"]), **{"master-id": master_id})
+    _reconfigured(minion, **{"pytest-minion": pytest_minion})
+
+
+def _reconfigured(factory, **changes):
+    """The factory's own (frozen) view of its configuration, with `changes`."""
+    factory.config = freeze(dict(_thawed(factory.config), **changes))
 
 
 def minion_overrides(lab):
