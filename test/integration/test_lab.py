@@ -7,8 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from lab.core import Lab, sweep
 from lab.hosts import netns_list, tcp_dropped
 from lab.proc import wait_until

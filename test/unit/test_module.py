@@ -5,7 +5,6 @@ and pillar, the host's files under tmp_path, and the REST client's `request` rep
 import copy
 import hashlib
 import os
-import re
 import stat
 import threading
 from types import SimpleNamespace

@@ -425,7 +425,7 @@ class Agent:
             if acks >= self.quorum():
                 self.last_majority = now
             elif now - self.last_majority > LEASE and not active_minority()[0]:
-                self.log(f"lost contact with a majority of the cluster; stepping down")
+                self.log("lost contact with a majority of the cluster; stepping down")
                 self._step_down(self.state["term"])
 
     def _run_election(self, transfer=False):

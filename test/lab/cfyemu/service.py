@@ -25,8 +25,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from . import cluster as clustermod
-from .common import (CLUSTER_MARKER, CLUSTER_STATE, CONFIG, DEFAULT_TENANT, EXTERNAL_CERT,
-                     EXTERNAL_KEY, PIDFILE,
+from .common import (CONFIG, DEFAULT_TENANT, EXTERNAL_CERT, EXTERNAL_KEY, PIDFILE,
                      PORTS, RESOURCES, RUN_DIR, SERVICE_LOG, USER_DATA_DIRS, RestError, audit,
                      knobs, load_config)
 from .store import Store
