@@ -204,13 +204,19 @@ def _write_lock_record(fd, record):
 
 
 def _wait_for(predicate, timeout, interval=1.0):
-    """Poll predicate() (bounded); returns its last value."""
+    """Poll predicate() until it is true or `timeout` s have passed; returns its last value.
+    The pauses start at 0.2 s and double up to `interval`: what is nearly there (a node whose
+    first heartbeat is due) is seen at once, what takes long is not asked more than once an
+    `interval`. The last ask is at the deadline."""
     deadline = time.monotonic() + timeout
+    pause = min(0.2, interval)
     while True:
         value = predicate()
-        if value or time.monotonic() >= deadline:
+        left = deadline - time.monotonic()
+        if value or left <= 0:
             return value
-        time.sleep(interval)
+        time.sleep(min(pause, left))
+        pause = min(pause * 2, interval)
 
 
 # ---- what the states read -------------------------------------------------------------------

@@ -482,7 +482,7 @@ def test_joined_waits_for_a_just_wiped_entry_to_go_offline(clock):
         "cfy-mgr2", True, "cfy-mgr2 joined the cluster (active node 10.0.0.11)",
         dict(JOINED, removed_stale={"old": "cfy-mgr2", "new": None}))
     fake.remove_node.assert_called_once()
-    assert clock.slept == 1
+    assert clock.slept == pytest.approx(0.2)  # asked again soon: the first pause is 0.2 s
 
 
 def test_joined_refuses_when_another_host_is_online_under_this_name(clock):
@@ -586,7 +586,7 @@ def test_joined_waits_for_a_rebooted_member(clock):
     fake = joining(node_state=Seq("down", "down", "replica"), cluster_nodes=AFTER)
     assert join_mgr2(fake) == ret("cfy-mgr2", True, "cfy-mgr2 is a member of the cluster "
                                   "(replica; active node 10.0.0.11)")
-    assert clock.slept == 1
+    assert clock.slept == pytest.approx(0.2)  # asked again soon: the first pause is 0.2 s
     fake.assert_nothing_mutated()
 
 
@@ -1065,3 +1065,11 @@ def test_test_mode_takes_no_lock():
         assert install_mgr1(installing(), test=True)["result"] is None
     finally:
         os.close(fd)
+
+
+def test_waits_ask_soon_then_at_most_once_an_interval_and_last_at_the_deadline(clock):
+    asked = []
+    assert STATES._wait_for(lambda: asked.append(clock.now), 5, 1.0) is None
+    pauses = [round(b - a, 2) for a, b in zip(asked, asked[1:])]
+    assert pauses == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 0.6]
+    assert asked[-1] == asked[0] + 5
