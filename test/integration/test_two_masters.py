@@ -55,6 +55,21 @@ def master2(salt_factories, salt_master, lab, lab_minions, salt_cli):
     reached(salt_cli, names, "every minion through the session's master alone")
 
 
+def shown(run):
+    """An orchestration run in full: every step's result and comment, and what failed on which
+    minion (a failure message pytest does not shorten)."""
+    lines = [f"rc={run.returncode}"]
+    for sid, step in sorted(run.steps.items(), key=lambda i: i[1].get("__run_num__", 0)):
+        lines.append(f"  {sid}: {step['result']} {step.get('comment')}")
+        for minion, states in run.minion_states(sid).items():
+            for state in (states.values() if isinstance(states, dict) else [states]):
+                if not isinstance(state, dict) or state.get("result") is not True:
+                    lines.append(f"    {minion}: {str(state)[:800]}")
+    if not run.steps:
+        lines.append(run.text[-3000:])
+    return "\n".join(lines)
+
+
 def installs(emulator, host):
     return [e for e in emulator.audit(host) if e.get("prog") == "cfy_manager"
             and e["argv"][:1] == ["install"]]
@@ -69,7 +84,7 @@ def test_both_masters_orchestrate_at_once_and_build_one_cluster(fresh_lab, emula
     clis = [salt_master.salt_run_cli(timeout=900), master2.salt_run_cli(timeout=900)]
     with ThreadPoolExecutor(2) as pool:
         runs = list(pool.map(orch, clis))
-    assert [r.returncode for r in runs] == [0, 0], runs
+    assert [r.returncode for r in runs] == [0, 0], "\n".join(map(shown, runs))
     assert {m: len(installs(emulator, m)) for m in MANAGERS} == {m: 1 for m in MANAGERS}
     starts = [e for e in emulator.audit("mgr1") if e["kind"] == "cli"
               and e["argv"][:2] == ["cluster", "start"]]

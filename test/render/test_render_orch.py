@@ -127,7 +127,7 @@ def test_each_step_targets_its_minions_with_its_sls_and_the_active_nodes_hint(ma
     for sid, (tgt, sls, pillar, parallel) in wanted.items():
         args = args_of(high, sid)
         assert (args["tgt"], args["sls"], args.get("pillar"), args["parallel"], args["queue"]) == (
-            tgt, sls, pillar, parallel, True), sid
+            tgt, sls, pillar, parallel, 20), sid
 
 
 def test_a_fresh_cluster_without_an_active_node_passes_no_hint(master):
