@@ -127,22 +127,17 @@ LOCK_WAIT = 3600  # pillar cloudify_ha:lookup:lock_wait; as defaults.yaml
 
 @contextlib.contextmanager
 def _host_lock(name, test):
-    """One cloudify_ha state at a time on this host, whoever runs it: two masters' jobs, a
-    reactor's and an operator's, salt-call. Salt's own state queue (``queue=True``) waits only
-    for jobs with an OLDER jid that already run: a job with an older jid that reaches the
-    minion second (two masters publishing at once) runs beside the first. So every state
-    decides, acts and re-checks holding an exclusive lock on a file in the minion's cache dir,
-    and reads the host again when another run acted since this run last looked (an act count
-    in the file; ``__context__`` keeps what this run saw). A run that cannot get the lock within
-    ``lock_wait`` seconds fails, naming the holder, and changes nothing. test=True takes no
-    lock: it only reads. Yields ``acted()``, to be called before an act."""
+    """A state's decide, act and re-check under the host's lock (``run_locked``): the lock this
+    state run already holds, else one taken for this state alone (a state applied outside the
+    formula's SLS files). Reads the host again when another run acted on it since this run
+    last looked (an act count in the lock file; ``__context__`` keeps what this run saw).
+    test=True takes no lock: it only reads. Yields ``acted()``, to be called before an act."""
     if test:
         yield lambda: None
         return
-    path = os.path.join(__opts__["cachedir"], LOCK_FILE)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    held = __context__.get(RUN_LOCK)
+    fd = held if held is not None else _locked_fd(name)
     try:
-        _take_lock(fd, name)
         acts = _lock_record(fd).get("acts", 0)
         if __context__.get("cloudify_ha.acts") != acts:  # another run changed this host
             __context__.pop("cloudify_ha.node_state", None)
@@ -155,9 +150,83 @@ def _host_lock(name, test):
 
         __context__["cloudify_ha.acts"] = acts
         yield acted
-        _write_lock_record(fd, {"acts": __context__["cloudify_ha.acts"], "holder": None})
+        # the run that holds the lock holds it on: it stays the holder a waiter is told of
+        _write_lock_record(fd, {"acts": __context__["cloudify_ha.acts"],
+                                "holder": _run_holder(name) if held is not None else None})
     finally:
-        os.close(fd)  # releases the lock
+        if held is None:
+            os.close(fd)  # releases the lock
+
+
+RUN_LOCK = "cloudify_ha.run_lock"
+
+
+def _locked_fd(name):
+    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait)."""
+    fd = os.open(os.path.join(__opts__["cachedir"], LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _take_lock(fd, name)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def run_locked(name):
+    """
+    The rest of this state run holds the host's cloudify_ha lock: one formula state run at a
+    time on a host, whoever starts it (two masters' orchestrations, a reactor's rejoin, an
+    operator's ``state.apply``, ``salt-call``). Every SLS of the formula includes
+    ``cloudify_ha.lock``, which puts this state first and ``run_unlocked`` last; the
+    orchestrations run their steps with ``concurrent=True``, so that Salt's own state queue never
+    holds a job back: 3006.8's waits only for OLDER jids (a job with an older jid that reaches the
+    minion second runs beside the first), 3006.21+/3008.4 with ``queue=True`` park a waiting job
+    where ``saltutil.find_job`` does not look (the master drops the step as "did not return"),
+    and with an integer two waiting jobs wait for each other forever. A run waiting here is a
+    running job the master can see. Waits ``cloudify_ha:lookup:lock_wait`` seconds at most (then
+    fails, naming the holder, and the run's other states fail on their own lock: nothing
+    changes); the lock ends with ``run_unlocked`` or with the job's process. test=True takes no
+    lock.
+    """
+    ret = {"name": name, "changes": {}, "result": True, "comment": ""}
+    if __opts__["test"]:
+        ret["comment"] = "test=True reads only: no lock taken"
+        return ret
+    if __context__.get(RUN_LOCK) is not None:
+        ret["comment"] = "this state run already holds the host's cloudify_ha lock"
+        return ret
+    start = time.monotonic()
+    try:
+        fd = __context__[RUN_LOCK] = _locked_fd(name)
+    except ERRORS as exc:
+        ret.update(result=False, comment=str(exc))
+        return ret
+    _write_lock_record(fd, dict(_lock_record(fd), holder=_run_holder(name)))
+    waited = time.monotonic() - start
+    ret["comment"] = ("holding the host's cloudify_ha lock for this state run" +
+                      (f" (waited {waited:.0f}s for another run)" if waited >= 1 else ""))
+    return ret
+
+
+def _run_holder(name):
+    """Who holds the lock for a whole state run, as a waiting run is told: the lock's state, this
+    job's pid, since when."""
+    holder = __context__.setdefault("cloudify_ha.run_holder", {
+        "state": f"{name} (a whole state run)", "pid": os.getpid(), "since": time.time()})
+    return holder
+
+
+def run_unlocked(name):
+    """
+    Ends the lock ``run_locked`` took (the last state of a formula state run).
+    """
+    fd = __context__.pop(RUN_LOCK, None)
+    if fd is not None:
+        _write_lock_record(fd, dict(_lock_record(fd), holder=None))
+        os.close(fd)
+    return {"name": name, "changes": {}, "result": True,
+            "comment": "released the host's cloudify_ha lock" if fd is not None else
+                       "no lock was held"}
 
 
 def _take_lock(fd, name):

@@ -10,15 +10,15 @@ carries its message as data (values quoted with ``ascii()`` where they are not v
 
 import re
 
-# Every salt.state step waits for the state runs already going on its minion (another
-# orchestration's, a rejoin's), up to QUEUE of them; one more fails naming the run in progress.
-# An integer, not True: with True, Salt 3006.21+ (3006.29, 3008.4) parks the job in a queue file
-# under cachedir/queues/<master>/ and ends its process, while saltutil.find_job still looks for
-# queued jobs in cachedir/state_queue: the master's job check no longer finds it, and a step that
-# waits longer than the master's timeout plus gather_job_timeout fails as "Minion did not return
-# a state result" while its job still runs later. An integer keeps the job waiting in its own
-# process on every Salt (3006.8 included), where find_job sees it.
-QUEUE = 20
+# Every salt.state step runs with concurrent=True: Salt's own state queue is never asked to
+# order the formula's runs. 3006.8's waits only for OLDER jids (a job with an older jid that
+# reaches the minion second runs beside the first); 3006.21+/3008.4's with queue=True park the
+# waiting job in cachedir/queues/<master>/ where saltutil.find_job does not look (the master
+# drops the step as "Minion did not return a state result"), and with queue=<int> two waiting
+# jobs each wait for the other forever. Instead every SLS of the formula (but sync) takes the
+# host's own lock first (cloudify_ha/lock.sls, cloudify_ha.run_locked): a waiting run is a
+# running job the master sees. The sync step takes no lock: it only writes module files.
+RUN = {"concurrent": True}
 MINION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
 NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than the formula: run "
@@ -121,7 +121,7 @@ def orch_steps(plan, answers, tplroot="cloudify_ha"):
         return refused("cloudify_ha-orch-validate", text)
     if stale:
         high["cloudify_ha-orch-sync"] = _step(
-            "salt.state", queue=QUEUE, tgt=stale, tgt_type="list", sls=f"{tplroot}.sync",
+            "salt.state", **RUN, tgt=stale, tgt_type="list", sls=f"{tplroot}.sync",
             test=False, require=[{"test": "cloudify_ha-orch-validate"}])
         synced = "salt"
     else:
@@ -150,14 +150,14 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
     cli_up = [h for h in c["cli_hosts"] if h in alive]
     if cli_up:
         # the CLI hosts' package installs while the managers install theirs
-        high[f"{prefix}-cli"] = _step("salt.state", queue=QUEUE, tgt=cli_up, tgt_type="list",
+        high[f"{prefix}-cli"] = _step("salt.state", **RUN, tgt=cli_up, tgt_type="list",
                                       sls=f"{tplroot}.cli", parallel=True,
                                       require=[{prev[0]: prev[1]}])
     # the followers' firewall and packages while the leader installs (its step prepares it)
     followers_up = [m["minion_id"] for m in c["followers"] if m["minion_id"] in alive]
     prepare = f"{prefix}-prepare"
     if followers_up:
-        high[prepare] = _step("salt.state", queue=QUEUE, tgt=followers_up, tgt_type="list",
+        high[prepare] = _step("salt.state", **RUN, tgt=followers_up, tgt_type="list",
                               sls=[f"{tplroot}.firewall", f"{tplroot}.installer"], parallel=True,
                               require=[{prev[0]: prev[1]}])
     for m in [c["leader_manager"]] + c["followers"]:
@@ -169,18 +169,18 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
         if m["minion_id"] in alive:
             sls = ([f"{tplroot}.firewall", f"{tplroot}.installer", f"{tplroot}.cluster.leader"]
                    if is_leader else f"{tplroot}.cluster.follower")
-            high[sid] = _step("salt.state", queue=QUEUE, tgt=m["minion_id"], sls=sls, **hint,
+            high[sid] = _step("salt.state", **RUN, tgt=m["minion_id"], sls=sls, **hint,
                               parallel=parallel or is_leader, require=require)
         else:
             # checked from a live manager instead: read-only
-            high[sid] = _step("salt.state", queue=QUEUE, tgt=up[0]["minion_id"],
+            high[sid] = _step("salt.state", **RUN, tgt=up[0]["minion_id"],
                               sls=f"{tplroot}.cluster.down",
                               pillar={"cloudify_ha_orch": {"node": m["name"], "cluster": cname}},
                               parallel=parallel or is_leader, require=require)
         prev = ("salt", sid)
     profile_targets = [m["minion_id"] for m in up] + cli_up
     require = [{"salt": prev[1]}] + ([{"salt": f"{prefix}-cli"}] if cli_up else [])
-    high[f"{prefix}-profiles"] = _step("salt.state", queue=QUEUE, tgt=profile_targets,
+    high[f"{prefix}-profiles"] = _step("salt.state", **RUN, tgt=profile_targets,
                                        tgt_type="list", sls=f"{tplroot}.profile", **hint,
                                        parallel=parallel, require=require)
     prev = ("salt", f"{prefix}-profiles")
@@ -199,7 +199,7 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
                                 "do not answer", require=[{"salt": prev[1]}]))
         else:
             high[f"{prefix}-loadbalancer"] = _step(
-                "salt.state", queue=QUEUE, tgt=list(lb["minion_ids"]), tgt_type="list",
+                "salt.state", **RUN, tgt=list(lb["minion_ids"]), tgt_type="list",
                 sls=f"{tplroot}.loadbalancer", parallel=parallel, require=[{"salt": prev[1]}])
     return high
 
@@ -236,16 +236,16 @@ def rejoin_steps(plan, node, pings, tplroot="cloudify_ha"):
              if isinstance(pings.get(mid), dict) and pings[mid].get("ret") is True]
     return {
         f"{prefix}-sync": _step("salt.state", tgt=node, sls=f"{tplroot}.sync", test=False,
-                                queue=QUEUE),
+                                **RUN),
         f"{prefix}-prepare": _step("salt.state", tgt=node,
                                    sls=[f"{tplroot}.firewall", f"{tplroot}.installer"],
-                                   queue=QUEUE, require=[{"salt": f"{prefix}-sync"}]),
+                                   **RUN, require=[{"salt": f"{prefix}-sync"}]),
         f"{prefix}-joined": _step("salt.state", tgt=node, sls=f"{tplroot}.cluster.follower",
-                                  pillar={"cloudify_ha_orch": {"rejoin": True}}, queue=QUEUE,
+                                  pillar={"cloudify_ha_orch": {"rejoin": True}}, **RUN,
                                   require=[{"salt": f"{prefix}-prepare"}]),
         # not only on a change: a rejoin also repairs profiles an earlier run left stale
         f"{prefix}-profiles": _step("salt.state", tgt=alive, tgt_type="list",
-                                    sls=f"{tplroot}.profile", queue=QUEUE,
+                                    sls=f"{tplroot}.profile", **RUN,
                                     require=[{"salt": f"{prefix}-joined"}]),
     }
 
@@ -285,12 +285,12 @@ def retire_steps(plan, cluster, node, pings, tplroot="cloudify_ha"):
                        f"no manager of cluster {cluster} answers; nothing can be retired")
     return {
         "cloudify_ha-retire-sync": _step("salt.state", tgt=alive[0], sls=f"{tplroot}.sync",
-                                         test=False, queue=QUEUE),
+                                         test=False, **RUN),
         f"cloudify_ha-retire-{node}": _step(
-            "salt.state", tgt=alive[0], sls=f"{tplroot}.cluster.absent", queue=QUEUE,
+            "salt.state", tgt=alive[0], sls=f"{tplroot}.cluster.absent", **RUN,
             pillar={"cloudify_ha_orch": {"node": node, "cluster": cluster}},
             require=[{"salt": "cloudify_ha-retire-sync"}]),
         f"cloudify_ha-retire-{node}-profiles": _step(
-            "salt.state", tgt=alive + list(settings["cli_hosts"]), tgt_type="list", queue=QUEUE,
+            "salt.state", tgt=alive + list(settings["cli_hosts"]), tgt_type="list", **RUN,
             sls=f"{tplroot}.profile", onchanges=[{"salt": f"cloudify_ha-retire-{node}"}]),
     }

@@ -28,3 +28,7 @@ cloudify_ha-cli-nothing-here:
   test.succeed_without_changes:
     - name: {{ ("minion " ~ grains["id"] ~ " is not a CLI host of a cluster") | json }}
 {%- endif %}
+
+# one run of the formula at a time on this host
+include:
+  - {{ tplroot }}.lock

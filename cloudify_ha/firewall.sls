@@ -88,3 +88,7 @@ cloudify_ha-firewall-nothing-to-do:
   test.succeed_without_changes:
     - name: the cluster firewall is disabled here or this minion is not a manager
 {%- endif %}
+
+# one run of the formula at a time on this host
+include:
+  - {{ tplroot }}.lock

@@ -32,3 +32,7 @@ cloudify_ha-installer-psql:
              "minion " ~ grains["id"] ~ " is not a manager of any cluster in pillar "
              "cloudify_ha:clusters") }}
 {%- endif %}
+
+# one run of the formula at a time on this host
+include:
+  - {{ tplroot }}.lock

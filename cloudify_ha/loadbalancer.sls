@@ -113,3 +113,7 @@ cloudify_ha-loadbalancer-nothing-here:
     - name: {{ ("minion " ~ grains["id"] ~ " is not a load balancer of any cluster in pillar")
                | json }}
 {%- endif %}
+
+# one run of the formula at a time on this host
+include:
+  - {{ tplroot }}.lock

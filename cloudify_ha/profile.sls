@@ -7,9 +7,11 @@
 {%- if mapdata.invalid %}
 {{- refused("cloudify_ha-profile-invalid-pillar", mapdata.invalid) }}
 {%- endif %}
-{%- if me.cli_of %}
 
+# one run of the formula at a time on this host
 include:
+  - {{ tplroot }}.lock
+{%- if me.cli_of %}
   - {{ tplroot }}.cli
 {%- endif %}
 

@@ -22,3 +22,7 @@ cloudify_ha-cluster-down-{{ node }}-listed:
     - name: {{ node | json }}
     - cluster: {{ cluster | json }}
 {%- endif %}
+
+# one run of the formula at a time on this host
+include:
+  - {{ tplroot }}.lock

@@ -156,11 +156,18 @@ def state_ids(high):
     return sorted(k for k in high if not k.startswith("__"))
 
 
-def functions_of(high):
-    """{state id: "<module>.<function>"}"""
+# the host's lock that every SLS of the formula but these includes (cloudify_ha/lock.sls): its
+# own test is test_render_sls.py's; functions_of leaves its two states out
+LOCK = {"cloudify_ha-lock-run-locked": "cloudify_ha.run_locked",
+        "cloudify_ha-lock-run-unlocked": "cloudify_ha.run_unlocked"}
+UNLOCKED_SLS = ("cloudify_ha", "cloudify_ha.sync", "cloudify_ha.reactor.master")
+
+
+def functions_of(high, lock=False):
+    """{state id: "<module>.<function>"}, without the host's lock unless `lock`"""
     out = {}
     for sid, body in high.items():
-        if sid.startswith("__"):
+        if sid.startswith("__") or (sid in LOCK and not lock):
             continue
         for mod, args in body.items():
             if not mod.startswith("__"):

@@ -13,7 +13,7 @@ from test_render_templates import haproxy_cfg
 ROLES = (LEADER, FOLLOWER, CLI, LB)
 # SLS that read no cluster pillar: the same whatever it holds
 PILLAR_FREE = {"cloudify_ha", "cloudify_ha.sync", "cloudify_ha.reactor.master", "cloudify_ha.cluster.absent",
-               "cloudify_ha.cluster.down"}
+               "cloudify_ha.cluster.down", "cloudify_ha.lock"}
 INJECTED = "x\n  cmd.run:\n    - name: reboot\nevil"
 BAD = {
     "installer:source": {"installer": {"source": f"salt://a/b.rpm\n{INJECTED}"}},
@@ -44,8 +44,8 @@ def test_with_a_hostile_value_every_sls_only_refuses(minion, role, key):
         assert errors == [], (sls, errors)
         funs = functions_of(high)
         assert set(funs.values()) == {"cloudify_ha.refused"}, (sls, funs)
-        for sid, body in high.items():
-            (args,) = [v for k, v in body.items() if not k.startswith("__")]
+        for sid in funs:
+            (args,) = [v for k, v in high[sid].items() if not k.startswith("__")]
             comment = next(a["comment"] for a in args if isinstance(a, dict) and "comment" in a)
             assert "reboot" not in sid and f"{key}:" in comment.replace("'", ""), comment
             # the refusal quotes the value: one line per error

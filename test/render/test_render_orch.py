@@ -126,8 +126,8 @@ def test_each_step_targets_its_minions_with_its_sls_and_the_active_nodes_hint(ma
     }
     for sid, (tgt, sls, pillar, parallel) in wanted.items():
         args = args_of(high, sid)
-        assert (args["tgt"], args["sls"], args.get("pillar"), args["parallel"], args["queue"]) == (
-            tgt, sls, pillar, parallel, 20), sid
+        assert (args["tgt"], args["sls"], args.get("pillar"), args["parallel"],
+                args["concurrent"]) == (tgt, sls, pillar, parallel, True), sid
 
 
 def test_a_fresh_cluster_without_an_active_node_passes_no_hint(master):
@@ -143,7 +143,7 @@ def test_a_new_minion_is_pinged_not_asked_and_synced_first(master):
          {"expected": formula_hashes()}, 5),
         ("test.ping", [FOLLOWER3], "list", None, 5)]
     assert functions_of(high)["cloudify_ha-orch-sync"] == "salt.state"
-    assert {k: v for k, v in args_of(high, "cloudify_ha-orch-sync").items() if k != "queue"} == {
+    assert {k: v for k, v in args_of(high, "cloudify_ha-orch-sync").items() if k != "concurrent"} == {
         "tgt": [FOLLOWER3], "tgt_type": "list", "sls": "cloudify_ha.sync", "test": False,
         "require": [{"test": "cloudify_ha-orch-validate"}]}
     # every step that waited on the no-op sync now waits on the real one

@@ -4,8 +4,8 @@ of them with the arguments the SLS gives (the state engine's own checks, before 
 
 import pytest
 
-from render_setup import (CLI, FOLLOWER, LB, LEADER, STRANGER, args_of, functions_of,
-                          minion_sls, problems_of)
+from render_setup import (CLI, FOLLOWER, LB, LEADER, LOCK, STRANGER, UNLOCKED_SLS, args_of,
+                          functions_of, minion_sls, problems_of)
 
 INSTALLER = {"cloudify_ha-installer-package": "pkg.installed",
              "cloudify_ha-installer-psql": "pkg.installed"}
@@ -22,6 +22,7 @@ EVERYONE = {
     "cloudify_ha.cluster.absent": {"cloudify_ha-cluster-absent-missing-pillar":
                                    "cloudify_ha.refused"},
     "cloudify_ha.cluster.down": {"cloudify_ha-cluster-down-missing-pillar": "cloudify_ha.refused"},
+    "cloudify_ha.lock": {},
 }
 NOTHING = {
     "cloudify_ha.cli": {"cloudify_ha-cli-nothing-here": "test.succeed_without_changes"},
@@ -81,6 +82,23 @@ ROLES = {
     ("lab", "lb"): STRANGER_ROLE,
 }
 CASES = [(pillar, mid, sls) for (pillar, mid), table in ROLES.items() for sls in sorted(table)]
+
+
+@pytest.mark.parametrize("pillar,minion_id", sorted(ROLES))
+def test_every_sls_but_sync_takes_the_hosts_lock_first_and_releases_it_last(minion, pillar,
+                                                                            minion_id):
+    m = minion(pillar, minion_id)
+    for sls in sorted(minion_sls()):
+        high, errors = m.render(sls)
+        assert errors == [], sls
+        lock = {sid: fun for sid, fun in functions_of(high, lock=True).items() if sid in LOCK}
+        assert lock == ({} if sls in UNLOCKED_SLS else LOCK), sls
+        if lock:
+            # as written (args_of leaves out the `order` Salt adds to every state)
+            locked, unlocked = ({k: v for a in high[sid]["cloudify_ha"] if isinstance(a, dict)
+                                 for k, v in a.items()} for sid in LOCK)
+            assert (locked["order"], locked["failhard"], unlocked["order"]) == (
+                "first", True, "last"), sls
 
 
 def test_the_role_tables_cover_every_minion_sls_of_the_formula():

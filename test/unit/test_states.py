@@ -1073,3 +1073,54 @@ def test_waits_ask_soon_then_at_most_once_an_interval_and_last_at_the_deadline(c
     pauses = [round(b - a, 2) for a, b in zip(asked, asked[1:])]
     assert pauses == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0, 0.6]
     assert asked[-1] == asked[0] + 5
+
+
+def lock_is_free():
+    with open(lock_path(), encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+    return True
+
+
+def test_a_state_run_holds_the_lock_from_its_first_state_to_its_last():
+    assert run(STATES.run_locked, FakeModule(), name="lock") == ret(
+        "lock", True, "holding the host's cloudify_ha lock for this state run")
+    assert not lock_is_free()
+    # the run's own states use the lock it holds (a second flock would wait for itself)
+    assert install_mgr1(installing())["result"] is True
+    with open(lock_path(), encoding="utf-8") as fh:  # a waiting run is told who holds it
+        holder = json.load(fh)["holder"]
+    assert (holder["state"], holder["pid"]) == ("lock (a whole state run)", os.getpid())
+    assert run(STATES.run_locked, FakeModule(), name="lock2") == ret(
+        "lock2", True, "this state run already holds the host's cloudify_ha lock")
+    assert not lock_is_free()
+    assert run(STATES.run_unlocked, FakeModule(), name="unlock") == ret(
+        "unlock", True, "released the host's cloudify_ha lock")
+    assert lock_is_free()
+    with open(lock_path(), encoding="utf-8") as fh:
+        assert json.load(fh) == {"acts": 1, "holder": None}
+    assert run(STATES.run_unlocked, FakeModule(), name="unlock") == ret(
+        "unlock", True, "no lock was held")
+
+
+def test_a_state_run_waits_for_another_and_fails_naming_it(clock):
+    fd = held_lock(OTHER_RUN)
+    try:
+        with patch.dict(STATES.__pillar__, {"cloudify_ha": {"lookup": {"lock_wait": 20}}}):
+            assert run(STATES.run_locked, FakeModule(), name="lock") == ret("lock", False, Mentions(
+                "waited 20s for another cloudify_ha state run on this host", "pid 4242"))
+    finally:
+        os.close(fd)
+    assert 20 <= clock.slept <= 21
+    assert "cloudify_ha.run_lock" not in STATES.__context__
+
+
+def test_a_dry_run_takes_no_run_lock():
+    fd = held_lock(OTHER_RUN)
+    try:
+        assert run(STATES.run_locked, FakeModule(), test=True, name="lock") == ret(
+            "lock", True, "test=True reads only: no lock taken")
+    finally:
+        os.close(fd)
