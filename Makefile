@@ -3,7 +3,6 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 LAB := PYTHONPATH=test $(PY) -m lab
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt constraints.txt | sha1sum | cut -c1-12)
 # Debian packages the lab runs: the external database, the load balancer, namespaces, firewalls.
 # Installed with their services held back (policy-rc.d; disabled where systemd runs): the lab
 # starts its own daemons inside its hosts, and a firewalld on the machine itself would close
@@ -17,14 +16,31 @@ SALT_VENVS := 3006.8 3006.29
 PY310 = $(shell for p in $$(command -v python3.10) $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 # The real Cloudify CLI 4.6 (pure Python 2.7), which every `cfy` in the lab runs, as the 4.6 RPMs
 # ship it under /opt/cfy: Python 2.7 found by version (PATH, then pyenv), the pinned set installed
-# once per machine into $(CFY46)/lib; $(CFY46)/python names the interpreter for the lab.
+# into $(CFY46)/lib; $(CFY46)/python names the interpreter for the lab.
 PY27 = $(shell for p in $$(command -v python2.7) $$(ls -d $$(pyenv root 2>/dev/null)/versions/2.7.*/bin/python2.7 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (2, 7)' 2>/dev/null && { echo $$p; break; }; done)
 CFY46 := .cfy-4.6
-CFY46_STAMP := $(CFY46)/.installed-$(shell cat requirements/cfy-4.6.txt | sha1sum | cut -c1-12)
 # the layers that need no lab, run on every Salt
 NO_LAB_LAYERS := test/unit test/functional test/render
 
-.PHONY: deps apt venv venvs salt-venv cfy test unit lint demo demo-down bench lock lock-3006 clean spm
+# Every environment (the venv, the Salt venvs, the real cfy) is built once per machine, in
+# $(ENV_CACHE)/<name>-<digest of its pins and its interpreter's version>, and the checkout's
+# .venv, .venv-<v> and .cfy-4.6 are links to it: a fresh clone on this machine reuses them, and a
+# change to a pin (or a new interpreter) builds a new one. Built under a lock, in place (a venv
+# cannot move), and marked complete last: an interrupted build is started again.
+ENV_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/cloudify_ha
+digest = $(shell cat $(1) | sha1sum | cut -c1-12)
+pyver = $(shell $(1) -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)
+VENV_ENV = $(ENV_CACHE)/venv-$(call digest,requirements.txt constraints.txt)-py$(call pyver,python3)
+salt_pins = requirements/onedir-$(1).txt requirements/salt-$(1).txt requirements/constraints-$(1).txt
+salt_env = $(ENV_CACHE)/venv-$(1)-$(call digest,$(call salt_pins,$(1)))-py$(call pyver,$(PY310))
+CFY46_ENV = $(ENV_CACHE)/cfy-4.6-$(call digest,requirements/cfy-4.6.txt)-py$(call pyver,$(PY27))
+# cached_env(link, environment dir, build commands run in it, as $$ENVDIR): build it unless complete,
+# then point the link at it (a real directory left by an older checkout is replaced)
+cached_env = mkdir -p $(ENV_CACHE) && flock $(ENV_CACHE)/.lock sh -ec 'ENVDIR=$(2); \
+	  if [ ! -e "$$ENVDIR/.complete" ]; then rm -rf "$$ENVDIR"; $(3); touch "$$ENVDIR/.complete"; fi' && \
+	  { [ -L $(1) ] || rm -rf $(1); } && ln -sfn $(2) $(1)
+
+.PHONY: deps apt venv venvs cfy test unit lint demo demo-down bench lock lock-3006 clean clean-envs spm
 
 deps: apt venv venvs cfy
 
@@ -41,42 +57,26 @@ apt:
 	  exit $$rc; \
 	fi
 
-venv: $(STAMP)
-
-$(STAMP): requirements.txt constraints.txt
-	@test -x $(PY) || python3 -m venv $(VENV)
-	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt -c constraints.txt
-	@rm -f $(VENV)/.installed-*
-	@touch $@
+venv:
+	@$(call cached_env,$(VENV),$(VENV_ENV),\
+	  echo "building $$ENVDIR"; python3 -m venv "$$ENVDIR"; \
+	  "$$ENVDIR/bin/pip" install -q --disable-pip-version-check -r requirements.txt -c constraints.txt)
 
 # a Salt venv's pins: what its onedir ships, the direct pins (which -r the first), every transitive
-# pin; its stamp is named after their digest, so any change to one rebuilds the venv
-salt_pins = requirements/onedir-$(1).txt requirements/salt-$(1).txt requirements/constraints-$(1).txt
-salt_stamp = .venv-$(1)/.installed-$(shell cat $(call salt_pins,$(1)) | sha1sum | cut -c1-12)
+# pin, under Python 3.10
+venvs:
+	@test -n "$(PY310)" || { echo "Python 3.10 is missing (Salt $(SALT_VENVS)'s onedir Python): install it (pyenv install 3.10) or put python3.10 on PATH" >&2; exit 1; }
+	@$(foreach v,$(SALT_VENVS),$(call cached_env,.venv-$(v),$(call salt_env,$(v)),\
+	  echo "building $$ENVDIR"; $(PY310) -m venv "$$ENVDIR"; \
+	  "$$ENVDIR/bin/pip" install -q --disable-pip-version-check -r requirements/salt-$(v).txt -c requirements/constraints-$(v).txt) && ) true
 
-venvs: $(foreach v,$(SALT_VENVS),$(call salt_stamp,$(v)))
-
-.venv-3006.8/.installed-%: $(call salt_pins,3006.8)
-	@$(MAKE) --no-print-directory salt-venv V=3006.8
-.venv-3006.29/.installed-%: $(call salt_pins,3006.29)
-	@$(MAKE) --no-print-directory salt-venv V=3006.29
-
-salt-venv:
-	@test -n "$(PY310)" || { echo "Python 3.10 is missing (Salt $(V)'s onedir Python): install it (pyenv install 3.10) or put python3.10 on PATH" >&2; exit 1; }
-	@test -x .venv-$(V)/bin/python || $(PY310) -m venv .venv-$(V)
-	.venv-$(V)/bin/pip install -q --disable-pip-version-check -r requirements/salt-$(V).txt -c requirements/constraints-$(V).txt
-	@rm -f .venv-$(V)/.installed-*
-	@touch $(call salt_stamp,$(V))
-
-cfy: $(CFY46_STAMP)
-
-$(CFY46_STAMP): requirements/cfy-4.6.txt
+cfy:
 	@test -n "$(PY27)" || { echo "Python 2.7 is missing (the lab runs the real cfy 4.6 CLI, which is Python 2.7 only): install it (pyenv install 2.7.18) or put python2.7 on PATH" >&2; exit 1; }
-	rm -rf $(CFY46) && mkdir -p $(CFY46)
-	$(PY27) -m pip install -q --disable-pip-version-check --no-warn-script-location --no-deps --target $(CFY46)/lib -r requirements/cfy-4.6.txt
-	$(PY27) -c 'import sys; print(sys.executable)' > $(CFY46)/python
-	@PYTHONPATH=$(CFY46)/lib $$(cat $(CFY46)/python) -s $(CFY46)/lib/bin/cfy --version | grep -qx 'Cloudify CLI 4.6.0' || { echo "$(CFY46): cfy --version is not 'Cloudify CLI 4.6.0'" >&2; exit 1; }
-	@touch $@
+	@$(call cached_env,$(CFY46),$(CFY46_ENV),\
+	  echo "building $$ENVDIR"; mkdir -p "$$ENVDIR"; \
+	  $(PY27) -m pip install -q --disable-pip-version-check --no-warn-script-location --no-deps --target "$$ENVDIR/lib" -r requirements/cfy-4.6.txt; \
+	  $(PY27) -c "import sys; print(sys.executable)" > "$$ENVDIR/python"; \
+	  PYTHONPATH="$$ENVDIR/lib" $(PY27) -s "$$ENVDIR/lib/bin/cfy" --version | grep -qx "Cloudify CLI 4.6.0" || { echo "$$ENVDIR: cfy --version is not Cloudify CLI 4.6.0" >&2; exit 1; })
 
 test: deps
 	$(LAB) sweep
@@ -127,8 +127,12 @@ lock-3006:
 	  rm -rf $$d; \
 	done
 
+# the checkout's links to the environments; `make clean-envs` removes the environments too
 clean: demo-down
 	rm -rf $(VENV) $(foreach v,$(SALT_VENVS),.venv-$(v)) $(CFY46)
+
+clean-envs: clean
+	rm -rf $(ENV_CACHE)
 
 # an SPM package of the formula (FORMULA, cloudify_ha/, the extension module directories) in build/
 spm: venv
