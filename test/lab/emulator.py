@@ -34,7 +34,7 @@ def real_cli(home=CFY46):
         python = None
     lib = home / "lib"
     if not python or not python.exists() or not (lib / "bin" / "cfy").exists() \
-            or not list(home.glob(".installed-*")):
+            or not (home / ".complete").exists():
         raise RuntimeError(f"the real Cloudify CLI 4.6 is not installed in {home}: run "
                            "'make cfy' (it needs Python 2.7: pyenv install 2.7.18)")
     return lib, python
