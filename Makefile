@@ -78,14 +78,21 @@ cfy:
 	  $(PY27) -c "import sys; print(sys.executable)" > "$$ENVDIR/python"; \
 	  PYTHONPATH="$$ENVDIR/lib" $(PY27) -s "$$ENVDIR/lib/bin/cfy" --version | grep -qx "Cloudify CLI 4.6.0" || { echo "$$ENVDIR: cfy --version is not Cloudify CLI 4.6.0" >&2; exit 1; })
 
+# The layers without a lab on every Salt side by side (each is one CPU-bound process: 2 cores
+# run three in about the time of two), each one's output shown whole after; then the lab.
 test: deps
 	$(LAB) sweep
-	@for v in $(SALT_VENVS); do \
-	  echo "== unit, functional and render layers on Salt $$v"; \
-	  .venv-$$v/bin/python -m pytest -p no:warnings $(NO_LAB_LAYERS) $(PYTEST_ARGS) || exit 1; \
-	done
-	@echo "== every layer on Salt 3008 (the lab: 3008 master; managers' minions on 3006.8 in test_salt3006_managers)"
-	$(PY) -m pytest $(PYTEST_ARGS)
+	@logs=$$(mktemp -d); pids=; \
+	for v in $(SALT_VENVS) 3008; do \
+	  py=.venv-$$v/bin/python; [ $$v != 3008 ] || py=$(PY); \
+	  $$py -m pytest -p no:warnings $(NO_LAB_LAYERS) $(PYTEST_ARGS) > $$logs/$$v.log 2>&1 & pids="$$pids $$!"; \
+	done; \
+	rc=0; for p in $$pids; do wait $$p || rc=1; done; \
+	for v in $(SALT_VENVS) 3008; do \
+	  echo "== unit, functional and render layers on Salt $$v"; cat $$logs/$$v.log; done; \
+	rm -rf $$logs; exit $$rc
+	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 in test_salt3006_managers)"
+	$(PY) -m pytest test/integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 	$(LAB) check-clean
 

@@ -96,7 +96,11 @@ def test_a_broken_lb_pillar_leaves_the_running_config_alone(balanced, salt_run_c
         # applied directly on the LB minion, the SLS refuses as well
         direct = salt_cli.run("state.apply", "cloudify_ha.loadbalancer", minion_tgt="lb")
         assert direct.returncode != 0
-        (state,) = direct.data.values()
+        ran = {c["__id__"]: c for c in direct.data.values()}
+        # the refusal, and the host's lock around it (lock.sls)
+        assert sorted(ran) == ["cloudify_ha-loadbalancer-invalid-pillar",
+                               "cloudify_ha-lock-run-locked", "cloudify_ha-lock-run-unlocked"]
+        state = ran["cloudify_ha-loadbalancer-invalid-pillar"]
         assert state["result"] is False
         assert state["comment"].startswith("the cloudify_ha pillar is invalid; nothing was "
                                            "changed here. Fix:\n- cloudify_ha:clusters:lab:"
