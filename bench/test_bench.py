@@ -23,6 +23,7 @@ formula's. Each measurement boots only the hosts it uses.
 import json
 import os
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -39,11 +40,21 @@ import salt.version
 
 from lab.formula import (OrchRun, active_profile, deep, http_get, member_state, minion_pillar,
                          nodes, orch, profile_entries, reactor_idle, shadow_pillar)
+from lab.emulator import CLI_PACKAGE
 from lab.proc import wait_until
+from lab.saltlab import minion_python, salt_versions, use_python
 
 RESULTS = Path(__file__).parent / "results"
-TARGETS = {"build/cold floor (T=0)": 1.3, "build/critical path (T=10)": 1.15, "no-op/floor": 1.2,
-           "fleet M=4 / M=1": 1.5}
+# issue 19's targets: what the formula adds beyond what Cloudify itself must take (its
+# installs and cluster start, one after the other, and the leader's package install before its
+# install) against Salt's own cost (the cold floor); what a no-op costs; what the MASTER pays
+# per cluster as the fleet grows (CPU seconds: here every host shares 2 cores, so wall-clock
+# fleet ratios measure the lab); day 2's latencies
+TARGETS = {"build <= critical path + leader's package install + x cold floor": 1.2,
+           "no-op/floor": 1.2,
+           "master CPU per cluster M=4 / M=1": 1.1,
+           "rejoin - one join (s)": 5.0,
+           "LB failover (s)": 3.0}
 FLEET = (1, 2, 4)
 
 
@@ -321,80 +332,150 @@ def managers_pillar(lab, names):
 def test_bench(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, pytestconfig, report):
     wanted = [int(n) for n in pytestconfig.getoption("--bench-sizes").split(",")]
     sizes = [3] if quick else [n for n in wanted if n <= len(lab.managers)]
-    install_times = [0] if quick else [0, 10]
-    repeats = 1 if quick else pytestconfig.getoption("--bench-repeats")
     base = minion_pillar(salt_cli)
-    figures = report["figures"]
     for size in sizes:
-        names = [f"mgr{i}" for i in range(1, size + 1)]
-        pillar = deep(base)
-        pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
-        cli_hosts = pillar["clusters"]["lab"]["cli_hosts"]
-        floor = floor_orch(lab, salt_run_cli, names, cli_hosts)
-        with shadow_pillar(pillar_dir, pillar):
-            row = figures.setdefault(size, {})
-            # cold: minions just started on freshly reset hosts (the build's condition); warm
-            # (below): right after each no-op, on the same built cluster (the no-op's condition,
-            # its emulated managers' CPU included)
-            cold, all_floors = [], []
+        report["figures"][size] = measure(lab, emulator, salt_run_cli, pillar_dir, base, size,
+                                          *_plan(quick, pytestconfig))
+
+
+def test_bench_managers_on_salt_3006(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick,
+                                     pytestconfig, report):
+    """The same build and no-op of 3 managers with the managers' minions on Salt 3006.8 (EL7's
+    last Salt, where 4.6 runs) beside the 3008 master; the CLI host keeps the session's."""
+    base = minion_pillar(salt_cli)
+    names = ["mgr1", "mgr2", "mgr3"]
+    before = {n: lab.minions[n].python_executable for n in names}
+    use_python(lab, names, minion_python("3006.8"))
+    try:
+        lab.reset(names, new_minions=True)
+        assert set(salt_versions(salt_cli, names).values()) == {"3006.8"}
+        report["figures 3006.8 managers"] = {3: measure(
+            lab, emulator, salt_run_cli, pillar_dir, base, 3, *_plan(quick, pytestconfig))}
+    finally:
+        for name, python in before.items():
+            use_python(lab, [name], python)
+        lab.reset(new_minions=True)
+
+
+def test_cfy_cost(lab, emulator, report):
+    """The real cfy 4.6's price per call: `cfy --version` (its start-up: Python 2.7 and its
+    imports) run directly, as the 4.6 RPM's /usr/bin/cfy runs it, and through the lab's
+    package on a host (its audit wrapper added); wall and CPU seconds (the children's rusage,
+    the CLI's own Python included) per call, medians of 10."""
+    lib = Path(__file__).resolve().parents[1] / ".cfy-4.6"
+    python = (lib / "python").read_text().strip()
+    env = dict(os.environ, PYTHONPATH=str(lib / "lib"))
+    direct = [_call_cost(lambda: subprocess.run([python, "-s", str(lib / "lib" / "bin" / "cfy"),
+                                                 "--version"], env=env, capture_output=True,
+                                                check=True)) for _ in range(10)]
+    lab.reset(["cli"])
+    emulator.install_package("cli", CLI_PACKAGE)
+    wrapped = [_call_cost(lambda: lab["cli"].run(["cfy", "--version"])) for _ in range(10)]
+    report["cfy 4.6 per call"] = {
+        "direct: wall s": summary([w for w, _ in direct]),
+        "direct: CPU s": summary([c for _, c in direct]),
+        "lab host (audit wrapper): wall s": summary([w for w, _ in wrapped]),
+        "lab host (audit wrapper): CPU s": summary([c for _, c in wrapped])}
+
+
+def _call_cost(call):
+    """(wall seconds, CPU seconds of the children reaped meanwhile) of one call."""
+    before, start = resource.getrusage(resource.RUSAGE_CHILDREN), time.monotonic()
+    call()
+    wall, after = time.monotonic() - start, resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def _plan(quick, pytestconfig):
+    """(install times T, repeats) of a measurement."""
+    return ([0] if quick else [0, 10]), (1 if quick else pytestconfig.getoption("--bench-repeats"))
+
+
+def cfy_calls(emulator, names):
+    """The real cfy's calls in the audit: {"formula": n, "installer": n, "seconds": wall s of
+    all of them} (the installer's own are its profile setup)."""
+    calls = [e for n in names for e in emulator.audit(n) if e["kind"] == "cli" and e["prog"] == "cfy"]
+    return {"formula": sum(1 for e in calls if not e.get("caller")),
+            "installer": sum(1 for e in calls if e.get("caller") == "cfy_manager"),
+            "seconds": round(sum(e["end"] - e["start"] for e in calls), 2)}
+
+
+def measure(lab, emulator, salt_run_cli, pillar_dir, base, size, install_times, repeats):
+    """One cluster size: the cold floor, then at each T builds from empty on new minions, each
+    followed by a no-op and a warm floor. Returns the row of figures."""
+    names = [f"mgr{i}" for i in range(1, size + 1)]
+    pillar = deep(base)
+    pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
+    cli_hosts = pillar["clusters"]["lab"]["cli_hosts"]
+    floor = floor_orch(lab, salt_run_cli, names, cli_hosts)
+    row = {}
+    with shadow_pillar(pillar_dir, pillar):
+        # cold: minions just started on freshly reset hosts (the build's condition); warm
+        # (below): right after each no-op, on the same built cluster (the no-op's condition,
+        # its emulated managers' CPU included)
+        cold, all_floors = [], []
+        for _ in range(repeats):
+            power_only(lab, names + cli_hosts)
+            cold.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
+        row["cold floor"] = summary([f[0] for f in cold])
+        row["cold floor steps"] = medians([f[2] for f in cold])
+        for seconds in install_times:
+            builds, paths, noops, mutating, reads, pss, concerns = [], [], [], [], [], [], []
+            floors, build_cpu, build_cfy, noop_cfy = [], [], [], []
+            build_steps, noop_steps, slowest, packages = [], [], [], []
             for _ in range(repeats):
                 power_only(lab, names + cli_hosts)
-                cold.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
-            row["cold floor"] = summary([f[0] for f in cold])
-            row["cold floor steps"] = medians([f[2] for f in cold])
-            for seconds in install_times:
-                builds, paths, noops, mutating, reads, pss, concerns = [], [], [], [], [], [], []
-                floors = []
-                build_cpu = []
-                build_steps, noop_steps, slowest, packages = [], [], [], []
-                for _ in range(repeats):
-                    power_only(lab, names + cli_hosts)
-                    for n in names:
-                        emulator.set_knobs(n, install_seconds=seconds or None)
-                    emulator.clear_audit()
-                    sampler = PssSampler(str(lab.dir / "sf"))
-                    sampler.start()
-                    busy = cpu_seconds()
-                    wall, run, steps = timed_run(lambda: orch(salt_run_cli))
-                    build_cpu.append(cpu_seconds() - busy)
-                    # new minions: the sync step synced every one of them
-                    assert set(run.minion_states("cloudify_ha-orch-sync")) >= set(names), run
-                    builds.append(wall)
-                    build_steps.append(steps)
-                    slowest.append(slowest_states(run))
-                    packages.append(state_seconds(run, f"cloudify_ha-orch-lab-leader-{names[0]}",
-                                                  "cloudify_ha-installer-package"))
-                    last_timeline = timeline(run)
-                    sampler.done.set()
-                    sampler.join()
-                    pss.append(sampler.peak / 1024)
-                    paths.append(critical_path(emulator, names))
-                    emulator.clear_audit()
-                    wall, run, steps = timed_run(lambda: orch(salt_run_cli))
-                    noops.append(wall)
-                    noop_steps.append(steps)
-                    mutating.append(len(emulator.mutating()))
-                    reads.append(status_reads(emulator, names))
-                    concerns.append(reads_by_concern(run, emulator, names, lab))
-                    floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
-                all_floors += floors
-                row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
-                                      "floor": summary([f[0] for f in floors]),
-                                      "no-op": summary(noops), "no-op mutating": max(mutating),
-                                      "no-op status reads per node (max)": max(reads),
-                                      "no-op reads per node by concern (max)": {
-                                          c: {k: max(r.get(c, {}).get(k, 0) for r in concerns)
-                                              for k in ("status", "reads")}
-                                          for c in sorted({c for r in concerns for c in r})},
-                                      "peak PSS MiB": summary(pss),
-                                      "build CPU seconds (machine)": summary(build_cpu),
-                                      "leader's package install": summary(packages),
-                                      "build steps": medians(build_steps),
-                                      "no-op steps": medians(noop_steps),
-                                      "build's slowest states": medians(slowest),
-                                      "build timeline (last run)": last_timeline}
-            row["floor"] = summary([f[0] for f in all_floors])
-            row["floor steps"] = medians([f[2] for f in all_floors])
+                for n in names:
+                    emulator.set_knobs(n, install_seconds=seconds or None)
+                emulator.clear_audit()
+                sampler = PssSampler(str(lab.dir / "sf"))
+                sampler.start()
+                busy = cpu_seconds()
+                wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+                build_cpu.append(cpu_seconds() - busy)
+                # new minions: the sync step synced every one of them
+                assert set(run.minion_states("cloudify_ha-orch-sync")) >= set(names), run
+                builds.append(wall)
+                build_steps.append(steps)
+                slowest.append(slowest_states(run))
+                packages.append(state_seconds(run, f"cloudify_ha-orch-lab-leader-{names[0]}",
+                                              "cloudify_ha-installer-package"))
+                last_timeline = timeline(run)
+                sampler.done.set()
+                sampler.join()
+                pss.append(sampler.peak / 1024)
+                paths.append(critical_path(emulator, names))
+                build_cfy.append(cfy_calls(emulator, names + cli_hosts))
+                emulator.clear_audit()
+                wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+                noops.append(wall)
+                noop_steps.append(steps)
+                mutating.append(len(emulator.mutating()))
+                reads.append(status_reads(emulator, names))
+                concerns.append(reads_by_concern(run, emulator, names, lab))
+                noop_cfy.append(cfy_calls(emulator, names + cli_hosts))
+                floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
+            all_floors += floors
+            row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
+                                  "floor": summary([f[0] for f in floors]),
+                                  "no-op": summary(noops), "no-op mutating": max(mutating),
+                                  "no-op status reads per node (max)": max(reads),
+                                  "no-op reads per node by concern (max)": {
+                                      c: {k: max(r.get(c, {}).get(k, 0) for r in concerns)
+                                          for k in ("status", "reads")}
+                                      for c in sorted({c for r in concerns for c in r})},
+                                  "peak PSS MiB": summary(pss),
+                                  "build CPU seconds (machine)": summary(build_cpu),
+                                  "leader's package install": summary(packages),
+                                  "cfy calls (build)": medians(build_cfy),
+                                  "cfy calls (no-op)": medians(noop_cfy),
+                                  "build steps": medians(build_steps),
+                                  "no-op steps": medians(noop_steps),
+                                  "build's slowest states": medians(slowest),
+                                  "build timeline (last run)": last_timeline}
+        row["floor"] = summary([f[0] for f in all_floors])
+        row["floor steps"] = medians([f[2] for f in all_floors])
+    return row
 
 
 def fleet_pillar(base, lab, clusters):
@@ -412,7 +493,8 @@ def fleet_pillar(base, lab, clusters):
     return pillar
 
 
-def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, pytestconfig):
+def test_fleet(lab, emulator, salt_cli, salt_run_cli, salt_master, pillar_dir, quick, report,
+               pytestconfig):
     counts = [m for m in FLEET if 3 * m <= len(lab.managers)]
     if len(counts) < 2:
         pytest.skip(f"the fleet needs at least 6 managers in the lab (LAB_MANAGERS); it has "
@@ -420,19 +502,58 @@ def test_fleet(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report,
     base = minion_pillar(salt_cli)
     for count in counts:
         with shadow_pillar(pillar_dir, fleet_pillar(base, lab, count)):
-            times, cpu, step_times = [], [], []
+            times, cpu, master_cpu, step_times = [], [], [], []
             used = [f"mgr{i}" for i in range(1, 3 * count + 1)] + ["cli"]
             for _ in range(1 if quick else pytestconfig.getoption("--bench-repeats")):
                 power_only(lab, used)
                 emulator.clear_audit()
-                busy = cpu_seconds()
+                busy, master = cpu_seconds(), MasterCpu(salt_master)
                 wall, _run, steps = timed_run(lambda: orch(salt_run_cli))
                 cpu.append(cpu_seconds() - busy)
+                master_cpu.append(master.seconds())
                 times.append(wall)
                 step_times.append(steps)
-            report["fleet"][count] = dict(summary(times), **{"cpu seconds": summary(cpu),
-                                                             "steps": medians(step_times)})
+            report["fleet"][count] = dict(summary(times), **{
+                "cpu seconds": summary(cpu), "master cpu seconds": summary(master_cpu),
+                "steps": medians(step_times)})
     lab.reset()
+
+
+class MasterCpu:
+    """CPU seconds the master side spends from now on: the salt-master and every process it
+    runs (its workers; by the CPU they add between now and `seconds()`, so a process that
+    starts and ends in between is missed: a lower bound) and salt-run with the orchestration's
+    own processes (the children this process reaps meanwhile: salt-run is one)."""
+
+    def __init__(self, master):
+        self.pid = master.pid
+        self.children = self._rusage()
+        self.tree = self._tree()
+
+    @staticmethod
+    def _rusage():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def _tree(self):
+        try:
+            root = psutil.Process(self.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return {}
+        out = {}
+        for proc in procs:
+            try:
+                times = proc.cpu_times()
+                out[(proc.pid, proc.create_time())] = times.user + times.system
+            except psutil.NoSuchProcess:
+                continue
+        return out
+
+    def seconds(self):
+        now = self._tree()
+        master = sum(cpu - self.tree.get(key, 0.0) for key, cpu in now.items())
+        return round(master + self._rusage() - self.children, 2)
 
 
 def lb_status(lab):
@@ -465,7 +586,7 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
     pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
     pillar["clusters"]["lab"]["loadbalancer"] = {
         "minion_ids": ["lb"], "port": 80, "inter": "500ms", "fall": 2, "rise": 1}
-    rejoins, to_online, failovers = [], [], []
+    rejoins, to_online, failovers, joins = [], [], [], []
     # built with the reactor paused: the reset's start events queue no rejoin run that the
     # first measured rejoin would wait behind (the runner runs one at a time)
     quiet_since = time.time()
@@ -492,6 +613,9 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
                        f"{follower} to rejoin")
             online = time.time()
             to_online.append(time.monotonic() - start)
+            install = [e for e in emulator.audit(follower) if e["kind"] == "cli"
+                       and e["prog"] == "cfy_manager" and e["argv"][:1] == ["install"]][-1]
+            joins.append(install["end"] - install["start"])
             started = wait_until(lambda: start_event_time(event_listener, follower, since), 30,
                                  f"{follower}'s minion start event")
             rejoins.append(online - started)
@@ -514,6 +638,8 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
                        f"the old leader {leader} back as a replica")
     report["day2"] = {"rejoin: start event to online": summary(rejoins),
                       "rejoin: wipe to online": summary(to_online),
+                      "rejoin: its join (cfy_manager install)": summary(joins),
+                      "rejoin - its join": summary([r - j for r, j in zip(rejoins, joins)]),
                       "LB failover": summary(failovers)}
     lab.reset()
 
@@ -532,64 +658,33 @@ def cpu_seconds():
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+FIGURE_SETS = (("figures", ""), ("figures 3006.8 managers", " (managers' minions on 3006.8)"))
+
+
 def render(report):
     out = [f"cloudify_ha bench: {report['cores']} cores, salt {report['salt']}"
            f"{' (quick)' if report['quick'] else ''}", "",
            "floor: warm minions on the built cluster, right after each no-op (compared with the "
-           "no-op); cold floor: minions just started on reset hosts (compared with the build)", "",
-           f"{'N':>2} {'T':>3} {'floor':>14} {'cold floor':>14} {'build':>20} {'crit.path':>10} "
-           f"{'build/cold':>10} "
-           f"{'build/path':>10} {'no-op':>20} {'noop/floor':>10} {'mut':>3} {'reads':>5} {'PSS MiB':>8}"]
+           "no-op); cold floor: minions just started on reset hosts (compared with the build)"]
+    for key, label in FIGURE_SETS:
+        if report.get(key):
+            out += _figures_table(report[key], label)
     for size, row in report["figures"].items():
-        cold = row.get("cold floor", row["floor"])
-        for key, fig in row.items():
-            if not key.startswith("T="):
-                continue
-            build, path, noop = fig["build"], fig["critical path"]["median"], fig["no-op"]
-            warm = fig.get("floor", row["floor"])
-            floor = warm["median"]
-            out.append(
-                f"{size:>2} {key[2:]:>3} {_mm(warm):>14} {_mm(cold):>14} {_mm(build):>20} "
-                f"{path:>10.1f} {build['median'] / cold['median']:>10.2f} "
-                f"{(build['median'] / path if path else float('nan')):>10.2f} {_mm(noop):>20} "
-                f"{noop['median'] / floor:>10.2f} {fig['no-op mutating']:>3} "
-                f"{fig['no-op status reads per node (max)']:>5} {fig['peak PSS MiB']['median']:>8.0f}")
-    for size, row in report["figures"].items():
-        out += ["", f"N={size}: seconds per step (medians)"]
-        tables = [("floor", row["floor steps"]), ("cold floor", row.get("cold floor steps", {}))]
-        for key, fig in row.items():
-            if key.startswith("T="):
-                tables += [(f"build {key}", fig["build steps"]), (f"no-op {key}", fig["no-op steps"])]
-        kinds = sorted({k for _, t in tables for k in t})
-        out.append(f"{'':<12}" + "".join(f"{k:>14}" for k in kinds))
-        for name, table in tables:
-            out.append(f"{name:<12}" + "".join(f"{table.get(k, 0.0):>14.2f}" for k in kinds))
-        for key, fig in row.items():
-            if key.startswith("T="):
-                out.append(f"slowest states of a build at {key}: " + ", ".join(
-                    f"{sid} {sec:.2f}" for sid, sec in sorted(
-                        fig["build's slowest states"].items(), key=lambda i: -i[1])[:6]))
-                if fig.get("build CPU seconds (machine)"):
-                    busy = fig["build CPU seconds (machine)"]["median"]
-                    out.append(f"a build at {key}: the machine was busy {busy:.1f} CPU s, "
-                               f"{busy / report['cores']:.1f} s on {report['cores']} cores "
-                               f"({busy / report['cores'] / fig['build']['median']:.0%} of the "
-                               "wall time)")
-                by = fig.get("no-op reads per node by concern (max)") or {}
-                if by:
-                    out.append(f"no-op at {key}, REST reads one manager received, by concern "
-                               "(GET /status / every GET): " + ", ".join(
-                                   f"{c} {v['status']}/{v['reads']}" for c, v in by.items()))
+        out += _steps_table(size, row, report["cores"])
     out += _growth(report["figures"])
+    out += _cfy_lines(report)
     fleet = report.get("fleet") or {}
     if fleet:
         one = fleet.get(1) or fleet.get("1")
         out += ["", f"{'fleet M':>8} {'build (3 managers each)':>24} {'ratio to M=1':>12} "
-                    f"{'CPU s':>7} {'CPU s / cores':>13}"]
+                    f"{'CPU s':>7} {'CPU s / cores':>13} {'master CPU s':>12} "
+                    f"{'per cluster':>11}"]
         for count, fig in fleet.items():
             busy = (fig.get("cpu seconds") or {}).get("median", float("nan"))
+            master = (fig.get("master cpu seconds") or {}).get("median", float("nan"))
             out.append(f"{count:>8} {_mm(fig):>24} {fig['median'] / one['median']:>12.2f} "
-                       f"{busy:>7.1f} {busy / report['cores']:>13.1f}")
+                       f"{busy:>7.1f} {busy / report['cores']:>13.1f} {master:>12.1f} "
+                       f"{master / int(count):>11.1f}")
     for name, top in (report.get("profile") or {}).items():
         if name.startswith("build:"):
             out += ["", f"profile of a build (N=3, T=0), {name[7:]}"]
@@ -598,81 +693,139 @@ def render(report):
             out += ["", f"profile of a build (N=3, T=0), py-spy, {name} (share of samples)"]
             out += [f"  {share:>6.1%}  {fn}" for fn, share in top.items()]
     if report.get("day2"):
-        out += ["", f"{'day 2 (N=3, reactor, HAProxy)':<34} {'seconds':>20}"]
-        out += [f"{name:<34} {_mm(fig):>20}" for name, fig in report["day2"].items()]
-    out += ["", "targets: " + ", ".join(f"{k} <= {v}" for k, v in report["targets"].items())
-            + "; no-op: 0 mutating commands"]
+        out += ["", f"{'day 2 (N=3, reactor, HAProxy)':<40} {'seconds':>20}"]
+        out += [f"{name:<40} {_mm(fig):>20}" for name, fig in report["day2"].items()]
+    out += ["", "targets: " + "; ".join(f"{k} {v}" for k, v in report["targets"].items())
+            + "; no-op: 0 mutating commands, <= 1 status read per manager per concern"]
     out += [f"  {line}" for line in verdicts(report)]
     return "\n".join(out)
 
 
-def verdicts(report):
-    """Each target against what was measured and against the least this lab allows: a build
-    runs the floor's chain of steps with the critical path's commands inside them, one after
-    the other, so it takes at least the cold floor plus the critical path (and the leader's
-    package install, which must precede its install); a fleet needs its CPU seconds spread
-    over the cores."""
-    out, targets = [], report["targets"]
-    for size, row in report["figures"].items():
-        cold = row.get("cold floor", row["floor"])["median"]
+def _figures_table(figures, label):
+    out = ["", f"build and no-op{label}", f"{'N':>2} {'T':>3} {'floor':>14} {'cold floor':>14} "
+           f"{'build':>20} {'crit.path':>10} {'pkg':>5} {'(b-p-pkg)/cold':>14} {'no-op':>20} "
+           f"{'noop/floor':>10} {'mut':>3} {'reads':>5} {'PSS MiB':>8}"]
+    for size, row in figures.items():
+        cold = row.get("cold floor", row["floor"])
         for key, fig in row.items():
             if not key.startswith("T="):
                 continue
-            build = _build_verdict(size, key, fig, cold, targets)
-            out += [build] if build else []
-            if "no-op/floor" in targets:
-                out.append(_noop_verdict(size, key, fig, row, targets["no-op/floor"]))
-    fleet = {int(k): v for k, v in (report.get("fleet") or {}).items()}
-    if 1 in fleet and 4 in fleet and fleet[4].get("cpu seconds"):
-        cpu, one = fleet[4]["cpu seconds"]["median"], fleet[1]["median"]
-        name = "fleet M=4 / M=1"
-        least = cpu / report["cores"] / one
-        out.append(f"{name}: {fleet[4]['median'] / one:.2f}; least possible on "
-                   f"{report['cores']} cores {least:.2f} ({cpu:.0f} CPU s / {report['cores']} "
-                   f"cores / {one:.1f} s); {targets[name]} needs "
-                   f"{cpu / (targets[name] * one):.1f} cores: "
-                   f"{_verdict(fleet[4]['median'] / one, least, targets[name])}")
+            build, path, noop = fig["build"], fig["critical path"]["median"], fig["no-op"]
+            package = (fig.get("leader's package install") or {}).get("median", 0.0)
+            warm = fig.get("floor", row["floor"])
+            out.append(
+                f"{size:>2} {key[2:]:>3} {_mm(warm):>14} {_mm(cold):>14} {_mm(build):>20} "
+                f"{path:>10.1f} {package:>5.1f} "
+                f"{(build['median'] - path - package) / cold['median']:>14.2f} {_mm(noop):>20} "
+                f"{noop['median'] / warm['median']:>10.2f} {fig['no-op mutating']:>3} "
+                f"{fig['no-op status reads per node (max)']:>5} {fig['peak PSS MiB']['median']:>8.0f}")
     return out
 
 
-def _build_verdict(size, key, fig, cold, targets):
-    """The build's target at T = 0 (against the cold floor) or T = 10 (against the critical
-    path), with the least possible here; None where no target applies."""
+def _steps_table(size, row, cores):
+    out = ["", f"N={size}: seconds per step (medians)"]
+    tables = [("floor", row["floor steps"]), ("cold floor", row.get("cold floor steps", {}))]
+    for key, fig in row.items():
+        if key.startswith("T="):
+            tables += [(f"build {key}", fig["build steps"]), (f"no-op {key}", fig["no-op steps"])]
+    kinds = sorted({k for _, t in tables for k in t})
+    out.append(f"{'':<12}" + "".join(f"{k:>14}" for k in kinds))
+    for name, table in tables:
+        out.append(f"{name:<12}" + "".join(f"{table.get(k, 0.0):>14.2f}" for k in kinds))
+    for key, fig in row.items():
+        if not key.startswith("T="):
+            continue
+        out.append(f"slowest states of a build at {key}: " + ", ".join(
+            f"{sid} {sec:.2f}" for sid, sec in sorted(
+                fig["build's slowest states"].items(), key=lambda i: -i[1])[:6]))
+        if fig.get("build CPU seconds (machine)"):
+            busy = fig["build CPU seconds (machine)"]["median"]
+            out.append(f"a build at {key}: the machine was busy {busy:.1f} CPU s, "
+                       f"{busy / cores:.1f} s on {cores} cores "
+                       f"({busy / cores / fig['build']['median']:.0%} of the wall time)")
+        by = fig.get("no-op reads per node by concern (max)") or {}
+        if by:
+            out.append(f"no-op at {key}, REST reads one manager received, by concern "
+                       "(GET /status / every GET): " + ", ".join(
+                           f"{c} {v['status']}/{v['reads']}" for c, v in by.items()))
+    return out
+
+
+def _cfy_lines(report):
+    """The real cfy 4.6's price: per call, and calls per build and per no-op."""
+    cost = report.get("cfy 4.6 per call")
+    out = []
+    if cost:
+        out += ["", "the real cfy 4.6 (Python 2.7), `cfy --version`, per call: "
+                f"{cost['direct: wall s']['median']:.2f} s wall, "
+                f"{cost['direct: CPU s']['median']:.2f} CPU s run directly (as the RPM's cfy); "
+                f"{cost['lab host (audit wrapper): wall s']['median']:.2f} s, "
+                f"{cost['lab host (audit wrapper): CPU s']['median']:.2f} CPU s on a lab host "
+                "(the lab's audit wrapper added)"]
+    for key, label in FIGURE_SETS:
+        for size, row in (report.get(key) or {}).items():
+            for t, fig in row.items():
+                if t.startswith("T=") and fig.get("cfy calls (build)"):
+                    b, n = fig["cfy calls (build)"], fig["cfy calls (no-op)"]
+                    out.append(f"cfy calls, N={size} {t}{label}: build {b['formula']:.0f} by the "
+                               f"formula + {b['installer']:.0f} by the installers "
+                               f"({b['seconds']:.1f} s); no-op {n['formula']:.0f} + "
+                               f"{n['installer']:.0f} ({n['seconds']:.1f} s)")
+    return out
+
+
+def verdicts(report):
+    """Each target against what was measured. A build's target leaves Cloudify's own part
+    (the critical path: the installs and the cluster start, one after the other) and the
+    leader's package install (it must end before the leader's install starts) out, and bounds
+    the rest by Salt's own cost (the cold floor)."""
+    out, targets = [], report["targets"]
+    name = "build <= critical path + leader's package install + x cold floor"
+    for key, label in FIGURE_SETS:
+        for size, row in (report.get(key) or {}).items():
+            cold = row.get("cold floor", row["floor"])["median"]
+            for t, fig in row.items():
+                if not t.startswith("T="):
+                    continue
+                if name in targets:
+                    out.append(_build_verdict(f"N={size} {t}{label}", fig, cold, targets[name]))
+                if "no-op/floor" in targets:
+                    out.append(_noop_verdict(f"N={size} {t}{label}", fig, row,
+                                             targets["no-op/floor"]))
+    fleet = {int(k): v for k, v in (report.get("fleet") or {}).items()}
+    name = "master CPU per cluster M=4 / M=1"
+    if name in targets and 1 in fleet and 4 in fleet and fleet[4].get("master cpu seconds"):
+        one, four = (fleet[m]["master cpu seconds"]["median"] / m for m in (1, 4))
+        out.append(f"{name}: {four:.1f} / {one:.1f} CPU s = {four / one:.2f} (<= {targets[name]}): "
+                   f"{'met' if four / one <= targets[name] else 'missed'}")
+    day2 = report.get("day2") or {}
+    for name, fig in (("rejoin - one join (s)", day2.get("rejoin - its join")),
+                      ("LB failover (s)", day2.get("LB failover"))):
+        if name in targets and fig:
+            out.append(f"{name}: {fig['median']:.1f} (<= {targets[name]}): "
+                       f"{'met' if fig['median'] <= targets[name] else 'missed'}")
+    return out
+
+
+def _build_verdict(label, fig, cold, factor):
     path, build = fig["critical path"]["median"], fig["build"]["median"]
     package = (fig.get("leader's package install") or {}).get("median", 0.0)
-    if key == "T=0":
-        name, base = "build/cold floor (T=0)", cold
-    elif key == "T=10" and path:
-        name, base = "build/critical path (T=10)", path
-    else:
-        return None
-    if name not in targets:
-        return None  # a report written before this target had its name
-    ratio, least, more = build / base, (cold + path) / base, (cold + path + package) / base
-    with_package = (f", {more:.2f} with the leader's package install ({package:.1f} s)"
-                    if package else "")
-    return (f"N={size} {name}: {ratio:.2f}; least possible here "
-            f"{least:.2f} (cold floor {cold:.1f} s + critical path {path:.1f} s)"
-            f"{with_package}: {_verdict(ratio, least, targets[name])}")
+    allowed = path + package + factor * cold
+    return (f"{label} build {build:.1f} s <= critical path {path:.1f} + leader's package "
+            f"install {package:.1f} + {factor} x cold floor {cold:.1f} = {allowed:.1f} s "
+            f"(the rest is {(build - path - package) / cold:.2f} x the cold floor): "
+            f"{'met' if build <= allowed else 'missed'}")
 
 
-def _noop_verdict(size, key, fig, row, target):
+def _noop_verdict(label, fig, row, target):
     """The no-op's target: its time against the warm floor, no mutating command, and at most
     one /status read per manager per concern."""
     noop = fig["no-op"]["median"] / fig.get("floor", row["floor"])["median"]
     reads = max((c["status"] for c in
                  (fig.get("no-op reads per node by concern (max)") or {}).values()), default=0)
-    verdict = _verdict(noop, 0, target)
-    if fig["no-op mutating"] or reads > 1:
-        verdict = "missed"
-    return (f"N={size} {key} no-op/floor: {noop:.2f}, {fig['no-op mutating']} mutating "
+    verdict = "met" if noop <= target and not fig["no-op mutating"] and reads <= 1 else "missed"
+    return (f"{label} no-op/floor: {noop:.2f}, {fig['no-op mutating']} mutating "
             f"commands, at most {reads} status read(s) per manager per concern: {verdict}")
-
-
-def _verdict(ratio, least, target):
-    if ratio <= target:
-        return "met"
-    return "cannot be met here" if least > target else "missed"
 
 
 def _growth(figures):
