@@ -33,13 +33,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 import salt.version
 
 from lab.formula import (OrchRun, active_profile, deep, http_get, member_state, minion_pillar,
-                         nodes, orch, profile_entries, reactor_idle, shadow_pillar)
+                         nodes, orch, profile_entries, reactor_idle, rejoin_runs, run_node,
+                         shadow_pillar)
 from lab.emulator import CLI_PACKAGE
 from lab.proc import wait_until
 from lab.saltlab import minion_python, salt_versions, use_python
@@ -422,7 +424,7 @@ def measure(lab, emulator, salt_run_cli, pillar_dir, base, size, install_times, 
         for seconds in install_times:
             builds, paths, noops, mutating, reads, pss, concerns = [], [], [], [], [], [], []
             floors, build_cpu, build_cfy, noop_cfy = [], [], [], []
-            build_steps, noop_steps, slowest, packages = [], [], [], []
+            build_steps, noop_steps, slowest, noop_slowest, packages = [], [], [], [], []
             for _ in range(repeats):
                 power_only(lab, names + cli_hosts)
                 for n in names:
@@ -454,6 +456,7 @@ def measure(lab, emulator, salt_run_cli, pillar_dir, base, size, install_times, 
                 reads.append(status_reads(emulator, names))
                 concerns.append(reads_by_concern(run, emulator, names, lab))
                 noop_cfy.append(cfy_calls(emulator, names + cli_hosts))
+                noop_slowest.append(slowest_states(run))
                 floors.append(timed_run(lambda: run_floor(salt_run_cli, floor)))
             all_floors += floors
             row[f"T={seconds}"] = {"build": summary(builds), "critical path": summary(paths),
@@ -472,6 +475,7 @@ def measure(lab, emulator, salt_run_cli, pillar_dir, base, size, install_times, 
                                   "build steps": medians(build_steps),
                                   "no-op steps": medians(noop_steps),
                                   "build's slowest states": medians(slowest),
+                                  "no-op's slowest states": medians(noop_slowest),
                                   "build timeline (last run)": last_timeline}
         row["floor"] = summary([f[0] for f in all_floors])
         row["floor steps"] = medians([f[2] for f in all_floors])
@@ -568,6 +572,24 @@ def leader_of(lab, via):
         return None
 
 
+def rest_member_state(lab, name, via):
+    """`name`'s state (leader, replica, offline) in `via`'s GET /api/v3.1/cluster/nodes, as
+    `cfy cluster nodes list` derives it (online and master), asked from the CLI host with one
+    short Python process: the real cfy costs 0.5 CPU s a call, which a poll would take from the
+    rejoin it times, and each call would add its own 0.5-0.8 s to when the bench sees the node
+    online. None when `via` does not answer or lists no such node."""
+    status, body = http_get(lab["cli"], f"http://{lab[via].ip}/api/v3.1/cluster/nodes",
+                            "admin", lab.passwords["admin"], timeout=2)
+    if status != 200:
+        return None
+    listed = json.loads(body)
+    for node in listed.get("items", []) if isinstance(listed, dict) else listed:
+        if node.get("name") == name:
+            return ("leader" if node.get("master") else "replica") if node.get("online") \
+                else "offline"
+    return None
+
+
 def start_event_time(event_listener, minion, since):
     events = event_listener.get_events([("master", f"salt/minion/{minion}/start")],
                                        after_time=since)
@@ -575,6 +597,52 @@ def start_event_time(event_listener, minion, since):
         return None
     stamp = max(event.stamp for event in events)
     return (stamp.replace(tzinfo=timezone.utc) if stamp.tzinfo is None else stamp).timestamp()
+
+
+REJOIN_PARTS = ("reactor: start event to the runner", "runner: its checks and the render",
+                "step sync", "step prepare (firewall, installer package)", "step joined",
+                "step profiles", "online seen after the joined step ended")
+
+
+def rejoin_breakdown(event_listener, node, since, started, online, install):
+    """Where a rejoin's time went, in seconds: from the minion's start event (`started`, epoch)
+    to the runner's `new` event (the reactor), from there to the first step (the runner's
+    checks and the orchestration's render with its pings), each step of the rejoin
+    orchestration (from the runner's return event), and from the joined step's end to the node
+    seen online (`online`, epoch; negative when the poll saw it before the step returned).
+    `install` is the join's cfy_manager install (seconds), inside the joined step."""
+    fired = [e for e in event_listener.get_events([("master", "salt/run/*/new")],
+                                                  after_time=since)
+             if e.data.get("fun") == "runner.cloudify_ha.rejoin"
+             and run_node(e.data.get("fun_args")) == node]
+    spans = next((s for s in (_step_spans(OrchRun(SimpleNamespace(
+        returncode=0, data=ret, stdout="", stderr="")))
+        for n, done, ret in rejoin_runs(event_listener, since)
+        if n == node and done and isinstance(ret, dict)) if s), None)
+    if not fired or not spans:
+        return {}
+    offset = datetime.now().astimezone().utcoffset() or timedelta(0)
+    day = datetime.fromtimestamp(started, tz=timezone.utc).date()
+
+    def epoch(clock):  # a step's start_time: the master's local clock, no date
+        at = datetime.combine(day, clock.time(), tzinfo=timezone.utc) - offset
+        if at.timestamp() < started - 3600:  # crossed midnight
+            at += timedelta(days=1)
+        return at.timestamp()
+
+    runner = fired[0].stamp.timestamp()
+    out = {REJOIN_PARTS[0]: runner - started,
+           REJOIN_PARTS[1]: min(epoch(start) for _, start, _ in spans) - runner}
+    joined_end = None
+    for sid, start, seconds in spans:
+        kind = sid.rsplit("-", 1)[-1]
+        out[f"step {kind}" if kind != "prepare" else REJOIN_PARTS[3]] = seconds
+        if kind == "joined":
+            joined_end = epoch(start) + seconds
+    out["  of which cfy_manager install"] = install
+    if joined_end is not None:
+        out[REJOIN_PARTS[6]] = online - joined_end
+    return out
 
 
 def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, event_listener,
@@ -586,7 +654,7 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
     pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
     pillar["clusters"]["lab"]["loadbalancer"] = {
         "minion_ids": ["lb"], "port": 80, "inter": "500ms", "fall": 2, "rise": 1}
-    rejoins, to_online, failovers, joins = [], [], [], []
+    rejoins, to_online, failovers, joins, parts = [], [], [], [], []
     # built with the reactor paused: the reset's start events queue no rejoin run that the
     # first measured rejoin would wait behind (the runner runs one at a time)
     quiet_since = time.time()
@@ -608,9 +676,9 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
             since = quiet_since = time.time()
             start = time.monotonic()
             lab.wipe(follower)
-            wait_until(lambda: member_state(lab, follower, leader) == "replica"
+            wait_until(lambda: rest_member_state(lab, follower, leader) == "replica"
                        and lab[follower].exists("/etc/cloudify/.install"), 240,
-                       f"{follower} to rejoin")
+                       f"{follower} to rejoin", max_interval=0.2)
             online = time.time()
             to_online.append(time.monotonic() - start)
             install = [e for e in emulator.audit(follower) if e["kind"] == "cli"
@@ -626,6 +694,10 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
                                                           "localhost") or {}) == sorted(names)
                                    for n in names), 60,
                        "every manager's profile to list the three nodes")
+            wait_until(lambda: reactor_idle(event_listener, since), 120,
+                       "the rejoin run to return")
+            parts.append(rejoin_breakdown(event_listener, follower, since, started, online,
+                                          joins[-1]))
 
             wait_until(lambda: lb_status(lab) == 200, 30, "the load balancer to serve")
             lab.kill(leader)
@@ -641,6 +713,8 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
                       "rejoin: its join (cfy_manager install)": summary(joins),
                       "rejoin - its join": summary([r - j for r, j in zip(rejoins, joins)]),
                       "LB failover": summary(failovers)}
+    report["day2 rejoin"] = {key: summary([p[key] for p in parts if key in p])
+                             for key in dict.fromkeys(k for p in parts for k in p)}
     lab.reset()
 
 
@@ -669,8 +743,9 @@ def render(report):
     for key, label in FIGURE_SETS:
         if report.get(key):
             out += _figures_table(report[key], label)
-    for size, row in report["figures"].items():
-        out += _steps_table(size, row, report["cores"])
+    for key, label in FIGURE_SETS:
+        for size, row in (report.get(key) or {}).items():
+            out += _steps_table(size, row, report["cores"], label)
     out += _growth(report["figures"])
     out += _cfy_lines(report)
     fleet = report.get("fleet") or {}
@@ -689,12 +764,19 @@ def render(report):
         if name.startswith("build:"):
             out += ["", f"profile of a build (N=3, T=0), {name[7:]}"]
             out += [f"  {sec:>6.1f}  {prog}" for prog, sec in top.items()]
+        elif name.endswith("(s)"):
+            out += ["", f"profile of {name}"]
+            out += [f"  {sec:>6.2f}  {step}" for step, sec in top.items()]
         else:
-            out += ["", f"profile of a build (N=3, T=0), py-spy, {name} (share of samples)"]
+            out += ["", f"profile of {name} (py-spy, share of samples)"]
             out += [f"  {share:>6.1%}  {fn}" for fn, share in top.items()]
     if report.get("day2"):
-        out += ["", f"{'day 2 (N=3, reactor, HAProxy)':<40} {'seconds':>20}"]
-        out += [f"{name:<40} {_mm(fig):>20}" for name, fig in report["day2"].items()]
+        out += ["", f"{'day 2 (N=3, reactor, HAProxy)':<44} {'seconds':>16}"]
+        out += [f"{name:<44} {_mm(fig):>16}" for name, fig in report["day2"].items()]
+    if report.get("day2 rejoin"):
+        out += ["", "where a rejoin's time went (the rejoin run's steps, from the reactor's "
+                    "runner return)"]
+        out += [f"{name:<44} {_mm(fig):>16}" for name, fig in report["day2 rejoin"].items()]
     out += ["", "targets: " + "; ".join(f"{k} {v}" for k, v in report["targets"].items())
             + "; no-op: 0 mutating commands, <= 1 status read per manager per concern"]
     out += [f"  {line}" for line in verdicts(report)]
@@ -722,8 +804,8 @@ def _figures_table(figures, label):
     return out
 
 
-def _steps_table(size, row, cores):
-    out = ["", f"N={size}: seconds per step (medians)"]
+def _steps_table(size, row, cores, label=""):
+    out = ["", f"N={size}{label}: seconds per step (medians)"]
     tables = [("floor", row["floor steps"]), ("cold floor", row.get("cold floor steps", {}))]
     for key, fig in row.items():
         if key.startswith("T="):
@@ -735,9 +817,11 @@ def _steps_table(size, row, cores):
     for key, fig in row.items():
         if not key.startswith("T="):
             continue
-        out.append(f"slowest states of a build at {key}: " + ", ".join(
-            f"{sid} {sec:.2f}" for sid, sec in sorted(
-                fig["build's slowest states"].items(), key=lambda i: -i[1])[:6]))
+        for run in ("build", "no-op"):
+            if fig.get(f"{run}'s slowest states"):
+                out.append(f"slowest states of a {run} at {key}: " + ", ".join(
+                    f"{sid} {sec:.2f}" for sid, sec in sorted(
+                        fig[f"{run}'s slowest states"].items(), key=lambda i: -i[1])[:6]))
         if fig.get("build CPU seconds (machine)"):
             busy = fig["build CPU seconds (machine)"]["median"]
             out.append(f"a build at {key}: the machine was busy {busy:.1f} CPU s, "
@@ -900,9 +984,90 @@ def test_profile(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestconfig
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     for name, raw in (("salt-run", "salt-run.txt"), ("mgr2 minion and its jobs", "minion.txt")):
         self_time, inclusive = top_functions(out / raw)
-        profile[f"{name}: self"] = self_time
-        profile[f"{name}: inclusive"] = inclusive
+        keep_raw(report, out / raw)
+        profile[f"a build (N=3, T=0), {name}: self"] = self_time
+        profile[f"a build (N=3, T=0), {name}: inclusive"] = inclusive
     lab.reset()
+
+
+def keep_raw(report, raw):
+    """A copy of py-spy's raw output in bench/results/<time>-py-spy/ (not committed): for a
+    closer look than the tables (`py-spy`'s raw format: a stack per line, then its count)."""
+    keep = RESULTS / f"{report['time']}-py-spy"
+    keep.mkdir(exist_ok=True)
+    (keep / Path(raw).name).write_bytes(Path(raw).read_bytes())
+
+
+JOB_AREAS = (  # (label, what a frame of the stack holds)
+    ("state.sls", "sls (salt/modules/state.py:"),
+    ("  Salt's pkg state mod_init (its loader's search for pkg.ex_mod_init)",
+     "mod_init (salt/states/pkg.py:"),
+    ("  rendering the SLS files", "render_state (salt/state.py:"),
+    ("  the job's channel to the master (the minion's RSA key)", "gen_token (salt/crypt.py:"),
+    ("  the formula's own code (_modules, _states, _utils)", "(cloudify_ha"))
+
+
+def job_seconds(raw, rate=100):
+    """Seconds of py-spy's samples (at `rate` a second) in the minion's job processes (the
+    stacks under minion.py's `_thread_return`: not the minion's idle main loop or engines, which
+    py-spy counts as active on Python 3.10), in all and by area (JOB_AREAS; a sample counts in
+    every area its stack holds)."""
+    out = dict.fromkeys(["job processes"] + [label for label, _ in JOB_AREAS], 0.0)
+    for line in Path(raw).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit() or "_thread_return (salt/minion.py:" not in stack:
+            continue
+        out["job processes"] += int(count) / rate
+        for label, needle in JOB_AREAS:
+            if needle in stack:
+                out[label] += int(count) / rate
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+def test_profile_noop(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestconfig, report):
+    """`make bench PROFILE=1`: where a no-op's time goes on a manager's minion, on the
+    session's Salt and on 3006.8 (whose no-op is ~2 x its floor where 3008's is ~1.2 x): a build
+    of 3, then the no-op with py-spy on mgr2's minion and its job processes (active samples
+    only), and the no-op's seconds per step."""
+    if not pytestconfig.getoption("--bench-profile"):
+        pytest.skip("profiling runs only with --bench-profile (make bench PROFILE=1)")
+    out = lab.dir / "profile"
+    out.mkdir(exist_ok=True)
+    pillar = deep(minion_pillar(salt_cli))
+    names = ["mgr1", "mgr2", "mgr3"]
+    pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
+    spy = str(Path(sys.executable).parent / "py-spy")
+    profile = report.setdefault("profile", {})
+    before = {n: lab.minions[n].python_executable for n in names}
+    try:
+        for version, python in (("session", None), ("3006.8", minion_python("3006.8"))):
+            if python:
+                use_python(lab, names, python)
+            with shadow_pillar(pillar_dir, pillar):
+                power_only(lab, names + ["cli"])
+                for n in names:
+                    emulator.set_knobs(n, install_seconds=None)
+                version = salt_versions(salt_cli, names)["mgr2"]
+                _ok(orch(salt_run_cli))
+                raw = out / f"noop-{version}.txt"
+                minion = subprocess.Popen(  # pylint: disable=consider-using-with
+                    [spy, "record", "--subprocesses", "--rate", "100", "--format", "raw",
+                     "-o", str(raw), "--pid", str(lab.minions["mgr2"].pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+                finally:
+                    minion.send_signal(signal.SIGINT)
+                    minion.wait(timeout=60)
+                assert run.returncode == 0 and not run.changed(), run
+            keep_raw(report, raw)
+            label = f"a no-op (N=3, {wall:.1f} s), mgr2's minion on Salt {version}"
+            profile[f"{label}: steps (s)"] = {k: round(v, 2) for k, v in steps.items()}
+            profile[f"{label}: job processes (s)"] = job_seconds(raw)
+    finally:
+        for name, python in before.items():
+            use_python(lab, [name], python)
+        lab.reset(new_minions=True)
 
 
 PROGRAMS = (("ProcessPayload", "salt-minion jobs"), ("salt_minion", "salt-minion"),
