@@ -80,7 +80,8 @@ def quick(request):
 
 def floor_orch(lab, salt_run_cli, names, cli_hosts):
     """The floor: cloudify_ha.orch's shape with states that do nothing. The same render-time call
-    to every minion, the same steps on the same targets with the same requisites: sync; the
+    to every minion, the same steps on the same targets with the same requisites (each
+    `concurrent: true`, as the formula's since it orders its runs with its own lock): sync; the
     leader's step in parallel with the followers' prepare and the CLI hosts' step; each join
     after the previous member step and the prepare; profiles after the last join and the CLI.
     The master lists its files from a cache (Salt's 20 s): new SLS files are listed once the
@@ -104,7 +105,7 @@ def floor_orch(lab, salt_run_cli, names, cli_hosts):
         if targets is None:
             lines.append("  test.succeed_without_changes: []")
             continue
-        lines += ["  salt.state:", "    - queue: true", f"    - tgt: {json.dumps(targets)}",
+        lines += ["  salt.state:", "    - concurrent: true", f"    - tgt: {json.dumps(targets)}",
                   "    - tgt_type: list", "    - sls: bench_floor.nop"]
         if step in ("cli", "prepare", f"member-{leader}"):
             lines.append("    - parallel: true")
