@@ -20,6 +20,7 @@ sync step when every minion's copies of the formula's modules are current: that 
 formula's. Each measurement boots only the hosts it uses.
 """
 
+import contextlib
 import json
 import os
 import re
@@ -347,13 +348,21 @@ def test_bench_managers_on_salt_3006(lab, emulator, salt_cli, salt_run_cli, pill
     last Salt, where 4.6 runs) beside the 3008 master; the CLI host keeps the session's."""
     base = minion_pillar(salt_cli)
     names = ["mgr1", "mgr2", "mgr3"]
-    before = {n: lab.minions[n].python_executable for n in names}
-    use_python(lab, names, minion_python("3006.8"))
-    try:
-        lab.reset(names, new_minions=True)
-        assert set(salt_versions(salt_cli, names).values()) == {"3006.8"}
+    with minions_on_salt(lab, salt_cli, names, "3006.8"):
         report["figures 3006.8 managers"] = {3: measure(
             lab, emulator, salt_run_cli, pillar_dir, base, 3, *_plan(quick, pytestconfig))}
+
+
+@contextlib.contextmanager
+def minions_on_salt(lab, salt_cli, names, version):
+    """The block runs with these minions restarted as new minions on another Salt (a venv of
+    `make venvs`); then the session's Salt again, as new minions."""
+    before = {n: lab.minions[n].python_executable for n in names}
+    use_python(lab, names, minion_python(version))
+    try:
+        lab.reset(names, new_minions=True)
+        assert set(salt_versions(salt_cli, names).values()) == {version}
+        yield
     finally:
         for name, python in before.items():
             use_python(lab, [name], python)
@@ -953,7 +962,6 @@ def test_profile(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestconfig
     out.mkdir(exist_ok=True)
     pillar = deep(minion_pillar(salt_cli))
     pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, ["mgr1", "mgr2", "mgr3"])
-    spy = str(Path(sys.executable).parent / "py-spy")
     profile = report.setdefault("profile", {})
     used = ["mgr1", "mgr2", "mgr3", "cli"]
     with shadow_pillar(pillar_dir, pillar):
@@ -970,18 +978,10 @@ def test_profile(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestconfig
             **sampler.by_program())
 
         power_only(lab, used)
-        minion = subprocess.Popen(  # pylint: disable=consider-using-with
-            [spy, "record", "--subprocesses", "--rate", "100", "--format", "raw",
-             "-o", str(out / "minion.txt"), "--pid", str(lab.minions["mgr2"].pid)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
+        with py_spy(lab.minions["mgr2"].pid, out / "minion.txt"):
             cmd = salt_run_cli.cmdline("state.orch", "cloudify_ha.orch")
-            run = subprocess.run([spy, "record", "--subprocesses", "--rate", "100",
-                                  "--format", "raw", "-o", str(out / "salt-run.txt"), "--",
+            run = subprocess.run([SPY, *SPY_RECORD, "-o", str(out / "salt-run.txt"), "--",
                                   *cmd], capture_output=True, text=True, timeout=600, check=False)
-        finally:
-            minion.send_signal(signal.SIGINT)
-            minion.wait(timeout=60)
         assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     for name, raw in (("salt-run", "salt-run.txt"), ("mgr2 minion and its jobs", "minion.txt")):
         self_time, inclusive = top_functions(out / raw)
@@ -989,6 +989,31 @@ def test_profile(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestconfig
         profile[f"a build (N=3, T=0), {name}: self"] = self_time
         profile[f"a build (N=3, T=0), {name}: inclusive"] = inclusive
     lab.reset()
+
+
+SPY = str(Path(sys.executable).parent / "py-spy")
+SPY_RECORD = ("record", "--subprocesses", "--rate", "100", "--format", "raw")
+
+
+@contextlib.contextmanager
+def py_spy(pid, raw):
+    """py-spy recording a running process and its children into `raw` while the block runs."""
+    spy = subprocess.Popen(  # pylint: disable=consider-using-with
+        [SPY, *SPY_RECORD, "-o", str(raw), "--pid", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(timeout=60)
+
+
+def spy_stacks(raw):
+    """(stack, sample count) of each line of py-spy's raw output (frames separated by ';')."""
+    for line in Path(raw).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if count.isdigit():
+            yield stack, int(count)
 
 
 def keep_raw(report, raw):
@@ -1014,14 +1039,13 @@ def job_seconds(raw, rate=100):
     py-spy counts as active on Python 3.10), in all and by area (JOB_AREAS; a sample counts in
     every area its stack holds)."""
     out = dict.fromkeys(["job processes"] + [label for label, _ in JOB_AREAS], 0.0)
-    for line in Path(raw).read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit() or "_thread_return (salt/minion.py:" not in stack:
+    for stack, count in spy_stacks(raw):
+        if "_thread_return (salt/minion.py:" not in stack:
             continue
-        out["job processes"] += int(count) / rate
+        out["job processes"] += count / rate
         for label, needle in JOB_AREAS:
             if needle in stack:
-                out[label] += int(count) / rate
+                out[label] += count / rate
     return {k: round(v, 2) for k, v in out.items()}
 
 
@@ -1037,38 +1061,22 @@ def test_profile_noop(lab, emulator, salt_cli, salt_run_cli, pillar_dir, pytestc
     pillar = deep(minion_pillar(salt_cli))
     names = ["mgr1", "mgr2", "mgr3"]
     pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
-    spy = str(Path(sys.executable).parent / "py-spy")
     profile = report.setdefault("profile", {})
-    before = {n: lab.minions[n].python_executable for n in names}
-    try:
-        for version, python in (("session", None), ("3006.8", minion_python("3006.8"))):
-            if python:
-                use_python(lab, names, python)
-            with shadow_pillar(pillar_dir, pillar):
-                power_only(lab, names + ["cli"])
-                for n in names:
-                    emulator.set_knobs(n, install_seconds=None)
-                version = salt_versions(salt_cli, names)["mgr2"]
-                _ok(orch(salt_run_cli))
-                raw = out / f"noop-{version}.txt"
-                minion = subprocess.Popen(  # pylint: disable=consider-using-with
-                    [spy, "record", "--subprocesses", "--rate", "100", "--format", "raw",
-                     "-o", str(raw), "--pid", str(lab.minions["mgr2"].pid)],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                try:
-                    wall, run, steps = timed_run(lambda: orch(salt_run_cli))
-                finally:
-                    minion.send_signal(signal.SIGINT)
-                    minion.wait(timeout=60)
-                assert run.returncode == 0 and not run.changed(), run
-            keep_raw(report, raw)
-            label = f"a no-op (N=3, {wall:.1f} s), mgr2's minion on Salt {version}"
-            profile[f"{label}: steps (s)"] = {k: round(v, 2) for k, v in steps.items()}
-            profile[f"{label}: job processes (s)"] = job_seconds(raw)
-    finally:
-        for name, python in before.items():
-            use_python(lab, [name], python)
-        lab.reset(new_minions=True)
+    for on_salt in (contextlib.nullcontext(), minions_on_salt(lab, salt_cli, names, "3006.8")):
+        with on_salt, shadow_pillar(pillar_dir, pillar):
+            power_only(lab, names + ["cli"])
+            for n in names:
+                emulator.set_knobs(n, install_seconds=None)
+            version = salt_versions(salt_cli, names)["mgr2"]
+            _ok(orch(salt_run_cli))
+            raw = out / f"noop-{version}.txt"
+            with py_spy(lab.minions["mgr2"].pid, raw):
+                wall, run, steps = timed_run(lambda: orch(salt_run_cli))
+            assert run.returncode == 0 and not run.changed(), run
+        keep_raw(report, raw)
+        label = f"a no-op (N=3, {wall:.1f} s), mgr2's minion on Salt {version}"
+        profile[f"{label}: steps (s)"] = {k: round(v, 2) for k, v in steps.items()}
+        profile[f"{label}: job processes (s)"] = job_seconds(raw)
 
 
 PROGRAMS = (("ProcessPayload", "salt-minion jobs"), ("salt_minion", "salt-minion"),
@@ -1144,18 +1152,15 @@ def top_functions(raw, top=12):
     the stack of, for functions on fewer than 60 % of them}), from py-spy's raw output (a line
     per stack: frames separated by ';', then a count)."""
     self_counts, counts, total = {}, {}, 0
-    for line in Path(raw).read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        total += int(count)
+    for stack, count in spy_stacks(raw):
+        total += count
         names = [re.sub(r" \((?:.*/)?(site-packages/)?([^/]+/[^/]+?):\d+\)$", r" (\2)", frame)
                  for frame in stack.split(";")]
         names = [n for n in names if not n.startswith(("process ", "thread "))]
         if names:
-            self_counts[names[-1]] = self_counts.get(names[-1], 0) + int(count)
+            self_counts[names[-1]] = self_counts.get(names[-1], 0) + count
         for name in set(names):
-            counts[name] = counts.get(name, 0) + int(count)
+            counts[name] = counts.get(name, 0) + count
     if not total:
         return {}, {}
     best = sorted(self_counts.items(), key=lambda i: -i[1])[:top]
