@@ -27,11 +27,11 @@ UTILS = {"cloudify_ha_pillar.plan": PILLAR_UTIL.plan, "cloudify_ha_rest.request"
 MINION = "cfy-mgr2.example.com"
 ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
 DATA = REPO / "test" / "unit" / "data"
-CLIENT_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
-CA_KEY = "-----BEGIN PRIVATE KEY-----\nTHE-DB-CA-KEY\n-----END PRIVATE KEY-----\n"
+# pillar.example's throwaway database PKI (RSA, as 4.6 checks it)
+_DB = example_pillar()["clusters"]["prod"]["database"]
+CLIENT_KEY, CA_KEY, DB_CA, CLIENT_CERT = (_DB[k] for k in ("client_key", "ca_key", "ca_cert",
+                                                          "client_cert"))
 SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(), CA_KEY.strip())
-DB_CA = "-----BEGIN CERTIFICATE-----\nDBCA\n-----END CERTIFICATE-----\n"
-CLIENT_CERT = "-----BEGIN CERTIFICATE-----\nCLIENT CERT\n-----END CERTIFICATE-----\n"
 LB_PEM = "-----BEGIN CERTIFICATE-----\nLB CERT AND KEY\n-----END PRIVATE KEY-----\n"
 
 
