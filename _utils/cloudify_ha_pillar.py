@@ -5,14 +5,18 @@ orchestration on the master, and by unit tests directly. Every error names the p
 the fix, so that a mistake is caught before any host is touched.
 """
 
+import base64
 import copy
 import difflib
 import hashlib
 import ipaddress
+import json
 import re
+import shlex
 import shutil
 import subprocess
 import tempfile
+import urllib.parse
 from collections.abc import Mapping
 
 ROOT = "cloudify_ha:clusters"
@@ -1038,3 +1042,15 @@ def scrub(text, secrets):
             text = text.replace(secret, "******")
     return text
 
+
+def secret_forms(secret, username=None):
+    """Every way a secret is written where it leaks: as it is, quoted for JSON, YAML, Python
+    (4.6's `Running: [...]` lines are a Python list's repr) and a shell, URL-encoded, and with
+    its user as HTTP Basic's base64."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             repr(secret)[1:-1], secret.replace("\\", "\\\\").replace("'", "\\'"),
+             secret.replace("'", "''"), shlex.quote(secret), urllib.parse.quote(secret),
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    if username:
+        forms.add(base64.b64encode(f"{username}:{secret}".encode()).decode())
+    return {form for form in forms if form}
