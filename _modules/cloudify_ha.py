@@ -1073,7 +1073,8 @@ def settings(defaults=None, pillar=None, minion_id=None, tplroot="cloudify_ha", 
     """
     What this minion's SLS render from (``map.jinja``): the ``cloudify_ha`` pillar validated
     (``errors`` names each bad key and its fix; an SLS refuses and changes nothing while there is
-    one), ``lookup`` (``defaults``, from ``defaults.yaml``, with the pillar's values over them),
+    one), ``lookup`` (``defaults``, from ``defaults.yaml``: its ``lookup`` and, over it, its
+    ``os_family:<the minion's os_family>:lookup``; the pillar's values over both),
     this minion's roles with the public settings of its clusters only: never a password or
     a key, whatever the role, and ``tofs``: the salt:// sources of each template an operator can
     override (``cloudify_ha:tofs``), first found wins. ``pillar``, ``minion_id`` and ``grains``
@@ -1089,9 +1090,16 @@ def settings(defaults=None, pillar=None, minion_id=None, tplroot="cloudify_ha", 
     util = _pillar_util()
     if pillar is None:
         pillar = _pillar("cloudify_ha", {})
-    return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"],
-                           util.plain((defaults or {}).get("lookup") or {}), tplroot=tplroot,
-                           grains=__grains__ if grains is None else grains)
+    grains = __grains__ if grains is None else grains
+    defaults = util.plain(defaults or {})
+    # defaults.yaml's os_family:<this minion's os_family>:lookup over its lookup
+    family = grains.get("os_family") if hasattr(grains, "get") else None
+    by_family = defaults.get("os_family") if isinstance(defaults.get("os_family"), dict) else {}
+    lookup = util.merge(defaults.get("lookup") or {},
+                        (by_family.get(family) or {}).get("lookup") or {}
+                        if isinstance(family, str) else {})
+    return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"], lookup,
+                           tplroot=tplroot, grains=grains)
 
 
 def plan(pillar=None, cluster=None):

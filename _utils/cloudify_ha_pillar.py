@@ -121,7 +121,7 @@ LOOKUP_KEYS = {
     "local_profile": "name", "refresh": "bool", "firewall_dir": "path",
     "haproxy_package": "package", "haproxy_service": "package",
     "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "path",
-    "lock_wait": "positive_int",
+    "lock_wait": "positive_int", "prerequisite_packages": "package_list",
 }
 ORCHESTRATION_KEYS = {"ping_timeout": "positive_int"}
 # the templates an operator can override (TOFS, as saltstack-formulas/template-formula does):
@@ -261,6 +261,10 @@ KINDS = {
                  "starting with a letter or '_', at most 63)"),
     "package": (lambda v: isinstance(v, str) and bool(PACKAGE_RE.fullmatch(v)),
                 "is not a package or service name (ASCII letters, digits, '.', '_', '+', '-')"),
+    "package_list": (lambda v: isinstance(v, list) and all(
+        isinstance(p, str) and PACKAGE_RE.fullmatch(p) for p in v),
+        "is not a list of package names (ASCII letters, digits, '.', '_', '+', '-'; [] for "
+        "none)"),
     "package_or_empty": (lambda v: v in ("", None, False) or (
         isinstance(v, str) and bool(PACKAGE_RE.fullmatch(v))),
         "is not a package name (ASCII letters, digits, '.', '_', '+', '-'), or empty for none"),
