@@ -8,6 +8,11 @@ LAB := PYTHONPATH=test $(PY) -m lab
 # starts its own daemons inside its hosts, and a firewalld on the machine itself would close
 # the lab's bridge to the salt-master
 APT_PACKAGES := postgresql haproxy iproute2 nftables iptables firewalld openssl util-linux procps
+# and the stand-ins for 4.6's prerequisite rpms (cloudify_ha/defaults.yaml, os_family Debian):
+# the lab's hosts see the machine's /usr and dpkg database and have no network, so the formula's
+# pkg.installed finds them there, and the emulated installer checks them as 4.6 does
+APT_PACKAGES += sudo logrotate apt python3 python3-setuptools init-system-helpers sed tar \
+	sysvinit-utils openssh-server
 PYTEST_ARGS ?=
 # The Salts the formula supports beside the newest: 3006.8 is the last built for EL7, where
 # Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each gets a
@@ -53,7 +58,7 @@ apt:
 	  fi; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; rc=$$?; \
 	  [ -z "$$guard" ] || rm -f /usr/sbin/policy-rc.d; \
-	  if [ $$rc = 0 ] && [ -d /run/systemd/system ]; then systemctl disable -q firewalld || true; fi; \
+	  if [ $$rc = 0 ] && [ -d /run/systemd/system ]; then systemctl disable -q firewalld ssh || true; fi; \
 	  exit $$rc; \
 	fi
 

@@ -243,6 +243,8 @@ def _install_log_tail(settings, lines=25):
         with salt.utils.files.fopen(INSTALL_LOG, "r") as fh:
             content = fh.read().splitlines()
     except OSError:
+        content = []
+    if not content:  # the formula makes it (empty) before the installer runs
         return "(no installer log)"
     start = 0  # this run's first line: 4.6 logs validation errors before its first component
     for index, line in enumerate(content):
@@ -577,16 +579,63 @@ def _manager_config(settings, manager, joining=None):
     return config
 
 
+def _leaky_logs():
+    """The logs where 4.6 writes secrets (cloudify-4.6.md section 0.4), each with the mode of
+    the directory the formula makes when it is missing: cfy_manager.log gets the `Running:
+    [...]` line of create_default_db.sh with the database password (and a failed command's
+    text), cli.log cfy's "Setting password to `<admin password>`", both made 0644 by Python's
+    logging."""
+    return ((INSTALL_LOG, 0o755), (CLI_LOG, 0o700))
+
+
+def _open_logs_privately():
+    """Each leaky log made (empty) 0600 before the installer runs: 4.6's logger and cfy's open
+    it to append (logging.FileHandler, mode 'a') and never chmod it (cfy_manager/logger.py,
+    cloudify_cli/logger.py), so it is never readable by others."""
+    for path, dir_mode in _leaky_logs():
+        os.makedirs(os.path.dirname(path), mode=dir_mode, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+
+def _close_logs(settings):
+    """After an install, whatever became of it: each leaky log 0600 and every secret this
+    cluster has taken out of it, in any form it is written in, every other line kept."""
+    util = _pillar_util()
+    users = {settings["admin"].get("password"): settings["admin"]["username"],
+             settings["database"].get("password"): settings["database"]["username"],
+             settings["database"].get("postgres_password"): "postgres"}
+    forms = set()
+    for secret in _secrets(settings):
+        forms |= util.secret_forms(secret, users.get(secret))
+    for path, _ in _leaky_logs():
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            continue
+        with os.fdopen(fd, "r+b") as fh:
+            os.fchmod(fd, 0o600)
+            text = fh.read().decode("utf-8", "surrogateescape")
+            clean = util.scrub(text, forms)
+            if clean != text:  # in place: the same file, its owner and mode
+                fh.seek(0)
+                fh.write(clean.encode("utf-8", "surrogateescape"))
+                fh.truncate()
+
+
 def _install(settings, manager, joining=None):
     config = _manager_config(settings, manager, joining)
     _write_private(CONFIG_PATH, salt.utils.yaml.safe_dump(config, default_flow_style=False))
     timeout = settings["installer"]["install_timeout"]
-    result = _run(["cfy_manager", "install"], settings, timeout=timeout)
-    os.chmod(CONFIG_PATH, 0o600)
-    # 4.6's installer runs `cfy profiles set -p <admin password>`, and cfy logs "Setting password
-    # to `<password>`" to cli.log, created 0644 (cloudify-4.6.md section 0.1)
-    if os.path.exists(CLI_LOG):
-        os.chmod(CLI_LOG, 0o600)
+    _open_logs_privately()
+    try:
+        result = _run(["cfy_manager", "install"], settings, timeout=timeout)
+    finally:
+        os.chmod(CONFIG_PATH, 0o600)
+        _close_logs(settings)
     if result["retcode"] != 0:
         console = _tail(result["stderr"] or result["stdout"], 3)
         raise CommandExecutionError(
@@ -1024,7 +1073,8 @@ def settings(defaults=None, pillar=None, minion_id=None, tplroot="cloudify_ha", 
     """
     What this minion's SLS render from (``map.jinja``): the ``cloudify_ha`` pillar validated
     (``errors`` names each bad key and its fix; an SLS refuses and changes nothing while there is
-    one), ``lookup`` (``defaults``, from ``defaults.yaml``, with the pillar's values over them),
+    one), ``lookup`` (``defaults``, from ``defaults.yaml``: its ``lookup`` and, over it, its
+    ``os_family:<the minion's os_family>:lookup``; the pillar's values over both),
     this minion's roles with the public settings of its clusters only: never a password or
     a key, whatever the role, and ``tofs``: the salt:// sources of each template an operator can
     override (``cloudify_ha:tofs``), first found wins. ``pillar``, ``minion_id`` and ``grains``
@@ -1040,9 +1090,16 @@ def settings(defaults=None, pillar=None, minion_id=None, tplroot="cloudify_ha", 
     util = _pillar_util()
     if pillar is None:
         pillar = _pillar("cloudify_ha", {})
-    return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"],
-                           util.plain((defaults or {}).get("lookup") or {}), tplroot=tplroot,
-                           grains=__grains__ if grains is None else grains)
+    grains = __grains__ if grains is None else grains
+    defaults = util.plain(defaults or {})
+    # defaults.yaml's os_family:<this minion's os_family>:lookup over its lookup
+    family = grains.get("os_family") if hasattr(grains, "get") else None
+    by_family = defaults.get("os_family") if isinstance(defaults.get("os_family"), dict) else {}
+    lookup = util.merge(defaults.get("lookup") or {},
+                        (by_family.get(family) or {}).get("lookup") or {}
+                        if isinstance(family, str) else {})
+    return util.for_minion(util.plain(pillar or {}), minion_id or __opts__["id"], lookup,
+                           tplroot=tplroot, grains=grains)
 
 
 def plan(pillar=None, cluster=None):

@@ -5,10 +5,18 @@ orchestration on the master, and by unit tests directly. Every error names the p
 the fix, so that a mistake is caught before any host is touched.
 """
 
+import base64
 import copy
 import difflib
+import hashlib
 import ipaddress
+import json
 import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import urllib.parse
 from collections.abc import Mapping
 
 ROOT = "cloudify_ha:clusters"
@@ -67,6 +75,15 @@ ROLE_SECRETS = {
     "lb": ("admin:password", "loadbalancer:ssl_cert"),
     "cli": ("admin:password",),
 }
+# The passwords 4.6 can carry (README "Safety", cloudify-4.6.md section 0.4): a database
+# password goes unescaped through a shell, an SQL literal, .pgpass and URIs, which leave only
+# these characters whole (test/unit/test_db_password_paths.py runs the four paths on each)
+DB_PASSWORD_RE = re.compile(r"[A-Za-z0-9_.,+=^@-]+", re.ASCII)
+DB_PASSWORD_CHARS = "ASCII letters, digits and _ - . , + = ^ @"
+# the admin password goes through YAML, argv (no shell), JSON and Basic auth: any printable
+# ASCII; 4.6 (Python 2) stops at a non-ASCII one (UnicodeEncodeError)
+ADMIN_PASSWORD_RE = re.compile(r"[\x20-\x7e]+", re.ASCII)
+MIN_PASSWORD = 8
 # PEM material: written to files (0600 where private) from pillar, never rendered into text
 PEM_KEYS = ("database:ca_cert", "database:ca_key", "database:client_cert",
             "database:client_key", "rest:ca_cert", "loadbalancer:ssl_cert")
@@ -104,7 +121,7 @@ LOOKUP_KEYS = {
     "local_profile": "name", "refresh": "bool", "firewall_dir": "path",
     "haproxy_package": "package", "haproxy_service": "package",
     "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "path",
-    "lock_wait": "positive_int",
+    "lock_wait": "positive_int", "prerequisite_packages": "package_list",
 }
 ORCHESTRATION_KEYS = {"ping_timeout": "positive_int"}
 # the templates an operator can override (TOFS, as saltstack-formulas/template-formula does):
@@ -244,6 +261,10 @@ KINDS = {
                  "starting with a letter or '_', at most 63)"),
     "package": (lambda v: isinstance(v, str) and bool(PACKAGE_RE.fullmatch(v)),
                 "is not a package or service name (ASCII letters, digits, '.', '_', '+', '-')"),
+    "package_list": (lambda v: isinstance(v, list) and all(
+        isinstance(p, str) and PACKAGE_RE.fullmatch(p) for p in v),
+        "is not a list of package names (ASCII letters, digits, '.', '_', '+', '-'; [] for "
+        "none)"),
     "package_or_empty": (lambda v: v in ("", None, False) or (
         isinstance(v, str) and bool(PACKAGE_RE.fullmatch(v))),
         "is not a package name (ASCII letters, digits, '.', '_', '+', '-'), or empty for none"),
@@ -449,6 +470,12 @@ def _validate_managers(errors, warnings, where, settings, seen):
 
 
 def _validate_secrets(errors, where, settings, needed):
+    """Each password present: a one-line string 4.6 can carry (DB_PASSWORD_RE, ADMIN_PASSWORD_RE),
+    MIN_PASSWORD long, not its user's name. A message never shows the value (nor a character of
+    it: that would make the validation an oracle)."""
+    users = {"admin:password": ("admin:username", settings["admin"].get("username")),
+             "database:password": ("database:username", settings["database"].get("username")),
+             "database:postgres_password": ("the superuser's name", "postgres")}
     for path in SECRET_KEYS:
         section, key = path.split(":")
         value = (settings.get(section) or {}).get(key)
@@ -463,6 +490,23 @@ def _validate_secrets(errors, where, settings, needed):
             # a password is given to cfy_manager in config.yaml and to psql in an environment
             # variable: a line break or NUL there cannot be a password
             errors.append(f"{where}:{path}: must be one line (no line break or NUL character)")
+        elif section == "database" and not DB_PASSWORD_RE.fullmatch(value):
+            errors.append(f"{where}:{path}: has a character 4.6 cannot carry: its installer "
+                          "passes this password unescaped through a shell (su - postgres -c "
+                          "\"create_default_db.sh ... <password> ...\"), an SQL literal, a "
+                          ".pgpass line and database URIs; use only "
+                          f"{DB_PASSWORD_CHARS} (the value is not shown)")
+        elif section == "admin" and not ADMIN_PASSWORD_RE.fullmatch(value):
+            errors.append(f"{where}:{path}: has a non-ASCII or control character: 4.6's "
+                          "installer (Python 2) stops at it with a UnicodeEncodeError and the "
+                          "real cfy 4.6 cannot send it; use printable ASCII (the value is not "
+                          "shown)")
+        elif len(value) < MIN_PASSWORD:
+            errors.append(f"{where}:{path}: is shorter than {MIN_PASSWORD} characters; give a "
+                          "longer one (the value is not shown)")
+        elif isinstance(users[path][1], str) and value.casefold() == users[path][1].casefold():
+            errors.append(f"{where}:{path}: is the same as {users[path][0]}; choose a password "
+                          "that is not the user's name")
 
 
 def _validate_database(errors, where, settings, needed):
@@ -496,9 +540,12 @@ def _validate_database(errors, where, settings, needed):
     if not db.get("client_key") and "database:client_key" in needed:
         errors.append(f"{where}:database:client_key: required on the managers (PEM, a secret): "
                       "4.6's installer copies it with database:client_cert")
+    framed = {}
     for key in ("ca_cert", "ca_key", "client_cert", "client_key"):
-        if db.get(key) not in (None, ""):
-            _check(errors, f"{where}:database", key, db[key], "pem")
+        if db.get(key) not in (None, "") and _check(errors, f"{where}:database", key, db[key],
+                                                     "pem"):
+            framed[key] = db[key]
+    errors.extend(f"{where}:database:{key}: {problem}" for key, problem in pki_problems(framed))
     for key, kind in (("name", "pg_ident"), ("username", "pg_ident")):
         if not isinstance(db.get(key), str) or not db.get(key):
             errors.append(f"{where}:database:{key}: must be a non-empty string")
@@ -507,6 +554,205 @@ def _validate_database(errors, where, settings, needed):
     if db.get("username") == "postgres":
         errors.append(f"{where}:database:username: 'postgres' is the superuser "
                       "(database:postgres_password); give Cloudify its own user, e.g. cloudify")
+
+
+# ---- the database's keys and certificates, as 4.6 checks them ------------------------------
+# 4.6 stops at an EC, encrypted or mismatched key (validations.py _check_ssl_file,
+# _check_key_and_cert) on a host the run already touched: checked here first (README
+# "Safety"), with `cryptography` (every Salt onedir has it), else `openssl` (the key on stdin).
+# Every SLS render validates the pillar: answers are kept by the digest of what was checked.
+KEY_INPUTS = {"ca_key": "ca_key_path", "client_key": "postgresql_client_key_path"}
+PKI_PAIRS = (("ca_key", "ca_cert"), ("client_key", "client_cert"))
+_PKI_CHECKED = {}
+_CERT_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]*-----END CERTIFICATE-----")
+
+
+def pki_problems(pems):
+    """[(key, problem)] for the database PEMs given (ca_cert, ca_key, client_cert, client_key:
+    each PEM text, framing already checked); never a byte of a key in a problem."""
+    backend = _pki_backend()
+    digest = hashlib.sha256("\0".join([backend.__name__] + [
+        f"{k}={pems.get(k) or ''}" for k in sorted(KEY_INPUTS) + ["ca_cert", "client_cert"]]
+    ).encode()).hexdigest()
+    if digest not in _PKI_CHECKED:
+        if len(_PKI_CHECKED) > 64:
+            _PKI_CHECKED.clear()
+        _PKI_CHECKED[digest] = _pki_check(backend, pems)
+    return list(_PKI_CHECKED[digest])
+
+
+def _pki_check(backend, pems):
+    problems, public = [], {}
+    for key in ("ca_cert", "client_cert"):
+        if pems.get(key):
+            public[key] = backend("cert", pems[key])
+            if public[key] is None:
+                problems.append((key, "is not a PEM X.509 certificate openssl can read (4.6 runs "
+                                      "`openssl x509 -in <cert> -noout` on it)"))
+    for key, cert in PKI_PAIRS:
+        if not pems.get(key):
+            continue
+        found = backend("key", pems[key])
+        stop = f"4.6 stops at 'Key file ... (input name: {KEY_INPUTS[key]}) is invalid'"
+        if found == "missing":
+            problems.append((key, "cannot be checked here: neither Python's cryptography "
+                                  "package nor openssl is installed on this host; install one "
+                                  f"(4.6 checks the key with openssl: {stop})"))
+        elif found == "encrypted":
+            problems.append((key, "is encrypted: 4.6 checks it with `openssl rsa -check` and no "
+                                  f"passphrase, and {stop}; give it unencrypted (openssl rsa "
+                                  "-in <key> -out <plain key>)"))
+        elif found == "unreadable":
+            problems.append((key, "is not a private key openssl can read, or fails its RSA "
+                                  f"check (`openssl rsa -in <key> -check`): {stop}; give the "
+                                  "PEM of an unencrypted RSA key"))
+        elif isinstance(found, str):
+            problems.append((key, f"is {found} key: 4.6 checks it with `openssl rsa -check`, "
+                                  f"which takes RSA keys only, and {stop}; issue an RSA key and "
+                                  f"its certificate ({cert})"))
+        elif public.get(cert) is not None and public[cert] != found:
+            problems.append((key, f"is not the key of database:{cert} (their public keys "
+                                  "differ): " + (
+                                      "4.6 compares them and stops at 'Key ... does not match the "
+                                      "cert ...'" if key == "client_key" else
+                                      "4.6 signs the manager's internal certificates with the "
+                                      "pair") + "; give the key that certificate was issued for"))
+    if public.get("ca_cert") is not None and public.get("client_cert") is not None and \
+            not backend("signed", pems["ca_cert"], pems["client_cert"]):
+        problems.append(("client_cert", "is not signed by database:ca_cert (nor by any "
+                                        "certificate in it): give a client certificate that CA "
+                                        "issued"))
+    return problems
+
+
+def _pki_backend():
+    try:
+        # pylint: disable-next=import-outside-toplevel,unused-import
+        import cryptography.x509  # noqa: F401
+    except ImportError:
+        return _pki_openssl
+    return _pki_cryptography
+
+
+def _pki_cryptography(what, *pems):
+    """'cert' -> the certificate's RSA modulus, another kind's name, or None (unreadable);
+    'key' -> the RSA modulus, 'encrypted', 'unreadable' or 'an EC'-like kind; 'signed' (ca,
+    cert) -> whether a certificate of ca issued cert."""
+    # pylint: disable=import-outside-toplevel
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, padding, rsa
+
+    def modulus(public):
+        return public.public_numbers().n if isinstance(public, rsa.RSAPublicKey) else \
+            type(public).__name__
+
+    if what == "cert":
+        try:
+            return modulus(x509.load_pem_x509_certificate(pems[0].encode()).public_key())
+        except ValueError:
+            return None
+    if what == "key":
+        if _encrypted_pem(pems[0]):
+            return "encrypted"
+        try:
+            key = _load_private_key(serialization, pems[0].encode())
+        except TypeError:
+            return "encrypted"
+        except Exception:  # pylint: disable=broad-except
+            return "unreadable"  # ValueError, UnsupportedAlgorithm: never their text (the key)
+        if isinstance(key, rsa.RSAPrivateKey):
+            return _rsa_consistent(key.private_numbers())
+        for kind, name in ((ec.EllipticCurvePrivateKey, "an EC"), (dsa.DSAPrivateKey, "a DSA"),
+                           (ed25519.Ed25519PrivateKey, "an Ed25519"),
+                           (ed448.Ed448PrivateKey, "an Ed448")):
+            if isinstance(key, kind):
+                return name
+        return "a non-RSA"
+    cert = x509.load_pem_x509_certificate(pems[1].encode())
+    for block in _CERT_BLOCK.findall(pems[0]):
+        try:
+            issuer = x509.load_pem_x509_certificate(block.encode())
+            if hasattr(cert, "verify_directly_issued_by"):  # cryptography 40+
+                cert.verify_directly_issued_by(issuer)
+            elif issuer.subject != cert.issuer or not isinstance(issuer.public_key(),
+                                                                   rsa.RSAPublicKey):
+                continue
+            else:
+                issuer.public_key().verify(cert.signature, cert.tbs_certificate_bytes,
+                                           padding.PKCS1v15(), cert.signature_hash_algorithm)
+            return True
+        except Exception:  # pylint: disable=broad-except
+            continue
+    return False
+
+
+def _load_private_key(serialization, data):
+    """The key without cryptography's own RSA check (OpenSSL's RSA_check_key, primality tests
+    included: ~70 ms a 2048-bit key, at every render), which _rsa_consistent replaces."""
+    try:
+        return serialization.load_pem_private_key(data, password=None,
+                                                  unsafe_skip_rsa_key_validation=True)
+    except TypeError as exc:  # cryptography < 39 has no such argument (and always checks)
+        if "unsafe_skip_rsa_key_validation" not in str(exc):
+            raise
+    return serialization.load_pem_private_key(data, password=None)
+
+
+def _rsa_consistent(numbers):
+    """The modulus, when the key's parts agree (n = pq, e and d inverse, the CRT values theirs),
+    as `openssl rsa -check` demands; 'unreadable' when not. p and q are not tested for
+    primality (openssl is): no key generator makes a composite one."""
+    pub = numbers.public_numbers
+    p, q, d = numbers.p, numbers.q, numbers.d
+    # e*d = 1 modulo p-1 and modulo q-1 (so modulo their lcm): products, no modular power
+    if p * q != pub.n or numbers.dmp1 != d % (p - 1) or numbers.dmq1 != d % (q - 1) or \
+            (numbers.iqmp * q) % p != 1 or (pub.e * d) % (p - 1) != 1 or \
+            (pub.e * d) % (q - 1) != 1:
+        return "unreadable"
+    return pub.n
+
+
+def _pki_openssl(what, *pems):
+    """_pki_cryptography's answers from the openssl command: PEM text on stdin, never on argv;
+    'missing' for a key where there is no openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return "missing" if what == "key" else ("openssl" if what == "cert" else True)
+
+    def run(*args, pem):
+        # -passin pass: : an encrypted key fails instead of asking a terminal for its passphrase
+        return subprocess.run([openssl, *args], input=pem.encode(), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, check=False, timeout=30)
+
+    def modulus(proc):
+        text = proc.stdout.decode("ascii", "replace").strip()
+        return int(text[len("Modulus="):], 16) if proc.returncode == 0 and \
+            re.fullmatch(r"Modulus=[0-9A-F]+", text) else None
+
+    if what == "cert":
+        if run("x509", "-noout", pem=pems[0]).returncode != 0:
+            return None
+        return modulus(run("x509", "-noout", "-modulus", pem=pems[0])) or "another kind of key"
+    if what == "key":
+        if _encrypted_pem(pems[0]):
+            return "encrypted"
+        check = run("rsa", "-check", "-noout", "-passin", "pass:", pem=pems[0])
+        if check.returncode == 0:  # a key that fails the check still exits 0: its verdict
+            return modulus(run("rsa", "-noout", "-modulus", "-passin", "pass:", pem=pems[0])) \
+                if b"RSA key ok" in check.stdout else "unreadable"
+        if run("pkey", "-noout", "-passin", "pass:", pem=pems[0]).returncode == 0:
+            return "another kind of"
+        return "unreadable"
+    with tempfile.NamedTemporaryFile("w", suffix=".pem") as cafile:  # certificates: public
+        cafile.write(pems[0])
+        cafile.flush()
+        return run("verify", "-partial_chain", "-no_check_time", "-purpose", "any", "-CAfile",
+                   cafile.name, pem=pems[1]).returncode == 0
+
+
+def _encrypted_pem(pem):
+    return "ENCRYPTED PRIVATE KEY" in pem or "Proc-Type: 4,ENCRYPTED" in pem
 
 
 def _validate_rest(errors, where, settings):
@@ -799,3 +1045,16 @@ def scrub(text, secrets):
         if secret:
             text = text.replace(secret, "******")
     return text
+
+
+def secret_forms(secret, username=None):
+    """Every way a secret is written where it leaks: as it is, quoted for JSON, YAML, Python
+    (4.6's `Running: [...]` lines are a Python list's repr) and a shell, URL-encoded, and with
+    its user as HTTP Basic's base64."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             repr(secret)[1:-1], secret.replace("\\", "\\\\").replace("'", "\\'"),
+             secret.replace("'", "''"), shlex.quote(secret), urllib.parse.quote(secret),
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    if username:
+        forms.add(base64.b64encode(f"{username}:{secret}".encode()).decode())
+    return {form for form in forms if form}

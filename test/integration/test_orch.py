@@ -13,13 +13,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab.formula import (OrchRun, active_profile, blueprint_ids, demo_hints, files_containing,
-                         http_get, jobs_published, member_state, minion_pillar, nodes, orch,
-                         profile_entries, sizes, upload_blueprint)
+from lab.formula import (OrchRun, active_profile, blueprint_ids, demo_hints, encodings,
+                         files_containing, http_get, jobs_published, leaky_logs, member_state,
+                         minion_pillar, nodes, orch, profile_entries, sizes, upload_blueprint)
 from lab.hosts import reach
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
+INSTALL_LOG, CLI_LOG = "/var/log/cloudify/manager/cfy_manager.log", "/root/.cloudify/logs/cli.log"
 EVERYONE = sorted(MANAGERS + ("cli",))
 STEPS = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-lab-cli",
          "cloudify_ha-orch-lab-prepare",
@@ -133,9 +134,25 @@ def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_
     # jobs, events and logs must not
     assert files_containing(sf, secrets, skip=("/minions/", "/pillar"), after=before) == []
     assert not [s for s in secrets if s in run.text]
+    assert_logs_closed(lab, MANAGERS)
+    # 4.6 did leak (the emulator logs what 4.6 logs): the lines are there, their secrets not
+    assert f"cloudify_db cloudify ****** {lab['db'].ip}']" in lab["mgr1"].read(INSTALL_LOG)
     for name in MANAGERS:
-        log = lab[name].read("/var/log/cloudify/manager/cfy_manager.log") or ""
-        assert not [s for s in secrets if s in log], name
+        assert "Setting password to `******`" in lab[name].read(CLI_LOG), name
+
+
+def assert_logs_closed(lab, names):
+    """The logs 4.6 writes secrets into (cloudify-4.6.md section 0.4) are 0600 and hold no
+    secret of the lab in any encoding (lab.formula.encodings)."""
+    users = {"admin": "admin", "db": "cloudify", "postgres": "postgres"}
+    needles = {form for key, secret in lab.passwords.items()
+               for form in encodings(secret, users[key])}
+    for name in names:
+        logs = leaky_logs(lab[name])
+        assert sorted(logs) == sorted([INSTALL_LOG, CLI_LOG]), (name, sorted(logs))
+        for path, (mode, text) in logs.items():
+            assert mode == "600", (name, path)
+            assert not [n for n in needles if n in text], (name, path)
 
 
 def test_the_demos_closing_hints_work_as_printed(built_cluster, salt_run_cli, lab):
@@ -196,6 +213,25 @@ def test_dry_run_on_empty_hosts_reports_and_changes_nothing(fresh_lab, emulator,
     assert emulator.mutating() == []
     assert lab.db.query("SELECT count(*) FROM pg_database WHERE datname = 'cloudify_db'"
                         ).stdout.strip() == "0"
+
+
+def test_a_failed_leader_install_leaves_its_logs_closed_too(fresh_lab, emulator, salt_run_cli):
+    """The leader's install fails at its last step (sanity), after 4.6 wrote the database
+    password into cfy_manager.log (its restservice step created the databases) and cfy the
+    admin password into cli.log (the cli step): both logs are 0600 and the secrets are out of
+    them, the rest of each log kept."""
+    lab = fresh_lab
+    emulator.install_package("mgr1")
+    emulator.set_knobs("mgr1", fail_at="sanity")
+    run = orch(salt_run_cli)
+    assert run.returncode != 0, run
+    assert "Failed to install sanity" in _step_text(run, "cloudify_ha-orch-lab-leader-mgr1"), run
+    assert_logs_closed(lab, ["mgr1"])
+    log = lab["mgr1"].read(INSTALL_LOG)
+    assert f"cloudify_db cloudify ****** {lab['db'].ip}']" in log
+    assert " - [SANITY] - ERROR - Failed to install sanity" in log
+    assert "Setting password to `******`" in lab["mgr1"].read(CLI_LOG)
+    emulator.set_knobs("mgr1", fail_at=None)
 
 
 def _step_text(run, step):

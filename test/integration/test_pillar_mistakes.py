@@ -72,6 +72,12 @@ MISTAKES = {
     "misspelt key": (_typo, f"{ROOT}:replace_stal: unknown key (did you mean 'replace_stale'?)"),
     "bad port": (_set(["database", "port"], "fivefourthreetwo"),
                  f"{ROOT}:database:port: 'fivefourthreetwo' is not a TCP port number"),
+    # passwords 4.6 cannot carry (README "Safety"); the message never shows them
+    "db password through 4.6's shell": (_set(["database", "password"], "two words-pw"),
+                                        f"{ROOT}:database:password: has a character 4.6 cannot "
+                                        "carry"),
+    "non-ASCII admin password": (_set(["admin", "password"], "p\u00e4ssw\u00f6rd-1"),
+                                 f"{ROOT}:admin:password: has a non-ASCII or control character"),
 }
 
 
@@ -112,4 +118,33 @@ def test_an_unknown_cluster_in_the_orchestration_pillar_is_named(emulator, salt_
     assert list(run.steps) == ["cloudify_ha-orch-validate"], run
     assert "cluster 'nope' (from the orchestration's pillar 'cluster') is not defined under " \
            "cloudify_ha:clusters; defined: lab" in run["cloudify_ha-orch-validate"]["comment"]
+    assert nothing_ran(emulator)
+
+
+@pytest.mark.parametrize("kind, key, expected", [
+    ("ec", "client_key", "is an EC key: 4.6 checks it with `openssl rsa -check`"),
+    ("another certificate's", "client_key", "is not the key of database:client_cert"),
+])
+def test_a_key_46_refuses_is_named_and_nothing_runs(kind, key, expected, lab, good_pillar,
+                                                     pillar_dir, emulator, salt_run_cli):
+    """Keys live in the managers' pillar only: each manager checks its own (orch_facts), and the
+    orchestration refuses the run before any host is touched, naming the key; 4.6 would stop at
+    `Key file ... is invalid` on a host already touched (cloudify-4.6.md section 0.4)."""
+    if kind == "ec":
+        cert, pem = lab.ca.issue("mistake-ec", "mgr", client=True, key_spec=(
+            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"))
+        database = {"client_cert": cert.read_text(), "client_key": pem.read_text()}
+    else:
+        _, pem = lab.client_cert("mistake-other")
+        database = {"client_key": pem.read_text()}
+    broken = deep(good_pillar)
+    broken["clusters"]["lab"]["database"].update(database)
+    emulator.clear_audit()
+    with shadow_pillar(pillar_dir, broken):
+        run = orch(salt_run_cli)
+    assert run.returncode != 0, run
+    assert list(run.steps) == ["cloudify_ha-orch-validate"], run
+    comment = run["cloudify_ha-orch-validate"]["comment"]
+    assert f"{ROOT}:database:{key}: {expected}" in comment, comment
+    assert "PRIVATE KEY" not in run.text and pem.read_text().splitlines()[1] not in run.text
     assert nothing_ran(emulator)

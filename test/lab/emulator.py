@@ -13,6 +13,7 @@ CFY46 = Path(__file__).resolve().parents[2] / ".cfy-4.6"
 MANAGER_PACKAGE = "cloudify-manager-install"
 CLI_PACKAGE = "cloudify-cli"
 VERSION = "4.6.0-1"
+DPKG_STATUS = "/var/lib/dpkg/status"
 
 WRAPPER = """#!/bin/sh
 # {what} (the cloudify_ha lab)
@@ -121,6 +122,18 @@ class Emulator:
         for name in names:
             self.lab[host].write(f"/opt/manager/resources/blueprints/default_tenant/{name}/blueprint.yaml",
                                  f"tosca_definitions_version: cloudify_dsl_1_3\n# {name}\n")
+
+    def hide_package(self, host, package):
+        """The host's dpkg no longer lists `package` as installed (its own copy of the status
+        file; the machine keeps it), as the lab hides nft for iptables hosts: for 4.6's
+        prerequisite checks, which the emulator makes with dpkg. A wipe brings it back."""
+        status = self.lab[host].read(DPKG_STATUS)
+        stanzas = status.split("\n\n")
+        hidden = [s for s in stanzas if s.startswith(f"Package: {package}\n")]
+        assert len(hidden) == 1 and "Status: install ok installed" in hidden[0], package
+        stanzas[stanzas.index(hidden[0])] = hidden[0].replace(
+            "Status: install ok installed", "Status: deinstall ok config-files")
+        self.lab[host].write(DPKG_STATUS, "\n\n".join(stanzas))
 
     def audit(self, host):
         """The host's audit entries (cli and rest), oldest first."""

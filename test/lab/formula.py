@@ -1,10 +1,13 @@
 """Driving the formula in the lab as an operator would, and reading what it did."""
 
+import base64
 import contextlib
 import copy
 import json
 import os
+import shlex
 import sys
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -238,6 +241,24 @@ def files_containing(root, needles, skip=(), after=None):
             if needle.encode() in data:
                 found.append((str(path), needle))
     return found
+
+
+def encodings(secret, username=None):
+    """Every way a secret may be written that a test should look for: as it is, JSON-, YAML-,
+    Python- and shell-quoted, URL-encoded, base64 (alone and as HTTP Basic's user:secret)."""
+    forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1], secret.replace("'", "''"),
+             shlex.quote(secret), urllib.parse.quote(secret), urllib.parse.quote(secret, safe=""),
+             urllib.parse.quote_plus(secret), base64.b64encode(secret.encode()).decode()}
+    if username:
+        forms.add(base64.b64encode(f"{username}:{secret}".encode()).decode())
+    return forms
+
+
+def leaky_logs(host):
+    """{path: (mode, text)} of the two logs 4.6 writes secrets into (cloudify-4.6.md 0.4)."""
+    return {path: (host.run(["stat", "-c", "%a", path]).stdout.strip(), host.read(path))
+            for path in ("/var/log/cloudify/manager/cfy_manager.log",
+                         "/root/.cloudify/logs/cli.log") if host.exists(path)}
 
 
 def http_get(host, url, username, password, timeout=3):

@@ -137,6 +137,15 @@ class PostgresServer:
             return via.run(argv, check=check, env=env)
         return run(argv, check=check, env=env)
 
+    def set_postgres_password(self, new):
+        """The superuser's password becomes `new` (the SQL on psql's stdin, never on argv); the
+        lab's own is put back with set_postgres_password(lab.passwords["postgres"])."""
+        literal = "'" + new.replace("'", "''") + "'"
+        run(["psql", "-XAtq", "-v", "ON_ERROR_STOP=1", self.dsn()], input=f"ALTER ROLE postgres "
+            f"PASSWORD {literal};\n", env={"PATH": os.environ["PATH"],
+                                          "PGPASSWORD": self.password, "PGCONNECT_TIMEOUT": "5"})
+        self.password = new
+
     def databases(self):
         out = self.query("select datname from pg_database where not datistemplate").stdout
         return set(out.split())

@@ -62,15 +62,19 @@ def host_grains(example_opts):
 
 @pytest.fixture(scope="session")
 def minion(example_opts, lab_opts, host_grains):
-    """minion(pillar name, minion id, pillar=..., binaries=..., init=...): a Minion, built once
+    """minion(pillar name, minion id, pillar=..., binaries=..., init=..., os_family=...): a Minion, built once
     per argument set (pillar and loaders take 0.15 s to build) and reused by every test."""
     built = {}
     bases = {"example": example_opts, "lab": lab_opts}
 
-    def get(pillar_name, minion_id, pillar=None, binaries=("nft",), init="systemd", test=False):
-        key = (pillar_name, minion_id, repr(pillar), tuple(sorted(binaries)), init, test)
+    def get(pillar_name, minion_id, pillar=None, binaries=("nft",), init="systemd", test=False,
+            os_family=None):
+        key = (pillar_name, minion_id, repr(pillar), tuple(sorted(binaries)), init, test,
+               os_family)
         if key not in built:
-            opts = opts_for(bases[pillar_name], host_grains, minion_id, test=test, init=init)
+            family = {"os_family": os_family} if os_family else {}
+            opts = opts_for(bases[pillar_name], host_grains, minion_id, test=test, init=init,
+                            **family)
             built[key] = Minion(opts, pillar=pillar, binaries=binaries)
         return built[key]
 

@@ -17,6 +17,7 @@ import salt.config
 import salt.loader
 import salt.state
 import salt.utils.args
+import yaml
 from salt.exceptions import SaltInvocationError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -29,7 +30,9 @@ STRANGER = "web1.example.com"  # in no cluster
 MANAGERS = {"cfy-mgr1": (LEADER, "10.0.0.11"), "cfy-mgr2": (FOLLOWER, "10.0.0.12"),
             "cfy-mgr3": (FOLLOWER3, "10.0.0.13")}
 
-PEM = "-----BEGIN {kind}-----\nMIIBdummy{kind}dummy{kind}==\n-----END {kind}-----\n"
+# pillar.example's throwaway database PKI: the pillar's validation checks keys as 4.6 does
+EXAMPLE_DB = yaml.safe_load((REPO / "pillar.example").read_text(encoding="utf-8"))[
+    "cloudify_ha"]["clusters"]["prod"]["database"]
 
 # test/pillar/cloudify_ha.sls's facts (test/lab/fixtures.py `pillar_dir` writes them per lab run)
 LAB_FACTS = {
@@ -38,10 +41,7 @@ LAB_FACTS = {
     "db_ip": "10.10.0.5",
     "subnet": "10.10.0.0/24",
     "passwords": {"admin": "lab-admin-pw", "db": "lab-db-pw", "postgres": "lab-postgres-pw"},
-    "ca_cert": PEM.format(kind="CERTIFICATE"),
-    "ca_key": PEM.format(kind="PRIVATE KEY"),
-    "client_cert": PEM.format(kind="CERTIFICATE"),
-    "client_key": PEM.format(kind="PRIVATE KEY"),
+    **{key: EXAMPLE_DB[key] for key in ("ca_cert", "ca_key", "client_cert", "client_key")},
     "packages": {"manager": "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb",
                  "cli": "salt://cloudify_ha_packages/cloudify-cli_4.6_amd64.deb"},
 }

@@ -2,7 +2,9 @@
 and nothing else renders, while the pillar holds one (each key's refusal:
 test/unit/test_pillar_hostile.py); a hostile SECRET, which the pillar allows, renders the same
 states as pillar.example and appears in no rendered state and in no configuration line; the
-orchestrations take hostile arguments as data."""
+orchestrations take hostile arguments as data. A database password is no free text: 4.6 passes
+it through a shell, SQL, .pgpass and URIs (cloudify_ha_pillar.DB_PASSWORD_RE), so a hostile one
+is refused like any other hostile value, without being shown."""
 
 import pytest
 
@@ -23,6 +25,9 @@ BAD = {
     "managers:1:name": None,  # set below: a list item
 }
 SECRET = "p@ss' \"$(reboot)` #x: {{ 7*7 }} {% raw %}"
+BAD["database:password"] = {"database": {"password": SECRET}}
+# the most a database password may hold (every character 4.6's four paths carry)
+DB_SECRET = "Db_sec.ret,+=^@-9"
 
 
 def pillar_with(key):
@@ -48,6 +53,8 @@ def test_with_a_hostile_value_every_sls_only_refuses(minion, role, key):
             (args,) = [v for k, v in high[sid].items() if not k.startswith("__")]
             comment = next(a["comment"] for a in args if isinstance(a, dict) and "comment" in a)
             assert "reboot" not in sid and f"{key}:" in comment.replace("'", ""), comment
+            if key == "database:password":  # a secret: refused without being shown
+                assert "reboot" not in comment, comment
             # the refusal quotes the value: one line per error
             assert all(line.startswith(("the cloudify_ha pillar", "- cloudify_ha:"))
                        for line in comment.splitlines()), comment
@@ -57,13 +64,14 @@ def test_with_a_hostile_value_every_sls_only_refuses(minion, role, key):
 def test_a_hostile_secret_renders_what_pillar_example_renders_and_is_in_no_state(minion, role):
     plain = minion("example", role)
     hostile = minion("example", role, pillar={"cloudify_ha": {"clusters": {"prod": {
-        "admin": {"password": SECRET}, "database": {"password": SECRET,
-                                                    "postgres_password": SECRET}}}}})
+        "admin": {"password": SECRET}, "database": {"password": DB_SECRET,
+                                                    "postgres_password": DB_SECRET}}}}})
     for sls in sorted(minion_sls()):
         want, _ = plain.render(sls)
         got, errors = hostile.render(sls)
         assert (errors, functions_of(got)) == ([], functions_of(want)), sls
         assert SECRET not in repr(got) and "reboot" not in repr(got), sls
+        assert DB_SECRET not in repr(got), sls
 
 
 def test_a_hostile_secret_changes_no_line_of_haproxys_configuration(minion):

@@ -3,11 +3,13 @@ Salt's own HighState: the state IDs and functions each role gets, and that Salt 
 of them with the arguments the SLS gives (the state engine's own checks, before it runs one)."""
 
 import pytest
+import yaml
 
-from render_setup import (CLI, FOLLOWER, LB, LEADER, LOCK, STRANGER, UNLOCKED_SLS, args_of,
+from render_setup import (CLI, FOLLOWER, LB, LEADER, LOCK, REPO, STRANGER, UNLOCKED_SLS, args_of,
                           functions_of, minion_sls, problems_of)
 
-INSTALLER = {"cloudify_ha-installer-package": "pkg.installed",
+INSTALLER = {"cloudify_ha-installer-prerequisites": "pkg.installed",
+             "cloudify_ha-installer-package": "pkg.installed",
              "cloudify_ha-installer-psql": "pkg.installed"}
 NOT_A_MANAGER = {"cloudify_ha-installer-not-a-manager": "cloudify_ha.refused"}
 MANAGER_INSTALLED = {"cloudify_ha-manager-installed": "cloudify_ha.manager_installed"}
@@ -157,6 +159,44 @@ def test_the_lab_installer_comes_from_the_labs_package_and_psql_from_its_client(
         {"cloudify-manager-install":
          "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb"}]
     assert args_of(high, "cloudify_ha-installer-psql")["name"] == "postgresql-client-15"
+
+
+DEFAULTS = yaml.safe_load((REPO / "cloudify_ha" / "defaults.yaml").read_text())["cloudify_ha"]
+
+
+@pytest.mark.parametrize("family", ["RedHat", "Debian"])
+def test_a_manager_gets_4_6s_prerequisite_packages_of_its_os_family_first(minion, family):
+    """RedHat: the rpms cloudify-manager-install 4.6 checks (`rpm -q`, even with validations
+    skipped: components_dependencies.py); Debian: the lab's stand-ins, which its emulated
+    installer checks with dpkg. Installed before the installer package."""
+    high, errors = minion("lab", "mgr2", os_family=family).render("cloudify_ha.installer")
+    assert errors == []
+    wanted = DEFAULTS["os_family"][family]["lookup"]["prerequisite_packages"]
+    assert args_of(high, "cloudify_ha-installer-prerequisites") == {
+        "pkgs": wanted, "refresh": False}
+    assert args_of(high, "cloudify_ha-installer-package")["require"] == [
+        {"pkg": "cloudify_ha-installer-prerequisites"}]
+    if family == "RedHat":
+        assert {"sudo", "yum", "python-backports-ssl_match_hostname", "systemd-sysv", "openssl",
+                "initscripts", "openssh-server"} <= set(wanted)
+
+
+@pytest.mark.parametrize("pillar_name, family, pillar, wanted", [
+    ("lab", "Suse", None, None),  # a family 4.6 never ran on: nothing assumed
+    ("lab", "RedHat", {"cloudify_ha": {"lookup": {"prerequisite_packages": []}}}, None),
+    ("lab", "Debian", {"cloudify_ha": {"lookup": {"prerequisite_packages": ["sudo"]}}},
+     ["sudo"]),
+])
+def test_the_pillars_prerequisite_packages_win_over_the_os_familys(minion, pillar_name, family,
+                                                                  pillar, wanted):
+    high, errors = minion(pillar_name, "mgr2", pillar=pillar, os_family=family).render(
+        "cloudify_ha.installer")
+    assert errors == []
+    if wanted is None:
+        assert "cloudify_ha-installer-prerequisites" not in high
+        assert "require" not in args_of(high, "cloudify_ha-installer-package")
+    else:
+        assert args_of(high, "cloudify_ha-installer-prerequisites")["pkgs"] == wanted
 
 
 def test_the_cli_host_gets_the_cli_package_and_a_profile_named_after_the_cluster(minion):

@@ -1,7 +1,9 @@
 """Every config.yaml the formula writes (_modules/cloudify_ha.py _manager_config), for the leader
 and for a joiner, from pillar.example and its variants, passes the emulated installer's 4.6
-rules (test/lab/cfyemu/installer.py: validate, and the client certificate copy 4.6 runs
-unconditionally with SSL on): an install on a real 4.6 would not stop at validation."""
+rules (test/lab/cfyemu/installer.py: validate, its key checks with openssl included, and the
+client certificate copy 4.6 runs unconditionally with SSL on): an install on a real 4.6 would
+not stop at validation. (`../shared/real-4.6/mi46/mi46-validate` runs 4.6's own validate() on
+them by hand.) A key 4.6 refuses, the pillar refuses first."""
 
 import copy
 
@@ -9,6 +11,7 @@ import pytest
 
 from formula_code import example_pillar, execution_module, pillar_util
 from lab.cfyemu import installer
+from pki_setup import database
 
 M = execution_module()
 P = pillar_util()
@@ -77,3 +80,26 @@ def test_a_rest_ssl_managers_config_yaml_passes_46s_validation(written):
     assert config["manager"]["security"]["ssl_enabled"] is True
     assert not {"external_cert_path", "external_key_path"} & set(config["ssl_inputs"])
     installer.config_rules(config, joining=False)
+
+
+@pytest.mark.parametrize("changes, key, rule", [
+    ({"client_key": "ec_key", "client_cert": "ec_client_cert"}, "client_key",
+     "(input name: postgresql_client_key_path) is invalid "),
+    ({"ca_key": "ec_key"}, "ca_key", "(input name: ca_key_path) is invalid "),
+    ({"client_key": "encrypted_pkcs8"}, "client_key",
+     "(input name: postgresql_client_key_path) is invalid "),
+    ({"client_key": "other_key"}, "client_key", "(postgresql_client_key_path) does not match the "
+                                                "cert"),
+])
+def test_a_key_46s_rules_refuse_is_refused_by_the_pillar_first(written, pki, changes, key, rule):
+    """The same keys, two verdicts: the pillar's (before any host is touched, naming the key)
+    and 4.6's own rules on the config.yaml the formula would have written (validations.py
+    _check_ssl_file, _check_key_and_cert, as the emulator runs them)."""
+    pillar = database(pki, **changes)
+    errors = P.plan(pillar, minion_id="cfy-mgr1.example.com")["errors"]
+    assert [e.split(": ", 1)[0] for e in errors] == [f"cloudify_ha:clusters:prod:database:{key}"]
+    settings = P.cluster_settings("prod", pillar["clusters"]["prod"])
+    config = M._manager_config(settings, settings["managers"][0])
+    with pytest.raises(installer.InstallError) as raised:
+        installer.config_rules(config, joining=False)
+    assert rule in str(raised.value)

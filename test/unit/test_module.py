@@ -2,11 +2,14 @@
 and pillar, the host's files under tmp_path, and the REST client's `request` replaced by a fake.
 """
 
+import base64
 import copy
 import hashlib
+import json
 import os
 import stat
 import threading
+import urllib.parse
 from types import SimpleNamespace
 from unittest.mock import MagicMock
 
@@ -27,11 +30,11 @@ UTILS = {"cloudify_ha_pillar.plan": PILLAR_UTIL.plan, "cloudify_ha_rest.request"
 MINION = "cfy-mgr2.example.com"
 ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
 DATA = REPO / "test" / "unit" / "data"
-CLIENT_KEY = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBg\n-----END PRIVATE KEY-----\n"
-CA_KEY = "-----BEGIN PRIVATE KEY-----\nTHE-DB-CA-KEY\n-----END PRIVATE KEY-----\n"
+# pillar.example's throwaway database PKI (RSA, as 4.6 checks it)
+_DB = example_pillar()["clusters"]["prod"]["database"]
+CLIENT_KEY, CA_KEY, DB_CA, CLIENT_CERT = (_DB[k] for k in ("client_key", "ca_key", "ca_cert",
+                                                          "client_cert"))
 SECRETS = EXAMPLE_SECRETS + (CLIENT_KEY.strip(), CA_KEY.strip())
-DB_CA = "-----BEGIN CERTIFICATE-----\nDBCA\n-----END CERTIFICATE-----\n"
-CLIENT_CERT = "-----BEGIN CERTIFICATE-----\nCLIENT CERT\n-----END CERTIFICATE-----\n"
 LB_PEM = "-----BEGIN CERTIFICATE-----\nLB CERT AND KEY\n-----END PRIVATE KEY-----\n"
 
 
@@ -259,22 +262,51 @@ def test_join_writes_the_join_settings_to_a_private_config(salt, host):
 
 
 @pytest.mark.parametrize("retcode", [0, 1])
-def test_install_makes_the_cli_log_with_the_admin_password_private(salt, host, retcode):
-    """4.6's installer leaves `Setting password to `<pw>`` in cli.log, mode 0644."""
-    log_file = host.profiles.parent / "logs/cli.log"
+def test_install_keeps_46s_leaky_logs_private_and_takes_the_secrets_out(salt, host, retcode):
+    """cloudify-4.6.md section 0.4: 4.6 logs create_default_db.sh's `Running: [...]` line, the
+    database password in it, into cfy_manager.log, and cfy logs `Setting password to <pw>` into
+    cli.log, both created 0644 by Python's logging, which appends to a log that exists and keeps
+    its mode. Both exist 0600 before the installer runs; after it, succeeded or failed, both are
+    0600 and hold no secret in any form, every other line kept."""
+    cli_log, install_log = host.profiles.parent / "logs/cli.log", host.log
+    install_log.parent.mkdir(parents=True)
+    install_log.write_text("an earlier run's line\n")
+    install_log.chmod(0o644)
+    basic = base64.b64encode(f"admin:{ADMIN_PW}".encode()).decode()
+    leaks = {install_log: [
+        f"[UTILS] - DEBUG - Running: ['sudo', 'su', '-', 'postgres', '-c', '/tmp/tmpx "
+        f"cloudify_db cloudify {DB_PW} 10.0.0.5']",
+        f"[MAIN] - ERROR - ProcessExecutionError: Failed running command: cfy profiles set -u "
+        f"admin -p {ADMIN_PW} -t default_tenant ().",
+        f"a JSON body {json.dumps({'password': POSTGRES_PW})}",
+        f"a URL postgres://cloudify:{urllib.parse.quote(DB_PW, safe='')}@10.0.0.5/stage",
+        f"an Authorization: Basic {basic}"],
+        cli_log: [f"[INFO] Setting password to `{ADMIN_PW}`"]}
+    seen = {}
 
     def installer(*_args, **_kwargs):
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file.write_text(f"Setting password to `{ADMIN_PW}`\n")
-        log_file.chmod(0o644)
-        return done(retcode=retcode)
+        for path, lines in leaks.items():
+            seen[path.name] = mode_of(path)
+            with open(path, "a", encoding="utf-8") as fh:  # as logging.FileHandler opens it
+                fh.write("".join(f"{line}\nkept line {index}\n" for index, line in
+                                 enumerate(lines)))
+        return done(retcode=retcode, stdout="ok")
     salt["cmd.run_all"].side_effect = installer
     if retcode:
         with pytest.raises(CommandExecutionError):
             MODULE.install()
     else:
         MODULE.install()
-    assert mode_of(log_file) == 0o600
+    assert seen == {"cfy_manager.log": 0o600, "cli.log": 0o600}
+    for path, lines in leaks.items():
+        text = path.read_text()
+        assert mode_of(path) == 0o600
+        for secret in (ADMIN_PW, DB_PW, POSTGRES_PW, basic, json.dumps(POSTGRES_PW)[1:-1]):
+            assert secret not in text, (path, secret)
+        assert [line for line in text.splitlines() if line.startswith("kept line")] == [
+            f"kept line {index}" for index in range(len(lines))]
+        assert text.count("******") == len(lines), text
+    assert install_log.read_text().startswith("an earlier run's line\n")
 
 
 def test_install_is_a_non_join_install_on_the_pillars_database(salt, host):

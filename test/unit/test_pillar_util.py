@@ -60,7 +60,7 @@ def test_example_secrets_are_the_ones_in_pillar_example():
     settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
     db = settings["database"]
     assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]}
-    assert "CHANGE-ME-the-database-CA-key" in db["ca_key"]
+    assert db["ca_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
 
 
 def test_plan_of_pillar_example():
@@ -127,6 +127,23 @@ MISTAKES = [
     ("admin:password", 1234, "admin:password", "must be a string (quote it in YAML)"),
     ("database:password", "", "database:password", "required secret is missing"),
     ("database:postgres_password", DROP, "database:postgres_password", "required secret"),
+    # what 4.6 can carry (README "Safety"); each message hides the value
+    ("admin:password", "short-7", "admin:password", "shorter than 8 characters"),
+    ("admin:password", "p\u00e4ssword-1", "admin:password", "non-ASCII or control character"),
+    ("admin:password", "pass\tword-1", "admin:password", "non-ASCII or control character"),
+    ("database:password", "two words", "database:password", "_ - . , + = ^ @"),
+    ("database:password", "it's-a-pw", "database:password", "through a shell"),
+    ("database:password", "a$HOME-pw", "database:password", "an SQL literal, a .pgpass line"),
+    ("database:password", "p:w-colon", "database:password", "_ - . , + = ^ @"),
+    ("database:password", "back\\slash", "database:password", "_ - . , + = ^ @"),
+    ("database:password", "pct%41-pw", "database:password", "_ - . , + = ^ @"),
+    ("database:password", "slash/pw-1", "database:password", "_ - . , + = ^ @"),
+    ("database:password", "d\u00e9j\u00e0-vu-pw", "database:password", "_ - . , + = ^ @"),
+    ("database:password", "cloudify", "database:password", "the same as database:username"),
+    ("database:password", "Db-pw-7", "database:password", "shorter than 8 characters"),
+    ("database:postgres_password", "pg*glob-pw", "database:postgres_password", "_ - . , + = ^"),
+    ("database:postgres_password", "POSTGRES", "database:postgres_password",
+     "the same as the superuser's name"),
     ("database:host", DROP, "database:host", "required; the external PostgreSQL's address"),
     ("database:host", "db host!", "database:host", "is not an IPv4 address or host name"),
     ("database:host", ["10.0.0.5"], "database:host", "is not an IPv4 address or host name"),
@@ -174,6 +191,28 @@ def test_one_mistake_is_one_error_naming_its_full_key(path, value, key, fix):
                                    LB1 if key == "loadbalancer:ssl_cert" else MGR1)
     assert keys_of(errors) == [f"{PROD}:{key}"], errors
     assert fix in errors[0]
+
+
+def test_an_admin_password_equal_to_its_username_is_refused_without_showing_it():
+    pillar = with_change("admin:username", "administrator")
+    errors, _ = P.validate(with_change("admin:password", "Administrator", pillar), MGR1)
+    assert errors == [f"{PROD}:admin:password: is the same as admin:username; choose a password "
+                      "that is not the user's name"]
+
+
+@pytest.mark.parametrize("password", ["Db_sec.ret,+=^@-9", "12345678", "-leading-dash"])
+def test_a_database_password_of_the_characters_4_6_carries_is_kept(password):
+    pillar = with_change("database:password", password)
+    assert P.validate(with_change("database:postgres_password", password, pillar), MGR1) == \
+        ([], [])
+
+
+@pytest.mark.parametrize("password", [" a b c d ", "it's \"quoted\" $HOME `id` \\ %41 :/?#",
+                                      "-p --help", "~!@#$%^&*()_+{}|:<>?[];',./"])
+def test_an_admin_password_of_any_printable_ascii_is_kept(password):
+    """4.6 carries it: config.yaml (YAML), `cfy profiles set -p` (argv, no shell), JSON and
+    Basic auth (test_install_join.py runs one through the real cfy and the installer)."""
+    assert P.validate(with_change("admin:password", password), MGR1) == ([], [])
 
 
 @pytest.mark.parametrize("section", ["admin", "database"])

@@ -1,6 +1,8 @@
 """The lab's knobs on the emulator (Emulator.set_knobs): an install that fails at a chosen step,
-a slow install. (edition=community is in test_standalone_manager.py, seed_blueprints in
-test_install_join.py.) Every test starts from fresh hosts and an empty database."""
+a slow install, what 4.6's checks find on the host (its machine checks, a missing prerequisite
+package: Emulator.hide_package). (edition=community is in test_standalone_manager.py,
+seed_blueprints in test_install_join.py.) Every test starts from fresh hosts and an empty
+database."""
 
 import time
 
@@ -57,3 +59,22 @@ def test_46s_machine_checks_fail_the_install_before_it_starts(fresh_lab, emulato
     out = ok(cfy_manager(host, "install"))
     assert "Skipping validations" in out and "Validation error" not in out, out
     emulator.set_knobs("mgr1", host_distro=None, host_memory_mb=None)
+
+
+@pytest.mark.parametrize("package, component, rpm", [
+    ("sudo", "ManagerComponent", "sudo"),
+    ("openssh-server", "SanityComponent", "openssh-server")])
+def test_46s_prerequisite_packages_are_checked_even_with_validations_skipped(
+        fresh_lab, emulator, package, component, rpm):
+    """components_dependencies.py / base_component.py: `rpm -q` of each component's packages
+    (the lab's Debian hosts: dpkg of their stand-ins, cloudify_ha/defaults.yaml), before the
+    skip_validations test; the first component that lacks one stops the install, nothing done."""
+    host = fresh_lab["mgr1"]
+    prepare(fresh_lab, emulator, "mgr1", validations={"skip_validations": True})
+    emulator.hide_package("mgr1", package)
+    out = failed(cfy_manager(host, "install"))
+    assert (f"ValidationError: Prerequisite packages for {component} missing: \n`{rpm}` - "
+            in out), out
+    assert f"Possible solution is to run - sudo yum install {rpm}" in out
+    assert "Skipping validations" not in out and "Installing manager..." not in out
+    assert not host.exists("/etc/cloudify/.install")

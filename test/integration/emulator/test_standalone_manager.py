@@ -13,6 +13,8 @@ from lab.emulator import MANAGER_PACKAGE
 from lab.proc import wait_until
 
 HOST = "mgr1"
+INSTALL_LOG = "/var/log/cloudify/manager/cfy_manager.log"
+CLI_LOG = "/root/.cloudify/logs/cli.log"
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +75,27 @@ def test_install_output_is_46s_coloured_log_lines_on_stdout_only(lab, standalone
     log = lab[HOST].read("/var/log/cloudify/manager/cfy_manager.log")
     assert "\x1b[" not in log and "Admin password" not in log and ADMIN_PASSWORD not in log
     assert " - [MAIN] - NOTICE - Installation finished successfully!" in log
+
+
+def test_46_writes_the_passwords_into_logs_it_leaves_readable_to_all(lab, standalone):
+    """cloudify-4.6.md section 0.4: common.sudo logs `Running: [...]` at DEBUG, the file
+    handler's level, so create_default_db.sh's line puts the database password in
+    cfy_manager.log, which 4.6's logging.FileHandler creates 0644; the real cfy logs the
+    installer's `profiles set -p <admin password>` to cli.log, 0644 too. (The formula makes both
+    0600 before the install and takes the secrets out after it.) The .pgpass files are 0400."""
+    host, db = lab[HOST], lab["db"].ip
+    running = [line for line in host.read(INSTALL_LOG).splitlines()
+               if "Running: ['sudo', 'su', '-', 'postgres', '-c', '/tmp/tmp" in line]
+    assert len(running) == 1 and " - [UTILS] - DEBUG - " in running[0], running
+    assert running[0].endswith(f" cloudify_db cloudify {DB_PASSWORD} {db}']"), running
+    assert mode_of(host, INSTALL_LOG) == "644"
+    assert f"Setting password to `{ADMIN_PASSWORD}`" in host.read(CLI_LOG)
+    assert mode_of(host, CLI_LOG) == "644"
+    assert host.read("/var/lib/postgresql/.pgpass") == \
+        f"{db}:5432:postgres:postgres:{lab.passwords['postgres']}"
+    assert host.read("/etc/cloudify/.pgpass") == f"{db}:5432:*:cloudify:{DB_PASSWORD}"
+    assert {mode_of(host, p) for p in ("/var/lib/postgresql/.pgpass", "/etc/cloudify/.pgpass")} \
+        == {"400"}
 
 
 def test_install_writes_the_install_marker_and_no_cluster_marker(lab, standalone):

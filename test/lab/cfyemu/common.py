@@ -5,9 +5,11 @@ import base64
 import copy
 import json
 import os
+import re
 import ssl
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import yaml
@@ -232,17 +234,11 @@ def basic_auth_header(username, password):
 
 
 # ---- database ----------------------------------------------------------------------------
-def db_ssl_context(config, superuser=False):
+def db_ssl_context(config):
     """The cloudify user's connections (REST service, stage, composer): verify-full against
-    ssl_inputs.ca_cert_path with the client certificate (4.6's stage/composer URLs). The
-    superuser's (database creation): what 4.6's create_default_db.sh gets from `psql -h <host>`
-    with ~postgres/.pgpass: libpq's default sslmode=prefer, so SSL without verifying the server,
-    and no client certificate (cloudify-4.6.md section 0.2)."""
-    if superuser:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        return ctx
+    ssl_inputs.ca_cert_path with the client certificate (4.6's stage/composer URLs, the REST
+    service's sslmode=verify-full). Database creation, as postgres, is psql's own (installer.py
+    `_prepare_db`)."""
     inputs = config["ssl_inputs"]
     ctx = ssl.create_default_context(cafile=inputs.get("ca_cert_path") or None)
     if inputs.get("postgresql_client_cert_path"):
@@ -251,21 +247,49 @@ def db_ssl_context(config, superuser=False):
     return ctx
 
 
-def db_connect(config, database=None, superuser=False, timeout=5):
-    """A pg8000 connection to the external database, SSL always (the lab's server refuses it
-    without; 4.6 requires ssl_enabled with an external database)."""
+def rest_db_uri(config):
+    """The REST service's database URI as 4.6 builds it (rest-service manager_rest/server.py
+    `_set_sql_alchemy`: '{0}://{1}:{2}@{3}/{4}' with the user, password, host and database of
+    cloudify-rest.conf, unescaped, then ?sslmode=verify-full&sslcert=...)."""
+    client = config["postgresql_client"]
+    return (f"postgresql://{client['username']}:{client['password']}@{client['host']}/"
+            f"{client['db_name']}?sslmode=verify-full&sslcert={ETC}/ssl/postgresql.crt&"
+            f"sslkey={ETC}/ssl/postgresql.key&sslrootcert={ETC}/ssl/cloudify_internal_ca_cert.pem")
+
+
+# SQLAlchemy 1.2.18's (4.6 rest-service's pin) reading of a URL: sqlalchemy/engine/url.py
+# `_parse_rfc1738_args`, whose password is `.*` up to the last '@' and then %-decoded
+_RFC1738 = re.compile(r"""
+    (?P<name>[\w\+]+)://
+    (?:(?P<username>[^:/]*)(?::(?P<password>.*))?@)?
+    (?:(?:\[(?P<ipv6host>[^/]+)\]|(?P<ipv4host>[^/:]+))?(?::(?P<port>[^/]*))?)?
+    (?:/(?P<database>.*))?
+    """, re.X)
+
+
+def parse_db_uri(uri):
+    """{username, password, host, port, database} as SQLAlchemy 1.2 reads ``uri``."""
+    parts = _RFC1738.match(uri).groupdict()
+    parts["database"] = (parts["database"] or "").split("?", 2)[0]
+    for key in ("username", "password"):
+        if parts[key] is not None:
+            parts[key] = urllib.parse.unquote(parts[key])
+    ipv4, ipv6 = parts.pop("ipv4host"), parts.pop("ipv6host")
+    parts["host"] = ipv4 or ipv6
+    return parts
+
+
+def db_connect(config, database=None, timeout=5):
+    """The cloudify user's pg8000 connection to the external database, SSL always, with the
+    user and password SQLAlchemy reads from the REST service's URI (rest_db_uri): a password
+    that URI mangles connects as 4.6's REST service would, i.e. not at all."""
     import pg8000.native  # pylint: disable=import-outside-toplevel
 
-    client = config["postgresql_client"]
-    if superuser:
-        user, password = "postgres", client.get("postgres_password")
-    else:
-        user, password = client["username"], client["password"]
-    host, _, port = str(client["host"]).partition(":")
+    uri = parse_db_uri(rest_db_uri(config))
     return pg8000.native.Connection(
-        user=user, password=password, host=host, port=int(port or 5432),
-        database=database or client["db_name"], ssl_context=db_ssl_context(config, superuser),
-        timeout=timeout)
+        user=uri["username"], password=uri["password"], host=uri["host"],
+        port=int(uri["port"] or 5432), database=database or uri["database"],
+        ssl_context=db_ssl_context(config), timeout=timeout)
 
 
 def eprint(*args):

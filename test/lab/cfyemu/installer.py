@@ -8,10 +8,13 @@ cloudify_db, stage and composer on the external PostgreSQL.
 
 import argparse
 import os
+import pwd
+import shlex
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,16 +22,16 @@ from . import cluster as clustermod
 from . import service
 from .common import (BOOT_SCRIPT, CFY_BIN, CLUSTER_MARKER, CONFIG, DEFAULT_TENANT, ETC,
                      EXTERNAL_CERT, EXTERNAL_KEY, INSTALL_LOG, INSTALL_MARKER, OPT, PACKAGE_LIB,
-                     PORTS, RESOURCES, RPM_PAYLOAD, VERSION, AuditedCommand, db_connect,
-                     is_external_db, knobs, load_config, merge, read_user_config,
-                     write_config_in_place)
+                     PORTS, RESOURCES, RPM_PAYLOAD, VERSION, AuditedCommand, is_external_db,
+                     knobs, load_config, merge, read_user_config, write_config_in_place)
 from .rest import NetworkFailure, call
 from .store import create_schema
 
 # 4.6's order (service_components.py SERVICE_COMPONENTS["manager_service"]), the components
-# this emulator has: nginx comes BEFORE restservice, and the cluster step before cli
+# this emulator has: nginx comes BEFORE restservice, and the cluster step before cli, which
+# usage_collector and sanity follow (no-ops here: they only hold cli.log's window open)
 COMPONENTS = ["manager", "nginx", "postgresql_client", "rabbitmq", "restservice", "stage",
-              "composer", "cluster", "cli"]
+              "composer", "cluster", "cli", "usage_collector", "sanity"]
 DATABASES = ("cloudify_db", "stage", "composer")
 MUTATING = {"install", "remove", "start", "stop", "restart", "configure"}
 
@@ -47,7 +50,7 @@ class InstallError(Exception):
 # 4.6's cfy_manager/logger.py: FORMAT_MESSAGE, and the ColoredFormatter of its console handler
 BOLD, COLOR, RESET = "\033[1;%dm", "\033[0;%dm", "\033[0m"
 RED, GREEN, YELLOW, BLUE, WHITE = 31, 32, 33, 34, 37
-LEVEL_COLOR = {"INFO": WHITE, "NOTICE": GREEN, "WARNING": YELLOW, "ERROR": RED}
+LEVEL_COLOR = {"DEBUG": BLUE, "INFO": WHITE, "NOTICE": GREEN, "WARNING": YELLOW, "ERROR": RED}
 
 
 class Logger:
@@ -62,6 +65,8 @@ class Logger:
         self.fh = open(INSTALL_LOG, "a", encoding="utf-8")  # pylint: disable=consider-using-with
 
     def __call__(self, component, message, console=True, level="INFO", file=True):
+        if level == "DEBUG":  # the console handler is at INFO (no -v); the file's at DEBUG
+            console = False
         now = time.time()
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now % 1 * 1000):03d}"
         name = f"[{component.upper()}]"
@@ -205,6 +210,7 @@ def validate(config, joining, log):
             raise InstallError(f"{what} not set in the config.\nPossible solutions are:\n1. Set "
                                f"the `{key}` key in {CONFIG}\n2. Use the `{flag}` flag when "
                                "running `cfy_manager install/configure`", "ValidationError")
+    _check_dependencies(config, log)
     if not is_external_db(config):
         raise InstallError("this lab emulates the external-database topology only: set "
                            "postgresql_client.host to the database's address", "ValidationError")
@@ -213,13 +219,13 @@ def validate(config, joining, log):
         return
     log("validations", "Validating local machine...", level="NOTICE")
     errors = _host_checks(config, log)
-    config_rules(config, joining)
+    config_rules(config, joining, log)
     if errors:
         raise InstallError("Validation error(s):\n" + "\n".join(errors), "ValidationError")
     log("validations", "All validations passed successfully!", level="NOTICE")
 
 
-def config_rules(config, joining):
+def config_rules(config, joining, log=None):
     """4.6's rules about config.yaml's database and certificate inputs (validations.py
     `_validate_postgres_*`, `_validate_cert_inputs`): the first one broken raises."""
     manager, client = config["manager"], config["postgresql_client"]
@@ -229,20 +235,183 @@ def config_rules(config, joining):
     if not client.get("postgres_password") or client["postgres_password"] == "<removed>":
         raise InstallError("postgresql_client.postgres_password is required when using an "
                            "external database", "ValidationError")
-    inputs = config["ssl_inputs"]
-    # 4.6 validations.py _validate_cert_inputs: ca_cert_path is the manager's internal CA
-    if inputs.get("ca_cert_path") and not inputs.get("ca_key_path") and not (
-            inputs.get("internal_cert_path") and inputs.get("internal_key_path")):
-        raise InstallError("If ca_cert_path was provided, but ca_key_path was not provided, both "
-                           "internal_cert_path and internal_key_path must be provided.",
-                           "ValidationError")
-    for key in ("ca_cert_path", "postgresql_client_cert_path", "postgresql_client_key_path"):
-        path = inputs.get(key)
-        if path and not os.path.exists(path):
-            raise InstallError(f"ssl_inputs.{key}: {path} does not exist", "ValidationError")
+    _validate_cert_inputs(config["ssl_inputs"], log or (lambda *a, **k: None))
     if joining and not manager["security"].get("admin_password"):
         raise InstallError("manager.security.admin_password is required to join a cluster",
                            "ValidationError")
+
+
+# ---- 4.6's certificate rules (validations.py 281-369) -----------------------------------------
+def _validate_cert_inputs(inputs, log):
+    """validations.py `_validate_cert_inputs` (363-369): the internal CA, then each cert/key pair."""
+    _check_internal_ca_cert(inputs, log)
+    for prefix in ("internal", "postgresql_server", "postgresql_client", "external",
+                   "external_ca"):
+        _check_key_and_cert(inputs, prefix, log)
+
+
+def _check_internal_ca_cert(inputs, log):
+    """validations.py `_check_internal_ca_cert` (342-360): ca_cert_path is the manager's internal
+    CA, refused without its key unless an internal certificate and key are given."""
+    if inputs.get("ca_key_path") and inputs.get("ca_cert_path"):
+        _check_ssl_file(inputs, "ca_key_path", "Key", log)
+        _check_ssl_file(inputs, "ca_cert_path", "Cert", log)
+    elif inputs.get("ca_key_path"):
+        raise InstallError("Internal CA key provided, but the internal CA cert was not",
+                           "ValidationError")
+    elif inputs.get("ca_cert_path") and not (inputs.get("internal_cert_path")
+                                             and inputs.get("internal_key_path")):
+        raise InstallError("If ca_cert_path was provided, but ca_key_path was not provided, both "
+                           "internal_cert_path and internal_key_path must be provided.",
+                           "ValidationError")
+
+
+def _check_ssl_file(inputs, input_name, kind, log):
+    """validations.py `_check_ssl_file` (281-303): the file exists, and `openssl rsa -in <key>
+    -check -noout` (a key: RSA only, and no passphrase is given: an encrypted key fails) or
+    `openssl x509 -in <cert> -noout` succeeds; its message ends with a space (its empty `{3}`)."""
+    filename = inputs.get(input_name) or ""
+    if not os.path.isfile(filename):
+        raise InstallError(f"{kind} file {filename} (input name: {input_name}) does not exist",
+                           "ValidationError")
+    argv = ["openssl", "rsa", "-in", filename, "-check", "-noout"] if kind == "Key" else \
+        ["openssl", "x509", "-in", filename, "-noout"]
+    if _sudo(argv, log).returncode != 0:
+        raise InstallError(f"{kind} file {filename} (input name: {input_name}) is invalid ",
+                           "ValidationError")
+
+
+def _check_key_and_cert(inputs, prefix, log):
+    """validations.py `_check_key_and_cert` (306-339): both or neither; each file checked; the
+    key's modulus equal to the certificate's."""
+    cert_input, key_input = f"{prefix}_cert_path", f"{prefix}_key_path"
+    cert, key = inputs.get(cert_input), inputs.get(key_input)
+    if not cert and not key:
+        return
+    if not (cert and key):
+        raise InstallError(f"Either both {cert_input} and {key_input} must be provided, or "
+                           "neither.", "ValidationError")
+    _check_ssl_file(inputs, key_input, "Key", log)
+    _check_ssl_file(inputs, cert_input, "Cert", log)
+    moduli = []
+    for argv in (["openssl", "rsa", "-noout", "-modulus", "-in", key],
+                 ["openssl", "x509", "-noout", "-modulus", "-in", cert]):
+        proc = _sudo(argv, log)
+        if proc.returncode:  # common.sudo without ignore_failures
+            raise InstallError(_failed(["sudo", *argv], proc.stderr), "ProcessExecutionError")
+        moduli.append(proc.stdout.strip())
+    if moduli[0] != moduli[1]:
+        raise InstallError(f"Key {key} ({key_input}) does not match the cert {cert} "
+                           f"({cert_input})", "ValidationError")
+
+
+def _sudo(argv, log):
+    """4.6's common.sudo (utils/common.py 31-68): `Running: [...]` logged at DEBUG, the list
+    with 'sudo' first, as Python 2 prints it (the file handler takes DEBUG: cfy_manager.log gets
+    every argument, passwords included); then the command, without a terminal (an encrypted key
+    cannot ask for its passphrase). The lab runs as root: no sudo binary is needed."""
+    log("utils", f"Running: {['sudo', *argv]!r}", level="DEBUG")
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, check=False, start_new_session=True)
+
+
+def _failed(argv, stderr):
+    """4.6's ProcessExecutionError text (utils/common.py 54-57): the command joined, arguments
+    and all."""
+    return f"Failed running command: {' '.join(argv)} ({stderr})."
+
+
+def _py2_str(value):
+    """4.6 (Python 2) formats config values into byte strings ('...'.format(...)): a non-ASCII
+    one, which its YAML loader (ruamel) hands over as unicode, raises UnicodeEncodeError there,
+    with Python 2's text for it."""
+    try:
+        return str(value).encode("ascii").decode()
+    except UnicodeEncodeError as exc:
+        if exc.end - exc.start == 1:
+            what = f"character u{ascii(exc.object[exc.start])}"
+            where = f"position {exc.start}"
+        else:
+            what, where = "characters", f"position {exc.start}-{exc.end - 1}"
+        raise InstallError(f"'ascii' codec can't encode {what} in {where}: ordinal not in "
+                           "range(128)", "UnicodeEncodeError") from None
+
+
+# ---- 4.6's prerequisite packages -------------------------------------------------------------
+# components/components_dependencies.py: each component needs 'default' and its own; checked
+# by base_component.py validate_dependencies (`rpm -q <name>`), in validations.py validate()
+# BEFORE the skip_validations test: skipping validations skips none of this
+DEPENDENCY_REASONS = {
+    "sudo": "necessary to run commands with root privileges",
+    "openssl-1.0.2k": "necessary for creating certificates",
+    "logrotate": "used in Cloudify logs",
+    "systemd-sysv": "required to create Cloudify services",
+    "initscripts": "required by the RabbitMQ server",
+    "sed": "required by the CLI",
+    "tar": "required to untar packages",
+    "yum": "used to install Cloudify's required packages",
+    "python-setuptools": "required by python",
+    "python-backports": "required by python",
+    "python-backports-ssl_match_hostname": "required by python",
+    "openssh-server": "required by the sanity check",
+}
+DEFAULT_DEPENDENCIES = ["sudo", "logrotate", "yum", "python-setuptools", "python-backports",
+                        "python-backports-ssl_match_hostname"]
+# service_components.py SERVICE_COMPONENTS, in service_names.py SERVICE_INSTALLATION_ORDER, as
+# (component class, its own dependencies)
+SERVICE_COMPONENTS = {
+    "database_service": [("PostgresqlServerComponent", ["systemd-sysv"])],
+    "queue_service": [],
+    "composer_service": [],
+    "manager_service": [
+        ("ManagerComponent", []), ("ManagerIpSetterComponent", ["systemd-sysv"]),
+        ("NginxComponent", ["systemd-sysv", "openssl-1.0.2k"]), ("PythonComponent", []),
+        ("PostgresqlClientComponent", []), ("RabbitMQComponent", ["initscripts", "systemd-sysv"]),
+        ("RestServiceComponent", ["systemd-sysv"]), ("InfluxDBComponent", ["systemd-sysv"]),
+        ("AmqpInfluxComponent", ["systemd-sysv"]), ("JavaComponent", []),
+        ("AmqpPostgresComponent", ["systemd-sysv"]), ("StageComponent", ["systemd-sysv"]),
+        ("ComposerComponent", ["systemd-sysv", "tar"]), ("MgmtWorkerComponent", ["systemd-sysv"]),
+        ("RiemannComponent", ["systemd-sysv"]), ("ClusterComponent", []),
+        ("CliComponent", ["sed"]), ("UsageCollectorComponent", []),
+        ("SanityComponent", ["openssh-server"]),
+    ],
+}
+SERVICE_ORDER = ["database_service", "queue_service", "composer_service", "manager_service"]
+# The lab's translation of 4.6's `rpm -q <rpm>` on its Debian hosts: `dpkg-query` of the Debian
+# package that stands in for it (the formula's defaults.yaml installs the same ones on Debian)
+RPM_ON_DEBIAN = {
+    "sudo": "sudo", "logrotate": "logrotate", "yum": "apt", "python-setuptools":
+    "python3-setuptools", "python-backports": "python3", "python-backports-ssl_match_hostname":
+    "python3", "systemd-sysv": "init-system-helpers", "openssl-1.0.2k": "openssl",
+    "initscripts": "sysvinit-utils", "sed": "sed", "tar": "tar",
+    "openssh-server": "openssh-server",
+}
+
+
+def _package_installed(rpm, cache):
+    deb = RPM_ON_DEBIAN[rpm]
+    if deb not in cache:
+        proc = subprocess.run(["dpkg-query", "-W", "-f=${Status}", deb], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, check=False)
+        cache[deb] = proc.returncode == 0 and proc.stdout.strip() == "install ok installed"
+    return cache[deb]
+
+
+def _check_dependencies(config, log):
+    """validations.py `_validate_dependencies` over the components of services_to_install: the
+    first component with a missing package raises 4.6's message."""
+    log("validations", "Validating dependencies...")
+    cache = {}
+    for service in (s for s in SERVICE_ORDER if s in config["services_to_install"]):
+        for component, own in SERVICE_COMPONENTS[service]:
+            missing = [dep for dep in DEFAULT_DEPENDENCIES + own
+                       if not _package_installed(dep, cache)]
+            if missing:
+                reasons = "\n".join(f"`{dep}` - {DEPENDENCY_REASONS[dep]}" for dep in missing)
+                raise InstallError(
+                    f"Prerequisite packages for {component} missing: \n{reasons}.\n Please "
+                    "ensure these packages are installed and try again.\n Possible solution is "
+                    f"to run - sudo yum install {' '.join(missing)}", "ValidationError")
 
 
 def _handle_certs(config, log):
@@ -308,57 +477,104 @@ def _copy_client_certificate(config):
         shutil.copy(path, ETC / "ssl" / dest)
 
 
-def _drop_and_create(config, log):
+# ---- the database, as 4.6 creates and reaches it ----------------------------------------------
+# 4.6 runs as root with postgres' home at /var/lib/pgsql (CentOS); the lab's hosts have
+# Debian's postgres user, whose home is /var/lib/postgresql: the same file, as libpq reads it
+PG_PORT = 5432
+CREATE_DB_SCRIPT = Path(__file__).with_name("create_default_db.sh")
+
+
+def _write_pgpass(path, line, owner):
+    """postgresql_client.py `_create_pgpass`: the line written raw, then chmod 400 and chown."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(line)
+    os.replace(tmp, path)
+    os.chmod(path, 0o400)
+    os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def _create_pgpass_files(config):
+    """postgresql_client.py `_create_postgres_pgpass_files` (its _configure step, before the
+    client certificate): the postgres user's ~/.pgpass with postgres_password for database
+    `postgres`, the cloudify user's /etc/cloudify/.pgpass (`*`) with the password, each
+    `host:port:db:user:password` as it is: libpq ends a password at an unescaped ':' and drops
+    each '\\', so such a password reaches the server changed."""
     client = config["postgresql_client"]
+    host = _py2_str(client["host"])
+    postgres = pwd.getpwnam("postgres")
+    if client.get("postgres_password"):
+        _write_pgpass(Path(postgres.pw_dir) / ".pgpass",
+                      f"{host}:{PG_PORT}:postgres:postgres:{_py2_str(client['postgres_password'])}",
+                      postgres)
+    # the lab has no cloudify user: the file is root's
+    _write_pgpass(ETC / ".pgpass",
+                  f"{host}:{PG_PORT}:*:{_py2_str(client['username'])}:"
+                  f"{_py2_str(client['password'])}", pwd.getpwuid(0))
+
+
+def _prepare_db(config, log):
+    """restservice/db.py `prepare_db` on a first install: a copy of create_default_db.sh in a
+    temporary file (chmod o+rx), run as `su - postgres -c "<script> <db> <user> <password>
+    <host>"`: the string split by shlex, then run by postgres' login shell (bash), which expands
+    every argument, then the script splices the password into `CREATE USER ... WITH PASSWORD
+    '<password>'` and connects with ~postgres/.pgpass. A password one of them mangles creates
+    the database with another password, or fails the install; the `Running:` line, password
+    included, goes to cfy_manager.log."""
+    client = config["postgresql_client"]
+    log("db", "Configuring SQL DB...", level="NOTICE")
+    fd, script = tempfile.mkstemp()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(CREATE_DB_SCRIPT.read_text())
     try:
-        conn = db_connect(config, database="postgres", superuser=True, timeout=10)
-    except Exception as exc:  # pylint: disable=broad-except
-        raise InstallError(f"Could not connect to the database at {client['host']}: {exc}",
-                           "ProcessExecutionError") from None
-    # create_default_db.sh: the configured db_name, then stage and composer, whatever it is
-    databases = list(dict.fromkeys([client["db_name"], *DATABASES[1:]]))
-    try:
-        for name in databases:
-            log("restservice", f"Going to run: DROP DATABASE IF EXISTS {name};",
-                console=False)
-            for attempt in range(20):
-                try:
-                    conn.run(f'DROP DATABASE IF EXISTS "{name}"')
-                    break
-                except Exception as exc:  # pylint: disable=broad-except
-                    if "being accessed by other users" not in str(exc) or attempt == 19:
-                        raise InstallError(f"Failed to drop database {name}: {exc}",
-                                           "ProcessExecutionError") from None
-                    time.sleep(0.25)
-        user = client["username"]
-        exists = conn.run("SELECT 1 FROM pg_roles WHERE rolname = :u", u=user)
-        verb = "ALTER" if exists else "CREATE"
-        conn.run(f'{verb} ROLE "{user}" WITH LOGIN PASSWORD ' + conn_literal(client["password"]))
-        for name in databases:
-            conn.run(f'CREATE DATABASE "{name}" OWNER "{user}"')
-        log("restservice", f"Databases {', '.join(databases)} created", console=False)
+        _sudo(["chmod", "o+rx", script], log)
+        command = 'su - postgres -c "{cmd} {db} {user} {password} {host}"'.format(
+            cmd=script, db=_py2_str(client["db_name"]), user=_py2_str(client["username"]),
+            password=_py2_str(client["password"]), host=_py2_str(client["host"]))
+        argv = shlex.split(command)
+        proc = _sudo(argv, log)
+        if proc.returncode:
+            raise InstallError(_failed(["sudo", *argv], proc.stderr), "ProcessExecutionError")
     finally:
-        conn.close()
+        os.unlink(script)
+    log("db", "SQL DB successfully configured", level="NOTICE")
 
 
-def conn_literal(value):
-    return "'" + str(value).replace("'", "''") + "'"
+def _populate_db(config, log):
+    """restservice/db.py `populate_db`: create_tables_and_add_defaults.py, run by common.sudo,
+    connects the way the REST service does (its SQLAlchemy URI: common.py `rest_db_uri`); a
+    password that URI reads otherwise than the one the database was given fails here, with
+    4.6's ProcessExecutionError (the script's own traceback in its place)."""
+    log("db", "Populating DB and creating AMQP resources...", level="NOTICE")
+    security = config["manager"]["security"]
+    try:
+        create_schema(config, security["admin_username"], security["admin_password"])
+    except Exception as exc:  # pylint: disable=broad-except
+        raise InstallError(_failed(["sudo", "-E", "/opt/manager/env/bin/python",
+                                    "create_tables_and_add_defaults.py", "<args file>"],
+                                   f"{type(exc).__name__}: {exc}"),
+                           "ProcessExecutionError") from None
+    log("db", "DB populated and AMQP resources successfully created", level="NOTICE")
 
 
 def _check_database(config, log):
-    """A joiner skips DB creation but proves it can reach the cluster's database as postgres."""
+    """A joiner skips DB creation but proves it can reach the cluster's database as postgres,
+    as database creation does (psql with ~postgres/.pgpass, libpq's defaults)."""
     client = config["postgresql_client"]
-    try:
-        conn = db_connect(config, database="postgres", superuser=True, timeout=10)
-    except Exception as exc:  # pylint: disable=broad-except
-        raise InstallError(f"Could not connect to the database at {client['host']}: {exc}",
-                           "ProcessExecutionError") from None
-    try:
-        if not conn.run("SELECT 1 FROM pg_database WHERE datname = :d", d=client["db_name"]):
-            raise InstallError(f"Database {client['db_name']} does not exist on {client['host']}: "
-                               "the cluster's first manager creates it", "ValidationError")
-    finally:
-        conn.close()
+    home = pwd.getpwnam("postgres").pw_dir
+    proc = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-h", str(client["host"]).partition(":")[0],
+         "-d", "postgres", "-XAtq", "-v", "ON_ERROR_STOP=1", "-v", f"db={client['db_name']}"],
+        input="SELECT 1 FROM pg_database WHERE datname = :'db'\n", stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, check=False, timeout=60,
+        env={"HOME": home, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PGCONNECT_TIMEOUT": "10"})
+    if proc.returncode:
+        raise InstallError(f"Could not connect to the database at {client['host']}: "
+                           f"{' '.join(proc.stderr.split())[-300:]}", "ProcessExecutionError")
+    if proc.stdout.strip() != "1":
+        raise InstallError(f"Database {client['db_name']} does not exist on {client['host']}: "
+                           "the cluster's first manager creates it", "ValidationError")
     log("postgresql_client", "Joining node: skipping database creation")
 
 
@@ -459,13 +675,16 @@ CLI_HOME = Path("/opt/cfy")
 
 
 def _cfy(*argv):
-    """The real cfy 4.6, as 4.6's installer runs it (common.cfy): argv, its output to stdout."""
+    """The real cfy 4.6, as 4.6's installer runs it (cli.py `_configure`: common.run of
+    ['cfy', ...], no shell); a failure is common.run's ProcessExecutionError, which names the
+    whole command, `-p <password>` included (utils/common.py 54-57), and which 4.6 logs at
+    ERROR: cli.py raised the file handler to ERROR around these commands, so it reaches
+    cfy_manager.log."""
     env = dict(os.environ, CFYEMU_CALLER="cfy_manager", HOME=os.path.expanduser("~root"))
     proc = subprocess.run([str(CFY_BIN), *argv], env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, check=False)
+                          stderr=subprocess.PIPE, text=True, check=False)
     if proc.returncode:
-        raise InstallError(f"cfy {argv[0]} {argv[1]} failed (exit {proc.returncode}): "
-                           f"{proc.stdout.strip()[-500:]}", "ProcessExecutionError")
+        raise InstallError(_failed(["cfy", *argv], proc.stderr), "ProcessExecutionError")
 
 
 def _install_cli(config, log):
@@ -505,8 +724,11 @@ def install(args, log):
     validate(config, joining, log)
     if not config["manager"]["security"].get("admin_password"):
         config["manager"]["security"]["admin_password"] = os.urandom(9).hex()
-    # 4.6's set_globals: print_password_to_screen, on the console only, generated or given
-    admin_password = config["manager"]["security"]["admin_password"]
+    # 4.6's set_globals: print_password_to_screen, on the console only, generated or given;
+    # it raises the file handler's level to ERROR, formats the line ('Admin password:
+    # {0}'.format(password): a non-ASCII password stops the install here, before any component)
+    # and puts the level back, which an exception skips: the error line reaches the file
+    admin_password = _py2_str(config["manager"]["security"]["admin_password"])
     log("globals", f"Admin password: {admin_password}", level="WARNING", file=False)
     knob = knobs()
     delay = float(knob.get("install_seconds", 0)) / len(COMPONENTS)
@@ -528,6 +750,7 @@ def install(args, log):
         elif component == "nginx":
             _handle_certs(config, log)
         elif component == "postgresql_client":
+            _create_pgpass_files(config)
             _copy_client_certificate(config)
             if joining:
                 _check_database(config, log)
@@ -537,9 +760,8 @@ def install(args, log):
                 (RESOURCES / rel).write_bytes(f"lab stand-in for {rel}\n".encode())
             write_config_in_place(_user_view(config))
             if not joining:  # 4.6's restservice _configure_db: create_default_db.sh, then schema
-                _drop_and_create(config, log)
-                create_schema(config, config["manager"]["security"]["admin_username"],
-                              config["manager"]["security"]["admin_password"])
+                _prepare_db(config, log)
+                _populate_db(config, log)
             BOOT_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
             BOOT_SCRIPT.write_text("#!/bin/sh\n# lab: what systemd's enabled cloudify units do at boot\n"
                                    f"exec {PACKAGE_LIB.parent}/bin/cloudify-services \"$@\"\n")
