@@ -12,7 +12,7 @@ from test_render_templates import haproxy_cfg
 
 ROLES = (LEADER, FOLLOWER, CLI, LB)
 # SLS that read no cluster pillar: the same whatever it holds
-PILLAR_FREE = {"cloudify_ha", "cloudify_ha.sync", "cloudify_ha.reactor.master", "cloudify_ha.cluster.absent",
+PILLAR_FREE = {"cloudify_ha", "cloudify_ha.sync", "cloudify_ha.cluster.absent",
                "cloudify_ha.cluster.down", "cloudify_ha.lock"}
 INJECTED = "x\n  cmd.run:\n    - name: reboot\nevil"
 BAD = {
