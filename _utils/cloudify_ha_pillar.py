@@ -5,10 +5,13 @@ orchestration on the master, and by unit tests directly. Every error names the p
 the fix, so that a mistake is caught before any host is touched.
 """
 
+import base64
 import copy
 import difflib
 import ipaddress
+import json
 import re
+import urllib.parse
 from collections.abc import Mapping
 
 ROOT = "cloudify_ha:clusters"
@@ -878,7 +881,9 @@ def find_manager(pillar, minion_id, cluster=None):
 
 
 def secrets_in(settings):
-    """Every secret of a cluster, to scrub them from anything returned or logged."""
+    """Every secret of a cluster, to scrub them from anything returned or logged: the
+    passwords, the private keys, and each ``user:password`` pair (what HTTP Basic auth and
+    URIs carry)."""
     found = set()
     for path in SECRET_KEYS:
         section, key = path.split(":")
@@ -889,13 +894,45 @@ def secrets_in(settings):
         value = (settings.get("database") or {}).get(key)
         if value:
             found.add(str(value))
+    admin, db = settings.get("admin") or {}, settings.get("database") or {}
+    for user, password in ((admin.get("username"), admin.get("password")),
+                           (db.get("username"), db.get("password")),
+                           ("postgres", db.get("postgres_password"))):
+        if user and password:
+            found.add(f"{user}:{password}")
     return found
 
 
+def secret_forms(secret):
+    """The ways a secret is written where it may end up in a message: as is; escaped as JSON,
+    YAML (double and single quoted) and Python reprs write it; URL-encoded (``%20`` and ``+``
+    for a space, hex digits in either case); and base64 (standard and URL-safe, as HTTP Basic
+    auth sends ``user:password``)."""
+    forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
+             repr(secret)[1:-1], ascii(secret)[1:-1], secret.replace("'", "''")}
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+        for style in ('"', "'"):
+            dumped = yaml.safe_dump(secret, default_style=style, width=1 << 30).rstrip("\n")
+            forms.add(dumped[1:-1])
+    except ImportError:  # everywhere Salt runs PyYAML is there
+        pass
+    for quote in (urllib.parse.quote, urllib.parse.quote_plus):
+        for safe in ("", "/"):
+            encoded = quote(secret, safe=safe)
+            forms.update((encoded, re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), encoded)))
+    raw = secret.encode("utf-8", "surrogatepass")
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        encoded = encode(raw).decode()
+        forms.update((encoded, encoded.rstrip("=")))
+    return {form for form in forms if form}
+
+
 def scrub(text, secrets):
+    """``text`` with every form of every secret (``secret_forms``) replaced by ``******``."""
     if not isinstance(text, str):
         return text
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "******")
+    forms = {form for secret in secrets if secret for form in secret_forms(str(secret))}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "******")
     return text

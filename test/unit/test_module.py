@@ -2,20 +2,24 @@
 and pillar, the host's files under tmp_path, and the REST client's `request` replaced by a fake.
 """
 
+import base64
 import copy
 import hashlib
+import json
 import os
+import re
 import stat
 import threading
+import urllib.parse
 from types import SimpleNamespace
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, patch
 
 import pytest
 import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, grain_module,
-                          pillar_util, rest_util)
+                          pillar_util, rest_util, state_module)
 from lab.emulator import real_cli
 
 MODULE = execution_module()
@@ -329,6 +333,65 @@ def test_a_failed_install_shows_the_relevant_log_lines_without_secrets(salt, hos
     assert "an old failure of an earlier run" not in message
     assert_no_secret(message)
     assert mode_of(host.config) == 0o600
+
+
+# a password with what each encoding changes: a space, both quotes, a slash, '+', '%', '&'
+SPECIAL_PW = "Adm1n pw'with\"quotes/+%&"
+
+
+def forms_of(user, password):
+    """The forms a secret takes where 4.6 and its libraries print it."""
+    return {
+        "json": json.dumps(password)[1:-1],
+        "yaml double-quoted": yaml.safe_dump(password, default_style='"').strip()[1:-1],
+        "yaml single-quoted": password.replace("'", "''"),
+        "url %20": urllib.parse.quote(password, safe=""),
+        "url +": urllib.parse.quote_plus(password, safe=""),
+        "url lower-case hex": re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(),
+                                     urllib.parse.quote(password, safe="")),
+        "basic base64": base64.b64encode(f"{user}:{password}".encode()).decode(),
+    }
+
+
+FORMS = [(who, form) for who in ("admin", "database") for form in forms_of("u", "p")]
+
+
+@pytest.mark.parametrize("who, form", FORMS, ids=[f"{w}-{f}" for w, f in FORMS])
+def test_every_form_of_a_secret_in_an_installer_error_is_scrubbed_from_the_state_comment(
+        salt, host, pillar, who, form, tmp_path):
+    """A failed install's console and log lines reach the state's comment (and so the job
+    cache): a password there is hidden whichever way it was escaped or encoded."""
+    user = "admin" if who == "admin" else "cloudify"
+    section = pillar["clusters"]["prod"]["admin" if who == "admin" else "database"]
+    section["password"] = SPECIAL_PW
+    shown = forms_of(user, SPECIAL_PW)[form]
+    assert shown != SPECIAL_PW or form == "yaml single-quoted" and "'" not in SPECIAL_PW
+    host.log.parent.mkdir(parents=True)
+    host.log.write_text("2019-06-01 11:00:00 INFO - Installing Cloudify Manager\n"
+                        f"2019-06-01 11:00:02 ERROR - config: {{password: \"{shown}\"}}\n")
+    salt["cmd.run_all"].return_value = done(
+        stdout=f"Authorization: Basic {shown}\nERROR - postgresql://{user}:{shown}@10.0.0.5/x",
+        retcode=1)
+    states = state_module()
+    fakes = {"cloudify_ha.node_state": lambda cluster=None: "package_installed",
+             "cloudify_ha.active_node": lambda cluster=None, required=True: None,
+             "cloudify_ha.database_holds_data": lambda cluster=None: {
+                 "holds_data": False, "databases": [], "name": "cloudify_db", "tables": 0,
+                 "data": {}, "rows": {}, "host": "10.0.0.5:5432"},
+             "cloudify_ha.install": MODULE.install}
+    with patch.object(states, "__salt__", fakes, create=True), \
+            patch.object(states, "__opts__", {"test": False, "cachedir": str(tmp_path)},
+                         create=True), \
+            patch.object(states, "__context__", {}, create=True), \
+            patch.object(states, "__pillar__", {}, create=True):
+        ret = states.manager_installed(name="cfy-mgr2", cluster="prod")
+    assert (ret["result"], ret["changes"]) == (False, {})
+    comment = ret["comment"]
+    assert comment.startswith("cfy-mgr2: cfy_manager install failed (exit 1): Authorization: "
+                              "Basic ******\nERROR - postgresql://"), comment
+    assert "ERROR - config: {password: \"******\"}" in comment, comment
+    assert shown not in comment and SPECIAL_PW not in comment
+    assert_no_secret(comment)
 
 
 def test_a_validation_error_shows_only_this_runs_lines(salt, host):

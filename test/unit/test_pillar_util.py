@@ -1,5 +1,6 @@
 """_utils/cloudify_ha_pillar.py: the pillar's validation, the plan, and the secret helpers."""
 
+import base64
 import copy
 
 import pytest
@@ -59,7 +60,9 @@ def test_pillar_example_is_valid_without_warnings():
 def test_example_secrets_are_the_ones_in_pillar_example():
     settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
     db = settings["database"]
-    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]}
+    admin_pw, db_pw, postgres_pw = EXAMPLE_SECRETS
+    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]} | {
+        f"admin:{admin_pw}", f"cloudify:{db_pw}", f"postgres:{postgres_pw}"}
     assert "CHANGE-ME-the-database-CA-key" in db["ca_key"]
 
 
@@ -386,12 +389,31 @@ def test_secrets_in_includes_the_client_key_and_skips_empty_values():
     settings = P.cluster_settings("c1", {"admin": {"password": "a-pw"},
                                          "database": {"password": "", "postgres_password": "pg-pw",
                                                       "client_key": "-----KEY-----"}})
-    assert P.secrets_in(settings) == {"a-pw", "pg-pw", "-----KEY-----"}
+    assert P.secrets_in(settings) == {"a-pw", "pg-pw", "-----KEY-----", "admin:a-pw",
+                                      "postgres:pg-pw"}
 
 
 def test_scrub_replaces_longer_secrets_first():
     # "pass" first would leave "******word1" behind: part of the longer secret in clear
     assert P.scrub("password1, then pass", {"pass", "password1"}) == "******, then ******"
+
+
+@pytest.mark.parametrize("shown", [
+    'p \\"w\\u00e9',  # JSON
+    'p \\"w\\xE9',  # YAML, double-quoted
+    "p \"w\\xe9",  # a Python repr
+    "p%20%22w%C3%A9", "p+%22w%C3%A9", "p%20%22w%c3%a9",  # URL-encoded, both spaces, both cases
+    "cCAid8Op",  # base64
+])
+def test_scrub_hides_a_secret_however_it_was_escaped_or_encoded(shown):
+    assert P.scrub(f"<{shown}>", {'p "w\u00e9'}) == "<******>"
+
+
+def test_scrub_hides_http_basic_auth_of_a_clusters_admin():
+    settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
+    header = "Basic " + base64.b64encode(b"admin:CHANGE-ME-admin-password").decode()
+    assert P.scrub(f"Authorization: {header}", P.secrets_in(settings)) == (
+        "Authorization: Basic ******")
 
 
 def test_scrub_replaces_every_occurrence_and_ignores_empty_secrets():
