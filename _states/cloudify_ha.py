@@ -162,8 +162,11 @@ RUN_LOCK = "cloudify_ha.run_lock"
 
 
 def _locked_fd(name):
-    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait)."""
-    fd = os.open(os.path.join(__opts__["cachedir"], LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait).
+    The file is never a link to another (``cloudify_ha_files.open_private``): the lock's record
+    is written into it as root."""
+    fd = __utils__["cloudify_ha_files.open_private"](
+        os.path.join(__opts__["cachedir"], LOCK_FILE))
     try:
         _take_lock(fd, name)
     except BaseException:

@@ -26,6 +26,7 @@ FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_beacons", "_gr
 LEADER, FOLLOWER, FOLLOWER3 = "cfy-mgr1.example.com", "cfy-mgr2.example.com", "cfy-mgr3.example.com"
 CLI, LB = "admin1.example.com", "cfy-lb1.example.com"
 STRANGER = "web1.example.com"  # in no cluster
+MASTER_ID = "saltmaster_master"  # the master's own minion (salt.minion.MasterMinion)
 MANAGERS = {"cfy-mgr1": (LEADER, "10.0.0.11"), "cfy-mgr2": (FOLLOWER, "10.0.0.12"),
             "cfy-mgr3": (FOLLOWER3, "10.0.0.13")}
 

@@ -19,7 +19,7 @@ import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, grain_module,
-                          pillar_util, rest_util, state_module)
+                          files_util, pillar_util, rest_util, state_module)
 from lab.emulator import real_cli
 
 MODULE = execution_module()
@@ -383,6 +383,8 @@ def test_every_form_of_a_secret_in_an_installer_error_is_scrubbed_from_the_state
             patch.object(states, "__opts__", {"test": False, "cachedir": str(tmp_path)},
                          create=True), \
             patch.object(states, "__context__", {}, create=True), \
+            patch.object(states, "__utils__", {"cloudify_ha_files.open_private":
+                                               files_util().open_private}, create=True), \
             patch.object(states, "__pillar__", {}, create=True):
         ret = states.manager_installed(name="cfy-mgr2", cluster="prod")
     assert (ret["result"], ret["changes"]) == (False, {})

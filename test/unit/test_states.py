@@ -13,9 +13,10 @@ from unittest.mock import MagicMock, patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from formula_code import state_module
+from formula_code import files_util, state_module
 
 STATES = state_module()
+UTILS = {"cloudify_ha_files.open_private": files_util().open_private}
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
             "secure_profile", "set_profile_cluster", "remove_manager")
 
@@ -122,7 +123,7 @@ def clock():
 @pytest.fixture
 def configure_loader_modules(clock, tmp_path):
     return {STATES: {"__salt__": {}, "__opts__": {"test": False, "cachedir": str(tmp_path)},
-                     "__context__": {}, "__pillar__": {}, "time": clock}}
+                     "__context__": {}, "__pillar__": {}, "__utils__": UTILS, "time": clock}}
 
 
 def run(state, fake, test=False, **kwargs):
@@ -1065,6 +1066,40 @@ def test_test_mode_takes_no_lock():
         assert install_mgr1(installing(), test=True)["result"] is None
     finally:
         os.close(fd)
+
+
+def lock_trap(kind, tmp_path):
+    """In the lock file's place, what would make a write of the lock write another file."""
+    target = tmp_path / "elsewhere"
+    target.write_text("precious\n", encoding="utf-8")
+    if kind == "symlink":
+        os.symlink(target, lock_path())
+        return target, "is a symbolic link"
+    if kind == "dangling symlink":
+        os.symlink(tmp_path / "nothing-yet", lock_path())
+        return tmp_path / "nothing-yet", "is a symbolic link"
+    if kind == "hard link":
+        os.link(target, lock_path())
+        return target, "has 2 hard links"
+    os.mkfifo(lock_path())
+    return target, "is not a regular file"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "fifo"])
+@pytest.mark.parametrize("whole_run", [True, False])
+def test_the_lock_file_is_never_a_link_to_another_file(tmp_path, kind, whole_run):
+    target, what = lock_trap(kind, tmp_path)
+    before = target.read_text(encoding="utf-8") if target.exists() else None
+    fake = installing()
+    if whole_run:
+        got = run(STATES.run_locked, fake, name="lock")
+    else:
+        got = install_mgr1(fake)
+    assert got == ret("lock" if whole_run else "cfy-mgr1", False, Mentions(
+        f"{lock_path()} {what}: the formula's own files are never followed elsewhere; remove "
+        "it", "nothing was changed"))
+    assert (target.read_text(encoding="utf-8") if target.exists() else None) == before
+    assert fake.order == []
 
 
 def test_waits_ask_soon_then_at_most_once_an_interval_and_last_at_the_deadline(clock):
