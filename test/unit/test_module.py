@@ -205,6 +205,17 @@ def test_cfy_manager_gets_no_secret_even_in_its_environment(salt):
     assert_no_secret(salt["cmd.run_all"].call_args.kwargs["env"])
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_is_given_the_minions_proxy(command, salt):
+    """cfy and the installer send the admin's credentials to the managers: a proxy from the
+    minion's environment (Salt adds `env` to it) would get them. Empty is no proxy to urllib."""
+    COMMANDS[command][0]()
+    env = salt["cmd.run_all"].call_args.kwargs["env"]
+    assert {k: env[k] for k in env if k.lower().endswith("_proxy")} == {
+        "http_proxy": "", "https_proxy": "", "all_proxy": "", "HTTP_PROXY": "",
+        "HTTPS_PROXY": "", "ALL_PROXY": ""}
+
+
 def test_command_output_is_scrubbed(salt):
     salt["cmd.run_all"].return_value = done(stdout=f"using {ADMIN_PW}\nProfile is up to date")
     assert MODULE.update_profile() == {"retcode": 0,
