@@ -837,6 +837,22 @@ def set_profile_cluster(profile, nodes):
     return _write_private(_profile_path(profile), text)
 
 
+def public_addresses(cluster=None):
+    """
+    Each manager's address for ``cfy`` profiles, from pillar: ``{node name: public_ip}``. A
+    profile lists a node at this address, never at the one the cluster's (plain HTTP) answer
+    carries.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt admin1 cloudify_ha.public_addresses cluster=prod
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    return {m["name"]: m["public_ip"] for m in settings["managers"]}
+
+
 def local_node(cluster=None):
     """
     This minion's node name in the cluster, or None when it is not one of its managers (a CLI

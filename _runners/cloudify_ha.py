@@ -271,7 +271,10 @@ def _cluster_status(local, cname, settings, lookup, timeout):
             state = "not joined"
         rows.append({"node": m["name"], "minion": m["minion_id"], "ip": m["private_ip"],
                      "state": state, "local": str(local_state)})
-    expected = sorted(n["name"] for n in listed or [])  # 4.6 merges profiles by node name
+    # 4.6 merges profiles by node name; a profile lists the members pillar names (only they
+    # have an address from pillar: cloudify_ha.profile_updated)
+    pillar_names = {m["name"] for m in managers}
+    expected = sorted(n["name"] for n in listed or [] if n["name"] in pillar_names)
     profiles = _ask(local, ids, "cloudify_ha.profile_nodes",
                     kwarg={"profile": _profile_name(cname, True, lookup), "own": True},
                     timeout=timeout)
@@ -279,7 +282,6 @@ def _cluster_status(local, cname, settings, lookup, timeout):
                          kwarg={"profile": cname}, timeout=timeout))
     stale = sorted(mid for mid, names in profiles.items()
                    if listed is not None and names is not None and names != expected)
-    pillar_names = {m["name"] for m in managers}
     return {
         "managers": rows,
         "active node": (f"{active.get('name')} ({active['host']})" if active else

@@ -72,6 +72,14 @@ MISTAKES = {
     "misspelt key": (_typo, f"{ROOT}:replace_stal: unknown key (did you mean 'replace_stale'?)"),
     "bad port": (_set(["database", "port"], "fivefourthreetwo"),
                  f"{ROOT}:database:port: 'fivefourthreetwo' is not a TCP port number"),
+    # what used to fail only at the last step, after hosts were touched
+    "a system database": (_set(["database", "name"], "template1"),
+                          f"{ROOT}:database:name: 'template1' is PostgreSQL's own"),
+    "a manager as a CLI host": (_set(["cli_hosts"], ["mgr2"]),
+                                f"{ROOT}:cli_hosts:0: 'mgr2' is also a manager"),
+    "an endless install": (_set(["installer", "install_timeout"], 10 ** 12),
+                           f"{ROOT}:installer:install_timeout: 1000000000000 must be a whole "
+                           "number of seconds from 60 to 86400"),
 }
 
 

@@ -575,6 +575,11 @@ def test_set_profile_cluster_writes_the_nodes_privately_and_keeps_what_it_knows(
     assert MODULE.set_profile_cluster("localhost", nodes) is False
 
 
+def test_public_addresses_are_the_pillars_by_node_name():
+    assert MODULE.public_addresses(cluster="prod") == {
+        "cfy-mgr1": "192.0.2.11", "cfy-mgr2": "192.0.2.12", "cfy-mgr3": "192.0.2.13"}
+
+
 def test_set_profile_cluster_of_a_missing_profile_is_an_error():
     with pytest.raises(CommandExecutionError, match="cfy profile prod does not exist"):
         MODULE.set_profile_cluster("prod", [])
