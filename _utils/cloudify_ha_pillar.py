@@ -146,7 +146,8 @@ TOFS_FILES = {
 }
 TOFS_KEYS = ("path_prefix", "files_switch", "source_files")
 TOFS_SWITCH = ["id", "os_family"]
-SEGMENT_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}", ASCII)
+# a path segment on the salt file server: not starting with '-' (never read as an option)
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}", ASCII)
 GRAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(:[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}", ASCII)
 REACTOR_KEYS = {"enabled": "bool", "config_file": "reactor:config_file"}
 REACTOR_DEFAULTS = {"enabled": True, "config_file": "/etc/salt/master.d/cloudify_ha_reactor.conf"}
@@ -728,8 +729,8 @@ def _validate_tofs(errors, tofs):
     if "path_prefix" in tofs and not _is_relative(tofs["path_prefix"]):
         errors.append(f"{where}:path_prefix: {q(tofs['path_prefix'])} is not a directory on the "
                       "salt file server as salt://<path_prefix>/files/... uses it: ASCII "
-                      "letters, digits, '.', '_', '+', '-' between slashes, no leading slash, no "
-                      "'.' or '..' part (e.g. cloudify_ha_site)")
+                      "letters, digits, '.', '_', '+', '-' between slashes, each part starting "
+                      "with a letter, digit or '_', no leading slash (e.g. cloudify_ha_site)")
     switch = tofs.get("files_switch", TOFS_SWITCH)
     if not isinstance(switch, list) or not all(isinstance(g, str) and GRAIN_KEY_RE.fullmatch(g)
                                                for g in switch):
@@ -746,7 +747,8 @@ def _validate_tofs(errors, tofs):
                                       all(_is_relative(n, most=8) for n in names)):
             errors.append(f"{where}:source_files:{sid}: {q(names)} must be a list of file names "
                           "relative to <path_prefix>/files/<switch value>/ (ASCII letters, "
-                          "digits, '.', '_', '+', '-' between slashes, no '.' or '..' part)")
+                          "digits, '.', '_', '+', '-' between slashes, each part starting with a "
+                          "letter, digit or '_')")
 
 
 def _grain(grains, key):

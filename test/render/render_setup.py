@@ -9,14 +9,16 @@ before it runs it.
 """
 
 import collections
-import shutil
 import collections.abc
+import importlib.util
 import pathlib
+import shutil
 
 import salt.config
 import salt.loader
 import salt.state
 import salt.utils.args
+import yaml
 from salt.exceptions import SaltInvocationError
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -46,6 +48,21 @@ LAB_FACTS = {
     "packages": {"manager": "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb",
                  "cli": "salt://cloudify_ha_packages/cloudify-cli_4.6_amd64.deb"},
 }
+
+def example_pillar():
+    """A fresh copy of pillar.example's `cloudify_ha` mapping."""
+    with open(REPO / "pillar.example", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)["cloudify_ha"]
+
+
+def pillar_schema():
+    """_utils/cloudify_ha_pillar.py, loaded by path: the schema the SLS render through."""
+    spec = importlib.util.spec_from_file_location("cloudify_ha_pillar_of_render_tests",
+                                                  REPO / "_utils" / "cloudify_ha_pillar.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def minion_sls():
     """Every minion-side SLS of the formula, as Salt names it (orchestrations and the reactor's
