@@ -317,7 +317,8 @@ KINDS = {
                   "must be a whole number of seconds from 1 to 86400 (a day)"),
     "ping_timeout": (lambda v: _is_int(v) and 1 <= v <= 300,
                      "must be a whole number of seconds from 1 to 300"),
-    "source_hash": (lambda v: v == "" or (isinstance(v, str) and bool(SOURCE_HASH_RE.fullmatch(v))),
+    "source_hash": (lambda v: v == "" or (isinstance(v, str)
+                                          and bool(SOURCE_HASH_RE.fullmatch(v))),
                     "is not a package file's hash: sha256=<64 hex digits>, sha384=<96> or "
                     "sha512=<128>, lower case (e.g. the output of sha256sum), or empty"),
     **{key: ((lambda pattern: lambda v: isinstance(v, str) and bool(pattern.fullmatch(v)))(
