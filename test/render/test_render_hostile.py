@@ -166,13 +166,16 @@ def accepted_secret(key):
 
 
 def hostile_secrets():
-    return {key: accepted_secret(key) for key in SECRETS}
+    """{secret's key: what it accepts} for each secret that accepts any (the schema's password
+    rules may leave a secret none: its values are all counted refused)."""
+    secrets = {key: accepted_secret(key) for key in SECRETS}
+    return {key: value for key, value in secrets.items() if value}
 
 
 @pytest.mark.parametrize("role", [LEADER, FOLLOWER, CLI, LB])
 def test_the_hostile_values_a_secret_accepts_render_what_pillar_example_renders(minion, role):
     secrets = hostile_secrets()
-    assert all(secrets.values()), secrets  # the schema's password rules may narrow them
+    assert secrets  # the admin password takes most of them (test/unit/test_pillar_hostile.py)
     plain = minion("example", role)
     hostile = minion("example", role, pillar=with_values(secrets))
     for sls in sorted(minion_sls()):
