@@ -1,6 +1,7 @@
 #!py
-"""salt-run state.orch cloudify_ha.orch [pillar='{"cloudify_ha_orch": {"cluster": "<name>"}}']
-(the short form pillar='{"cluster": "<name>"}' too: cloudify_ha_master.orch_argument)
+"""salt-run state.orch cloudify_ha.orch [pillar='{"cluster": "<name>"}']
+(or the cluster under cloudify_ha_orch, which no other formula's pillar collides with:
+cloudify_ha_master.orch_argument)
 
 Builds every cluster in pillar (or the one named), clusters in parallel:
   validate -> sync the formula's modules to minions whose copies are not current -> the

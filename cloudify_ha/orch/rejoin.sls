@@ -1,7 +1,7 @@
 #!py
-"""salt-run state.orch cloudify_ha.orch.rejoin pillar='{"cloudify_ha_orch": {"node": "<minion id>"}}'
-(or pillar='{"node": "<minion id>"}': cloudify_ha_master.orch_argument; the reactor runs it
-through `salt-run cloudify_ha.rejoin`, one at a time)
+"""salt-run state.orch cloudify_ha.orch.rejoin pillar='{"node": "<minion id>"}'
+(or the node under cloudify_ha_orch, as the runner passes it: cloudify_ha_master.orch_argument;
+the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
 
 Brings one manager back into its cluster: a rebooted member that is back online -> its firewall
 rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> its
