@@ -184,12 +184,20 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+# emptied in the environment of every command run (Salt adds `env` to the minion's own): cfy
+# and the installer send the admin's credentials with every REST call, and a proxy the minion's
+# environment names would get them (an empty value is no proxy to Python 2's and 3's urllib)
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                   "ALL_PROXY")
+
+
 def _run(argv, settings, env=None, timeout=None, stdin=None):
     """Run a Cloudify command: never through a shell, never logged, secrets only in env."""
     binary = salt.utils.path.which(argv[0])
     if binary is None:
         raise CommandExecutionError(f"'{argv[0]}' is not installed on this minion")
-    full_env = {"HOME": os.path.expanduser("~root")}
+    full_env = dict.fromkeys(PROXY_VARIABLES, "")
+    full_env["HOME"] = os.path.expanduser("~root")
     full_env.update(env or {})
     result = __salt__["cmd.run_all"](
         [binary] + list(argv[1:]), python_shell=False, output_loglevel="quiet",
@@ -876,6 +884,22 @@ def set_profile_cluster(profile, nodes):
     text = salt.utils.yaml.dump(_ProfileContext(context), Dumper=_ProfileDumper,
                                 default_flow_style=False)
     return _write_private(_profile_path(profile), text)
+
+
+def public_addresses(cluster=None):
+    """
+    Each manager's address for ``cfy`` profiles, from pillar: ``{node name: public_ip}``. A
+    profile lists a node at this address, never at the one the cluster's (plain HTTP) answer
+    carries.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt admin1 cloudify_ha.public_addresses cluster=prod
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    return {m["name"]: m["public_ip"] for m in settings["managers"]}
 
 
 def local_node(cluster=None):

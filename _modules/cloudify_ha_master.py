@@ -82,6 +82,56 @@ def minions_without_modules(minion_ids):
     return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
 
 
+ARGUMENTS = ("cluster", "node")
+
+
+def orch_argument(name):
+    """
+    An argument of the formula's orchestrations (``cluster``, ``node``) from the pillar they
+    run with: ``cloudify_ha_orch:<name>`` (``pillar='{"cloudify_ha_orch": {"cluster":
+    "prod"}}'``, what the formula's runner passes), else the short form of the documented
+    command lines, a top-level ``<name>`` (``pillar='{"cluster": "prod"}'``), but only when it
+    came with the command: a top-level key of that name that the master's own pillar holds
+    belongs to another formula (its compile is asked only when the short form is there).
+    None when neither gives it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.orch_argument cluster
+    """
+    if name not in ARGUMENTS:
+        raise SaltInvocationError(f"name: {ascii(name)} is not one of {', '.join(ARGUMENTS)}")
+    given = __pillar__.get("cloudify_ha_orch")
+    if isinstance(given, dict) and name in given:
+        return _plain(given[name])
+    if name not in __pillar__:
+        return None
+    value = _plain(__pillar__[name])
+    own = _own_pillar()
+    if name in own and _plain(own[name]) == value:
+        return None
+    return value
+
+
+def _own_pillar():
+    """The master's pillar compiled without the command's. Not pillar.items: from 3008 on its
+    compile starts from the pillar the caller runs with (the command's included)."""
+    # the master's code, imported where it runs: not into every job of every minion
+    import salt.pillar  # pylint: disable=import-outside-toplevel
+
+    opts = dict(__opts__, pillar={})
+    return salt.pillar.get_pillar(opts, dict(__grains__), opts["id"],
+                                  saltenv=opts.get("saltenv"),
+                                  pillarenv=opts.get("pillarenv")).compile_pillar() or {}
+
+
+def _plain(value):
+    """Plain data: 3008 hands pillar over as MaskedDict/MaskedList (cloudify_ha_pillar.plain)."""
+    return __utils__["cloudify_ha_pillar.plain"](value)
+
+
 def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha"):
     """
     The steps (high data) of one of the formula's orchestrations, built as data from the plan

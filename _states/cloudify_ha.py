@@ -162,8 +162,11 @@ RUN_LOCK = "cloudify_ha.run_lock"
 
 
 def _locked_fd(name):
-    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait)."""
-    fd = os.open(os.path.join(__opts__["cachedir"], LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait).
+    The file is never a link to another (``cloudify_ha_files.open_private``): the lock's record
+    is written into it as root."""
+    fd = __utils__["cloudify_ha_files.open_private"](
+        os.path.join(__opts__["cachedir"], LOCK_FILE))
     try:
         _take_lock(fd, name)
     except BaseException:
@@ -735,9 +738,9 @@ def _join(f):
 
 # ---- profile_updated ------------------------------------------------------------------------
 def _profile_fits(entries, expected, own):
-    """The profile entries that are right as 4.6 keeps them: a cluster node at its public address
-    (``public_ip or host_ip``), or, for this host's own node, ``localhost`` (the start node's
-    entry in its own profile)."""
+    """The profile entries that are right as 4.6 keeps them: a cluster node at the pillar's
+    public address for it, or, for this host's own node, ``localhost`` (the start node's entry
+    in its own profile)."""
     return [e for e in entries or [] if e["name"] in expected and
             (e["manager_ip"] == expected[e["name"]] or
              (e["manager_ip"] == "localhost" and e["name"] == own))]
@@ -754,19 +757,24 @@ def _listing(entries):
     return None if entries is None else sorted(f"{e['name']} ({e['manager_ip']})" for e in entries)
 
 
-def _expected_profile(nodes):
-    """Each node's address in a 4.6 profile: its public address, else its cluster address."""
-    return {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
+def _expected_profile(nodes, addresses):
+    """Each node's address in the profile: the pillar's ``public_ip`` for the node of that name
+    (4.6 merges profiles by name). Never the address the REST answer (plain HTTP) carries: a
+    node the cluster lists that pillar does not name gets no entry (cloudify_ha.status lists
+    it), so that cfy never sends the admin's credentials to an address no operator wrote."""
+    return {n["name"]: addresses[n["name"]] for n in nodes if n["name"] in addresses}
 
 
 def profile_updated(name, cluster=None, active_hint=None, own=False):
     """
-    The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes by name, each at
-    its public address (``localhost`` for this host's own entry is what 4.6 writes and is kept),
-    and its file (which holds the admin password) is 0600. It makes the profile active, drops
-    entries of nodes gone or moved, makes sure it knows the active node (4.6's ``cfy`` walks
-    only the nodes a profile lists), then runs ``cfy cluster update-profile``, which adds the
-    missing nodes the 4.6 way; a profile that does not exist is created (``cfy profiles use``).
+    The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes that pillar
+    names, by name, each at the pillar's ``public_ip`` for it (``localhost`` for this host's
+    own entry is what 4.6 writes and is kept), and its file (which holds the admin password) is
+    0600. It makes the profile active (a profile that does not exist is created with ``cfy
+    profiles use``), then writes its node list, the active node first (4.6's ``cfy`` walks only
+    the nodes a profile lists), as ``cfy cluster update-profile`` would write it (``name`` and
+    ``manager_ip``; what the profile stores for an entry it keeps is kept) but with the
+    pillar's addresses: update-profile takes them from the cluster's plain-HTTP answer.
 
     name
         The profile: ``localhost`` on a manager, the cluster's name on a CLI host.
@@ -798,7 +806,7 @@ def _decide_profile(f):
                          f"profile {name} would list the cluster's nodes once it is started")
     if "mode" not in f:
         return _need("profile")
-    expected = _expected_profile(f["nodes"])
+    expected = _expected_profile(f["nodes"], f["addresses"])
     changes = {}
     if not _profile_right(f["entries"], expected, f["own"]):
         changes["nodes"] = {"old": _listing(f["entries"]),
@@ -817,6 +825,7 @@ _READ_PROFILE = {
     "entries": lambda f: {"entries": __salt__["cloudify_ha.profile_cluster"](profile=f["name"])},
     "profile": lambda f: {
         "own": __salt__["cloudify_ha.local_node"](cluster=f["cluster"]),
+        "addresses": __salt__["cloudify_ha.public_addresses"](cluster=f["cluster"]),
         "entries": __salt__["cloudify_ha.profile_cluster"](profile=f["name"]),
         "mode": __salt__["cloudify_ha.profile_mode"](profile=f["name"]),
         "was_active": __salt__["cloudify_ha.active_profile"](),
@@ -825,22 +834,20 @@ _READ_PROFILE = {
 
 
 def _update_profile(f):
-    """The profile made active (created when missing), wrong entries dropped with the active node
-    first, the missing nodes added by ``cfy cluster update-profile``, the file made 0600; then
-    the re-check: the profile as ``_profile_right`` and 0600."""
+    """The profile made active (created when missing), its node list written (the entries that
+    fit kept as they are, the active node first, every other node at the pillar's address), the
+    file made 0600; then the re-check: the profile as ``_profile_right`` and 0600."""
     mod, name, active, entries = __salt__, f["name"], f["active"], f["entries"]
-    expected = _expected_profile(f["nodes"])
+    expected = _expected_profile(f["nodes"], f["addresses"])
     if not _profile_right(entries, expected, f["own"]):
         if entries is None or f["was_active"] != name:
             mod["cloudify_ha.use_profile"](name, active["host"], cluster=f["cluster"])
             entries = mod["cloudify_ha.profile_cluster"](profile=name)
-        fits = _profile_fits(entries, expected, f["own"])
-        if not any(e["name"] == active["name"] for e in fits):
-            fits = [{"name": active["name"], "manager_ip": expected[active["name"]]}] + fits
-        if fits != entries:
-            mod["cloudify_ha.set_profile_cluster"](name, fits)
-        if sorted(e["name"] for e in fits) != sorted(expected):
-            mod["cloudify_ha.update_profile"](cluster=f["cluster"])
+        fits = {e["name"]: e for e in _profile_fits(entries, expected, f["own"])}
+        order = list(dict.fromkeys([active["name"], *fits, *sorted(expected)]))
+        wanted = [fits.get(n) or {"name": n, "manager_ip": expected[n]} for n in order]
+        if wanted != entries:
+            mod["cloudify_ha.set_profile_cluster"](name, wanted)
     mod["cloudify_ha.secure_profile"](profile=name)
     after = mod["cloudify_ha.profile_cluster"](profile=name)
     if not _profile_right(after, expected, f["own"]) or \

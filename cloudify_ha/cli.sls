@@ -10,7 +10,22 @@
 {%- endif %}
 
 {%- for cname in me.cli_of %}
-{%-   set source = mapdata.clusters[cname].installer.cli_source %}
+{%-   set installer = mapdata.clusters[cname].installer %}
+{%-   set source = installer.cli_source %}
+{%-   if source and installer.cli_source_hash %}
+{#-     fetched and checked against its hash before the package manager sees it (installer.sls) #}
+{%-     set source = opts.cachedir ~ "/cloudify_ha/packages/" ~ source.rsplit("/", 1)[1] %}
+
+cloudify_ha-profile-{{ cname }}-cli-package-file:
+  file.managed:
+    - name: {{ source | json }}
+    - source: {{ installer.cli_source | json }}
+    - source_hash: {{ installer.cli_source_hash | json }}
+    - makedirs: true
+    - mode: "0644"
+    - require_in:
+      - pkg: cloudify_ha-profile-{{ cname }}-cli-package
+{%-   endif %}
 
 cloudify_ha-profile-{{ cname }}-cli-package:
   pkg.installed:

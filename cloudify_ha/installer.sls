@@ -18,6 +18,22 @@ cloudify_ha-installer-prerequisites:
     - pkgs: {{ prerequisites | json }}
     - refresh: {{ lookup.refresh | json }}
 {%-   endif %}
+{%-   set source = installer.source %}
+{%-   if source and installer.source_hash %}
+{#-     the package file fetched and checked against its hash (file.managed) before the package
+        manager sees it: pkg.installed's own fetch of a source checks none #}
+{%-     set source = opts.cachedir ~ "/cloudify_ha/packages/" ~ source.rsplit("/", 1)[1] %}
+
+cloudify_ha-installer-package-file:
+  file.managed:
+    - name: {{ source | json }}
+    - source: {{ installer.source | json }}
+    - source_hash: {{ installer.source_hash | json }}
+    - makedirs: true
+    - mode: "0644"
+    - require_in:
+      - pkg: cloudify_ha-installer-package
+{%-   endif %}
 
 cloudify_ha-installer-package:
   pkg.installed:
@@ -27,9 +43,9 @@ cloudify_ha-installer-package:
     - require:
       - pkg: cloudify_ha-installer-prerequisites
 {%-   endif %}
-{%-   if installer.source %}
+{%-   if source %}
     - sources:
-      - {{ lookup.installer_package | json }}: {{ installer.source | json }}
+      - {{ lookup.installer_package | json }}: {{ source | json }}
 {%-   elif installer.version %}
     - version: {{ installer.version | json }}
 {%-   endif %}

@@ -27,11 +27,11 @@ cloudify_ha-loadbalancer-package:
     - name: {{ lookup.haproxy_package | json }}
     - refresh: {{ lookup.refresh | json }}
 
+{#- created 0750 where it is missing; a directory HAProxy's package made is left as it is #}
 cloudify_ha-loadbalancer-socket-dir:
-  file.directory:
+  cloudify_ha_lb.directory_created:
     - name: {{ lb.admin_socket.rsplit("/", 1)[0] | json }}
     - mode: "0750"
-    - makedirs: true
 
 {%-   for c in clusters %}
 {%-     set cdir = lookup.firewall_dir ~ "/" ~ c.name %}
@@ -85,7 +85,7 @@ cloudify_ha-loadbalancer-config:
         certs_dir: {{ lookup.firewall_dir | json }}
     - require:
       - pkg: cloudify_ha-loadbalancer-package
-      - file: cloudify_ha-loadbalancer-socket-dir
+      - cloudify_ha_lb: cloudify_ha-loadbalancer-socket-dir
       - file: cloudify_ha-loadbalancer-config-private
 
 {%-   if manager == "service" %}

@@ -1,6 +1,7 @@
 #!py
 """salt-run state.orch cloudify_ha.orch.rejoin pillar='{"node": "<minion id>"}'
-(the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
+(or the node under cloudify_ha_orch, as the runner passes it: cloudify_ha_master.orch_argument;
+the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
 
 Brings one manager back into its cluster: a rebooted member that is back online -> its firewall
 rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> its
@@ -17,7 +18,8 @@ import re
 
 log = logging.getLogger("cloudify_ha.orch.rejoin")
 PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
-NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets")
+NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets",
+          "cloudify_ha_master.orch_argument")
 
 
 def _salt_fails(sid, text):
@@ -28,9 +30,14 @@ def _salt_fails(sid, text):
 
 def run():
     tplroot = sls.split(".")[0]  # noqa: F821  (set by the py renderer)
-    node = __pillar__.get("node")  # noqa: F821
+    modules = all(fun in __salt__ for fun in NEEDED)  # noqa: F821
+    if modules:
+        node = __salt__["cloudify_ha_master.orch_argument"]("node")  # noqa: F821
+    else:  # only to name it in the refusal
+        node = (__pillar__.get("cloudify_ha_orch") or {}).get("node",  # noqa: F821
+                                                               __pillar__.get("node"))  # noqa: F821
     shown = node if isinstance(node, str) and PLAIN.fullmatch(node) else ascii(node)
-    if not all(fun in __salt__ for fun in NEEDED):  # noqa: F821
+    if not modules:
         # Salt's own state: the formula's modules, its states among them, may be missing here
         return _salt_fails("cloudify_ha-rejoin-validate", (
             f"rejoin of {shown}: the cloudify_ha pillar is invalid or the formula's modules are "

@@ -15,7 +15,8 @@ import pytest
 
 from lab.formula import (OrchRun, active_profile, blueprint_ids, demo_hints, encodings,
                          files_containing, http_get, jobs_published, leaky_logs, member_state,
-                         minion_pillar, nodes, orch, profile_entries, sizes, upload_blueprint)
+                         minion_pillar, nodes, orch, profile_entries, shadow_pillar, sizes,
+                         upload_blueprint)
 from lab.hosts import reach
 from lab.proc import wait_until
 
@@ -114,6 +115,34 @@ def test_rerun_changes_nothing_and_runs_nothing_mutating(built_cluster, emulator
     asked = jobs_published(event_listener, since)
     assert ("cloudify_ha.orch_facts", EVERYONE) in asked, asked
     assert [fun for fun, _ in asked if fun == "test.ping"] == [], asked
+
+
+def test_profiles_list_each_node_at_the_pillars_address_not_the_clusters(
+        built_cluster, salt_cli, salt_run_cli, pillar_dir):
+    """4.6's update-profile takes a node's address from the cluster's answer (plain HTTP) and
+    keeps it for good; the formula writes the pillar's public_ip by node name. Here mgr3's
+    public address moves in pillar (the cluster still reports the one its install was given):
+    every profile follows the pillar, and back."""
+    lab = built_cluster
+    pillar = minion_pillar(salt_cli)
+    (mgr3,) = [m for m in pillar["clusters"]["lab"]["managers"] if m["name"] == "mgr3"]
+    mgr3["public_ip"] = lab["mgr3"].ip  # its cluster address: reachable, and not the reported one
+    every = {m: lab[m].public_ip for m in MANAGERS}
+    with shadow_pillar(pillar_dir, pillar):
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+        assert run.changed() == {"cloudify_ha-orch-lab-profiles"}, run
+        reported = salt_cli.run("cloudify_ha.cluster_nodes", minion_tgt="mgr2").data
+        assert {n["name"]: n["public_ip"] for n in reported} == every
+        moved = dict(every, mgr3=lab["mgr3"].ip)
+        assert profile_entries(lab["cli"], "lab") == moved
+        assert profile_entries(lab["mgr1"], "localhost") == dict(moved, mgr1="localhost")
+        # and the real cfy walks it
+        assert sorted(nodes(lab["cli"], credentials=("admin", lab.passwords["admin"]))) == \
+            list(MANAGERS)
+    run = orch(salt_run_cli)
+    assert run.returncode == 0 and run.changed() == {"cloudify_ha-orch-lab-profiles"}, run
+    assert profile_entries(lab["cli"], "lab") == every
 
 
 def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_run_cli, lab):

@@ -51,7 +51,10 @@ cloudify_ha:
 {%- endif %}
       installer:
         source: {{ lab.packages.manager }}
+        # salt:// sources come over the master's own channel: no hash needed
+        source_hash: ""
         cli_source: {{ lab.packages.cli }}
+        cli_source_hash: ""
       allow_database_reset: false
       replace_stale: false
       firewall:

@@ -9,9 +9,10 @@ before it runs it.
 """
 
 import collections
-import shutil
 import collections.abc
+import importlib.util
 import pathlib
+import shutil
 
 import salt.config
 import salt.loader
@@ -27,6 +28,7 @@ FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_beacons", "_gr
 LEADER, FOLLOWER, FOLLOWER3 = "cfy-mgr1.example.com", "cfy-mgr2.example.com", "cfy-mgr3.example.com"
 CLI, LB = "admin1.example.com", "cfy-lb1.example.com"
 STRANGER = "web1.example.com"  # in no cluster
+MASTER_ID = "saltmaster_master"  # the master's own minion (salt.minion.MasterMinion)
 MANAGERS = {"cfy-mgr1": (LEADER, "10.0.0.11"), "cfy-mgr2": (FOLLOWER, "10.0.0.12"),
             "cfy-mgr3": (FOLLOWER3, "10.0.0.13")}
 
@@ -45,6 +47,21 @@ LAB_FACTS = {
     "packages": {"manager": "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb",
                  "cli": "salt://cloudify_ha_packages/cloudify-cli_4.6_amd64.deb"},
 }
+
+def example_pillar():
+    """A fresh copy of pillar.example's `cloudify_ha` mapping."""
+    with open(REPO / "pillar.example", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)["cloudify_ha"]
+
+
+def pillar_schema():
+    """_utils/cloudify_ha_pillar.py, loaded by path: the schema the SLS render through."""
+    spec = importlib.util.spec_from_file_location("cloudify_ha_pillar_of_render_tests",
+                                                  REPO / "_utils" / "cloudify_ha_pillar.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def minion_sls():
     """Every minion-side SLS of the formula, as Salt names it (orchestrations and the reactor's

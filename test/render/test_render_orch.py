@@ -4,9 +4,15 @@ answers to ``saltutil.cmd`` and the master's grains cache canned: the steps, the
 their order; the refusals run through the state engine."""
 
 import hashlib
+import shutil
 
-from render_setup import (CLI, FOLLOWER, FOLLOWER3, LB, LEADER, MANAGERS, REPO, args_of,
-                          functions_of, problems_of, render_on_master, run_high)
+import pytest
+import salt.state
+import yaml
+
+from render_setup import (CLI, FOLLOWER, FOLLOWER3, LB, LEADER, MANAGERS, MASTER_ID, REPO,
+                          args_of, base_opts, functions_of, opts_for, problems_of,
+                          render_on_master, run_high)
 
 EVERYONE = [LEADER, FOLLOWER, FOLLOWER3, CLI, LB]
 
@@ -291,3 +297,63 @@ def test_a_retire_with_no_manager_answering_refuses(master):
     assert functions_of(high) == {"cloudify_ha-retire-cfy-mgr3": "cloudify_ha.refused"}
     refusal_runs(master, high, "cloudify_ha-retire-cfy-mgr3",
                  "no manager of cluster prod answers; nothing can be retired")
+
+
+# ---- the orchestrations' arguments beside another formula's pillar ----------------------------
+@pytest.fixture(scope="module")
+def crowded_master(render_root, file_root, host_grains):
+    """A master whose own pillar has, beside cloudify_ha, another formula's top-level `cluster`
+    and `node` (the keys the documented command lines use)."""
+    root = render_root / "pillar-crowded"
+    root.mkdir()
+    (root / "top.sls").write_text(yaml.safe_dump({"base": {"*": ["cloudify_ha", "other"]}}))
+    shutil.copy(REPO / "pillar.example", root / "cloudify_ha.sls")
+    (root / "other.sls").write_text("cluster: web\nnode: web1.example.com\n")
+    opts = opts_for(base_opts(render_root, file_root, [root], "unset"), host_grains, MASTER_ID)
+    built = {}
+
+    def get(pillar=None, modules=True, test=False):
+        key = repr(pillar)
+        if key not in built:
+            built[key] = salt.state.State(dict(opts), pillar_override=pillar)
+        return built[key]
+
+    yield get
+    for state in built.values():
+        if getattr(state, "file_client", None) is not None:
+            state.file_client.destroy()
+
+
+def test_another_formulas_top_level_cluster_key_does_not_pick_the_cluster(crowded_master):
+    """Before: `cluster: web` of another formula made every run refuse ('web' is not defined)."""
+    high, _ = orch(crowded_master)
+    assert steps(high) == FULL_RUN
+
+
+@pytest.mark.parametrize("pillar", [{"cluster": "qa"}, {"cloudify_ha_orch": {"cluster": "qa"}},
+                                    {"cluster": "prod", "cloudify_ha_orch": {"cluster": "qa"}}])
+def test_the_command_lines_cluster_is_taken_in_either_form(crowded_master, pillar):
+    high, minions = orch(crowded_master, pillar=pillar)
+    assert functions_of(high) == {"cloudify_ha-orch-validate": "cloudify_ha.refused"}
+    assert "cluster 'qa' (from the orchestration's pillar 'cluster') is not defined" in \
+        args_of(high, "cloudify_ha-orch-validate")["comment"]
+    assert minions.asked == []
+
+
+@pytest.mark.parametrize("pillar", [{"node": FOLLOWER}, {"cloudify_ha_orch": {"node": FOLLOWER}}])
+def test_the_rejoins_node_is_taken_in_either_form_and_never_from_another_formula(crowded_master,
+                                                                                  pillar):
+    high, _ = orch(crowded_master, "cloudify_ha.orch.rejoin", pillar=pillar)
+    assert f"cloudify_ha-rejoin-{FOLLOWER}-joined" in functions_of(high)
+    high, minions = orch(crowded_master, "cloudify_ha.orch.rejoin")
+    assert functions_of(high) == {"cloudify_ha-rejoin-ignored": "test.succeed_without_changes"}
+    assert minions.asked == []
+
+
+def test_the_retires_arguments_are_taken_in_either_form(crowded_master):
+    pillar = {"cloudify_ha_orch": {"cluster": "prod", "node": "cfy-mgr3"}}
+    high, _ = orch(crowded_master, "cloudify_ha.orch.retire", pillar=pillar,
+                   minions=Minions(down=[FOLLOWER3]))
+    assert "cloudify_ha-retire-cfy-mgr3" in functions_of(high)
+    high, _ = orch(crowded_master, "cloudify_ha.orch.retire")
+    assert functions_of(high) == {"cloudify_ha-retire-validate": "test.fail_without_changes"}

@@ -195,7 +195,8 @@ def test_start_decision(given, kind, expected):
 MEMBERS = [LEADER, node("m2", "10.0.0.12", "replica", public_ip="192.0.2.12")]
 EVERY = [{"name": "m1", "manager_ip": "10.0.0.11"}, {"name": "m2", "manager_ip": "192.0.2.12"}]
 PROFILE = {"name": "prod", "test": False, "active": ACTIVE, "nodes": MEMBERS}
-SEEN = facts(PROFILE, own=None, entries=EVERY, mode="0o600", was_active="prod")
+SEEN = facts(PROFILE, own=None, entries=EVERY, mode="0o600", was_active="prod",
+             addresses={"m1": "10.0.0.11", "m2": "192.0.2.12"})
 PROFILE_TABLE = [
     ({"name": "prod", "test": False}, "need", "cluster"),
     (facts(PROFILE, active=None, nodes=None, test=True), "need", "entries"),
@@ -211,6 +212,13 @@ PROFILE_TABLE = [
      ["would be updated"]),
     (facts(SEEN, entries=EVERY[:1]), "act", ["would be updated"]),
     (facts(SEEN, mode="0o644"), "act", ["would be updated"]),
+    # the pillar's address, not the REST answer's
+    (facts(SEEN, addresses={"m1": "10.0.0.11", "m2": "198.51.100.2"}), "act",
+     ["would be updated"]),
+    # a node the cluster lists and pillar does not name: no entry for it
+    (facts(SEEN, addresses={"m1": "10.0.0.11"}), "act", ["would be updated"]),
+    (facts(SEEN, addresses={"m1": "10.0.0.11"}, entries=EVERY[:1]), "ok",
+     ["lists the cluster's 1 nodes"]),
 ]
 
 

@@ -7,18 +7,19 @@ import copy
 import hashlib
 import json
 import os
+import re
 import stat
 import threading
 import urllib.parse
 from types import SimpleNamespace
-from unittest.mock import MagicMock
+from unittest.mock import MagicMock, patch
 
 import pytest
 import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, grain_module,
-                          pillar_util, rest_util)
+                          files_util, pillar_util, rest_util, state_module)
 from lab.emulator import real_cli
 
 MODULE = execution_module()
@@ -204,6 +205,17 @@ def test_cfy_manager_gets_no_secret_even_in_its_environment(salt):
     assert_no_secret(salt["cmd.run_all"].call_args.kwargs["env"])
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_is_given_the_minions_proxy(command, salt):
+    """cfy and the installer send the admin's credentials to the managers: a proxy from the
+    minion's environment (Salt adds `env` to it) would get them. Empty is no proxy to urllib."""
+    COMMANDS[command][0]()
+    env = salt["cmd.run_all"].call_args.kwargs["env"]
+    assert {k: env[k] for k in env if k.lower().endswith("_proxy")} == {
+        "http_proxy": "", "https_proxy": "", "all_proxy": "", "HTTP_PROXY": "",
+        "HTTPS_PROXY": "", "ALL_PROXY": ""}
+
+
 def test_command_output_is_scrubbed(salt):
     salt["cmd.run_all"].return_value = done(stdout=f"using {ADMIN_PW}\nProfile is up to date")
     assert MODULE.update_profile() == {"retcode": 0,
@@ -361,6 +373,67 @@ def test_a_failed_install_shows_the_relevant_log_lines_without_secrets(salt, hos
     assert "an old failure of an earlier run" not in message
     assert_no_secret(message)
     assert mode_of(host.config) == 0o600
+
+
+# a password with what each encoding changes: a space, both quotes, a slash, '+', '%', '&'
+SPECIAL_PW = "Adm1n pw'with\"quotes/+%&"
+
+
+def forms_of(user, password):
+    """The forms a secret takes where 4.6 and its libraries print it."""
+    return {
+        "json": json.dumps(password)[1:-1],
+        "yaml double-quoted": yaml.safe_dump(password, default_style='"').strip()[1:-1],
+        "yaml single-quoted": password.replace("'", "''"),
+        "url %20": urllib.parse.quote(password, safe=""),
+        "url +": urllib.parse.quote_plus(password, safe=""),
+        "url lower-case hex": re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(),
+                                     urllib.parse.quote(password, safe="")),
+        "basic base64": base64.b64encode(f"{user}:{password}".encode()).decode(),
+    }
+
+
+FORMS = [(who, form) for who in ("admin", "database") for form in forms_of("u", "p")]
+
+
+@pytest.mark.parametrize("who, form", FORMS, ids=[f"{w}-{f}" for w, f in FORMS])
+def test_every_form_of_a_secret_in_an_installer_error_is_scrubbed_from_the_state_comment(
+        salt, host, pillar, who, form, tmp_path):
+    """A failed install's console and log lines reach the state's comment (and so the job
+    cache): a password there is hidden whichever way it was escaped or encoded."""
+    user = "admin" if who == "admin" else "cloudify"
+    section = pillar["clusters"]["prod"]["admin" if who == "admin" else "database"]
+    section["password"] = SPECIAL_PW
+    shown = forms_of(user, SPECIAL_PW)[form]
+    assert shown != SPECIAL_PW or form == "yaml single-quoted" and "'" not in SPECIAL_PW
+    host.log.parent.mkdir(parents=True)
+    host.log.write_text("2019-06-01 11:00:00 INFO - Installing Cloudify Manager\n"
+                        f"2019-06-01 11:00:02 ERROR - config: {{password: \"{shown}\"}}\n")
+    salt["cmd.run_all"].return_value = done(
+        stdout=f"Authorization: Basic {shown}\nERROR - postgresql://{user}:{shown}@10.0.0.5/x",
+        retcode=1)
+    states = state_module()
+    fakes = {"cloudify_ha.node_state": lambda cluster=None: "package_installed",
+             "cloudify_ha.active_node": lambda cluster=None, required=True: None,
+             "cloudify_ha.database_holds_data": lambda cluster=None: {
+                 "holds_data": False, "databases": [], "name": "cloudify_db", "tables": 0,
+                 "data": {}, "rows": {}, "host": "10.0.0.5:5432"},
+             "cloudify_ha.install": MODULE.install}
+    with patch.object(states, "__salt__", fakes, create=True), \
+            patch.object(states, "__opts__", {"test": False, "cachedir": str(tmp_path)},
+                         create=True), \
+            patch.object(states, "__context__", {}, create=True), \
+            patch.object(states, "__utils__", {"cloudify_ha_files.open_private":
+                                               files_util().open_private}, create=True), \
+            patch.object(states, "__pillar__", {}, create=True):
+        ret = states.manager_installed(name="cfy-mgr2", cluster="prod")
+    assert (ret["result"], ret["changes"]) == (False, {})
+    comment = ret["comment"]
+    assert comment.startswith("cfy-mgr2: cfy_manager install failed (exit 1): Authorization: "
+                              "Basic ******\nERROR - postgresql://"), comment
+    assert "ERROR - config: {password: \"******\"}" in comment, comment
+    assert shown not in comment and SPECIAL_PW not in comment
+    assert_no_secret(comment)
 
 
 def test_a_validation_error_shows_only_this_runs_lines(salt, host):
@@ -529,6 +602,11 @@ def test_set_profile_cluster_writes_the_nodes_privately_and_keeps_what_it_knows(
     # the start node's entry keeps its certificate; the other keys of the profile stay
     assert "public_rest_cert.crt_localhost" in text and "manager_password: S3cretAdm1n" in text
     assert MODULE.set_profile_cluster("localhost", nodes) is False
+
+
+def test_public_addresses_are_the_pillars_by_node_name():
+    assert MODULE.public_addresses(cluster="prod") == {
+        "cfy-mgr1": "192.0.2.11", "cfy-mgr2": "192.0.2.12", "cfy-mgr3": "192.0.2.13"}
 
 
 def test_set_profile_cluster_of_a_missing_profile_is_an_error():

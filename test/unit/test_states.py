@@ -13,9 +13,10 @@ from unittest.mock import MagicMock, patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from formula_code import state_module
+from formula_code import files_util, state_module
 
 STATES = state_module()
+UTILS = {"cloudify_ha_files.open_private": files_util().open_private}
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
             "secure_profile", "set_profile_cluster", "remove_manager")
 
@@ -122,7 +123,7 @@ def clock():
 @pytest.fixture
 def configure_loader_modules(clock, tmp_path):
     return {STATES: {"__salt__": {}, "__opts__": {"test": False, "cachedir": str(tmp_path)},
-                     "__context__": {}, "__pillar__": {}, "time": clock}}
+                     "__context__": {}, "__pillar__": {}, "__utils__": UTILS, "time": clock}}
 
 
 def run(state, fake, test=False, **kwargs):
@@ -709,7 +710,11 @@ def test_joined_reads_the_node_state_again_after_a_join(clock):
 
 # ---- profile_updated -----------------------------------------------------------------------------
 MEMBERS = [LEADER, node(MGR2, "replica"), node(MGR3, "replica")]
-MEMBERS[2]["public_ip"] = "192.0.2.13"  # 4.6 profiles hold a node's public address
+# the REST answer's public addresses: the profile never takes them (plain HTTP)
+for member, public in zip(MEMBERS, ("203.0.113.1", None, "203.0.113.3")):
+    member["public_ip"] = public
+# the pillar's public_ip of each manager: what a profile lists
+PUBLIC = {"cfy-mgr1": "10.0.0.11", "cfy-mgr2": "10.0.0.12", "cfy-mgr3": "192.0.2.13"}
 
 
 def at(*entries):
@@ -732,8 +737,8 @@ def profiling(**answers):
     """The fake module of a CLI host whose profile `prod` is active, 0600, and lists every node."""
     defaults = {"active_node": ACTIVE, "cluster_nodes": MEMBERS, "profile_cluster": EVERY,
                 "profile_mode": "0o600", "active_profile": "prod", "use_profile": True,
-                "local_node": None, "set_profile_cluster": True,
-                "update_profile": {"retcode": 0, "output": ""}, "secure_profile": True}
+                "local_node": None, "set_profile_cluster": True, "public_addresses": PUBLIC,
+                "secure_profile": True}
     return FakeModule(**dict(defaults, **answers))
 
 
@@ -776,25 +781,48 @@ def test_profile_updated_own_keeps_the_profile_46_made_on_a_joiner():
     fake.assert_nothing_mutated()
 
 
-def test_profile_updated_drops_wrong_entries_then_lets_cfy_add_the_missing():
+def test_profile_updated_drops_wrong_entries_and_writes_the_missing_at_the_pillars_address():
     stale = at(("cfy-mgr3", "10.0.0.13"), ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr4", "10.0.0.14"))
     fake = profiling(profile_cluster=Seq(stale, EVERY))
     assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
                                             {"nodes": {"old": listing(stale), "new": WANTED}})
-    fake.set_profile_cluster.assert_called_once_with("prod", at(("cfy-mgr1", "10.0.0.11")))
-    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
     fake.use_profile.assert_not_called()
-    assert [f for f in fake.order if f in MUTATING] == [
-        "set_profile_cluster", "update_profile", "secure_profile"]
+    assert [f for f in fake.order if f in MUTATING] == ["set_profile_cluster", "secure_profile"]
 
 
 def test_profile_updated_gives_a_profile_without_the_active_node_its_address_first():
     """A replica's own profile points at itself (no `_cluster`): 4.6's cfy walks only the nodes
-    a profile lists, so it learns the active node before `update-profile`."""
+    a profile lists, the active node first."""
     fake = profiling(local_node="cfy-mgr2", profile_cluster=Seq([], EVERY))
     assert update_prod_profile(fake)["result"] is True
-    fake.set_profile_cluster.assert_called_once_with("prod", at(("cfy-mgr1", "10.0.0.11")))
-    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
+
+
+def test_profile_updated_keeps_the_entries_that_fit_in_their_order_after_the_active_node():
+    kept = at(("cfy-mgr3", "192.0.2.13"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr1", "10.0.0.99"))
+    fake = profiling(profile_cluster=Seq(kept, EVERY))
+    assert update_prod_profile(fake)["result"] is True
+    fake.set_profile_cluster.assert_called_once_with("prod", at(
+        ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr3", "192.0.2.13"), ("cfy-mgr2", "10.0.0.12")))
+
+
+def test_profile_updated_takes_each_address_from_pillar_never_from_the_rest_answer():
+    """The cluster's answer comes over plain HTTP and carries every node's public_ip (4.6's
+    update-profile takes those): the profile lists the pillar's, and a node pillar does not
+    name gets no entry, so cfy never sends the admin's credentials where no operator said."""
+    members = MEMBERS + [dict(node(("cfy-evil", "10.0.0.66"), "replica"),
+                              public_ip="198.51.100.66")]
+    from_rest = at(("cfy-mgr1", "203.0.113.1"), ("cfy-mgr2", "10.0.0.12"),
+                   ("cfy-mgr3", "203.0.113.3"), ("cfy-evil", "198.51.100.66"))
+    fake = profiling(cluster_nodes=members, profile_cluster=Seq(from_rest, EVERY))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"nodes": {"old": listing(from_rest), "new": WANTED}})
+    fake.public_addresses.assert_called_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
+    # and what the pillar wants is a no-op next time
+    assert update_prod_profile(profiling(cluster_nodes=members)) == ret(
+        "prod", True, "profile prod lists the cluster's 3 nodes")
 
 
 def test_profile_updated_activates_a_profile_that_is_not_active():
@@ -807,8 +835,7 @@ def test_profile_updated_activates_a_profile_that_is_not_active():
          "active_profile": {"old": "localhost", "new": "prod"}})
     # on a profile that exists, 4.6's `profiles use` only makes it active
     fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
-    fake.set_profile_cluster.assert_not_called()
-    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
 
 
 def test_profile_updated_creates_a_missing_profile():
@@ -819,8 +846,9 @@ def test_profile_updated_creates_a_missing_profile():
         {"nodes": {"old": None, "new": WANTED}, "mode": {"old": None, "new": "0o600"},
          "active_profile": {"old": None, "new": "prod"}})
     assert [f for f in fake.order if f in MUTATING] == [
-        "use_profile", "set_profile_cluster", "update_profile", "secure_profile"]
+        "use_profile", "set_profile_cluster", "secure_profile"]
     fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
 
 
 def test_profile_updated_only_fixes_the_mode():
@@ -866,7 +894,7 @@ def test_profile_updated_fails_when_the_mode_did_not_change():
 
 
 @pytest.mark.parametrize("failing", ["active_node", "cluster_nodes", "profile_cluster",
-                                     "use_profile", "set_profile_cluster", "update_profile"])
+                                     "public_addresses", "use_profile", "set_profile_cluster"])
 def test_profile_updated_turns_errors_into_a_failed_state(failing):
     answers = {"profile_cluster": Seq(None, [], EVERY), "active_profile": None}  # every act
     answers[failing] = CommandExecutionError("cfy profiles use failed (exit 1)")
@@ -891,7 +919,7 @@ def test_profile_updated_with_a_hint_polls_every_manager_before_it_changes_the_p
                active_hint="10.0.0.11") == ret(
         "prod", True, "profile prod updated", {"nodes": {"old": listing(one), "new": WANTED}})
     fake.active_node.assert_called_once_with(cluster="prod", required=True)
-    assert fake.order.index("active_node") < fake.order.index("update_profile")
+    assert fake.order.index("active_node") < fake.order.index("set_profile_cluster")
 
 
 # ---- node_absent ---------------------------------------------------------------------------------
@@ -1065,6 +1093,40 @@ def test_test_mode_takes_no_lock():
         assert install_mgr1(installing(), test=True)["result"] is None
     finally:
         os.close(fd)
+
+
+def lock_trap(kind, tmp_path):
+    """In the lock file's place, what would make a write of the lock write another file."""
+    target = tmp_path / "elsewhere"
+    target.write_text("precious\n", encoding="utf-8")
+    if kind == "symlink":
+        os.symlink(target, lock_path())
+        return target, "is a symbolic link"
+    if kind == "dangling symlink":
+        os.symlink(tmp_path / "nothing-yet", lock_path())
+        return tmp_path / "nothing-yet", "is a symbolic link"
+    if kind == "hard link":
+        os.link(target, lock_path())
+        return target, "has 2 hard links"
+    os.mkfifo(lock_path())
+    return target, "is not a regular file"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "fifo"])
+@pytest.mark.parametrize("whole_run", [True, False])
+def test_the_lock_file_is_never_a_link_to_another_file(tmp_path, kind, whole_run):
+    target, what = lock_trap(kind, tmp_path)
+    before = target.read_text(encoding="utf-8") if target.exists() else None
+    fake = installing()
+    if whole_run:
+        got = run(STATES.run_locked, fake, name="lock")
+    else:
+        got = install_mgr1(fake)
+    assert got == ret("lock" if whole_run else "cfy-mgr1", False, Mentions(
+        f"{lock_path()} {what}: the formula's own files are never followed elsewhere; remove "
+        "it", "nothing was changed"))
+    assert (target.read_text(encoding="utf-8") if target.exists() else None) == before
+    assert fake.order == []
 
 
 def test_waits_ask_soon_then_at_most_once_an_interval_and_last_at_the_deadline(clock):

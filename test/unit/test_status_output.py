@@ -118,7 +118,8 @@ def test_an_invalid_pillar_lists_its_errors():
 
 
 @pytest.mark.parametrize("data,text", [("no clusters in pillar", "no clusters in pillar"),
-                                       (None, "None"), (["a"], "['a']"), ({}, "")])
+                                       (None, "None"), (["a"], "['a']"), ({}, ""),
+                                       ("an error\x1b[2J", "an error\\x1b[2J")])
 def test_anything_else_is_printed_as_it_is(data, text):
     assert OUTPUT.output(data) == text
 
@@ -163,7 +164,8 @@ def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeyp
                                                                "host": "10.0.0.11"},
         ("cfy-mgr1.example.com", "cloudify_ha.cluster_nodes"): [
             {"name": "cfy-mgr1", "state": "leader"}, {"name": "cfy-old", "state": "offline"}],
-        ("cfy-mgr1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-old"],
+        # a profile lists the members pillar names: cfy-old is none of them
+        ("cfy-mgr1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1"],
         ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "installed",
         ("cfy-mgr3.example.com", "cloudify_ha.profile_nodes"): None,
         ("admin1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-mgr2"]})
@@ -210,3 +212,30 @@ def test_a_cluster_named_errors_is_a_cluster_not_the_error_form():
     # `errors` is a valid cluster name: the error form is told apart by its list
     text = OUTPUT.output({"errors": copy.deepcopy(HEALTHY["prod"])}).split("\n")
     assert text == ["cluster errors"] + HEALTHY_TEXT[1:]
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07"  # clear the screen, retitle the terminal
+
+
+def test_minion_and_rest_strings_are_printed_escaped_never_raw():
+    """What a minion or a manager says (a node name in a REST answer, an error) cannot move the
+    terminal's cursor, clear it, retitle it, or add a line to the table."""
+    data = {f"prod{ESCAPES}": {
+        "managers": [{"node": f"cfy-mgr1{ESCAPES}", "minion": "cfy-mgr1.example.com",
+                      "ip": "10.0.0.11", "state": "error: line one\nline two\r",
+                      "local": "{'error': 'caf\u00e9'}"}],
+        "active node": f"none found: {ESCAPES}",
+        "listed, not in pillar": [f"evil{ESCAPES}"], "in pillar, not listed": [],
+        "stale profiles": ["admin1\u2028.example.com"]}}
+    text = OUTPUT.output(data)
+    assert text.isascii() and all(line.isprintable() for line in text.split("\n")), text
+    lines = text.split("\n")
+    assert lines[0] == "cluster prod\\x1b[2J\\x1b]0;owned\\x07"
+    assert lines[4] == ("| cfy-mgr1\\x1b[2J\\x1b]0;owned\\x07 | cfy-mgr1.example.com | "
+                        "10.0.0.11 | error: line one\\nline two\\r | {'error': 'caf\\xe9'} |")
+    assert lines[6:9] == ["active node:            none found: \\x1b[2J\\x1b]0;owned\\x07",
+                          "listed, not in pillar:  evil\\x1b[2J\\x1b]0;owned\\x07",
+                          "in pillar, not listed:  -"]
+    assert lines[9] == "stale profiles:         admin1\\u2028.example.com"
+    errors = OUTPUT.output({"errors": [f"bad{ESCAPES}"]})
+    assert errors == "the cloudify_ha pillar is invalid:\n- bad\\x1b[2J\\x1b]0;owned\\x07"
