@@ -19,6 +19,8 @@ BAD = {
     "installer:source": {"installer": {"source": f"salt://a/b.rpm\n{INJECTED}"}},
     "admin:tenant": {"admin": {"tenant": "t\r\n    server evil 10.6.6.6:80 check"}},
     "firewall:rest_sources": {"firewall": {"rest_sources": ["10.0.0.0/8' && reboot '"]}},
+    "firewall:agent_sources": {"firewall": {"agent_sources": ['10.0.2.0/24" accept\nreboot']}},
+    "loadbalancer:sources": {"loadbalancer": {"sources": ["0.0.0.0/0 }\n reboot"]}},
     "loadbalancer:config_path": {"loadbalancer": {"config_path": "/etc/sudoers"}},
     "managers:1:name": None,  # set below: a list item
 }
