@@ -76,3 +76,7 @@ def runner_module():
 
 def orch_util():
     return load("_utils/cloudify_ha_orch.py", "cloudify_ha_orch_under_test")
+
+
+def firewall_plan_module():
+    return load("_modules/cloudify_ha_firewall.py", "cloudify_ha_firewall_module_under_test")
