@@ -143,11 +143,6 @@ def _ipset(cluster, role):
     return f"{PREFIX}{digest}_{role}", "hash:ip" if role == "peers" else "hash:net"
 
 
-def _ipsets(cluster):
-    """{name: type} of a cluster's ipsets, one per role."""
-    return dict(_ipset(cluster, role) for role in ROLES)
-
-
 def _entry(kind, text):
     """An ipset entry as ``ipaddress`` writes it (firewalld may print a /32 either way)."""
     if kind == "hash:ip":

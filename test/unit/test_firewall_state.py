@@ -226,7 +226,7 @@ class Firewalld:
 
 
 PEERS = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
-SETS = FW._ipsets("prod")
+SETS = dict(FW._ipset("prod", role) for role in FW.ROLES)
 PEER_SET, REST_SET, AGENT_SET, LB_SET = SETS
 V6_SET = "cloudify_ha_ipv6"
 
@@ -269,8 +269,9 @@ def converged(host, **kwargs):
 def test_firewalld_ipset_names_fit_firewalld_and_differ_per_cluster():
     assert list(SETS) == [f"{PEER_SET[:-6]}_{role}" for role in ("peers", "rest", "agents", "lb")]
     assert list(SETS.values()) == ["hash:ip", "hash:net", "hash:net", "hash:net"]
-    assert all(len(n) <= 31 for n in [*FW._ipsets("x" * 63), V6_SET])
-    assert FW._ipsets("prod") != FW._ipsets("staging")
+    assert all(len(FW._ipset("x" * 63, role)[0]) <= 31 for role in FW.ROLES)
+    assert len(V6_SET) <= 31
+    assert FW._ipset("prod", "rest") != FW._ipset("staging", "rest")
 
 
 def test_firewalld_a_new_host_gets_ipsets_rules_and_one_reload_then_a_rerun_changes_nothing():
