@@ -200,7 +200,8 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
         else:
             high[f"{prefix}-loadbalancer"] = _step(
                 "salt.state", **RUN, tgt=list(lb["minion_ids"]), tgt_type="list",
-                sls=f"{tplroot}.loadbalancer", parallel=parallel, require=[{"salt": prev[1]}])
+                sls=[f"{tplroot}.firewall", f"{tplroot}.loadbalancer"], parallel=parallel,
+                require=[{"salt": prev[1]}])
     return high
 
 

@@ -46,7 +46,11 @@ CLUSTER_DEFAULTS = {
     # seconds a wiped host's old entry may take to show offline before its join (4.6: tens of
     # seconds, its heartbeat is every 15 s)
     "offline_wait": 60,
-    "firewall": {"enabled": True, "backend": "auto", "rest_sources": [], "firewalld_zone": ""},
+    # the sources are IPv4 (the managers' addresses are); empty rest_sources is every address,
+    # which needs allow_wide_rest_sources (_validate_misc)
+    "firewall": {"enabled": True, "backend": "auto", "rest_sources": [],
+                 "allow_wide_rest_sources": False, "agent_sources": [],
+                 "allow_wide_agent_sources": False, "firewalld_zone": ""},
     "cli_hosts": [],
     "loadbalancer": None,
 }
@@ -66,6 +70,8 @@ LOADBALANCER_DEFAULTS = {
     "timeout_server": "60s",
     "admin_socket": "/run/haproxy/admin.sock",
     "config_path": "/etc/haproxy/haproxy.cfg",
+    # who may reach `port` through the LB host's firewall: everyone, as a public LB is
+    "sources": ["0.0.0.0/0"],
 }
 SECRET_KEYS = ("admin:password", "database:password", "database:postgres_password")
 # the secrets each role uses, and so the only ones its hosts need in their pillar: a manager
@@ -157,6 +163,7 @@ TOFS_FILES = {
     "cloudify_ha-loadbalancer-config": "haproxy.cfg.jinja",
     "cloudify_ha-firewall-nftables-file": "firewall.nft.jinja",
     "cloudify_ha-firewall-iptables-file": "firewall.iptables.jinja",
+    "cloudify_ha-firewall-ip6tables-file": "firewall.ip6tables.jinja",
 }
 TOFS_KEYS = ("path_prefix", "files_switch", "source_files")
 TOFS_SWITCH = ["id", "os_family"]
@@ -890,16 +897,21 @@ def _validate_misc(errors, where, settings):
         errors.append(f"{where}:firewall:firewalld_zone: {q(zone)} is not a firewalld zone name "
                       "(ASCII letters, digits, '_' or '-', at most 17, not starting with '-') or '' for "
                       "the default zone")
-    sources = firewall.get("rest_sources")
-    if not isinstance(sources, list):
-        errors.append(f"{where}:firewall:rest_sources: must be a list of IPv4 addresses or "
-                      "networks (e.g. 10.0.0.20/32)")
-    else:
-        for index, source in enumerate(sources):
-            if not (_is_ip(source) or _is_network(source)):
-                errors.append(f"{where}:firewall:rest_sources:{index}: {q(source)} is not an "
-                              "IPv4 address or network with its host bits zero (e.g. "
-                              "10.0.0.20 or 10.0.1.0/24)")
+    # a firewall section that is not a mapping is reported already: its defaults are not to blame
+    enabled = firewall.get("enabled") is not False and \
+        f"{where}:firewall: must be a mapping (see pillar.example)" not in errors
+    for key, ports in (("rest_sources", "the REST port"), ("agent_sources", "5671 and 53333")):
+        wide = f"allow_wide_{key}"
+        if not isinstance(firewall.get(wide), bool):
+            errors.append(f"{where}:firewall:{wide}: must be true or false")
+        _check_sources(errors, f"{where}:firewall", key, firewall.get(key), ports,
+                       wide=wide if enabled and firewall.get(wide) is not True else None)
+    if enabled and firewall.get("rest_sources") == [] and \
+            firewall.get("allow_wide_rest_sources") is not True:
+        errors.append(f"{where}:firewall:rest_sources: empty, which opens the REST port to every "
+                      "address; list the addresses of the load balancer and the CLI hosts (e.g. "
+                      f"10.0.0.20, 10.0.1.0/24), or set {where}:firewall:allow_wide_rest_sources: "
+                      "true to open it to every address on purpose")
     installer = settings["installer"]
     timeout = installer.get("install_timeout")
     if not _is_int(timeout) or not 60 <= timeout <= 86400:
@@ -919,6 +931,24 @@ def _validate_misc(errors, where, settings):
         elif valid and digest and not source:
             errors.append(f"{where}:installer:{key}_hash: given without installer:{key}; set "
                           f"both or neither")
+
+
+def _check_sources(errors, where, key, sources, ports, wide=None):
+    """where:key is a list of IPv4 addresses or networks (host bits zero) that the firewall lets
+    through to `ports`; with `wide` (the key that allows it), a network wider than a /8 is an
+    error naming both keys."""
+    if not isinstance(sources, list):
+        errors.append(f"{where}:{key}: must be a list of IPv4 addresses or networks (e.g. "
+                      "10.0.0.20 or 10.0.1.0/24)")
+        return
+    for index, source in enumerate(sources):
+        if not (_is_ip(source) or _is_network(source)):
+            errors.append(f"{where}:{key}:{index}: {q(source)} is not an IPv4 address or network "
+                          "with its host bits zero (e.g. 10.0.0.20 or 10.0.1.0/24)")
+        elif wide and ipaddress.IPv4Network(source).prefixlen < 8:
+            errors.append(f"{where}:{key}:{index}: {source} is wider than a /8 (it opens {ports} "
+                          f"to more than 16 million addresses); list narrower networks, or set "
+                          f"{where}:{wide}: true to open it that wide on purpose")
 
 
 def _validate_loadbalancer(errors, where, settings, needed):
@@ -957,6 +987,10 @@ def _validate_loadbalancer(errors, where, settings, needed):
         _check(errors, lwhere, "ssl_cert", lb["ssl_cert"], "pem")
     for key in ("admin_socket", "config_path"):
         _check(errors, lwhere, key, lb.get(key), f"loadbalancer:{key}")
+    _check_sources(errors, lwhere, "sources", lb.get("sources"), "the load balancer's port")
+    if lb.get("sources") == []:
+        errors.append(f"{lwhere}:sources: empty, which lets nobody reach the load balancer; list "
+                      "the networks of its clients, or [0.0.0.0/0] for everyone (the default)")
 
 
 def _is_relative(value, most=32):

@@ -61,5 +61,8 @@ cloudify_ha:
         enabled: true
         backend: auto
         rest_sources: [{{ lab.subnet }}]
+        allow_wide_rest_sources: false
+        agent_sources: [{{ lab.subnet }}]
+        allow_wide_agent_sources: false
       cli_hosts:
         - cli

@@ -119,19 +119,29 @@ def opts_for(opts, grains, minion_id, test=False, **grain_values):
 
 
 def fake_host_probes(functions, binaries):
-    """The firewall SLS asks the host which firewall tools it has: answer from `binaries`
+    """The firewall plan asks the host which firewall tools it has: answer from `binaries`
     (e.g. {"nft"}) instead of this machine's PATH; `firewall-cmd --state` succeeds when
-    firewall-cmd is one of them."""
+    firewall-cmd is one of them; `nft --version` says 1.0.6 (Debian 12's), or the version
+    given as "nft=0.8". Every other command runs for real."""
     functions["cmd.which"]  # noqa: B018  loads cmdmod now, so that a later load keeps the fakes
+    versions = dict(b.partition("=")[::2] for b in binaries)
+    real_run_all = functions["cmd.run_all"]
 
     def which(cmd):
-        return f"/usr/sbin/{cmd}" if cmd in binaries else None
+        return f"/usr/sbin/{cmd}" if cmd in versions else None
 
     def retcode(cmd, **_kwargs):
-        return 0 if cmd == ["firewall-cmd", "--state"] and "firewall-cmd" in binaries else 1
+        return 0 if cmd == ["firewall-cmd", "--state"] and "firewall-cmd" in versions else 1
+
+    def run_all(cmd, *args, **kwargs):
+        if cmd == ["nft", "--version"] and "nft" in versions:
+            return {"retcode": 0, "stderr": "", "pid": 1,
+                    "stdout": f"nftables v{versions['nft'] or '1.0.6'} (Lester Gooch #5)"}
+        return real_run_all(cmd, *args, **kwargs)
 
     functions["cmd.which"] = which
     functions["cmd.retcode"] = retcode
+    functions["cmd.run_all"] = run_all
 
 
 class Minion:

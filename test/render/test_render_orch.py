@@ -128,7 +128,9 @@ def test_each_step_targets_its_minions_with_its_sls_and_the_active_nodes_hint(ma
                                                 False),
         "cloudify_ha-orch-prod-profiles": (
             [LEADER, FOLLOWER, FOLLOWER3, CLI], "cloudify_ha.profile", HINT, False),
-        "cloudify_ha-orch-prod-loadbalancer": ([LB], "cloudify_ha.loadbalancer", None, False),
+        # the LB host's firewall (its port to loadbalancer:sources), then HAProxy
+        "cloudify_ha-orch-prod-loadbalancer": (
+            [LB], ["cloudify_ha.firewall", "cloudify_ha.loadbalancer"], None, False),
     }
     for sid, (tgt, sls, pillar, parallel) in wanted.items():
         args = args_of(high, sid)

@@ -36,12 +36,12 @@ NOTHING = {
 NOT_MANAGER_SLS = {sls: NOT_A_MANAGER for sls in ("cloudify_ha.installer", "cloudify_ha.manager",
                                                   "cloudify_ha.cluster.leader",
                                                   "cloudify_ha.cluster.follower")}
+NFTABLES = {"cloudify_ha-firewall-nftables-file": "file.managed",
+            "cloudify_ha-firewall-nftables-loaded": "cloudify_ha_firewall.rules_loaded"}
 MANAGER = {
     **EVERYONE, **NOTHING,
     "cloudify_ha.installer": INSTALLER,
-    "cloudify_ha.firewall": {"cloudify_ha-firewall-nftables-file": "file.managed",
-                             "cloudify_ha-firewall-nftables-loaded":
-                             "cloudify_ha_firewall.rules_loaded"},
+    "cloudify_ha.firewall": NFTABLES,
     "cloudify_ha.manager": {**INSTALLER, **MANAGER_INSTALLED},
     "cloudify_ha.cluster.leader": {
         **INSTALLER, **MANAGER_INSTALLED,
@@ -63,6 +63,8 @@ def cli_host(cluster):
 
 STRANGER_ROLE = {**EVERYONE, **NOTHING, **NOT_MANAGER_SLS}
 LB_ROLE = {**STRANGER_ROLE,
+           # its port to loadbalancer:sources
+           "cloudify_ha.firewall": NFTABLES,
            "cloudify_ha.loadbalancer": {
                "cloudify_ha-loadbalancer-package": "pkg.installed",
                "cloudify_ha-loadbalancer-socket-dir": "cloudify_ha_lb.directory_created",

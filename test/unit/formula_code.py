@@ -80,3 +80,7 @@ def files_util():
 
 def orch_util():
     return load("_utils/cloudify_ha_orch.py", "cloudify_ha_orch_under_test")
+
+
+def firewall_plan_module():
+    return load("_modules/cloudify_ha_firewall.py", "cloudify_ha_firewall_module_under_test")

@@ -25,6 +25,8 @@ TRUSTED_FUNCTIONS = {
     "hashutil.base64_b64encode", "hashutil.digest",  # [A-Za-z0-9+/=] and hex
     "file.source_list",  # one of the sources it is given (the TOFS list from mapdata)
     "slsutil.renderer",  # a formula template rendered with trusted context: checked below too
+    # what a host opens to whom, computed from the validated settings it is given (mapdata)
+    "cloudify_ha_firewall.plan",
 }
 # names Salt sets that no pillar, grain, event or runner argument reaches: where the formula is
 # on the file server (tpldir, sls), its file server environment, the minion's own
@@ -33,14 +35,15 @@ TRUSTED_FUNCTIONS = {
 TRUSTED_NAMES = {"tpldir", "tplpath", "tplfile", "sls", "slspath", "saltenv", "opts", "range",
                  "dict", "True", "False", "None", "loop", "tplroot"}
 # what each template is given by the SLS that renders it (loadbalancer.sls `context`,
-# firewall.sls `ctx`): trusted because those SLS build them from trusted names, which
-# test_the_templates_context_is_built_from_trusted_values checks
+# firewall.sls `fw.context`, from cloudify_ha_firewall.plan): trusted because those SLS build them
+# from trusted values, which test_the_templates_context_is_built_from_trusted_values checks
+FIREWALL_CONTEXT = {"cluster", "openings", "peers", "tcp_ports", "udp_ports", "rest_port",
+                    "rest_allowed", "agent_ports", "agent_allowed", "digest"}
 TEMPLATE_CONTEXT = {
     "haproxy.cfg.jinja": {"clusters", "certs_dir"},
-    "firewall.nft.jinja": {"cluster", "peers", "tcp_ports", "udp_ports", "rest_port",
-                           "rest_allowed", "digest"},
-    "firewall.iptables.jinja": {"cluster", "peers", "tcp_ports", "udp_ports", "rest_port",
-                                "rest_allowed", "digest"},
+    "firewall.nft.jinja": FIREWALL_CONTEXT,
+    "firewall.iptables.jinja": FIREWALL_CONTEXT,
+    "firewall.ip6tables.jinja": FIREWALL_CONTEXT,
 }
 
 
@@ -248,7 +251,7 @@ def test_no_template_prints_a_value_raw_that_is_not_the_formulas_own(path):
 
 def test_the_templates_context_is_built_from_trusted_values():
     _, env = raw_prints(FORMULA / "firewall.sls")
-    assert env["ctx"] is True
+    assert env["fw"] is True
     _, env = raw_prints(FORMULA / "loadbalancer.sls")
     assert (env["clusters"], env["lookup"]) == (True, True)
 

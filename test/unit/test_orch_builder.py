@@ -67,6 +67,9 @@ def test_all_up_one_leader_every_step_in_order_with_the_hint():
     assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["pillar"] == {
         "cloudify_ha_orch": {"active": {"prod": "10.0.0.11"}}}
     assert funs(high)["cloudify_ha-orch-sync"] == "test.succeed_without_changes"
+    # the load balancer's own firewall (its port to loadbalancer:sources), then HAProxy
+    assert args(high, "cloudify_ha-orch-prod-loadbalancer")["sls"] == [
+        "cloudify_ha.firewall", "cloudify_ha.loadbalancer"]
 
 
 @pytest.mark.parametrize("case, kwargs, check", [

@@ -173,6 +173,29 @@ MISTAKES = [
     ("installer:install_timeout", 0, "installer:install_timeout", "seconds from 60 to 86400"),
     ("installer:install_timeout", True, "installer:install_timeout", "seconds from 60 to 86400"),
     ("installer:install_timeout", 10 ** 9, "installer:install_timeout", "from 60 to 86400"),
+    # every source list: IPv4 addresses or networks; wider than a /8 (every address included)
+    # only with its allow_wide_ key, which the error names beside it
+    ("firewall:rest_sources", [], "firewall:rest_sources",
+     f"empty, which opens the REST port to every address; list the addresses of the load "
+     f"balancer and the CLI hosts (e.g. 10.0.0.20, 10.0.1.0/24), or set "
+     f"{PROD}:firewall:allow_wide_rest_sources: true"),
+    ("firewall:rest_sources", DROP, "firewall:rest_sources", "empty, which opens the REST port"),
+    ("firewall:rest_sources:1", "0.0.0.0/0", "firewall:rest_sources:1",
+     f"0.0.0.0/0 is wider than a /8 (it opens the REST port to more than 16 million addresses); "
+     f"list narrower networks, or set {PROD}:firewall:allow_wide_rest_sources: true"),
+    ("firewall:rest_sources:1", "10.0.0.0/7", "firewall:rest_sources:1", "wider than a /8"),
+    ("firewall:rest_sources", "10.0.0.20", "firewall:rest_sources", "must be a list of IPv4"),
+    ("firewall:rest_sources:0", "fd00::1", "firewall:rest_sources:0", "is not an IPv4 address"),
+    ("firewall:allow_wide_rest_sources", "yes", "firewall:allow_wide_rest_sources",
+     "must be true or false"),
+    ("firewall:agent_sources:0", "0.0.0.0/0", "firewall:agent_sources:0",
+     f"wider than a /8 (it opens 5671 and 53333 to more than 16 million addresses); list "
+     f"narrower networks, or set {PROD}:firewall:allow_wide_agent_sources: true"),
+    ("firewall:agent_sources:0", "10.0.2.1/24", "firewall:agent_sources:0", "host bits zero"),
+    ("firewall:agent_sources", None, "firewall:agent_sources", "must be a list of IPv4"),
+    ("firewall:allow_wide_agent_sources", 1, "firewall:allow_wide_agent_sources",
+     "must be true or false"),
+    ("firewall:agent_source", [], "firewall:agent_source", "did you mean 'agent_sources'?"),
     ("rest", None, "rest", "must be a mapping"),
     ("firewall", ["10.0.0.20"], "firewall", "must be a mapping"),
     ("loadbalancer", "haproxy", "loadbalancer", "must be a mapping (see pillar.example) or absent"),
@@ -194,7 +217,33 @@ MISTAKES = [
     ("loadbalancer:bind", "any", "loadbalancer:bind", "is not an IPv4 address"),
     ("loadbalancer:ssl", True, "loadbalancer:ssl_cert", "required when loadbalancer:ssl is true"),
     ("loadbalancer:balance", "roundrobin", "loadbalancer:balance", "unknown key"),
+    ("loadbalancer:sources", [], "loadbalancer:sources", "lets nobody reach the load balancer"),
+    ("loadbalancer:sources", ["10.0.0.0/33"], "loadbalancer:sources:0", "is not an IPv4"),
+    ("loadbalancer:sources", "0.0.0.0/0", "loadbalancer:sources", "must be a list of IPv4"),
 ]
+
+
+@pytest.mark.parametrize("firewall", [
+    {"rest_sources": [], "allow_wide_rest_sources": True},
+    {"rest_sources": ["0.0.0.0/0"], "allow_wide_rest_sources": True},
+    {"rest_sources": ["10.0.0.0/8"], "agent_sources": ["10.0.0.0/8"]},
+    {"agent_sources": ["0.0.0.0/0"], "allow_wide_agent_sources": True},
+    {"agent_sources": []},
+    # a disabled firewall opens nothing: its empty sources are no error
+    {"enabled": False, "rest_sources": []},
+], ids=["every address on purpose", "0.0.0.0/0 on purpose", "a /8", "agents everywhere on purpose",
+        "no agent network", "disabled"])
+def test_wide_sources_pass_with_their_allow_wide_key_and_a_8_without(firewall):
+    pillar = example_pillar()
+    pillar["clusters"]["prod"]["firewall"].update(firewall)
+    assert P.validate(pillar, MGR1) == ([], [])
+
+
+def test_a_public_load_balancer_is_open_to_everyone_by_default():
+    pillar = with_change("loadbalancer:sources", DROP)
+    assert P.validate(pillar, LB1) == ([], [])
+    assert P.cluster_settings("prod", pillar["clusters"]["prod"])["loadbalancer"]["sources"] == [
+        "0.0.0.0/0"]
 
 
 @pytest.mark.parametrize(
