@@ -2,8 +2,9 @@
 each mistake refused naming its key and the fix, and what a minion of each OS family gets."""
 
 import pytest
+import yaml
 
-from formula_code import example_pillar, pillar_util
+from formula_code import REPO, example_pillar, pillar_util
 
 P = pillar_util()
 WHERE = "cloudify_ha:packages:RedHat"
@@ -122,3 +123,14 @@ def test_an_invalid_pillar_gives_no_package_source():
     pillar["packages"]["RedHat"]["repos"][0]["gpgcheck"] = "no"
     out = P.for_minion(pillar, "cfy-mgr1.example.com", grains={"os_family": "RedHat"})
     assert out["errors"] and out["packages"] == {"repos": [], "fromrepo": ""}
+
+
+def test_the_readmes_el7_pillar_is_valid_and_rewrites_centos_base_repos_sections():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## EL7 today", 1)[1].split("\n## ", 1)[0]
+    example = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    assert errors_with(example["cloudify_ha"]["packages"]) == []
+    repos = P.packages_for(example["cloudify_ha"]["packages"], "RedHat")["repos"]
+    assert [r["id"] for r in repos] == ["base", "updates", "extras"]
+    assert all(r["gpgcheck"] and r["baseurl"].startswith("http://vault.centos.org/7.9.2009/")
+               for r in repos)
