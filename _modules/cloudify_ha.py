@@ -14,10 +14,15 @@ from the environment (4.6 refuses every command when both hold one); output and 
 scrubbed before they are returned or logged.
 """
 
+import datetime
 import hashlib
+import ipaddress
 import logging
 import os
 import re
+import socket
+import ssl
+import struct
 import tempfile
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -506,10 +511,184 @@ def _psql(settings, dbname, sql, **variables):
     result = _run(argv + ["-d", conninfo], settings, env={"PGPASSWORD": db["postgres_password"]},
                   timeout=60, stdin=sql + "\n")
     if result["retcode"] != 0:
+        said = _tail(result["stderr"], 3)
+        if NAME_MISMATCH.search(said):
+            raise CommandExecutionError(_name_mismatch(settings, _psql_version(settings), said))
         raise CommandExecutionError(
             f"could not query the external database at {db['host']}:{db['port']} as postgres: "
-            f"{_tail(result['stderr'], 3)}")
+            f"{said}")
     return [line.split("|") for line in result["stdout"].splitlines() if line]
+
+
+# ---- the database's certificate, as libpq checks its name ----------------------------------
+# psql (libpq) with sslmode=verify-full checks that the database's certificate names the host it
+# connects to (database:host), and each generation reads other names (fe-secure-openssl.c):
+# before 9.5 the subject's CN only; from 9.5 the subjectAltName's DNS entries (an address in
+# one compared as text), the CN only where there is no DNS entry; from 15 (commit c1932e5,
+# "libpq: Allow IP address SANs in server certificates") IP entries too, the CN only where no
+# entry is of the host's kind. EL7's own psql is 9.2: an address in an IP entry only fails
+# there. Its refusals: 9.2's "server common name ... does not match host name", 9.5's "server
+# certificate for ... does not match host name", or no name at all.
+NAME_MISMATCH = re.compile(r"does not match host name|could not get server's host name from "
+                           r"server certificate")
+# PostgreSQL's SSLRequest (protocol-flow.sgml, "SSL Session Encryption"): length 8 and the code
+# 1234.5679; the server answers one byte, S to go on with a TLS handshake, N to refuse SSL
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+LIBPQ_GENERATIONS = (("before_9_5", (0,)), ("9_5_to_14", (9, 5)), ("15_on", (15,)))
+
+
+def _psql_version(settings):
+    """The local psql's version as a tuple, (9, 2) for 9.2.24, (15, 18) for 15.18; None when
+    psql does not say (the query that follows says what is wrong)."""
+    result = _run(["psql", "--version"], settings, timeout=30)
+    found = re.search(r"\b([0-9]+)\.([0-9]+)", result["stdout"] or "")
+    if result["retcode"] != 0 or not found:
+        log.debug("psql --version answered %r (exit %s)", result["stdout"], result["retcode"])
+        return None
+    return int(found.group(1)), int(found.group(2))
+
+
+def _host_name_matches(pattern, host):
+    """libpq's comparison of one name from a certificate: case-insensitive, whole, or a
+    leading '*.' that stands for one label."""
+    pattern, host = pattern.lower(), host.lower()
+    if pattern == host:
+        return True
+    if len(pattern) < 3 or not pattern.startswith("*.") or len(pattern) > len(host):
+        return False
+    return host.endswith(pattern[1:]) and "." not in host[:len(host) - len(pattern) + 1]
+
+
+def _libpq_accepts(version, host, cn, dns_names, ip_addresses):
+    """Whether a libpq of ``version`` takes a certificate with these names for ``host``."""
+    if version < (9, 5):
+        return cn is not None and _host_name_matches(cn, host)
+    if version < (15,):
+        if dns_names:
+            return any(_host_name_matches(name, host) for name in dns_names)
+        return cn is not None and _host_name_matches(cn, host)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if any(_host_name_matches(name, host) for name in dns_names):
+        return True
+    if address is not None and address in ip_addresses:
+        return True
+    own_kind = ip_addresses if address is not None else dns_names
+    return not own_kind and cn is not None and _host_name_matches(cn, host)
+
+
+def _server_certificate(host, port, ca_cert, timeout):
+    """The database server's certificate (as ssl.getpeercert gives it), read after PostgreSQL's
+    SSLRequest and verified against ``ca_cert`` (PEM), as psql's verify-full verifies it; its
+    name is checked by the caller, as each libpq checks it."""
+    context = ssl.create_default_context(cadata=ca_cert)
+    context.check_hostname = False
+    # OpenSSL's own chain rules, as libpq has them (Python 3.13 adds stricter ones by default)
+    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    where = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(SSL_REQUEST)
+            answer = sock.recv(1)
+            if answer != b"S":
+                raise CommandExecutionError(
+                    f"the external database at {where} does not take SSL (it answered "
+                    f"{answer!r} to PostgreSQL's SSLRequest): 4.6 needs SSL to its database")
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                return tls.getpeercert()
+    except ssl.SSLCertVerificationError as exc:
+        raise CommandExecutionError(
+            f"the certificate of the external database at {where} is not signed by "
+            f"database:ca_cert ({exc.verify_message}): give the CA that issued it") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandExecutionError(f"could not read the certificate of the external database "
+                                    f"at {where}: {exc}") from exc
+
+
+def database_certificate(cluster=None, timeout=10):
+    """
+    The external database's certificate as the managers' psql meets it: read over PostgreSQL's
+    own SSLRequest and verified against the pillar's ``database:ca_cert``. Returns its subject
+    CN, the subjectAltName's DNS names and IP addresses, its issuer CN, ``not_before``,
+    ``not_after`` and ``days_left``, and whether each generation of libpq takes it for
+    ``database:host`` (``libpq_accepts``: ``before_9_5`` reads only the CN, as EL7's psql 9.2
+    does; ``9_5_to_14`` the DNS names, or the CN where there is none; ``15_on`` IP addresses
+    too).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.database_certificate
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+            not 0 < timeout <= 300:
+        raise SaltInvocationError(f"timeout: {timeout!r} must be a number of seconds from 1 "
+                                  "to 300")
+    db = settings["database"]
+    cert = _server_certificate(db["host"], db["port"], db["ca_cert"], timeout)
+
+    def first_cn(name):
+        return next((value for rdn in name for key, value in rdn if key == "commonName"), None)
+
+    sans = cert.get("subjectAltName") or ()
+    dns_names = [value for kind, value in sans if kind == "DNS"]
+    ip_addresses = [ipaddress.ip_address(value.strip()) for kind, value in sans
+                    if kind == "IP Address"]
+    cn = first_cn(cert.get("subject") or ())
+    not_after = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]),
+                                                datetime.timezone.utc)
+    not_before = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notBefore"]),
+                                                 datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "host": f"{db['host']}:{db['port']}", "subject_cn": cn, "dns_names": dns_names,
+        "ip_addresses": [str(address) for address in ip_addresses],
+        "issuer_cn": first_cn(cert.get("issuer") or ()),
+        "not_before": not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "days_left": (not_after - now).days,
+        "libpq_accepts": {name: _libpq_accepts(version, str(db["host"]), cn, dns_names,
+                                               ip_addresses)
+                          for name, version in LIBPQ_GENERATIONS},
+    }
+
+
+def _name_mismatch(settings, version, said=None, cert=None):
+    """What to fix when psql refuses the database's certificate for its name: the rule of each
+    libpq, this host's psql, the names the certificate carries (read again when not given and
+    readable) and what psql said."""
+    db = settings["database"]
+    host = str(db["host"])
+    if cert is None:
+        try:
+            cert = database_certificate(settings["name"])
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            log.debug("the database's certificate could not be read again: %s", exc)
+    try:
+        ipaddress.ip_address(host)
+        kind = "IP"
+    except ValueError:
+        kind = "DNS"
+    names = ""
+    if cert is not None:
+        sans = [f"DNS:{name}" for name in cert["dns_names"]] + \
+            [f"IP:{address}" for address in cert["ip_addresses"]]
+        names = (f" It names CN {_pillar_util().q(cert['subject_cn'])} and subjectAltName "
+                 f"{_pillar_util().q(', '.join(sans)) if sans else 'none'}.")
+    return (f"could not query the external database at {host}:{db['port']} as postgres: its "
+            f"certificate does not name database:host {host} the way psql "
+            f"{'.'.join(map(str, version)) if version else '(version unknown)'} on this host "
+            "checks it. The certificate must name "
+            "database:host: as its CN for libpq before 9.5 (EL7's psql 9.2 reads nothing "
+            "else), in its subjectAltName for 9.5 and later (9.5 to 14 read only DNS entries, "
+            "and the CN where there is none; IP entries count from 15 on)." + names +
+            f" Re-issue it with CN={host} and subjectAltName {kind}:{host} (every psql takes "
+            "that), or set database:host to a name it carries"
+            + (f" (psql said: {said})" if said else ""))
 
 
 def database_holds_data(cluster=None):
@@ -527,6 +706,17 @@ def database_holds_data(cluster=None):
         salt cfy-mgr1 cloudify_ha.database_holds_data
     """
     settings, _ = _settings(cluster, need_manager=False)
+    version = _psql_version(settings)
+    if version is not None and version < (9, 5):
+        # this psql reads only the certificate's CN: say so before it refuses without saying
+        # why (a certificate that cannot be read here is left to psql, which says why)
+        try:
+            cert = database_certificate(settings["name"])
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            log.debug("the database's certificate could not be read: %s", exc)
+        else:
+            if not cert["libpq_accepts"]["before_9_5"]:
+                raise CommandExecutionError(_name_mismatch(settings, version, cert=cert))
     configured = settings["database"]["name"]
     # validated as a plain PostgreSQL name (cloudify_ha_pillar.PG_IDENT_RE): no comma in it
     wanted = [configured] + [n for n in ("stage", "composer") if n != configured]

@@ -147,7 +147,7 @@ PLACES = {
         "/etc/cloudify_ha or a directory under it: the formula writes its firewall rules and "
         "the load balancer's certificates there", "/etc/cloudify_ha"),
 }
-TOP_KEYS = ("lookup", "orchestration", "reactor", "tofs", "clusters")
+TOP_KEYS = ("lookup", "orchestration", "reactor", "tofs", "packages", "clusters")
 LOOKUP_KEYS = {
     # key: (kind, what it must be)
     "installer_package": "package", "cli_package": "package", "psql_package": "package_or_empty",
@@ -431,6 +431,7 @@ def validate(pillar, minion_id=None):
                        ORCHESTRATION_KEYS)
         _check_section(errors, "cloudify_ha:reactor", pillar.get("reactor"), REACTOR_KEYS)
         _validate_tofs(errors, pillar.get("tofs"))
+        _validate_packages(errors, pillar.get("packages"))
     clusters = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
     if not isinstance(clusters, dict) or not clusters:
         return (errors + [f"{ROOT}: no cluster defined; add at least one cluster under "
@@ -1029,6 +1030,129 @@ def _validate_tofs(errors, tofs):
                           "letter, digit or '_')")
 
 
+# ---- where the package states install from (cloudify_ha:packages) -------------------------
+# yum repositories for the RedHat family (Cloudify 4.6 runs on EL7 only), written with Salt's
+# pkgrepo.managed, and the ids every pkg state of the formula installs from (`fromrepo`: yum's
+# --disablerepo='*' --enablerepo=<ids>). apt sources are not managed: a key for another family
+# is refused. Nothing changes in a host's repositories unless `repos` lists one.
+PACKAGES_FAMILIES = ("RedHat",)
+PACKAGES_KEYS = ("repos", "fromrepo")
+REPO_KEYS = ("id", "name", "baseurl", "gpgkey", "gpgcheck")
+# a yum variable ($basearch, $releasever): yum substitutes it, no shell ever sees it (whole:
+# a variable is never split into a shorter one and letters, which keeps the match linear)
+_YUM_VAR = r"\$[A-Za-z_][A-Za-z0-9_]{0,31}(?![A-Za-z0-9_])"
+REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", ASCII)
+REPO_NAME_RE = re.compile(rf"[A-Za-z0-9](?:[A-Za-z0-9_.,()+-]|{_YUM_VAR}){{0,127}}", ASCII)
+REPO_URL_RE = re.compile(rf"(https?://[A-Za-z0-9.-]{{1,253}}(:[0-9]{{1,5}})?|file://)"
+                         rf"(/(?:[A-Za-z0-9_.+%~-]|{_YUM_VAR}){{1,255}}){{1,32}}/?", ASCII)
+KINDS.update({
+    "repo_id": (lambda v: isinstance(v, str) and bool(REPO_ID_RE.fullmatch(v)),
+                "is not a yum repository id (ASCII letters, digits, '.', '_', '-', starting "
+                "with a letter or digit, e.g. base)"),
+    "repo_name": (lambda v: isinstance(v, str) and bool(REPO_NAME_RE.fullmatch(v)),
+                  "is not a plain repository name (ASCII letters, digits, _ . , ( ) + - and "
+                  "yum variables such as $releasever, no space, starting with a letter or "
+                  "digit), or empty for the id"),
+    "repo_url": (lambda v: isinstance(v, str) and len(v) <= 2048 and bool(
+        REPO_URL_RE.fullmatch(v)) and not any(part in (".", "..") for part in v.split("/")[3:]),
+                 "is not a repository URL: http(s)://host/path or file:///path, of ASCII "
+                 "letters, digits, '.', '_', '+', '%', '~', '-' and yum variables such as "
+                 "$basearch between slashes"),
+})
+
+
+def _validate_packages(errors, packages):
+    """cloudify_ha:packages: the yum repositories and repository ids of the package states."""
+    where = "cloudify_ha:packages"
+    if packages is None:
+        return
+    if not isinstance(packages, dict):
+        errors.append(f"{where}: must be a mapping of OS family to its package sources "
+                      "(packages:RedHat; see pillar.example)")
+        return
+    for family in sorted(set(packages) - set(PACKAGES_FAMILIES), key=q):
+        hint = _suggest(family, PACKAGES_FAMILIES)
+        errors.append(f"{where}:{_key(family)}: the formula sets package sources for the "
+                      f"RedHat family only (yum, where Cloudify 4.6 runs){hint}; apt and other "
+                      "families' sources are not managed: set them up on those hosts yourself "
+                      "and remove this key")
+    for family in PACKAGES_FAMILIES:
+        _validate_family_packages(errors, f"{where}:{family}", packages.get(family))
+
+
+def _validate_family_packages(errors, where, settings):
+    if not _section(errors, where, settings, PACKAGES_KEYS):
+        return
+    repos = settings.get("repos", [])
+    if not isinstance(repos, list):
+        errors.append(f"{where}:repos: must be a list of repositories (id, name, baseurl, "
+                      "gpgkey, gpgcheck; see pillar.example)")
+    else:
+        seen = {}
+        for index, repo in enumerate(repos):
+            _validate_repo(errors, f"{where}:repos:{index}", repo, seen)
+    fromrepo = settings.get("fromrepo", [])
+    if not isinstance(fromrepo, list):
+        errors.append(f"{where}:fromrepo: must be a list of repository ids (e.g. [base, "
+                      "updates]), or [] for the host's enabled repositories")
+    else:
+        for index, rid in enumerate(fromrepo):
+            _check(errors, f"{where}:fromrepo", index, rid, "repo_id")
+
+
+def _validate_repo(errors, where, repo, seen):
+    if not isinstance(repo, dict):
+        errors.append(f"{where}: must be a mapping with id and baseurl (and name, gpgkey, "
+                      "gpgcheck; see pillar.example)")
+        return
+    _unknown_keys(errors, where, repo, REPO_KEYS)
+    rid = repo.get("id")
+    if rid in (None, ""):
+        errors.append(f"{where}:id: required; the repository's id (its [section] under "
+                      "/etc/yum.repos.d, e.g. base)")
+    elif _check(errors, where, "id", rid, "repo_id"):
+        if rid in seen:
+            errors.append(f"{where}:id: {q(rid)} is also the id of {seen[rid]}: give each "
+                          "repository its own id")
+        seen.setdefault(rid, where)
+    if repo.get("name") not in (None, ""):
+        _check(errors, where, "name", repo["name"], "repo_name")
+    gpgcheck = repo.get("gpgcheck", True)
+    if not isinstance(gpgcheck, bool):
+        errors.append(f"{where}:gpgcheck: {q(gpgcheck)} must be true or false")
+    baseurl = repo.get("baseurl")
+    if baseurl in (None, ""):
+        errors.append(f"{where}:baseurl: required; the repository's URL (e.g. "
+                      "http://vault.centos.org/7.9.2009/os/$basearch/)")
+    elif _check(errors, where, "baseurl", baseurl, "repo_url") and \
+            baseurl.startswith("http://") and gpgcheck is False:
+        errors.append(f"{where}:baseurl: {q(baseurl)} comes over plain http, which anyone on "
+                      "the way can change, and its packages install as root: set gpgcheck: "
+                      "true (with the repository's gpgkey) or serve it over https")
+    gpgkey = repo.get("gpgkey")
+    if gpgkey not in (None, ""):
+        if isinstance(gpgkey, str) and gpgkey.startswith("http://"):
+            errors.append(f"{where}:gpgkey: {q(gpgkey)} comes over plain http: whoever "
+                          "changes it on the way signs the packages yum then trusts; fetch it "
+                          "over https or give it as a file:///path on the host")
+        else:
+            _check(errors, where, "gpgkey", gpgkey, "repo_url")
+
+
+def packages_for(packages, os_family):
+    """Where this minion's package states install from (``packages``, cloudify_ha:packages,
+    must have passed ``validate``): its OS family's ``repos`` with their defaults (name: the
+    id, gpgcheck: true, gpgkey: none) and ``fromrepo`` as yum takes it (comma-separated ids,
+    '' for the host's enabled repositories). Another family gets neither."""
+    settings = packages.get(os_family) if isinstance(packages, dict) and \
+        isinstance(os_family, str) else None
+    settings = settings if isinstance(settings, dict) else {}
+    repos = [{"id": repo["id"], "name": repo.get("name") or repo["id"],
+              "baseurl": repo["baseurl"], "gpgkey": repo.get("gpgkey") or "",
+              "gpgcheck": repo.get("gpgcheck", True)} for repo in settings.get("repos") or []]
+    return {"repos": repos, "fromrepo": ",".join(settings.get("fromrepo") or [])}
+
+
 def _grain(grains, key):
     """The grain's values as path segments: a list grain gives each element; a value that is not
     a plain segment (a grain is the minion's to set) is left out."""
@@ -1119,7 +1243,7 @@ def for_minion(pillar, minion_id, lookup_defaults=None, tplroot="cloudify_ha", g
                     if isinstance(pillar, dict) and isinstance(pillar.get("lookup"), dict) else {})
     me = {"cluster": None, "cluster_name": None, "manager": None, "cli_of": [], "lb_of": []}
     out = {"errors": errors, "warnings": warnings, "lookup": lookup_, "me": me, "clusters": {},
-           "tofs": {}, "reactor": {}}
+           "tofs": {}, "reactor": {}, "packages": packages_for(None, None)}
     if errors:
         return out
     out["reactor"] = merge(REACTOR_DEFAULTS, pillar.get("reactor") or {})
@@ -1128,6 +1252,8 @@ def for_minion(pillar, minion_id, lookup_defaults=None, tplroot="cloudify_ha", g
                          "letters, digits, '.', '_', '+', '-'): rename it"]
         return out
     out["tofs"] = tofs_sources(pillar.get("tofs"), tplroot, grains)
+    out["packages"] = packages_for(pillar.get("packages"), (grains or {}).get("os_family")
+                                   if isinstance(grains, Mapping) else None)
     for cname, settings in built["clusters"].items():
         mine = False
         for manager in settings["managers"]:

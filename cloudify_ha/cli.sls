@@ -1,10 +1,12 @@
 # The cfy CLI package on a CLI host (cli_hosts of a cluster). The orchestration installs it while
-# the managers install theirs; cloudify_ha.profile includes it.
+# the managers install theirs; cloudify_ha.profile includes it. From the repositories
+# cloudify_ha:packages names (cloudify_ha.repos).
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- from tplroot ~ "/macros.jinja" import refused with context %}
+{%- from tplroot ~ "/macros.jinja" import refused, package_options with context %}
 {%- set me = mapdata.me %}
 {%- set lookup = mapdata.lookup %}
+{%- set packages = mapdata.packages %}
 {%- if mapdata.invalid %}
 {{- refused("cloudify_ha-cli-invalid-pillar", mapdata.invalid) }}
 {%- endif %}
@@ -31,6 +33,7 @@ cloudify_ha-profile-{{ cname }}-cli-package:
   pkg.installed:
     - name: {{ lookup.cli_package | json }}
     - refresh: {{ lookup.refresh | json }}
+{{- package_options(packages) }}
 {%-   if source %}
     - sources:
       - {{ lookup.cli_package | json }}: {{ source | json }}
@@ -47,3 +50,6 @@ cloudify_ha-cli-nothing-here:
 # one run of the formula at a time on this host
 include:
   - {{ tplroot }}.lock
+{%- if me.cli_of and packages.repos %}
+  - {{ tplroot }}.repos
+{%- endif %}

@@ -1,11 +1,12 @@
 # The Cloudify installer package (cfy_manager) on a manager, the packages 4.6's installer checks
 # before it installs anything (lookup:prerequisite_packages, per OS family), and psql for the
-# database check.
+# database check, each from the repositories cloudify_ha:packages names (cloudify_ha.repos).
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
-{%- from tplroot ~ "/macros.jinja" import refused with context %}
+{%- from tplroot ~ "/macros.jinja" import refused, package_options with context %}
 {%- set me = mapdata.me %}
 {%- set lookup = mapdata.lookup %}
+{%- set packages = mapdata.packages %}
 {%- if mapdata.invalid %}
 {{- refused("cloudify_ha-installer-invalid-pillar", mapdata.invalid) }}
 {%- elif me.manager %}
@@ -17,6 +18,7 @@ cloudify_ha-installer-prerequisites:
   pkg.installed:
     - pkgs: {{ prerequisites | json }}
     - refresh: {{ lookup.refresh | json }}
+{{- package_options(packages) }}
 {%-   endif %}
 {%-   set source = installer.source %}
 {%-   if source and installer.source_hash %}
@@ -39,10 +41,8 @@ cloudify_ha-installer-package:
   pkg.installed:
     - name: {{ lookup.installer_package | json }}
     - refresh: {{ lookup.refresh | json }}
-{%-   if prerequisites %}
-    - require:
-      - pkg: cloudify_ha-installer-prerequisites
-{%-   endif %}
+{{- package_options(packages, [{"pkg": "cloudify_ha-installer-prerequisites"}]
+                    if prerequisites else []) }}
 {%-   if source %}
     - sources:
       - {{ lookup.installer_package | json }}: {{ source | json }}
@@ -56,6 +56,7 @@ cloudify_ha-installer-psql:
   pkg.installed:
     - name: {{ lookup.psql_package | json }}
     - refresh: {{ lookup.refresh | json }}
+{{- package_options(packages) }}
 {%-   endif %}
 {%- else %}
 {{- refused("cloudify_ha-installer-not-a-manager",
@@ -66,3 +67,6 @@ cloudify_ha-installer-psql:
 # one run of the formula at a time on this host
 include:
   - {{ tplroot }}.lock
+{%- if me.manager and packages.repos %}
+  - {{ tplroot }}.repos
+{%- endif %}

@@ -22,10 +22,14 @@
 {%-     set manager = "service" if grains.get("init") == "systemd" else "direct" %}
 {%-   endif %}
 
+{#- from the repositories cloudify_ha:packages names (cloudify_ha.repos) #}
+{%-   from tplroot ~ "/macros.jinja" import package_options with context %}
+
 cloudify_ha-loadbalancer-package:
   pkg.installed:
     - name: {{ lookup.haproxy_package | json }}
     - refresh: {{ lookup.refresh | json }}
+{{- package_options(mapdata.packages) }}
 
 {#- created 0750 where it is missing; a directory HAProxy's package made is left as it is #}
 cloudify_ha-loadbalancer-socket-dir:
@@ -117,3 +121,6 @@ cloudify_ha-loadbalancer-nothing-here:
 # one run of the formula at a time on this host
 include:
   - {{ tplroot }}.lock
+{%- if clusters and mapdata.packages.repos %}
+  - {{ tplroot }}.repos
+{%- endif %}

@@ -25,6 +25,8 @@ EVERYONE = {
                                    "cloudify_ha.refused"},
     "cloudify_ha.cluster.down": {"cloudify_ha-cluster-down-missing-pillar": "cloudify_ha.refused"},
     "cloudify_ha.lock": {},
+    # the pillars' repositories are RedHat's (cloudify_ha:packages): none on this Debian host
+    "cloudify_ha.repos": {"cloudify_ha-repos-nothing-here": "test.succeed_without_changes"},
 }
 NOTHING = {
     "cloudify_ha.cli": {"cloudify_ha-cli-nothing-here": "test.succeed_without_changes"},

@@ -927,9 +927,12 @@ def test_rest_errors_become_scrubbed_command_errors(managers, error, message):
 
 
 # ---- the external database ----------------------------------------------------------------------
-def psql_answers(answers):
-    """cmd.run_all answering each psql query with the stdout of the first matching fragment."""
+def psql_answers(answers, version="psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"):
+    """cmd.run_all answering `psql --version` with `version`, each psql query with the stdout
+    of the first matching fragment."""
     def run_all(argv, **kwargs):
+        if argv[1:] == ["--version"]:
+            return done(stdout=version + "\n")
         sql = kwargs["stdin"]
         return done(stdout=next(out for fragment, out in answers if fragment in sql))
     return run_all
@@ -944,7 +947,9 @@ def test_database_holds_data_asks_postgres_with_the_password_in_the_environment(
         "holds_data": True, "databases": ["cloudify_db", "composer", "stage"], "tables": 4,
         "name": "cloudify_db", "data": {"cloudify_db": 4, "stage": 4, "composer": 4},
         "rows": {"blueprints": 2, "deployments": 1, "users": 1}, "host": "10.0.0.5:5432"}
-    for args, kwargs in salt["cmd.run_all"].call_args_list:
+    # first the local psql's version (a psql before 9.5 reads only the certificate's CN)
+    assert salt["cmd.run_all"].call_args_list[0][0][0] == ["/usr/bin/psql", "--version"]
+    for args, kwargs in salt["cmd.run_all"].call_args_list[1:]:
         argv = args[0]
         assert argv[:4] == ["/usr/bin/psql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
         conninfo = argv[argv.index("-d") + 1]
@@ -961,7 +966,7 @@ def test_database_with_empty_databases_holds_no_data(salt):
     assert MODULE.database_holds_data() == {
         "holds_data": False, "databases": ["stage"], "tables": 0, "rows": {},
         "name": "cloudify_db", "data": {"stage": 0}, "host": "10.0.0.5:5432"}
-    assert salt["cmd.run_all"].call_count == 2
+    assert salt["cmd.run_all"].call_count == 3  # psql --version, then the two queries
 
 
 def test_the_data_guard_checks_the_configured_database_and_stage(salt, pillar):
@@ -974,7 +979,7 @@ def test_the_data_guard_checks_the_configured_database_and_stage(salt, pillar):
     found = MODULE.database_holds_data()
     assert (found["holds_data"], found["data"], found["tables"]) == (
         True, {"cfy_prod": 1, "stage": 1}, 1)
-    first_argv, first_kwargs = salt["cmd.run_all"].call_args_list[0]
+    first_argv, first_kwargs = salt["cmd.run_all"].call_args_list[1]  # [0]: psql --version
     assert "names=cfy_prod,stage,composer" in first_argv[0]
     assert "cfy_prod" not in first_kwargs["stdin"] and ":'names'" in first_kwargs["stdin"]
 

@@ -239,8 +239,9 @@ def test_map_jinjas_settings_are_trusted_and_only_they():
     assert (MAP["given"], MAP["default_settings"]) == (False, True)
 
 
-def test_the_macro_prints_its_state_id_raw_and_its_comment_as_data():
-    assert MACROS == {"refused": (["sid", "comment"], {"sid"})}
+def test_the_macros_print_only_the_refusals_state_id_raw_and_the_rest_as_data():
+    assert MACROS == {"refused": (["sid", "comment"], {"sid"}),
+                      "package_options": (["packages", "require"], set())}
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.relative_to(FORMULA).as_posix() for p in FILES])

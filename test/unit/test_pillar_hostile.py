@@ -201,6 +201,9 @@ def test_pillar_example_documents_every_key_of_the_schema():
         "clusters:prod": (prod, P.CLUSTER_DEFAULTS),
         "managers:0": (prod["managers"][0], P.MANAGER_KEYS),
         "loadbalancer": (prod["loadbalancer"], P.LOADBALANCER_DEFAULTS),
+        "packages": (pillar["packages"], P.PACKAGES_FAMILIES),
+        "packages:RedHat": (pillar["packages"]["RedHat"], P.PACKAGES_KEYS),
+        "packages:RedHat:repos:0": (pillar["packages"]["RedHat"]["repos"][0], P.REPO_KEYS),
         **{name: (prod[name], P.CLUSTER_DEFAULTS[name])
            for name in ("admin", "rest", "database", "installer", "firewall")},
     }
