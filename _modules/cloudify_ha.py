@@ -427,7 +427,9 @@ def cluster_status(active=None, cluster=None):
     """
     settings, _ = _settings(cluster, need_manager=False)
     host = _active_host(settings, active)
-    return _call(settings, host, "GET", "/cluster?_include=initialized,consul")
+    # only what 4.6's public client reads (ClusterState: initialized, logs, error): another
+    # field is a 400 no_such_include_field_error (cloudify-4.6.md section 0.4)
+    return _call(settings, host, "GET", "/cluster?_include=initialized")
 
 
 def cluster_nodes(active=None, cluster=None):

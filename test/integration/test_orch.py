@@ -204,10 +204,12 @@ def _step_text(run, step):
 
 def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_lab, emulator,
                                                                         salt_run_cli):
-    """A join that fails before its restservice step (at nginx: nothing runs yet), at it, after
-    it (at stage) and at the cluster step (4.6 leaves services RUNNING without .install: cloudify-4.6.md section 0.2);
-    each run stops at the failed follower, the next picks up, a half-installed follower is torn
-    down on purpose (cfy_manager remove -f) and joined again. Then the leader dies while the
+    """A join that fails at its nginx step (nothing runs yet), at its restservice step (nginx
+    runs from the nginx step on and answers 502: cloudify-4.6.md section 0.4), after it (at
+    stage) and at the cluster step (4.6 leaves services RUNNING without .install: section 0.2);
+    each run stops at the failed follower, the next picks up, a half-installed follower (502 or
+    a standalone manager) is torn down on purpose (cfy_manager remove -f) and joined again.
+    Then the leader dies while the
     last follower's join runs (it fails at its cluster step, half-installed), and the re-run
     joins it through the survivor. The leader and the cluster's data (blueprint rows) are
     never touched."""
@@ -216,8 +218,8 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
     emulator.install_package("mgr2")
     removals = []
     # 4.6's order: ... nginx, postgresql_client, rabbitmq, restservice, stage, ..., cluster, cli
-    for step, left_running in (("nginx", False), ("restservice", False), ("stage", True),
-                               ("cluster", True)):
+    for step, payload, port in (("nginx", False, "refused"), ("restservice", False, "open"),
+                                ("stage", True, "open"), ("cluster", True, "open")):
         emulator.set_knobs("mgr2", fail_at=step)
         run = orch(salt_run_cli)
         assert run.returncode != 0, run
@@ -228,15 +230,16 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
         assert not lab["mgr2"].exists("/etc/cloudify/.install")
         # the RPMs' files (agent packages) come with the restservice step, before any join
         assert lab["mgr2"].exists("/opt/manager/resources/packages/agents/"
-                                  "centos-core-agent.tar.gz") is left_running, step
-        # its manager's REST port answers (services left running) or nothing listens
-        assert reach(lab["mgr2"], lab["mgr2"], 80) == ("open" if left_running else "refused")
+                                  "centos-core-agent.tar.gz") is payload, step
+        # its nginx answers (502 before the restservice step, then the services left running)
+        # or nothing listens
+        assert reach(lab["mgr2"], lab["mgr2"], 80) == port, step
         removals.append(sum(1 for e in emulator.audit("mgr2")
                             if e.get("prog") == "cfy_manager" and e["argv"][:1] == ["remove"]))
         if step == "nginx":  # the cluster's data, on the leader alone so far
             upload_blueprint(lab["mgr1"], "keep")
-    # torn down once: before the attempt that failed at the cluster step (after stage's)
-    assert removals == [0, 0, 0, 1], removals
+    # torn down before the attempts after restservice's (nginx's 502) and stage's (services)
+    assert removals == [0, 0, 1, 2], removals
     assert [e for e in emulator.audit("mgr3") if e["kind"] == "cli"] == []
     assert sorted(nodes(lab["mgr1"])) == ["mgr1"]
 
@@ -275,7 +278,7 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
     # the leader was never reinstalled: its data survived every failed join
     assert len([e for e in emulator.audit("mgr1") if e.get("prog") == "cfy_manager"]) == 1
     assert sum(1 for e in emulator.audit("mgr2") if e.get("prog") == "cfy_manager"
-               and e["argv"][:1] == ["remove"]) == 2
+               and e["argv"][:1] == ["remove"]) == 3
     wait_until(lambda: member_state(lab, "mgr1") == "replica", 60, "mgr1 back as a replica")
     # the old leader's reboot lost its firewall rules: a run loads them again, joins nothing
     emulator.clear_audit()

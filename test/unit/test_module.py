@@ -765,6 +765,16 @@ NODES = {"items": [
 ]}
 
 
+def test_cluster_status_asks_only_for_what_46s_public_client_reads(managers):
+    """4.6 answers an unknown `_include` field with 400 no_such_include_field_error; its public
+    client's ClusterState reads initialized, logs and error (cloudify-4.6.md section 0.4)."""
+    fake = managers({"10.0.0.11": lambda method, path: {"initialized": True}})
+    assert MODULE.cluster_status(active="10.0.0.11") == {"initialized": True}
+    (call,) = fake.calls
+    path, _, query = call.path.partition("?_include=")
+    assert path == "/cluster" and set(query.split(",")) <= {"initialized", "logs", "error"}
+
+
 def test_cluster_nodes_before_the_cluster_exists_are_none(managers):
     """4.6 answers 404 on /cluster/nodes until `cfy cluster start` has run."""
     managers({"10.0.0.11": REST.RestError(404, "not_found_error", "no cluster")})
