@@ -267,8 +267,9 @@ def node_state(cluster=None):
 
     absent: the installer package is not installed; package_installed: no
     /etc/cloudify/.install and no manager service answering; half_installed: no
-    /etc/cloudify/.install but the manager's services answer (an install that failed after its
-    restservice step: 4.6 leaves them running as a standalone manager); installed: a standalone
+    /etc/cloudify/.install but its REST port answers (an install that failed after its nginx
+    step: 4.6 leaves nginx running, answering 502 with nothing behind it, and from its
+    restservice step on the manager's services as a standalone manager); installed: a standalone
     manager (not clustered); leader: the active node; replica; removed: removed from its cluster
     (must be torn down to rejoin); down: clustered, but its REST service does not answer.
 
@@ -282,7 +283,8 @@ def node_state(cluster=None):
     if not __salt__["pkg.version"](_package()):
         return "absent"
     if not os.path.exists(INSTALL_MARKER):
-        # any HTTP answer means nginx (and so the services an install step started) runs
+        # any HTTP answer means nginx runs: an install went past its nginx step (a 502: nothing
+        # behind nginx yet; a 200: its services, past restservice), cloudify-4.6.md section 0.4
         answer = _status_of(settings, manager["private_ip"], 2)
         return "package_installed" if answer == "unreachable" else "half_installed"
     if not os.path.exists(CLUSTER_MARKER):
@@ -343,12 +345,14 @@ def _probe_initialized(rest, endpoint, timeout):
         return None
 
 
-def active_node(candidates=None, cluster=None, timeout=3, required=True):
+def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False):
     """
     The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
     parallel with bounded timeouts. Candidates default to every manager of the cluster in
-    pillar. Raises when none answers, and when two clustered nodes do (split brain), naming
-    them; a standalone manager beside a clustered one is not the active node.
+    pillar; ``others=True``: every one but this minion's own (a host whose install failed
+    part-way answers for itself: nginx's 502, or its services as a standalone manager). Raises
+    when none answers, and when two clustered nodes do (split brain), naming them; a
+    standalone manager beside a clustered one is not the active node.
 
     Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
     None when no node answers (a cluster that does not run yet) instead of an error.
@@ -360,9 +364,13 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True):
         salt cfy-mgr2 cloudify_ha.active_node
         salt cfy-mgr2 cloudify_ha.active_node candidates='[10.0.0.11, 10.0.0.12]'
     """
-    settings, _ = _settings(cluster, need_manager=False)
+    settings, me = _settings(cluster, need_manager=False)
     names = {m["private_ip"]: m["name"] for m in settings["managers"]}
     hosts = list(candidates) if candidates else list(names)
+    if others and me:
+        hosts = [h for h in hosts if h != me["private_ip"]]
+        if not hosts and not required:
+            return None
     if not hosts:
         raise SaltInvocationError("no candidate managers to ask")
     rest = _rest()

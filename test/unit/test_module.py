@@ -635,6 +635,19 @@ def test_active_node_asks_only_the_candidates(managers):
     assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.13", "10.9.9.9"]
 
 
+def test_active_node_of_the_others_leaves_this_hosts_own_answer_out(managers):
+    """A host whose install failed after its nginx step answers 502 itself
+    (cloudify-4.6.md section 0.4): `others` asks every manager but this one (cfy-mgr2)."""
+    fake = managers({"10.0.0.12": REST.RestError(502, "", "Bad Gateway")})
+    with pytest.raises(CommandExecutionError, match="cfy-mgr2 .10.0.0.12.: starting"):
+        MODULE.active_node(required=False)
+    fake.calls.clear()
+    assert MODULE.active_node(required=False, others=True) is None
+    assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.11", "10.0.0.13"]
+    managers({"10.0.0.12": REST.RestError(502, "", "Bad Gateway"), "10.0.0.13": "active"})
+    assert MODULE.active_node(others=True) == {"name": "cfy-mgr3", "host": "10.0.0.13"}
+
+
 def test_active_node_from_a_host_outside_the_cluster(managers, configure_loader_modules):
     configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
     managers({"10.0.0.11": "active"})

@@ -253,6 +253,39 @@ def test_manager_installed_believes_the_host_not_the_installer(after, api_ok):
         f"(node state: {after})", "cfy_manager.log"))
 
 
+def test_manager_installed_advises_on_a_half_installed_leader_without_its_database():
+    """An install that failed after its nginx step: the host's own nginx answers 502
+    (cloudify-4.6.md section 0.4). Only the OTHER managers are asked whether a cluster runs,
+    and the database is never read: the refusal is the half-install's advice."""
+    fake = installing(node_state="half_installed")
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: an earlier install failed part-way", "half-installed",
+        "the database was not touched", "'cfy_manager remove -f'"))
+    fake.active_node.assert_called_once_with(cluster="prod", required=False, others=True)
+    fake.database_holds_data.assert_not_called()
+    fake.assert_nothing_mutated()
+
+
+def test_manager_installed_advises_on_a_half_installed_leader_the_others_cannot_place():
+    """The other managers answer, but none as the active node (their nginx answers 502 too):
+    still the half-install's advice, with what they said; never the database."""
+    unsure = CommandExecutionError("no active node in cluster 'prod': cfy-mgr2 (10.0.0.12): "
+                                   "starting (nginx answers 502 while the REST service starts)")
+    fake = installing(node_state="half_installed", active_node=unsure)
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "an earlier install failed part-way", "'cfy_manager remove -f'",
+        "whether a cluster already runs could not be told: no active node in cluster 'prod'"))
+    fake.database_holds_data.assert_not_called()
+
+
+def test_manager_installed_half_installed_defers_to_a_cluster_running_elsewhere():
+    fake = installing(node_state="half_installed", active_node={"name": "cfy-mgr2",
+                                                                "host": "10.0.0.12"})
+    assert install_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
+        "the cluster already runs (active node 10.0.0.12)", "cloudify_ha.joined"))
+    fake.assert_nothing_mutated()
+
+
 @pytest.mark.parametrize("failing", ["node_state", "active_node", "database_holds_data", "install"])
 def test_manager_installed_turns_errors_into_a_failed_state(failing):
     fake = installing(**{failing: CommandExecutionError("psql: connection refused")})
@@ -336,6 +369,14 @@ def test_cluster_started_needs_an_installed_manager(state):
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
         f"cfy-mgr1: cannot start a cluster on a host in state '{state}'",
         "installed, standalone manager"))
+    fake.start_cluster.assert_not_called()
+
+
+def test_cluster_started_on_a_half_installed_host_asks_only_the_other_managers():
+    fake = starting(node_state="half_installed")
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: an earlier install failed part-way", "'cfy_manager remove -f'"))
+    fake.active_node.assert_called_once_with(cluster="prod", required=False, others=True)
     fake.start_cluster.assert_not_called()
 
 
@@ -446,6 +487,39 @@ def test_joined_failed_install_left_alone_when_told_or_in_test_mode(given):
     assert result["result"] is (None if given.get("test") else False), result
     fake.assert_nothing_mutated()
     fake.remove_manager.assert_not_called()
+
+
+def failed_join_record():
+    """What a join of mgr2 that failed after its PUT leaves on the active node."""
+    return dict(node(MGR2, "offline"), initialized=False)
+
+
+@pytest.mark.parametrize("local, removed", [
+    ("package_installed", ["remove_node", "join"]),
+    ("half_installed", ["remove_manager", "node_state", "remove_node", "join"])])
+def test_joined_removes_its_failed_joins_record_then_joins_without_replace_stale(local, removed):
+    """cloudify-4.6.md section 0.4: a join that failed after its PUT leaves an offline,
+    never-initialized record of the node; without replace_stale it is this formula's failed
+    join: removed through the active node, and the host joined again."""
+    fake = joining(node_state=Seq(local, "package_installed"),
+                   cluster_nodes=Seq(BEFORE + [failed_join_record()], AFTER),
+                   remove_manager={"retcode": 0, "output": "removed"})
+    result = join_mgr2(fake)
+    assert result["result"] is True, result
+    assert result["changes"]["removed_failed_join"] == {
+        "old": "cfy-mgr2 (10.0.0.12): offline, never initialized (a join that failed after "
+               "registering)", "new": None}
+    assert result["comment"].endswith("(after removing the record its failed join left)")
+    fake.remove_node.assert_called_once_with("cfy-mgr2", active="10.0.0.11", cluster="prod")
+    start = fake.order.index(removed[0])
+    assert fake.order[start:start + len(removed)] == removed, fake.order
+
+
+def test_joined_test_mode_reports_the_failed_joins_record_and_removes_nothing():
+    fake = joining(cluster_nodes=Seq(BEFORE + [failed_join_record()]))
+    result = join_mgr2(fake, test=True)
+    assert result["result"] is None and "removed_failed_join" in result["changes"], result
+    fake.assert_nothing_mutated()
 
 
 def test_joined_refuses_a_stale_entry_without_replace_stale():
