@@ -760,20 +760,25 @@ def profile_cluster(profile=LOCAL_PROFILE):
             for n in context.get("_cluster") or [] if isinstance(n, dict)]
 
 
-def own_profile(default=LOCAL_PROFILE):
+def own_profile(default=LOCAL_PROFILE, forecast=False, cluster=None):
     """
     This manager's own ``cfy`` profile, as 4.6's installer leaves it (its cli step, after the
     cluster step): ``default`` (``localhost``) on a manager installed on its own, which is where
     the cluster is started; on a joiner, the profile named after the leader it joined through
     (``cluster.master_ip`` in its config.yaml), which holds the admin's credentials; there is
     no ``localhost`` profile on a joiner (cloudify-4.6.md section 0.1). ``default`` when neither
-    exists.
+    exists, unless ``forecast``: then, on a host not installed yet, the profile its install
+    will leave (what ``test=True`` names): ``default`` where the cluster will be started (the
+    pillar's leader, while no manager answers as the active node), else the profile named after
+    the node it will join through (the active node; the pillar's leader before the cluster
+    runs).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt cfy-mgr2 cloudify_ha.own_profile
+        salt cfy-mgr2 cloudify_ha.own_profile forecast=True
     """
     if os.path.exists(_profile_path(default)):
         return default
@@ -787,7 +792,25 @@ def own_profile(default=LOCAL_PROFILE):
     if _pillar_util()._is_ip(master) and \
             os.path.exists(_profile_path(master)):  # pylint: disable=protected-access
         return master
+    if forecast and not os.path.exists(INSTALL_MARKER):
+        return _joins_through(cluster) or default
     return default
+
+
+def _joins_through(cluster):
+    """The address a host not installed yet will join through (its profile's name after the
+    join), or None where it will start the cluster itself."""
+    settings, manager = _settings(cluster)
+    try:
+        active = active_node(cluster=settings["name"], required=False, others=True)
+    except (CommandExecutionError, SaltInvocationError):
+        active = None  # no telling which node: the state reports what it can
+    if active:
+        return active["host"]
+    leader = next((m for m in settings["managers"] if m["name"] == settings.get("leader")), None)
+    if leader is None or leader["private_ip"] == manager["private_ip"]:
+        return None
+    return leader["private_ip"]
 
 
 def profile_nodes(profile=LOCAL_PROFILE, own=False):

@@ -491,7 +491,7 @@ def _install(f):
 
 
 # ---- cluster_started ------------------------------------------------------------------------
-def cluster_started(name, host_ip, cluster=None):
+def cluster_started(name, host_ip, cluster=None, wait=90):
     """
     The cluster is started on this manager (``cfy cluster start``), always with an explicit node
     name and host IP. A no-op when the manager already belongs to a cluster.
@@ -500,8 +500,12 @@ def cluster_started(name, host_ip, cluster=None):
         The node name (``--cluster-node-name``).
     host_ip
         The node's cluster address (``--cluster-host-ip``); never the ``localhost`` default.
+    wait
+        Seconds the check after the start waits for the cluster to show initialized with this
+        node its active node: 4.6 restarts the REST service and nginx while it initializes,
+        which may still answer 502 when ``cfy cluster start`` returns.
     """
-    return _converge(name, {"host_ip": host_ip, "cluster": cluster}, _decide_start,
+    return _converge(name, {"host_ip": host_ip, "cluster": cluster, "wait": wait}, _decide_start,
                      _READ_START, _start)
 
 
@@ -539,15 +543,27 @@ _READ_START = {"local": _read_local, "running": _read_running}
 
 
 def _start(f):
-    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader."""
+    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader,
+    waited for (``wait``) through the restart of the REST service and nginx 4.6 does while the
+    cluster initializes (cloudify-4.6.md section 0.4): a 502 or no answer is not an answer."""
     name, host_ip, cluster = f["name"], f["host_ip"], f["cluster"]
     __salt__["cloudify_ha.start_cluster"](name, host_ip, cluster=cluster)
-    started = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
-    after = _node_state(cluster, fresh=True)
-    if not started.get("initialized") or after != "leader":
-        return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized (node "
-                f"state: {after})")
-    return None
+    seen = {}
+
+    def started():
+        try:
+            status = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
+            seen["error"] = None
+        except ERRORS as exc:
+            status, seen["error"] = {}, str(exc)
+        seen["after"] = _node_state(cluster, fresh=True)
+        return bool((status or {}).get("initialized")) and seen["after"] == "leader"
+
+    if _wait_for(started, f["wait"], 1.0):
+        return None
+    why = f"; last answer: {seen['error']}" if seen["error"] else ""
+    return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized after "
+            f"{f['wait']}s (node state: {seen['after']}){why}")
 
 
 # ---- joined ---------------------------------------------------------------------------------
@@ -819,7 +835,11 @@ def profile_updated(name, cluster=None, active_hint=None, own=False):
     """
     if own:
         try:
-            name = __salt__["cloudify_ha.own_profile"](default=name)
+            # test=True: on a host not installed yet, the profile its install will leave (a
+            # joiner's is named after the node it joins through, never localhost)
+            name = __salt__["cloudify_ha.own_profile"](
+                default=name, **({"forecast": True, "cluster": cluster} if __opts__["test"]
+                                 else {}))
         except ERRORS as exc:
             return {"name": name, "changes": {}, "result": False, "comment": f"profile: {exc}"}
     return _converge(name, {"cluster": cluster, "active_hint": active_hint}, _decide_profile,

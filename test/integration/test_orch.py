@@ -190,6 +190,12 @@ def test_dry_run_on_empty_hosts_reports_and_changes_nothing(fresh_lab, emulator,
     leader = run.minion_states("cloudify_ha-orch-lab-leader-mgr1")["mgr1"]
     installed = next(c for k, c in leader.items() if k.startswith("cloudify_ha_|-cloudify_ha-manager"))
     assert installed["changes"] == {"installed": {"old": "package_installed", "new": "installed"}}
+    # each manager's own profile named as the real run keeps it (cloudify-4.6.md section 0.1):
+    # localhost on the start node, the leader's address on a joiner
+    profiles = run.minion_states("cloudify_ha-orch-lab-profiles")
+    assert {m: next(c["name"] for k, c in profiles[m].items() if "profile-local" in k)
+            for m in MANAGERS} == {"mgr1": "localhost", "mgr2": lab["mgr1"].ip,
+                                   "mgr3": lab["mgr1"].ip}, profiles
     for name in MANAGERS:
         assert not lab[name].exists("/etc/cloudify/.install")
         assert lab[name].run(["dpkg", "-s", "cloudify-manager-install"], check=False).returncode != 0

@@ -757,6 +757,29 @@ def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected)
     assert MODULE.own_profile() == expected
 
 
+@pytest.mark.parametrize("minion, answers, installed, expected", [
+    # not installed yet, the cluster runs: its join goes through the active node
+    (MINION, {"10.0.0.13": "active"}, False, "10.0.0.13"),
+    # nothing runs yet: the orchestration starts the cluster on the pillar's leader first
+    (MINION, {}, False, "10.0.0.11"),
+    ("cfy-mgr1.example.com", {}, False, "localhost"),  # the leader starts it: localhost
+    (MINION, {"10.0.0.13": "active"}, True, "localhost"),  # installed: no forecast
+    # the others cannot tell: the pillar's leader, as before the cluster runs
+    (MINION, {"10.0.0.11": REST.RestError(502, "", "Bad Gateway")}, False, "10.0.0.11"),
+])
+def test_own_profile_forecast_names_the_profile_the_install_will_leave(
+        minion, answers, installed, expected, host, managers, configure_loader_modules):
+    """What test=True names: a joiner's profile after the node it joins through
+    (cloudify-4.6.md section 0.1), never `localhost`."""
+    configure_loader_modules[MODULE]["__opts__"]["id"] = minion
+    if installed:
+        host.install.parent.mkdir(parents=True, exist_ok=True)
+        host.install.touch()
+    managers(answers)
+    assert MODULE.own_profile(forecast=True) == expected
+    assert MODULE.own_profile() == "localhost"  # what exists today
+
+
 def test_profile_nodes_of_the_own_profile(host):
     host.config.parent.mkdir(parents=True, exist_ok=True)
     host.config.write_text(yaml.safe_dump({"cluster": {"master_ip": "10.0.0.11"}}))

@@ -330,10 +330,35 @@ def test_cluster_started_starts_with_explicit_name_and_address_then_checks():
 @pytest.mark.parametrize("status, after", [({"initialized": False}, "leader"),
                                            ({"initialized": True}, "installed"),
                                            ({}, "leader")])
-def test_cluster_started_fails_when_the_start_did_not_take(status, after):
+def test_cluster_started_fails_when_the_start_did_not_take(status, after, clock):
     fake = starting(node_state=Seq("installed", after), cluster_status=status)
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 "
-                                      f"but the cluster is not initialized (node state: {after})")
+                                      "but the cluster is not initialized after 90s (node "
+                                      f"state: {after})")
+    assert clock.slept == pytest.approx(90)  # waited for, as through 4.6's restart
+
+
+def test_cluster_started_waits_through_the_rest_restart_of_the_start(clock):
+    """4.6 restarts the REST service and nginx while the cluster initializes
+    (cloudify-4.6.md section 0.4): the check after `cfy cluster start` may meet nginx's 502."""
+    gateway = CommandExecutionError("GET /cluster?_include=initialized on 10.0.0.11 failed: 502")
+    fake = starting(node_state=Seq("installed", "down", "down", "leader"),
+                    cluster_status=Seq(gateway, gateway, {"initialized": True}))
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True, "cluster started on cfy-mgr1 (10.0.0.11)",
+                                      STARTED)
+    assert fake.order == ["node_state", "start_cluster"] + ["cluster_status", "node_state"] * 3
+    assert 0 < clock.slept < 5
+
+
+def test_cluster_started_names_the_last_answer_when_it_never_comes(clock):
+    gateway = CommandExecutionError("GET /cluster?_include=initialized on 10.0.0.11 failed: 502")
+    fake = starting(node_state=Seq("installed", "down"), cluster_status=gateway)
+    assert run(STATES.cluster_started, fake, name="cfy-mgr1", host_ip="10.0.0.11",
+               cluster="prod", wait=20) == ret(
+        "cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 but the cluster is not "
+        "initialized after 20s (node state: down); last answer: GET /cluster?_include="
+        "initialized on 10.0.0.11 failed: 502")
+    assert clock.slept == pytest.approx(20)
 
 
 def test_cluster_started_test_mode_on_an_installed_manager():
@@ -387,7 +412,7 @@ def test_cluster_started_leaves_a_clustered_manager_in_its_boot_window_alone():
     fake.start_cluster.assert_not_called()
 
 
-@pytest.mark.parametrize("failing", ["node_state", "start_cluster", "cluster_status"])
+@pytest.mark.parametrize("failing", ["node_state", "start_cluster"])
 def test_cluster_started_turns_errors_into_a_failed_state(failing):
     fake = starting(**{failing: CommandExecutionError("cfy cluster start failed (exit 1)")})
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False,
@@ -847,6 +872,19 @@ def test_profile_updated_own_keeps_the_profile_46_made_on_a_joiner():
     fake.own_profile.assert_called_once_with(default="localhost")
     assert [c.kwargs.get("profile") for c in fake.profile_cluster.call_args_list] == [
         "10.0.0.11"]
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_test_mode_names_a_joiners_profile_as_the_run_will_keep_it():
+    """test=True on a host not yet joined: the profile 4.6's join will leave there, named
+    after the node it joins through (cloudify-4.6.md section 0.1), never `localhost`."""
+    fake = profiling(own_profile="10.0.0.11", profile_cluster=None, profile_mode=None,
+                     active_profile=None, local_node="cfy-mgr2")
+    result = run(STATES.profile_updated, fake, test=True, name="localhost", cluster="prod",
+                 own=True)
+    assert (result["name"], result["result"]) == ("10.0.0.11", None), result
+    assert result["comment"] == "profile 10.0.0.11 would be updated"
+    fake.own_profile.assert_called_once_with(default="localhost", forecast=True, cluster="prod")
     fake.assert_nothing_mutated()
 
 
