@@ -47,6 +47,11 @@ PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles"
 # nginx in front of 4.6's REST service answers these (an HTML body) while that service is down or
 # starting, after every boot (cloudify-4.6.md section 0.3): "starting", not an error
 GATEWAY_ERRORS = (502, 503, 504)
+# 4.6's maintenance mode (rest-service maintenance.py, constants.py): while activated, every
+# endpoint but status, version, license, maintenance and snapshots answers 503 with these codes
+MAINTENANCE_ERRORS = ("maintenance_mode_active", "entering_maintenance_mode")
+MAINTENANCE_STATES = ("activated", "activating", "deactivated")
+LEAVE_MAINTENANCE = "cfy maintenance-mode deactivate"
 CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
@@ -175,6 +180,11 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:username/password") from None
+        if exc.status == 503 and exc.error_code in MAINTENANCE_ERRORS:
+            raise CommandExecutionError(
+                f"the manager at {host} is in maintenance mode: {method} {path} answered 503 "
+                f"{exc.error_code}; nothing was changed. Leave it with '{LEAVE_MAINTENANCE}' on "
+                "the active node, then re-run") from None
         raise CommandExecutionError(_scrub(f"{method} {path} on {host} failed: {exc}",
                                            settings)) from None
     except rest.Unreachable as exc:
@@ -438,6 +448,44 @@ def cluster_status(active=None, cluster=None):
     # only what 4.6's public client reads (ClusterState: initialized, logs, error): another
     # field is a 400 no_such_include_field_error (cloudify-4.6.md section 0.4)
     return _call(settings, host, "GET", "/cluster?_include=initialized")
+
+
+def maintenance_mode(cluster=None):
+    """
+    This manager's maintenance mode, as its own REST service answers ``GET /maintenance``
+    (which 4.6 serves while the mode is on): ``status`` (activated, activating or
+    deactivated), ``activated_at``, ``requested_by``, and the node's ``name`` and ``host``,
+    when it answers as the active node or a standalone manager; ``status`` None when it does
+    not (a replica answers every call with not_cluster_master; nothing answers; a minion that
+    is no manager). The mode is each node's own file (4.6: never replicated): the cluster's is
+    its active node's. Never raises: the orchestrations ask every manager this instead of a
+    ping.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.maintenance_mode
+    """
+    try:
+        settings, manager = _settings(cluster, need_manager=False)
+    except SaltInvocationError:
+        return {"status": None}
+    if manager is None:
+        return {"status": None}
+    out = {"status": None, "name": manager["name"], "host": manager["private_ip"]}
+    rest = _rest()
+    try:
+        answer = rest.request(_endpoint(settings, manager["private_ip"]), "GET", "/maintenance",
+                              timeout=(2, 6), retries=0)
+    except Exception:  # pylint: disable=broad-except
+        return out  # not the active node, or not up: it has no say
+    answer = answer if isinstance(answer, dict) else {}
+    if answer.get("status") in MAINTENANCE_STATES:
+        out.update(status=answer["status"],
+                   activated_at=str(answer.get("activated_at") or ""),
+                   requested_by=str(answer.get("requested_by") or ""))
+    return out
 
 
 def cluster_nodes(active=None, cluster=None):
@@ -1024,6 +1072,9 @@ def orch_facts(expected):
     active node without polling every manager from every step. ``node`` is None on a minion that
     is not a manager, and an error's text never carries a secret. ``pillar_errors``: this
     minion's validation of its own pillar, as its role needs it (its secrets included).
+    ``maintenance``: on a node that answers as the active node or a standalone manager, its
+    maintenance mode (``maintenance_mode``): the orchestration changes nothing in a cluster
+    whose node is in it.
 
     CLI Example:
 
@@ -1050,6 +1101,8 @@ def orch_facts(expected):
         out["node"] = node_state(settings["name"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         out["error"] = str(exc)
+    if out["node"] in ("leader", "installed"):  # a node that answers: it may be in maintenance
+        out["maintenance"] = maintenance_mode(settings["name"])
     return out
 
 

@@ -1,6 +1,7 @@
 """
 Outputter for ``salt-run cloudify_ha.status``: one table of managers per cluster, then the
-active node, membership differences and stale profiles. ``--out=json`` gives the data instead.
+active node, its maintenance mode, membership differences and stale profiles. ``--out=json``
+gives the data instead.
 """
 
 __virtualname__ = "cloudify_ha_status"
@@ -33,6 +34,8 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
         out.append(f"cluster {cname}")
         out += _table(cluster.get("managers") or [])
         out.append(f"active node:            {cluster.get('active node')}")
+        if "maintenance mode" in cluster:  # 4.6's maintenance mode of the active node
+            out.append(f"maintenance mode:       {cluster['maintenance mode']}")
         for key in ("listed, not in pillar", "in pillar, not listed", "stale profiles"):
             out.append(f"{key + ':':<24}{', '.join(cluster.get(key) or []) or '-'}")
         out.append("")

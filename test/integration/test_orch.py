@@ -403,3 +403,61 @@ def test_a_partition_with_two_active_nodes_changes_nothing(built_cluster, emulat
     assert run.returncode == 0, run
     assert emulator.mutating() == []
 
+
+
+def _leader(lab):
+    return next(n for n, row in nodes(lab["mgr2"]).items() if row["state"] == "leader")
+
+
+def test_maintenance_mode_stops_every_orchestration_and_shows_in_status(built_cluster, emulator,
+                                                                        salt_run_cli):
+    """4.6's maintenance mode (cloudify-4.6-day2.md section 5.1), turned on with the real cfy on
+    the active node: the build, the rejoin and the retire change nothing and say so (the
+    cluster, the node, the state, `cfy maintenance-mode deactivate`), the reactor's runner skips
+    the rejoin, and `salt-run cloudify_ha.status` shows it. Once it is off, a run changes
+    nothing."""
+    lab = built_cluster
+    leader = _leader(lab)
+    activated = lab[leader].run(["cfy", "maintenance-mode", "activate"], check=False)
+    assert activated.returncode == 0, activated
+    expected = (f"cluster lab: {leader} ({lab[leader].ip}) is in maintenance mode (activated)",
+                "'cfy maintenance-mode deactivate'")
+    try:
+        emulator.clear_audit()
+        for test in (False, True):
+            run = orch(salt_run_cli, test=test)
+            assert run.returncode != 0, run
+            assert list(run.steps) == ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync",
+                                       "cloudify_ha-orch-lab-maintenance"], run
+            comment = run["cloudify_ha-orch-lab-maintenance"]["comment"]
+            assert all(e in comment for e in expected), comment
+        for sls, pillar, sid in (
+                ("cloudify_ha.orch.rejoin", {"node": "mgr3"}, "cloudify_ha-rejoin-mgr3-maintenance"),
+                ("cloudify_ha.orch.retire", {"cluster": "lab", "node": "mgr3"},
+                 "cloudify_ha-retire-mgr3-maintenance")):
+            run = OrchRun(salt_run_cli.run("state.orch", sls, "pillar=" + json.dumps(pillar)))
+            assert run.returncode != 0 and list(run.steps) == [sid], run
+            assert all(e in run[sid]["comment"] for e in expected), run
+        # the runner the reactor calls (forced: the lab's pillar pauses automatic rejoins): it
+        # logs and skips
+        skipped = salt_run_cli.run("cloudify_ha.rejoin", "node=mgr3", "force=True")
+        assert skipped.returncode == 0, skipped
+        assert (skipped.data["result"], skipped.data["comment"].split(";")[0]) == (
+            True, f"skipped: {expected[0]}"), skipped.data
+        status = salt_run_cli.run("cloudify_ha.status")
+        assert status.returncode == 0, status
+        seen = status.data.get("data", status.data)["lab"]
+        assert seen["maintenance mode"].startswith(f"activated on {leader} ({lab[leader].ip}) "
+                                                   "since "), seen
+        assert seen["active node"] == f"{leader} ({lab[leader].ip})"
+        assert {row["node"]: row["local"] for row in seen["managers"]} == {
+            m: "leader" if m == leader else "replica" for m in MANAGERS}
+        assert emulator.mutating() == []
+    finally:
+        assert lab[leader].run(["cfy", "maintenance-mode", "deactivate"]).returncode == 0
+    emulator.clear_audit()
+    run = orch(salt_run_cli)
+    assert run.returncode == 0 and run.changed() == set(), run
+    assert emulator.mutating() == []
+    status = salt_run_cli.run("cloudify_ha.status").data
+    assert status.get("data", status)["lab"]["maintenance mode"] == "off"

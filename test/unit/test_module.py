@@ -811,6 +811,52 @@ def test_cluster_status_asks_only_for_what_46s_public_client_reads(managers):
     assert path == "/cluster" and set(query.split(",")) <= {"initialized", "logs", "error"}
 
 
+@pytest.mark.parametrize("answer, expected", [
+    # what 4.6 answers on the active node (maintenance_mode.py MaintenanceMode.get)
+    ({"status": "activating", "activated_at": "", "requested_by": "admin",
+      "remaining_executions": [{"id": "x"}], "activation_requested_at": "t"},
+     {"status": "activating", "activated_at": "", "requested_by": "admin"}),
+    ({"status": "deactivated", "activated_at": "", "remaining_executions": [],
+      "requested_by": "", "activation_requested_at": ""},
+     {"status": "deactivated", "activated_at": "", "requested_by": ""}),
+    # not the active node, not up, or an answer that is not 4.6's: no say
+    (REPLICA, {"status": None}),
+    (REST.Unreachable("refused"), {"status": None}),
+    (REST.RestError(502, "", "Bad Gateway"), {"status": None}),
+    ({"status": "on"}, {"status": None}),
+    ("activated", {"status": None}),
+])
+def test_maintenance_mode_is_the_local_nodes_answer(answer, expected, managers):
+    reply = answer if isinstance(answer, BaseException) else (lambda method, path: answer)
+    fake = managers({"10.0.0.12": reply})
+    assert MODULE.maintenance_mode() == dict(expected, name="cfy-mgr2", host="10.0.0.12")
+    assert [(c.endpoint.host, c.method, c.path, c.retries) for c in fake.calls] == [
+        ("10.0.0.12", "GET", "/maintenance", 0)]
+
+
+def test_maintenance_mode_of_a_minion_that_is_no_manager(managers, configure_loader_modules):
+    configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
+    fake = managers({})
+    assert MODULE.maintenance_mode() == {"status": None}
+    assert MODULE.maintenance_mode(cluster="prod") == {"status": None}
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("code", ["maintenance_mode_active", "entering_maintenance_mode"])
+def test_a_call_refused_for_maintenance_mode_says_how_to_leave_it(managers, code):
+    """4.6 answers 503 to every call but a few while in maintenance mode
+    (cloudify-4.6-day2.md section 5.1)."""
+    managers({"10.0.0.11": REST.RestError(503, code, "Your request was rejected since "
+                                                    "Cloudify manager is currently in "
+                                                    "maintenance mode")})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.cluster_nodes(active="10.0.0.11")
+    assert str(raised.value) == (
+        f"the manager at 10.0.0.11 is in maintenance mode: GET /cluster/nodes answered 503 "
+        f"{code}; nothing was changed. Leave it with 'cfy maintenance-mode deactivate' on the "
+        "active node, then re-run")
+
+
 def test_cluster_nodes_before_the_cluster_exists_are_none(managers):
     """4.6 answers 404 on /cluster/nodes until `cfy cluster start` has run."""
     managers({"10.0.0.11": REST.RestError(404, "not_found_error", "no cluster")})
@@ -1019,6 +1065,21 @@ def test_orch_facts_of_a_manager(extmods, host, managers):
                                           "cluster": "prod", "private_ip": "10.0.0.12",
                                           "pillar_errors": []}
     assert [c.path for c in fake.calls] == ["/status"]  # its own /status, once
+
+
+def test_orch_facts_of_the_active_node_carry_its_maintenance_mode(extmods, host, managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": lambda method, path: (
+        {"status": "activated", "activated_at": "2026-12-07T10:00:00.000Z",
+         "requested_by": "admin", "remaining_executions": []} if path == "/maintenance"
+        else {"status": "running"})})
+    facts = MODULE.orch_facts(extmods)
+    assert (facts["node"], facts["maintenance"]) == ("leader", {
+        "status": "activated", "activated_at": "2026-12-07T10:00:00.000Z",
+        "requested_by": "admin", "name": "cfy-mgr2", "host": "10.0.0.12"})
+    assert [c.path for c in fake.calls] == ["/status", "/maintenance"]
 
 
 def test_orch_facts_of_a_host_that_is_not_a_manager(extmods, configure_loader_modules, managers):
