@@ -696,11 +696,9 @@ def start(wait=30.0, boot=False):
     os.waitpid(pid, 0)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", PORTS["rest"]), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
+        if _listening(PORTS["rest"]):
+            return True
+        time.sleep(0.05)
     return False
 
 
@@ -715,6 +713,19 @@ def stop(wait=15.0):
     if running_pid():
         os.kill(pid, signal.SIGKILL)
     PIDFILE.unlink(missing_ok=True)
+    # its main thread shows as a zombie while its other threads still exit, holding the REST
+    # port: a start right after would see the old listener answer, then reset (a restart at
+    # the restservice step, nginx running since the nginx step)
+    while time.monotonic() < deadline and _listening(PORTS["rest"]):
+        time.sleep(0.05)
+
+
+def _listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def main(argv):
