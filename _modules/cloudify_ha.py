@@ -52,6 +52,11 @@ PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles"
 # nginx in front of 4.6's REST service answers these (an HTML body) while that service is down or
 # starting, after every boot (cloudify-4.6.md section 0.3): "starting", not an error
 GATEWAY_ERRORS = (502, 503, 504)
+# 4.6's maintenance mode (rest-service maintenance.py, constants.py): while activated, every
+# endpoint but status, version, license, maintenance and snapshots answers 503 with these codes
+MAINTENANCE_ERRORS = ("maintenance_mode_active", "entering_maintenance_mode")
+MAINTENANCE_STATES = ("activated", "activating", "deactivated")
+LEAVE_MAINTENANCE = "cfy maintenance-mode deactivate"
 CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
@@ -180,6 +185,11 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:username/password") from None
+        if exc.status == 503 and exc.error_code in MAINTENANCE_ERRORS:
+            raise CommandExecutionError(
+                f"the manager at {host} is in maintenance mode: {method} {path} answered 503 "
+                f"{exc.error_code}; nothing was changed. Leave it with '{LEAVE_MAINTENANCE}' on "
+                "the active node, then re-run") from None
         raise CommandExecutionError(_scrub(f"{method} {path} on {host} failed: {exc}",
                                            settings)) from None
     except rest.Unreachable as exc:
@@ -282,8 +292,9 @@ def node_state(cluster=None):
 
     absent: the installer package is not installed; package_installed: no
     /etc/cloudify/.install and no manager service answering; half_installed: no
-    /etc/cloudify/.install but the manager's services answer (an install that failed after its
-    restservice step: 4.6 leaves them running as a standalone manager); installed: a standalone
+    /etc/cloudify/.install but its REST port answers (an install that failed after its nginx
+    step: 4.6 leaves nginx running, answering 502 with nothing behind it, and from its
+    restservice step on the manager's services as a standalone manager); installed: a standalone
     manager (not clustered); leader: the active node; replica; removed: removed from its cluster
     (must be torn down to rejoin); down: clustered, but its REST service does not answer.
 
@@ -297,7 +308,8 @@ def node_state(cluster=None):
     if not __salt__["pkg.version"](_package()):
         return "absent"
     if not os.path.exists(INSTALL_MARKER):
-        # any HTTP answer means nginx (and so the services an install step started) runs
+        # any HTTP answer means nginx runs: an install went past its nginx step (a 502: nothing
+        # behind nginx yet; a 200: its services, past restservice), cloudify-4.6.md section 0.4
         answer = _status_of(settings, manager["private_ip"], 2)
         return "package_installed" if answer == "unreachable" else "half_installed"
     if not os.path.exists(CLUSTER_MARKER):
@@ -358,12 +370,14 @@ def _probe_initialized(rest, endpoint, timeout):
         return None
 
 
-def active_node(candidates=None, cluster=None, timeout=3, required=True):
+def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False):
     """
     The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
     parallel with bounded timeouts. Candidates default to every manager of the cluster in
-    pillar. Raises when none answers, and when two clustered nodes do (split brain), naming
-    them; a standalone manager beside a clustered one is not the active node.
+    pillar; ``others=True``: every one but this minion's own (a host whose install failed
+    part-way answers for itself: nginx's 502, or its services as a standalone manager). Raises
+    when none answers, and when two clustered nodes do (split brain), naming them; a
+    standalone manager beside a clustered one is not the active node.
 
     Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
     None when no node answers (a cluster that does not run yet) instead of an error.
@@ -375,9 +389,13 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True):
         salt cfy-mgr2 cloudify_ha.active_node
         salt cfy-mgr2 cloudify_ha.active_node candidates='[10.0.0.11, 10.0.0.12]'
     """
-    settings, _ = _settings(cluster, need_manager=False)
+    settings, me = _settings(cluster, need_manager=False)
     names = {m["private_ip"]: m["name"] for m in settings["managers"]}
     hosts = list(candidates) if candidates else list(names)
+    if others and me:
+        hosts = [h for h in hosts if h != me["private_ip"]]
+        if not hosts and not required:
+            return None
     if not hosts:
         raise SaltInvocationError("no candidate managers to ask")
     rest = _rest()
@@ -442,7 +460,47 @@ def cluster_status(active=None, cluster=None):
     """
     settings, _ = _settings(cluster, need_manager=False)
     host = _active_host(settings, active)
-    return _call(settings, host, "GET", "/cluster?_include=initialized,consul")
+    # only what 4.6's public client reads (ClusterState: initialized, logs, error): another
+    # field is a 400 no_such_include_field_error (cloudify-4.6.md section 0.4)
+    return _call(settings, host, "GET", "/cluster?_include=initialized")
+
+
+def maintenance_mode(cluster=None):
+    """
+    This manager's maintenance mode, as its own REST service answers ``GET /maintenance``
+    (which 4.6 serves while the mode is on): ``status`` (activated, activating or
+    deactivated), ``activated_at``, ``requested_by``, and the node's ``name`` and ``host``,
+    when it answers as the active node or a standalone manager; ``status`` None when it does
+    not (a replica answers every call with not_cluster_master; nothing answers; a minion that
+    is no manager). The mode is each node's own file (4.6: never replicated): the cluster's is
+    its active node's. Never raises: the orchestrations ask every manager this instead of a
+    ping.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.maintenance_mode
+    """
+    try:
+        settings, manager = _settings(cluster, need_manager=False)
+    except SaltInvocationError:
+        return {"status": None}
+    if manager is None:
+        return {"status": None}
+    out = {"status": None, "name": manager["name"], "host": manager["private_ip"]}
+    rest = _rest()
+    try:
+        answer = rest.request(_endpoint(settings, manager["private_ip"]), "GET", "/maintenance",
+                              timeout=(2, 6), retries=0)
+    except Exception:  # pylint: disable=broad-except
+        return out  # not the active node, or not up: it has no say
+    answer = answer if isinstance(answer, dict) else {}
+    if answer.get("status") in MAINTENANCE_STATES:
+        out.update(status=answer["status"],
+                   activated_at=str(answer.get("activated_at") or ""),
+                   requested_by=str(answer.get("requested_by") or ""))
+    return out
 
 
 def cluster_nodes(active=None, cluster=None):
@@ -997,20 +1055,25 @@ def profile_cluster(profile=LOCAL_PROFILE):
             for n in context.get("_cluster") or [] if isinstance(n, dict)]
 
 
-def own_profile(default=LOCAL_PROFILE):
+def own_profile(default=LOCAL_PROFILE, forecast=False, cluster=None):
     """
     This manager's own ``cfy`` profile, as 4.6's installer leaves it (its cli step, after the
     cluster step): ``default`` (``localhost``) on a manager installed on its own, which is where
     the cluster is started; on a joiner, the profile named after the leader it joined through
     (``cluster.master_ip`` in its config.yaml), which holds the admin's credentials; there is
     no ``localhost`` profile on a joiner (cloudify-4.6.md section 0.1). ``default`` when neither
-    exists.
+    exists, unless ``forecast``: then, on a host not installed yet, the profile its install
+    will leave (what ``test=True`` names): ``default`` where the cluster will be started (the
+    pillar's leader, while no manager answers as the active node), else the profile named after
+    the node it will join through (the active node; the pillar's leader before the cluster
+    runs).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt cfy-mgr2 cloudify_ha.own_profile
+        salt cfy-mgr2 cloudify_ha.own_profile forecast=True
     """
     if os.path.exists(_profile_path(default)):
         return default
@@ -1024,7 +1087,25 @@ def own_profile(default=LOCAL_PROFILE):
     if _pillar_util()._is_ip(master) and \
             os.path.exists(_profile_path(master)):  # pylint: disable=protected-access
         return master
+    if forecast and not os.path.exists(INSTALL_MARKER):
+        return _joins_through(cluster) or default
     return default
+
+
+def _joins_through(cluster):
+    """The address a host not installed yet will join through (its profile's name after the
+    join), or None where it will start the cluster itself."""
+    settings, manager = _settings(cluster)
+    try:
+        active = active_node(cluster=settings["name"], required=False, others=True)
+    except (CommandExecutionError, SaltInvocationError):
+        active = None  # no telling which node: the state reports what it can
+    if active:
+        return active["host"]
+    leader = next((m for m in settings["managers"] if m["name"] == settings.get("leader")), None)
+    if leader is None or leader["private_ip"] == manager["private_ip"]:
+        return None
+    return leader["private_ip"]
 
 
 def profile_nodes(profile=LOCAL_PROFILE, own=False):
@@ -1254,6 +1335,9 @@ def orch_facts(expected):
     active node without polling every manager from every step. ``node`` is None on a minion that
     is not a manager, and an error's text never carries a secret. ``pillar_errors``: this
     minion's validation of its own pillar, as its role needs it (its secrets included).
+    ``maintenance``: on a node that answers as the active node or a standalone manager, its
+    maintenance mode (``maintenance_mode``): the orchestration changes nothing in a cluster
+    whose node is in it.
 
     CLI Example:
 
@@ -1280,6 +1364,8 @@ def orch_facts(expected):
         out["node"] = node_state(settings["name"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         out["error"] = str(exc)
+    if out["node"] in ("leader", "installed"):  # a node that answers: it may be in maintenance
+        out["maintenance"] = maintenance_mode(settings["name"])
     return out
 
 

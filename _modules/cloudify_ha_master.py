@@ -132,6 +132,36 @@ def _plain(value):
     return __utils__["cloudify_ha_pillar.plain"](value)
 
 
+def ask(targets, fun, kwarg=None, timeout=5):
+    """
+    What an orchestration asks its minions before it builds its steps: ``fun`` (with
+    ``kwarg``) of the minions among ``targets`` that hold the formula's modules, ``test.ping``
+    of those the master's grains cache shows without them (``minions_without_modules``: a
+    minion answers a function it lacks only after loading every module it has, seconds on
+    each). ``saltutil.cmd``'s answers, by minion id. Run on the master (the orchestration
+    renders it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.ask '[cfy-mgr1, cfy-mgr2]' cloudify_ha.maintenance_mode
+    """
+    targets = list(targets or [])
+    answers = {}
+    if not targets:
+        return answers
+    bare = __salt__["cloudify_ha_master.minions_without_modules"](targets)
+    asked = [mid for mid in targets if mid not in bare]
+    if asked:
+        answers.update(__salt__["saltutil.cmd"](tgt=asked, tgt_type="list", fun=fun,
+                                                kwarg=kwarg or {}, timeout=timeout))
+    if bare:
+        answers.update(__salt__["saltutil.cmd"](tgt=bare, tgt_type="list", fun="test.ping",
+                                                timeout=timeout))
+    return answers
+
+
 def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha"):
     """
     The steps (high data) of one of the formula's orchestrations, built as data from the plan

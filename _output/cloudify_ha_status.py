@@ -1,6 +1,7 @@
 """
 Outputter for ``salt-run cloudify_ha.status``: one table of managers per cluster, then the
-active node, membership differences and stale profiles. ``--out=json`` gives the data instead.
+active node, its maintenance mode, membership differences and stale profiles. ``--out=json``
+gives the data instead.
 
 Every string it prints comes from minions and managers (a node name a REST answer carries, an
 error a minion returns): one that is not printable ASCII is shown escaped (``\x1b[2J``), so it
@@ -47,6 +48,8 @@ def output(data, **kwargs):  # pylint: disable=unused-argument
         out.append(f"cluster {_shown(cname)}")
         out += _table(cluster.get("managers") or [])
         out.append(f"active node:            {_shown(cluster.get('active node'))}")
+        if "maintenance mode" in cluster:  # 4.6's maintenance mode of the active node
+            out.append(f"maintenance mode:       {_shown(cluster['maintenance mode'])}")
         for key in ("listed, not in pillar", "in pillar, not listed", "stale profiles"):
             names = ", ".join(_shown(name) for name in cluster.get(key) or [])
             out.append(f"{key + ':':<24}{names or '-'}")

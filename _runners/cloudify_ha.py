@@ -42,6 +42,7 @@ def _master_pillar():
 
 # the same rule as the reactor's (cloudify_ha/reactor/rejoin.sls): a plain ASCII minion id
 MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+MAINTENANCE_STATES = ("activated", "activating", "deactivated")  # 4.6's (constants.py)
 
 
 # seconds the master's cloudify_ha facts (the managers' minion ids, whether the pillar is valid,
@@ -73,7 +74,9 @@ def rejoin(node, force=False, cached=False):
     of events for minions that are no managers compiles it once; else it is compiled now.
 
     Pillar ``cloudify_ha:reactor:enabled: false`` (on the master) pauses the reactor's rejoins,
-    e.g. during maintenance; ``force=True`` runs one anyway.
+    e.g. during maintenance; ``force=True`` runs one anyway. A cluster in 4.6's maintenance mode
+    changes nothing either: the orchestration refuses, and this logs it and answers that it
+    skipped the rejoin (result True: re-run it once the mode is off).
 
     CLI Example:
 
@@ -132,13 +135,32 @@ def _rejoin_one_at_a_time(node):
             os.close(pending)
             pending = None
             log.info("cloudify_ha rejoin of %s starts", node)
-            return __salt__["state.orchestrate"](
+            ret = __salt__["state.orchestrate"](
                 "cloudify_ha.orch.rejoin", pillar={"cloudify_ha_orch": {"node": node}})
+            refusal = _maintenance_refusal(ret)
+            if refusal is None:
+                return ret
+            log.warning("cloudify_ha rejoin of %s skipped: %s", node, refusal)
+            return {"node": node, "result": True,
+                    "comment": f"skipped: {refusal}; run 'salt-run cloudify_ha.rejoin "
+                               f"node={node}' once it is off"}
         finally:
             os.close(serial)
     finally:
         if pending is not None:
             os.close(pending)
+
+
+def _maintenance_refusal(ret):
+    """The comment of the rejoin orchestration's refusal of a cluster in maintenance mode (its
+    one step, ``cloudify_ha-rejoin-<node>-maintenance``), or None."""
+    data = ret.get("data") if isinstance(ret, dict) else None
+    for chunks in (data or {}).values() if isinstance(data, dict) else ():
+        for chunk in (chunks or {}).values() if isinstance(chunks, dict) else ():
+            if isinstance(chunk, dict) and str(chunk.get("__id__", "")).endswith("-maintenance") \
+                    and chunk.get("result") is False:
+                return str(chunk.get("comment"))
+    return None
 
 
 def _master_facts(fresh=False):
@@ -202,9 +224,11 @@ def _profile_name(cname, is_manager, lookup):
 def status(cluster=None, timeout=10):
     """
     For every cluster in pillar (or one): each manager's state (leader, replica, offline, not
-    installed, not joined, removed, no answer), the active node, nodes the cluster lists that
-    pillar does not and the reverse, and CLI profiles that do not list the cluster's nodes.
-    Reads only. A table for people; ``--out=json`` for scripts (under ``data``).
+    installed, not joined, removed, no answer), the active node, its maintenance mode (while
+    4.6's maintenance mode is activated the node list cannot be read: each manager's state is
+    then its own answer), nodes the cluster lists that pillar does not and the reverse, and CLI
+    profiles that do not list the cluster's nodes. Reads only. A table for people;
+    ``--out=json`` for scripts (under ``data``).
 
     CLI Example:
 
@@ -225,6 +249,34 @@ def status(cluster=None, timeout=10):
     return {"outputter": "cloudify_ha_status", "data": out}
 
 
+def _maintenance(local, cname, managers, states, timeout):
+    """4.6's maintenance mode of the cluster: the answer of a manager that answers as the active
+    node (or a standalone manager) and is in it, else of one that is not, else {}."""
+    asked = {m["minion_id"]: m for m in managers
+             if states.get(m["minion_id"]) in ("leader", "installed")}
+    answers = _ask(local, list(asked), "cloudify_ha.maintenance_mode", kwarg={"cluster": cname},
+                   timeout=timeout)
+    known = []
+    for mid, manager in asked.items():
+        answer = answers.get(mid)
+        if isinstance(answer, dict) and answer.get("status") in MAINTENANCE_STATES:
+            # the node named as pillar names that minion's manager, not as it says
+            known.append(dict(answer, name=manager["name"], host=manager["private_ip"]))
+    return next((a for a in known if a["status"] != "deactivated"), known[0] if known else {})
+
+
+def _maintenance_text(maintenance):
+    status = maintenance.get("status")
+    if not status:
+        return "unknown (no manager answers as the active node)"
+    if status == "deactivated":
+        return "off"
+    since = f" since {maintenance['activated_at']}" if maintenance.get("activated_at") else ""
+    by = f" by {maintenance['requested_by']}" if maintenance.get("requested_by") else ""
+    return (f"{status} on {maintenance.get('name')} ({maintenance.get('host')}){since}{by}: the "
+            "formula changes nothing in this cluster; 'cfy maintenance-mode deactivate' ends it")
+
+
 def _ask(local, targets, fun, arg=(), kwarg=None, timeout=10):
     if not targets:
         return {}
@@ -239,8 +291,12 @@ def _cluster_status(local, cname, settings, lookup, timeout):
     ids = [m["minion_id"] for m in managers]
     states = _ask(local, ids, "cloudify_ha.node_state", kwarg={"cluster": cname},
                   timeout=timeout)
+    maintenance = _maintenance(local, cname, managers, states, timeout)
     listed, active, problem = None, None, None
-    for mid in ids:
+    blocked = maintenance.get("status") == "activated"  # 4.6 refuses /cluster/nodes then
+    if blocked:
+        active = {"name": maintenance["name"], "host": maintenance["host"]}
+    for mid in [] if blocked else ids:
         if states.get(mid) in ("leader", "replica"):
             got = _ask(local, [mid], "cloudify_ha.active_node", kwarg={"cluster": cname},
                        timeout=timeout).get(mid)
@@ -267,6 +323,8 @@ def _cluster_status(local, cname, settings, lookup, timeout):
             state = "removed"
         elif local_state == "half_installed":
             state = "half-installed (an install failed part-way)"
+        elif listed is None and local_state in ("leader", "replica", "down"):
+            state = f"{local_state} (its own answer; the node list could not be read)"
         else:
             state = "not joined"
         rows.append({"node": m["name"], "minion": m["minion_id"], "ip": m["private_ip"],
@@ -286,6 +344,7 @@ def _cluster_status(local, cname, settings, lookup, timeout):
         "managers": rows,
         "active node": (f"{active.get('name')} ({active['host']})" if active else
                         f"none found{': ' + str(problem) if problem else ''}"),
+        "maintenance mode": _maintenance_text(maintenance),
         "listed, not in pillar": sorted(set(by_name) - pillar_names),
         "in pillar, not listed": sorted(pillar_names - set(by_name)) if listed is not None else [],
         "stale profiles": stale,

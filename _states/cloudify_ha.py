@@ -346,9 +346,32 @@ def _read_local(facts):
 
 
 def _read_running(facts):
-    """The cluster's active node if one answers (a host about to install or start a cluster)."""
-    return {"running": __salt__["cloudify_ha.active_node"](cluster=facts["cluster"],
-                                                           required=False)}
+    """The cluster's active node if one answers (a host about to install or start a cluster).
+    A half-installed host is not asked about itself (its nginx answers 502, or its services as
+    a standalone manager); when the others cannot tell either, what they said is kept
+    (``running_unknown``): such a host is refused anyway unless a cluster runs."""
+    half = facts.get("local") == "half_installed"
+    try:
+        running = __salt__["cloudify_ha.active_node"](cluster=facts["cluster"], required=False,
+                                                      **({"others": True} if half else {}))
+    except ERRORS as exc:
+        if not half:
+            raise
+        return {"running": None, "running_unknown": str(exc)}
+    return {"running": running}
+
+
+def _half_installed_advice(name, f):
+    """The refusal of a host an earlier install left half-installed (never its database)."""
+    unknown = f.get("running_unknown")
+    return _refuse(
+        f"{name}: an earlier install failed part-way: the host is half-installed, its nginx "
+        "(and, past the restservice step, its services as a standalone manager) running "
+        "without /etc/cloudify/.install. Nothing was changed and the database was not touched: "
+        "see /var/log/cloudify/manager/cfy_manager.log, run "
+        "'cfy_manager remove -f' on it (its local files only; the database is left alone) and "
+        "re-run; the new install checks the database as any first install does"
+        + (f" (whether a cluster already runs could not be told: {unknown})" if unknown else ""))
 
 
 def _read_cluster(required):
@@ -431,12 +454,7 @@ def _decide_install(f):
                    f"{f['running']['host']}): this host joins it (cloudify_ha.joined) instead of "
                    "a non-join install, which would drop the cluster's database")
     if f["local"] == "half_installed":
-        return _refuse(f"{name}: an earlier install failed part-way: its services run as a "
-                       "standalone manager without /etc/cloudify/.install, on the database. "
-                       "Nothing was changed: see /var/log/cloudify/manager/cfy_manager.log, run "
-                       "'cfy_manager remove -f' on it (its local files only; the database is "
-                       "left alone) and re-run; the new install checks the database as any "
-                       "first install does")
+        return _half_installed_advice(name, f)
     if "database" not in f:
         return _need("database")
     data = f["database"]
@@ -476,7 +494,7 @@ def _install(f):
 
 
 # ---- cluster_started ------------------------------------------------------------------------
-def cluster_started(name, host_ip, cluster=None):
+def cluster_started(name, host_ip, cluster=None, wait=90):
     """
     The cluster is started on this manager (``cfy cluster start``), always with an explicit node
     name and host IP. A no-op when the manager already belongs to a cluster.
@@ -485,8 +503,12 @@ def cluster_started(name, host_ip, cluster=None):
         The node name (``--cluster-node-name``).
     host_ip
         The node's cluster address (``--cluster-host-ip``); never the ``localhost`` default.
+    wait
+        Seconds the check after the start waits for the cluster to show initialized with this
+        node its active node: 4.6 restarts the REST service and nginx while it initializes,
+        which may still answer 502 when ``cfy cluster start`` returns.
     """
-    return _converge(name, {"host_ip": host_ip, "cluster": cluster}, _decide_start,
+    return _converge(name, {"host_ip": host_ip, "cluster": cluster, "wait": wait}, _decide_start,
                      _READ_START, _start)
 
 
@@ -499,12 +521,14 @@ def _decide_start(f):
     if local == "down":  # clustered (/etc/cloudify/cluster), its REST service not up yet: a boot
         return _ok(f"{name} is already part of a cluster (its REST service does not answer yet, "
                    "as after a boot; the join check that follows waits for it)")
-    if local == "package_installed":
+    if local in ("package_installed", "half_installed"):
         if "running" not in f:
             return _need("running")
         if f["running"]:
             return _ok(f"{name}: the cluster already runs (active node {f['running']['host']}); "
                        "this host joins it (cloudify_ha.joined)")
+        if local == "half_installed":
+            return _half_installed_advice(name, f)
         if f["test"]:
             return _would_be({"cluster": {"old": None, "new": {"node_name": name,
                                                                "host_ip": host_ip}}},
@@ -522,15 +546,27 @@ _READ_START = {"local": _read_local, "running": _read_running}
 
 
 def _start(f):
-    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader."""
+    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader,
+    waited for (``wait``) through the restart of the REST service and nginx 4.6 does while the
+    cluster initializes (cloudify-4.6.md section 0.4): a 502 or no answer is not an answer."""
     name, host_ip, cluster = f["name"], f["host_ip"], f["cluster"]
     __salt__["cloudify_ha.start_cluster"](name, host_ip, cluster=cluster)
-    started = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
-    after = _node_state(cluster, fresh=True)
-    if not started.get("initialized") or after != "leader":
-        return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized (node "
-                f"state: {after})")
-    return None
+    seen = {}
+
+    def started():
+        try:
+            status = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
+            seen["error"] = None
+        except ERRORS as exc:
+            status, seen["error"] = {}, str(exc)
+        seen["after"] = _node_state(cluster, fresh=True)
+        return bool((status or {}).get("initialized")) and seen["after"] == "leader"
+
+    if _wait_for(started, f["wait"], 1.0):
+        return None
+    why = f"; last answer: {seen['error']}" if seen["error"] else ""
+    return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized after "
+            f"{f['wait']}s (node state: {seen['after']}){why}")
 
 
 # ---- joined ---------------------------------------------------------------------------------
@@ -554,9 +590,11 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
         is freshly installed (wiped or rebuilt), remove that stale entry through the active node
         before joining.
     remove_failed_join
-        A host whose earlier join failed part-way (no ``/etc/cloudify/.install``, its services
-        running as a standalone manager, as 4.6 leaves it) and that holds no user files is torn
-        down (``cfy_manager remove -f``, its local files only) and joined again. False: refuse
+        A host whose earlier join failed part-way (no ``/etc/cloudify/.install``, its nginx, or
+        its services as a standalone manager, running, as 4.6 leaves it) and that holds no user
+        files is torn down (``cfy_manager remove -f``, its local files only) and joined again;
+        the record a join that failed after registering with the active node left there
+        (offline, never initialized) is removed through the active node first. False: refuse
         and name the command instead.
     offline_wait
         Seconds a freshly installed host's own entry, still listed online (a host wiped a moment
@@ -678,15 +716,32 @@ def _decide_fresh_join(f, active, nodes, me):
             return _refuse(f"{name}: the cluster lists {name} as ONLINE at {host_ip} while this "
                            "host has no manager installed (still after offline_wait, "
                            f"{f.get('offline_wait')}s); two hosts share the name/address?")
-        if not f["replace_stale"]:
+        if not me.get("initialized", True):
+            # never initialized: no member ever ran under this record. 4.6's join PUTs it on
+            # the active node, then configures consul and syncthing locally: a join of this
+            # host that failed after its PUT left it (cloudify-4.6.md section 0.4)
+            if not f["remove_failed_join"]:
+                return _refuse(f"{name}: the cluster lists {name} ({host_ip}) offline and never "
+                               "initialized: the record of an earlier join of this host that "
+                               "failed after registering with the active node. Nothing was "
+                               "changed (remove_failed_joins is false): remove it with 'cfy "
+                               f"cluster nodes remove {name}' through the active node "
+                               f"({active['host']}) and re-run")
+            changes["removed_failed_join"] = {
+                "old": f"{name} ({host_ip}): offline, never initialized (a join that failed "
+                       "after registering)", "new": None}
+        elif not f["replace_stale"]:
             return _refuse(f"{name}: the cluster still lists {name} ({host_ip}) as an offline "
                            "member, but this host has no manager installed (wiped or rebuilt). "
                            "Set replace_stale: True in the cluster's pillar to remove the stale "
                            "entry and join, or retire it with cloudify_ha.orch.retire")
-        changes["removed_stale"] = {"old": name, "new": None}
+        else:
+            changes["removed_stale"] = {"old": name, "new": None}
     changes["joined"] = {"old": None, "new": {"active_node": active["host"],
                                               "database": f["database_ip"]}}
     torn = " (after tearing down its failed install)" if half else ""
+    if "removed_failed_join" in changes:
+        torn += " (after removing the record its failed join left)"
     return _act(changes, f"{name} would join the cluster through the active node "
                          f"{active['host']}{torn}", f"{name} joined the cluster (active node "
                                                     f"{active['host']}){torn}")
@@ -788,7 +843,11 @@ def profile_updated(name, cluster=None, active_hint=None, own=False):
     """
     if own:
         try:
-            name = __salt__["cloudify_ha.own_profile"](default=name)
+            # test=True: on a host not installed yet, the profile its install will leave (a
+            # joiner's is named after the node it joins through, never localhost)
+            name = __salt__["cloudify_ha.own_profile"](
+                default=name, **({"forecast": True, "cluster": cluster} if __opts__["test"]
+                                 else {}))
         except ERRORS as exc:
             return {"name": name, "changes": {}, "result": False, "comment": f"profile: {exc}"}
     return _converge(name, {"cluster": cluster, "active_hint": active_hint}, _decide_profile,

@@ -25,7 +25,7 @@ NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than t
               "'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then "
               "re-run")
 NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets",
-          "cloudify_ha_master.minions_without_modules", "cloudify_ha_master.formula_modules",
+          "cloudify_ha_master.ask", "cloudify_ha_master.formula_modules",
           "cloudify_ha_master.orch_argument")
 
 
@@ -42,20 +42,14 @@ def run():
         return _salt_fails("cloudify_ha-orch-validate", NOT_SYNCED)
     only = __salt__["cloudify_ha_master.orch_argument"]("cluster") or None  # noqa: F821
     plan = __salt__["cloudify_ha.plan"](cluster=only)  # noqa: F821
-    answers, new_hosts = {}, []
+    answers = {}
     everyone = __salt__["cloudify_ha_master.orch_targets"]("orch", plan)  # noqa: F821
     if everyone:
         timeout = ((__pillar__.get("cloudify_ha") or {}).get("orchestration")  # noqa: F821
                    or {}).get("ping_timeout", 5)
         expected = __salt__["cloudify_ha_master.formula_modules"]()  # noqa: F821
-        new_hosts = __salt__["cloudify_ha_master.minions_without_modules"](everyone)  # noqa: F821
-        asked = [mid for mid in everyone if mid not in new_hosts]
-        if asked:
-            answers.update(__salt__["saltutil.cmd"](  # noqa: F821
-                tgt=asked, tgt_type="list", fun="cloudify_ha.orch_facts",
-                kwarg={"expected": expected}, timeout=timeout))
-        if new_hosts:
-            answers.update(__salt__["saltutil.cmd"](  # noqa: F821
-                tgt=new_hosts, tgt_type="list", fun="test.ping", timeout=timeout))
+        # orch_facts, or test.ping of a minion the master knows lacks the formula's modules
+        answers = __salt__["cloudify_ha_master.ask"](  # noqa: F821
+            everyone, "cloudify_ha.orch_facts", kwarg={"expected": expected}, timeout=timeout)
     return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
         "orch", plan, answers=answers, tplroot=tplroot)

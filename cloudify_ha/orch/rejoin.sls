@@ -6,8 +6,9 @@ the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
 Brings one manager back into its cluster: a rebooted member that is back online -> its firewall
 rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> its
 stale entry removed through the ACTIVE node, installed with the install-time join; then stale
-profiles refreshed everywhere; before the cluster has been started -> nothing. The node must be
-a plain minion id AND the minion_id of a manager of a cluster in pillar, else nothing runs.
+profiles refreshed everywhere; before the cluster has been started -> nothing; a cluster in
+4.6's maintenance mode -> nothing, and a refusal that says so. The node must be a plain minion
+id AND the minion_id of a manager of a cluster in pillar, else nothing runs.
 
 Built as data (the py renderer): the steps come from cloudify_ha_master.orch_steps
 (_utils/cloudify_ha_orch.py); the node is never rendered into text.
@@ -19,7 +20,7 @@ import re
 log = logging.getLogger("cloudify_ha.orch.rejoin")
 PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
 NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets",
-          "cloudify_ha_master.orch_argument")
+          "cloudify_ha_master.ask", "cloudify_ha_master.orch_argument")
 
 
 def _salt_fails(sid, text):
@@ -45,11 +46,10 @@ def run():
             "salt-run state.orch cloudify_ha.orch test=True to see the errors"))
     plan = __salt__["cloudify_ha.plan"]()  # noqa: F821
     targets = __salt__["cloudify_ha_master.orch_targets"]("rejoin", plan, node=node)  # noqa: F821
-    pings = {}
-    if targets:
-        pings = __salt__["saltutil.cmd"](tgt=targets, tgt_type="list",  # noqa: F821
-                                         fun="test.ping", timeout=5)
-    elif not plan["errors"]:
+    # the ping, and whether a manager's node is in 4.6's maintenance mode
+    pings = __salt__["cloudify_ha_master.ask"](  # noqa: F821
+        targets, "cloudify_ha.maintenance_mode")
+    if not targets and not plan["errors"]:
         log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
                     "cloudify_ha:clusters", node)
     return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821

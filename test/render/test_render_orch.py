@@ -4,6 +4,7 @@ answers to ``saltutil.cmd`` and the master's grains cache canned: the steps, the
 their order; the refusals run through the state engine."""
 
 import hashlib
+import importlib.util
 import shutil
 
 import pytest
@@ -17,12 +18,26 @@ from render_setup import (CLI, FOLLOWER, FOLLOWER3, LB, LEADER, MANAGERS, MASTER
 EVERYONE = [LEADER, FOLLOWER, FOLLOWER3, CLI, LB]
 
 
+def _master_module():
+    """_modules/cloudify_ha_master.py by path: its `ask` runs over the fake master below (the
+    loader's copy would reach a real master's publisher)."""
+    spec = importlib.util.spec_from_file_location(
+        "cloudify_ha_master_in_render", REPO / "_modules" / "cloudify_ha_master.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MASTER_MODULE = _master_module()
+
+
 class Minions:
     """What the minions answer the master (``saltutil.cmd``), and what the master asked."""
 
-    def __init__(self, down=(), without_modules=(), stale=(), leader=LEADER):
+    def __init__(self, down=(), without_modules=(), stale=(), leader=LEADER,
+                 maintenance="deactivated"):
         self.down, self.without_modules, self.stale = set(down), list(without_modules), set(stale)
-        self.leader = leader
+        self.leader, self.mode = leader, maintenance
         self.asked = []
 
     def facts(self, mid):
@@ -31,19 +46,34 @@ class Minions:
             if minion_id == mid:
                 out.update(cluster="prod", private_ip=ip,
                            node="leader" if mid == self.leader else "replica")
+        if mid == self.leader:
+            out["maintenance"] = self.maintenance(mid)
         return out
+
+    def maintenance(self, mid):
+        """cloudify_ha.maintenance_mode: the active node's mode; no say elsewhere."""
+        return {"status": self.mode if mid == self.leader else None}
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", kwarg=None, **_kwargs):
         self.asked.append((fun, list(tgt), tgt_type, kwarg, timeout))
-        answer = {"test.ping": lambda mid: True, "cloudify_ha.orch_facts": self.facts}[fun]
+        answer = {"test.ping": lambda mid: True, "cloudify_ha.orch_facts": self.facts,
+                  "cloudify_ha.maintenance_mode": self.maintenance}[fun]
         return {mid: {"ret": answer(mid), "retcode": 0} for mid in tgt if mid not in self.down}
 
     def minions_without_modules(self, minion_ids):
         return [mid for mid in minion_ids if mid in self.without_modules]
 
-    def overrides(self):
-        return {"saltutil.cmd": self.cmd,
-                "cloudify_ha_master.minions_without_modules": self.minions_without_modules}
+    def ask(self, *args, **kwargs):
+        """cloudify_ha_master.ask itself, over this fake master."""
+        MASTER_MODULE.__salt__ = self.overrides(with_ask=False)
+        return MASTER_MODULE.ask(*args, **kwargs)
+
+    def overrides(self, with_ask=True):
+        out = {"saltutil.cmd": self.cmd,
+               "cloudify_ha_master.minions_without_modules": self.minions_without_modules}
+        if with_ask:
+            out["cloudify_ha_master.ask"] = self.ask
+        return out
 
 
 def orch(master, sls="cloudify_ha.orch", pillar=None, minions=None, modules=True):
@@ -236,7 +266,9 @@ def test_the_rejoin_of_a_manager_syncs_prepares_joins_and_refreshes_profiles(mas
         FOLLOWER, "cloudify_ha.cluster.follower", {"cloudify_ha_orch": {"rejoin": True}})
     assert args_of(high, f"cloudify_ha-rejoin-{FOLLOWER}-profiles")["tgt"] == [
         LEADER, FOLLOWER, FOLLOWER3, CLI]
-    assert minions.asked == [("test.ping", [LEADER, FOLLOWER, FOLLOWER3, CLI], "list", None, 5)]
+    # the ping is the question whether a manager's node is in maintenance mode
+    assert minions.asked == [("cloudify_ha.maintenance_mode", [LEADER, FOLLOWER, FOLLOWER3, CLI],
+                              "list", {}, 5)]
 
 
 def test_the_rejoin_of_an_id_that_is_no_manager_is_ignored_and_asks_nobody(master):
@@ -289,7 +321,31 @@ def test_the_retire_of_a_node_removes_it_from_a_live_manager_then_refreshes_prof
     profiles = args_of(high, "cloudify_ha-retire-cfy-mgr3-profiles")
     assert (profiles["tgt"], profiles["onchanges"]) == (
         [LEADER, FOLLOWER, CLI], [{"salt": "cloudify_ha-retire-cfy-mgr3"}])
-    assert minions.asked == [("test.ping", [LEADER, FOLLOWER, FOLLOWER3], "list", None, 5)]
+    assert minions.asked == [("cloudify_ha.maintenance_mode", [LEADER, FOLLOWER, FOLLOWER3],
+                              "list", {}, 5)]
+
+
+MAINTENANCE = ("cluster prod: cfy-mgr1 (10.0.0.11) is in maintenance mode (activated); {what}: "
+               "nothing was changed (while it is on, 4.6 refuses cluster calls and joins with 503 "
+               "maintenance_mode_active). Leave it with 'cfy maintenance-mode deactivate' on that "
+               "node, then re-run")
+
+
+def test_each_orchestration_refuses_a_cluster_in_maintenance_mode(master):
+    """cloudify-4.6-day2.md section 5.1: one refusal that names the cluster, the node, the
+    state and the command that ends it, under test=True too; nothing else runs."""
+    for sls, pillar, sid, what in (
+            ("cloudify_ha.orch", None, "cloudify_ha-orch-prod-maintenance",
+             "the cluster was not built or converged"),
+            ("cloudify_ha.orch.rejoin", {"node": FOLLOWER},
+             f"cloudify_ha-rejoin-{FOLLOWER}-maintenance", f"the rejoin of {FOLLOWER} did not run"),
+            ("cloudify_ha.orch.retire", {"cluster": "prod", "node": "cfy-mgr3"},
+             "cloudify_ha-retire-cfy-mgr3-maintenance", "cfy-mgr3 was not retired")):
+        high, _ = orch(master, sls, pillar=pillar, minions=Minions(maintenance="activated"))
+        refusals = [s for s, fun in functions_of(high).items() if fun == "cloudify_ha.refused"]
+        assert refusals == [sid], (sls, functions_of(high))
+        assert "salt.state" not in functions_of(high).values(), sls
+        refusal_runs(master, high, sid, MAINTENANCE.format(what=what))
 
 
 def test_a_retire_with_no_manager_answering_refuses(master):

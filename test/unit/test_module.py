@@ -745,6 +745,19 @@ def test_active_node_asks_only_the_candidates(managers):
     assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.13", "10.9.9.9"]
 
 
+def test_active_node_of_the_others_leaves_this_hosts_own_answer_out(managers):
+    """A host whose install failed after its nginx step answers 502 itself
+    (cloudify-4.6.md section 0.4): `others` asks every manager but this one (cfy-mgr2)."""
+    fake = managers({"10.0.0.12": REST.RestError(502, "", "Bad Gateway")})
+    with pytest.raises(CommandExecutionError, match="cfy-mgr2 .10.0.0.12.: starting"):
+        MODULE.active_node(required=False)
+    fake.calls.clear()
+    assert MODULE.active_node(required=False, others=True) is None
+    assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.11", "10.0.0.13"]
+    managers({"10.0.0.12": REST.RestError(502, "", "Bad Gateway"), "10.0.0.13": "active"})
+    assert MODULE.active_node(others=True) == {"name": "cfy-mgr3", "host": "10.0.0.13"}
+
+
 def test_active_node_from_a_host_outside_the_cluster(managers, configure_loader_modules):
     configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
     managers({"10.0.0.11": "active"})
@@ -854,6 +867,29 @@ def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected)
     assert MODULE.own_profile() == expected
 
 
+@pytest.mark.parametrize("minion, answers, installed, expected", [
+    # not installed yet, the cluster runs: its join goes through the active node
+    (MINION, {"10.0.0.13": "active"}, False, "10.0.0.13"),
+    # nothing runs yet: the orchestration starts the cluster on the pillar's leader first
+    (MINION, {}, False, "10.0.0.11"),
+    ("cfy-mgr1.example.com", {}, False, "localhost"),  # the leader starts it: localhost
+    (MINION, {"10.0.0.13": "active"}, True, "localhost"),  # installed: no forecast
+    # the others cannot tell: the pillar's leader, as before the cluster runs
+    (MINION, {"10.0.0.11": REST.RestError(502, "", "Bad Gateway")}, False, "10.0.0.11"),
+])
+def test_own_profile_forecast_names_the_profile_the_install_will_leave(
+        minion, answers, installed, expected, host, managers, configure_loader_modules):
+    """What test=True names: a joiner's profile after the node it joins through
+    (cloudify-4.6.md section 0.1), never `localhost`."""
+    configure_loader_modules[MODULE]["__opts__"]["id"] = minion
+    if installed:
+        host.install.parent.mkdir(parents=True, exist_ok=True)
+        host.install.touch()
+    managers(answers)
+    assert MODULE.own_profile(forecast=True) == expected
+    assert MODULE.own_profile() == "localhost"  # what exists today
+
+
 def test_profile_nodes_of_the_own_profile(host):
     host.config.parent.mkdir(parents=True, exist_ok=True)
     host.config.write_text(yaml.safe_dump({"cluster": {"master_ip": "10.0.0.11"}}))
@@ -873,6 +909,62 @@ NODES = {"items": [
     {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "public_ip": "192.0.2.13", "master": False,
      "online": False},
 ]}
+
+
+def test_cluster_status_asks_only_for_what_46s_public_client_reads(managers):
+    """4.6 answers an unknown `_include` field with 400 no_such_include_field_error; its public
+    client's ClusterState reads initialized, logs and error (cloudify-4.6.md section 0.4)."""
+    fake = managers({"10.0.0.11": lambda method, path: {"initialized": True}})
+    assert MODULE.cluster_status(active="10.0.0.11") == {"initialized": True}
+    (call,) = fake.calls
+    path, _, query = call.path.partition("?_include=")
+    assert path == "/cluster" and set(query.split(",")) <= {"initialized", "logs", "error"}
+
+
+@pytest.mark.parametrize("answer, expected", [
+    # what 4.6 answers on the active node (maintenance_mode.py MaintenanceMode.get)
+    ({"status": "activating", "activated_at": "", "requested_by": "admin",
+      "remaining_executions": [{"id": "x"}], "activation_requested_at": "t"},
+     {"status": "activating", "activated_at": "", "requested_by": "admin"}),
+    ({"status": "deactivated", "activated_at": "", "remaining_executions": [],
+      "requested_by": "", "activation_requested_at": ""},
+     {"status": "deactivated", "activated_at": "", "requested_by": ""}),
+    # not the active node, not up, or an answer that is not 4.6's: no say
+    (REPLICA, {"status": None}),
+    (REST.Unreachable("refused"), {"status": None}),
+    (REST.RestError(502, "", "Bad Gateway"), {"status": None}),
+    ({"status": "on"}, {"status": None}),
+    ("activated", {"status": None}),
+])
+def test_maintenance_mode_is_the_local_nodes_answer(answer, expected, managers):
+    reply = answer if isinstance(answer, BaseException) else (lambda method, path: answer)
+    fake = managers({"10.0.0.12": reply})
+    assert MODULE.maintenance_mode() == dict(expected, name="cfy-mgr2", host="10.0.0.12")
+    assert [(c.endpoint.host, c.method, c.path, c.retries) for c in fake.calls] == [
+        ("10.0.0.12", "GET", "/maintenance", 0)]
+
+
+def test_maintenance_mode_of_a_minion_that_is_no_manager(managers, configure_loader_modules):
+    configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
+    fake = managers({})
+    assert MODULE.maintenance_mode() == {"status": None}
+    assert MODULE.maintenance_mode(cluster="prod") == {"status": None}
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("code", ["maintenance_mode_active", "entering_maintenance_mode"])
+def test_a_call_refused_for_maintenance_mode_says_how_to_leave_it(managers, code):
+    """4.6 answers 503 to every call but a few while in maintenance mode
+    (cloudify-4.6-day2.md section 5.1)."""
+    managers({"10.0.0.11": REST.RestError(503, code, "Your request was rejected since "
+                                                    "Cloudify manager is currently in "
+                                                    "maintenance mode")})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.cluster_nodes(active="10.0.0.11")
+    assert str(raised.value) == (
+        f"the manager at 10.0.0.11 is in maintenance mode: GET /cluster/nodes answered 503 "
+        f"{code}; nothing was changed. Leave it with 'cfy maintenance-mode deactivate' on the "
+        "active node, then re-run")
 
 
 def test_cluster_nodes_before_the_cluster_exists_are_none(managers):
@@ -1088,6 +1180,21 @@ def test_orch_facts_of_a_manager(extmods, host, managers):
                                           "cluster": "prod", "private_ip": "10.0.0.12",
                                           "pillar_errors": []}
     assert [c.path for c in fake.calls] == ["/status"]  # its own /status, once
+
+
+def test_orch_facts_of_the_active_node_carry_its_maintenance_mode(extmods, host, managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": lambda method, path: (
+        {"status": "activated", "activated_at": "2026-12-07T10:00:00.000Z",
+         "requested_by": "admin", "remaining_executions": []} if path == "/maintenance"
+        else {"status": "running"})})
+    facts = MODULE.orch_facts(extmods)
+    assert (facts["node"], facts["maintenance"]) == ("leader", {
+        "status": "activated", "activated_at": "2026-12-07T10:00:00.000Z",
+        "requested_by": "admin", "name": "cfy-mgr2", "host": "10.0.0.12"})
+    assert [c.path for c in fake.calls] == ["/status", "/maintenance"]
 
 
 def test_orch_facts_of_a_host_that_is_not_a_manager(extmods, configure_loader_modules, managers):

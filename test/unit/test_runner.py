@@ -161,3 +161,32 @@ def test_the_runners_files_are_never_links_to_others(master, tmp_path, name):
         master["state.orchestrate"].assert_not_called()
     else:  # the cache is written anew beside it (a rename replaces the link, not its target)
         assert not (tmp_path / "cloudify_ha" / name).is_symlink()
+
+
+def test_rejoin_in_a_cluster_in_maintenance_mode_logs_and_skips(master, caplog):
+    """The rejoin orchestration refuses a cluster in 4.6's maintenance mode (its one step); the
+    runner the reactor calls logs it and answers that it skipped, result True."""
+    refusal = ("cluster prod: cfy-mgr1 (10.0.0.11) is in maintenance mode (activated); the "
+               "rejoin of cfy-mgr2.example.com did not run: nothing was changed")
+    step = "cloudify_ha-rejoin-cfy-mgr2.example.com-maintenance"
+    master["state.orchestrate"].return_value = {"data": {"master_master": {
+        f"cloudify_ha_|-{step}_|-{step}_|-refused": {
+            "__id__": step, "result": False, "comment": refusal, "changes": {}}}},
+        "retcode": 1}
+    with caplog.at_level("WARNING"):
+        answer = RUNNER.rejoin("cfy-mgr2.example.com")
+    assert answer == {"node": "cfy-mgr2.example.com", "result": True,
+                      "comment": f"skipped: {refusal}; run 'salt-run cloudify_ha.rejoin "
+                                 "node=cfy-mgr2.example.com' once it is off"}
+    assert f"cloudify_ha rejoin of cfy-mgr2.example.com skipped: {refusal}" in caplog.text
+
+
+@pytest.mark.parametrize("ret", [
+    {"data": {"master_master": {"x": {"__id__": "cloudify_ha-rejoin-m-joined", "result": False,
+                                      "comment": "failed"}}}, "retcode": 1},
+    {"data": {"master_master": {"x": {"__id__": "cloudify_ha-rejoin-m-maintenance",
+                                      "result": True, "comment": "?"}}}},
+    {"data": "a string"}, {"data": {"m": ["a list"]}}, "text", None])
+def test_rejoin_returns_any_other_orchestration_answer_as_it_is(master, ret):
+    master["state.orchestrate"].return_value = ret
+    assert RUNNER.rejoin("cfy-mgr2.example.com") == ret

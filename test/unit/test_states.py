@@ -254,6 +254,39 @@ def test_manager_installed_believes_the_host_not_the_installer(after, api_ok):
         f"(node state: {after})", "cfy_manager.log"))
 
 
+def test_manager_installed_advises_on_a_half_installed_leader_without_its_database():
+    """An install that failed after its nginx step: the host's own nginx answers 502
+    (cloudify-4.6.md section 0.4). Only the OTHER managers are asked whether a cluster runs,
+    and the database is never read: the refusal is the half-install's advice."""
+    fake = installing(node_state="half_installed")
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: an earlier install failed part-way", "half-installed",
+        "the database was not touched", "'cfy_manager remove -f'"))
+    fake.active_node.assert_called_once_with(cluster="prod", required=False, others=True)
+    fake.database_holds_data.assert_not_called()
+    fake.assert_nothing_mutated()
+
+
+def test_manager_installed_advises_on_a_half_installed_leader_the_others_cannot_place():
+    """The other managers answer, but none as the active node (their nginx answers 502 too):
+    still the half-install's advice, with what they said; never the database."""
+    unsure = CommandExecutionError("no active node in cluster 'prod': cfy-mgr2 (10.0.0.12): "
+                                   "starting (nginx answers 502 while the REST service starts)")
+    fake = installing(node_state="half_installed", active_node=unsure)
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "an earlier install failed part-way", "'cfy_manager remove -f'",
+        "whether a cluster already runs could not be told: no active node in cluster 'prod'"))
+    fake.database_holds_data.assert_not_called()
+
+
+def test_manager_installed_half_installed_defers_to_a_cluster_running_elsewhere():
+    fake = installing(node_state="half_installed", active_node={"name": "cfy-mgr2",
+                                                                "host": "10.0.0.12"})
+    assert install_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
+        "the cluster already runs (active node 10.0.0.12)", "cloudify_ha.joined"))
+    fake.assert_nothing_mutated()
+
+
 @pytest.mark.parametrize("failing", ["node_state", "active_node", "database_holds_data", "install"])
 def test_manager_installed_turns_errors_into_a_failed_state(failing):
     fake = installing(**{failing: CommandExecutionError("psql: connection refused")})
@@ -298,10 +331,35 @@ def test_cluster_started_starts_with_explicit_name_and_address_then_checks():
 @pytest.mark.parametrize("status, after", [({"initialized": False}, "leader"),
                                            ({"initialized": True}, "installed"),
                                            ({}, "leader")])
-def test_cluster_started_fails_when_the_start_did_not_take(status, after):
+def test_cluster_started_fails_when_the_start_did_not_take(status, after, clock):
     fake = starting(node_state=Seq("installed", after), cluster_status=status)
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 "
-                                      f"but the cluster is not initialized (node state: {after})")
+                                      "but the cluster is not initialized after 90s (node "
+                                      f"state: {after})")
+    assert clock.slept == pytest.approx(90)  # waited for, as through 4.6's restart
+
+
+def test_cluster_started_waits_through_the_rest_restart_of_the_start(clock):
+    """4.6 restarts the REST service and nginx while the cluster initializes
+    (cloudify-4.6.md section 0.4): the check after `cfy cluster start` may meet nginx's 502."""
+    gateway = CommandExecutionError("GET /cluster?_include=initialized on 10.0.0.11 failed: 502")
+    fake = starting(node_state=Seq("installed", "down", "down", "leader"),
+                    cluster_status=Seq(gateway, gateway, {"initialized": True}))
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True, "cluster started on cfy-mgr1 (10.0.0.11)",
+                                      STARTED)
+    assert fake.order == ["node_state", "start_cluster"] + ["cluster_status", "node_state"] * 3
+    assert 0 < clock.slept < 5
+
+
+def test_cluster_started_names_the_last_answer_when_it_never_comes(clock):
+    gateway = CommandExecutionError("GET /cluster?_include=initialized on 10.0.0.11 failed: 502")
+    fake = starting(node_state=Seq("installed", "down"), cluster_status=gateway)
+    assert run(STATES.cluster_started, fake, name="cfy-mgr1", host_ip="10.0.0.11",
+               cluster="prod", wait=20) == ret(
+        "cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 but the cluster is not "
+        "initialized after 20s (node state: down); last answer: GET /cluster?_include="
+        "initialized on 10.0.0.11 failed: 502")
+    assert clock.slept == pytest.approx(20)
 
 
 def test_cluster_started_test_mode_on_an_installed_manager():
@@ -340,6 +398,14 @@ def test_cluster_started_needs_an_installed_manager(state):
     fake.start_cluster.assert_not_called()
 
 
+def test_cluster_started_on_a_half_installed_host_asks_only_the_other_managers():
+    fake = starting(node_state="half_installed")
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: an earlier install failed part-way", "'cfy_manager remove -f'"))
+    fake.active_node.assert_called_once_with(cluster="prod", required=False, others=True)
+    fake.start_cluster.assert_not_called()
+
+
 def test_cluster_started_leaves_a_clustered_manager_in_its_boot_window_alone():
     fake = starting(node_state="down")  # /etc/cloudify/cluster, nginx answering 502
     assert start_on_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
@@ -347,7 +413,7 @@ def test_cluster_started_leaves_a_clustered_manager_in_its_boot_window_alone():
     fake.start_cluster.assert_not_called()
 
 
-@pytest.mark.parametrize("failing", ["node_state", "start_cluster", "cluster_status"])
+@pytest.mark.parametrize("failing", ["node_state", "start_cluster"])
 def test_cluster_started_turns_errors_into_a_failed_state(failing):
     fake = starting(**{failing: CommandExecutionError("cfy cluster start failed (exit 1)")})
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False,
@@ -447,6 +513,39 @@ def test_joined_failed_install_left_alone_when_told_or_in_test_mode(given):
     assert result["result"] is (None if given.get("test") else False), result
     fake.assert_nothing_mutated()
     fake.remove_manager.assert_not_called()
+
+
+def failed_join_record():
+    """What a join of mgr2 that failed after its PUT leaves on the active node."""
+    return dict(node(MGR2, "offline"), initialized=False)
+
+
+@pytest.mark.parametrize("local, removed", [
+    ("package_installed", ["remove_node", "join"]),
+    ("half_installed", ["remove_manager", "node_state", "remove_node", "join"])])
+def test_joined_removes_its_failed_joins_record_then_joins_without_replace_stale(local, removed):
+    """cloudify-4.6.md section 0.4: a join that failed after its PUT leaves an offline,
+    never-initialized record of the node; without replace_stale it is this formula's failed
+    join: removed through the active node, and the host joined again."""
+    fake = joining(node_state=Seq(local, "package_installed"),
+                   cluster_nodes=Seq(BEFORE + [failed_join_record()], AFTER),
+                   remove_manager={"retcode": 0, "output": "removed"})
+    result = join_mgr2(fake)
+    assert result["result"] is True, result
+    assert result["changes"]["removed_failed_join"] == {
+        "old": "cfy-mgr2 (10.0.0.12): offline, never initialized (a join that failed after "
+               "registering)", "new": None}
+    assert result["comment"].endswith("(after removing the record its failed join left)")
+    fake.remove_node.assert_called_once_with("cfy-mgr2", active="10.0.0.11", cluster="prod")
+    start = fake.order.index(removed[0])
+    assert fake.order[start:start + len(removed)] == removed, fake.order
+
+
+def test_joined_test_mode_reports_the_failed_joins_record_and_removes_nothing():
+    fake = joining(cluster_nodes=Seq(BEFORE + [failed_join_record()]))
+    result = join_mgr2(fake, test=True)
+    assert result["result"] is None and "removed_failed_join" in result["changes"], result
+    fake.assert_nothing_mutated()
 
 
 def test_joined_refuses_a_stale_entry_without_replace_stale():
@@ -778,6 +877,19 @@ def test_profile_updated_own_keeps_the_profile_46_made_on_a_joiner():
     fake.own_profile.assert_called_once_with(default="localhost")
     assert [c.kwargs.get("profile") for c in fake.profile_cluster.call_args_list] == [
         "10.0.0.11"]
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_test_mode_names_a_joiners_profile_as_the_run_will_keep_it():
+    """test=True on a host not yet joined: the profile 4.6's join will leave there, named
+    after the node it joins through (cloudify-4.6.md section 0.1), never `localhost`."""
+    fake = profiling(own_profile="10.0.0.11", profile_cluster=None, profile_mode=None,
+                     active_profile=None, local_node="cfy-mgr2")
+    result = run(STATES.profile_updated, fake, test=True, name="localhost", cluster="prod",
+                 own=True)
+    assert (result["name"], result["result"]) == ("10.0.0.11", None), result
+    assert result["comment"] == "profile 10.0.0.11 would be updated"
+    fake.own_profile.assert_called_once_with(default="localhost", forecast=True, cluster="prod")
     fake.assert_nothing_mutated()
 
 

@@ -153,12 +153,29 @@ class LocalClient:
                 if (mid, fun) in self.answers}
 
 
-def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeypatch):
+def runner_status(monkeypatch, answers):
+    """The runner's status with a fake LocalClient answering `answers`: (data, calls)."""
     pillar = example_pillar()
     plan = pillar_util().plan
     master_minion = type("MasterMinion", (), {"functions": {
         "cloudify_ha.plan": lambda pillar, cluster=None: plan(pillar, cluster)}})
-    local = LocalClient({
+    local = LocalClient(answers)
+    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: (pillar, master_minion))
+    monkeypatch.setattr(RUNNER, "__opts__", {"conf_file": "/etc/salt/master"}, raising=False)
+    monkeypatch.setattr(salt.client, "get_local_client",
+                        lambda conf_file: local if conf_file == "/etc/salt/master" else None)
+    answer = RUNNER.status()
+    assert answer["outputter"] == "cloudify_ha_status"
+    return answer["data"], local.calls
+
+
+OFF = {"status": "deactivated", "activated_at": "", "requested_by": "", "name": "cfy-mgr1",
+       "host": "10.0.0.11"}
+
+
+def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeypatch):
+    data, calls = runner_status(monkeypatch, {
+        ("cfy-mgr1.example.com", "cloudify_ha.maintenance_mode"): OFF,
         ("cfy-mgr1.example.com", "cloudify_ha.node_state"): "leader",
         ("cfy-mgr1.example.com", "cloudify_ha.active_node"): {"name": "cfy-mgr1",
                                                                "host": "10.0.0.11"},
@@ -169,13 +186,7 @@ def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeyp
         ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "installed",
         ("cfy-mgr3.example.com", "cloudify_ha.profile_nodes"): None,
         ("admin1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-mgr2"]})
-    monkeypatch.setattr(RUNNER, "_master_pillar", lambda: (pillar, master_minion))
-    monkeypatch.setattr(RUNNER, "__opts__", {"conf_file": "/etc/salt/master"}, raising=False)
-    monkeypatch.setattr(salt.client, "get_local_client",
-                        lambda conf_file: local if conf_file == "/etc/salt/master" else None)
-    answer = RUNNER.status()
-    assert answer["outputter"] == "cloudify_ha_status"
-    assert OUTPUT.output(answer["data"]).split("\n") == [
+    assert OUTPUT.output(data).split("\n") == [
         "cluster prod",
         "+----------+----------------------+-----------+-------------------------+-----------+",
         "| node     | minion               | ip        | state                   | local     |",
@@ -185,13 +196,47 @@ def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeyp
         "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | not joined              | installed |",
         "+----------+----------------------+-----------+-------------------------+-----------+",
         "active node:            cfy-mgr1 (10.0.0.11)",
+        "maintenance mode:       off",
         "listed, not in pillar:  cfy-old",
         "in pillar, not listed:  cfy-mgr2, cfy-mgr3",
         "stale profiles:         admin1.example.com",
         ""]
-    assert [fun for fun, _, _ in local.calls] == [
-        "cloudify_ha.node_state", "cloudify_ha.active_node", "cloudify_ha.cluster_nodes",
-        "cloudify_ha.profile_nodes", "cloudify_ha.profile_nodes"]
+    assert [(fun, targets) for fun, targets, _ in calls] == [
+        ("cloudify_ha.node_state", ("cfy-mgr1.example.com", "cfy-mgr2.example.com",
+                                    "cfy-mgr3.example.com")),
+        # asked of the nodes that answer as an active node or a standalone manager
+        ("cloudify_ha.maintenance_mode", ("cfy-mgr1.example.com", "cfy-mgr3.example.com")),
+        ("cloudify_ha.active_node", ("cfy-mgr1.example.com",)),
+        ("cloudify_ha.cluster_nodes", ("cfy-mgr1.example.com",)),
+        ("cloudify_ha.profile_nodes", ("cfy-mgr1.example.com", "cfy-mgr2.example.com",
+                                       "cfy-mgr3.example.com")),
+        ("cloudify_ha.profile_nodes", ("admin1.example.com",))]
+
+
+def test_the_runners_status_in_maintenance_mode_shows_it_and_each_nodes_own_state(monkeypatch):
+    """4.6 refuses /cluster/nodes while maintenance mode is activated (503): the status says
+    so, and shows each manager's own answer instead of asking the list."""
+    state = dict(OFF, status="activated", activated_at="2026-12-07T10:00:00.000Z",
+                 requested_by="admin", name="whatever-it-says", host="10.9.9.9")
+    data, calls = runner_status(monkeypatch, {
+        ("cfy-mgr1.example.com", "cloudify_ha.node_state"): "leader",
+        ("cfy-mgr1.example.com", "cloudify_ha.maintenance_mode"): state,
+        ("cfy-mgr2.example.com", "cloudify_ha.node_state"): "replica",
+        ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "replica"})
+    assert OUTPUT.output(data).split("\n")[4:11] == [
+        "| cfy-mgr1 | cfy-mgr1.example.com | 10.0.0.11 | leader (its own answer; the node list "
+        "could not be read)  | leader  |",
+        "| cfy-mgr2 | cfy-mgr2.example.com | 10.0.0.12 | replica (its own answer; the node list "
+        "could not be read) | replica |",
+        "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | replica (its own answer; the node list "
+        "could not be read) | replica |",
+        "+----------+----------------------+-----------+" + "-" * 59 + "+---------+",
+        "active node:            cfy-mgr1 (10.0.0.11)",
+        "maintenance mode:       activated on cfy-mgr1 (10.0.0.11) since "
+        "2026-12-07T10:00:00.000Z by admin: the formula changes nothing in this cluster; 'cfy "
+        "maintenance-mode deactivate' ends it",
+        "listed, not in pillar:  -"]
+    assert "cloudify_ha.cluster_nodes" not in [fun for fun, _, _ in calls]
 
 
 def test_the_runners_status_of_an_invalid_pillar_prints_its_errors(monkeypatch):
