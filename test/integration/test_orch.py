@@ -483,6 +483,7 @@ def test_maintenance_mode_stops_every_orchestration_and_shows_in_status(built_cl
     nothing."""
     lab = built_cluster
     leader = _leader(lab)
+    emulator.ensure_license(leader)  # 4.6 serves /maintenance only with a license
     activated = lab[leader].run(["cfy", "maintenance-mode", "activate"], check=False)
     assert activated.returncode == 0, activated
     expected = (f"cluster lab: {leader} ({lab[leader].ip}) is in maintenance mode (activated)",
