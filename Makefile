@@ -92,7 +92,7 @@ test: deps
 	for v in $(SALT_VENVS) 3008; do \
 	  echo "== unit, functional and render layers on Salt $$v"; cat $$logs/$$v.log; done; \
 	rm -rf $$logs; exit $$rc
-	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 in test_salt3006_managers)"
+	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 and 3007.1 in test_old_salt_managers)"
 	$(PY) -m pytest --durations=20 test/integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 	$(LAB) check-clean
