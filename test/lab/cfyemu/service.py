@@ -407,6 +407,8 @@ class Service:
             return self.day2.secrets(method, m.group(1), body, username)
         if route == "/license":
             return self.day2.license(method, body)
+        if route == "/version" and method == "GET":
+            return 200, day2mod.version_data()
         raise RestError(404, "not_found_error", f"Requested resource {API}{route} not found")
 
     def _need_cluster(self):

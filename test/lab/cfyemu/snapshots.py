@@ -837,6 +837,14 @@ class Day2:
             _log(f"post-restore: the admin user could not be restored: {exc}")
 
 
+def version_data():
+    """GET /version (rest/resources_v1/version.py get_version_data, responses.Version): the
+    REST service's package version, the edition; the lab's hosts pass for CentOS 7."""
+    edition = "community" if knobs().get("edition") == "community" else "premium"
+    return {"version": VERSION, "edition": edition, "build": None, "date": None,
+            "commit": None, "distribution": "centos", "distro_release": "Core"}
+
+
 def _validate_id(name, value):
     """rest_utils.validate_inputs."""
     prefix = f"The `{name}` argument"
