@@ -14,10 +14,11 @@ APT_PACKAGES := postgresql haproxy iproute2 nftables iptables firewalld openssl 
 APT_PACKAGES += sudo logrotate apt python3 python3-setuptools init-system-helpers sed tar \
 	sysvinit-utils openssh-server
 PYTEST_ARGS ?=
-# The Salts the formula supports beside the newest: 3006.8 is the last built for EL7, where
-# Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each gets a
-# venv under Python 3.10, found by version (PATH, then pyenv), from requirements/salt-<v>.txt.
-SALT_VENVS := 3006.8 3006.29
+# The Salts the formula supports beside the newest: 3006.8 and 3007.1 are the last built for
+# EL7, where Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each
+# gets a venv under Python 3.10, found by version (PATH, then pyenv), from
+# requirements/salt-<v>.txt.
+SALT_VENVS := 3006.8 3006.29 3007.1
 PY310 = $(shell for p in $$(command -v python3.10) $$(ls -d $$(pyenv root 2>/dev/null)/versions/3.10.*/bin/python3.10 2>/dev/null); do $$p -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null && { echo $$p; break; }; done)
 # The real Cloudify CLI 4.6 (pure Python 2.7), which every `cfy` in the lab runs, as the 4.6 RPMs
 # ship it under /opt/cfy: Python 2.7 found by version (PATH, then pyenv), the pinned set installed
@@ -45,7 +46,7 @@ cached_env = mkdir -p $(ENV_CACHE) && flock $(ENV_CACHE)/.lock sh -ec 'ENVDIR=$(
 	  if [ ! -e "$$ENVDIR/.complete" ]; then rm -rf "$$ENVDIR"; $(3); touch "$$ENVDIR/.complete"; fi' && \
 	  { [ -L $(1) ] || rm -rf $(1); } && ln -sfn $(2) $(1)
 
-.PHONY: deps apt venv venvs cfy test unit lint demo demo-down bench lock lock-3006 clean clean-envs spm
+.PHONY: deps apt venv venvs cfy test unit lint demo demo-down bench lock lock-salts clean clean-envs spm
 
 deps: apt venv venvs cfy
 
@@ -96,7 +97,7 @@ test: deps
 	for v in $(SALT_VENVS) 3008; do \
 	  echo "== unit, functional and render layers on Salt $$v"; cat $$logs/$$v.log; done; \
 	rm -rf $$logs; exit $$rc
-	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 in test_salt3006_managers)"
+	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 and 3007.1 in test_old_salt_managers)"
 	$(PY) -m pytest --durations=20 test/integration $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory lint
 	$(LAB) check-clean
@@ -119,22 +120,23 @@ bench: deps
 	$(LAB) sweep
 	LAB_MANAGERS=$(if $(QUICK),3,12) $(PY) -m pytest -q -s -p no:warnings bench $(if $(QUICK),--bench-quick) $(if $(PROFILE),--bench-profile) $(BENCH_ARGS)
 
-lock: lock-3006
+lock: lock-salts
 	rm -rf /tmp/cloudify_ha-lock && python3 -m venv /tmp/cloudify_ha-lock
 	/tmp/cloudify_ha-lock/bin/pip install -q -r requirements.txt
 	( echo "# Every transitive pin, from 'pip freeze' of a working venv: used as constraints so a new"; \
 	  echo "# machine builds the same environment. Regenerate with 'make lock'."; \
 	  /tmp/cloudify_ha-lock/bin/pip freeze ) > constraints.txt
 
-# requirements/constraints-<v>.txt: `pip freeze` of a fresh Python 3.10 venv built from
+# requirements/constraints-<v>.txt for every Salt of SALT_VENVS (one: `make lock-salts
+# SALT_VENVS=3007.1`): `pip freeze` of a fresh Python 3.10 venv built from
 # requirements/salt-<v>.txt alone (its onedir pins are exact requirements: nothing can move them)
-lock-3006:
+lock-salts:
 	@test -n "$(PY310)" || { echo "Python 3.10 is missing: install it (pyenv install 3.10) or put python3.10 on PATH" >&2; exit 1; }
 	@set -e; for v in $(SALT_VENVS); do \
 	  d=/tmp/cloudify_ha-lock-$$v; rm -rf $$d; $(PY310) -m venv $$d; \
 	  echo "locking Salt $$v"; $$d/bin/pip install -q --disable-pip-version-check -r requirements/salt-$$v.txt; \
 	  ( echo "# Every transitive pin of .venv-$$v, from 'pip freeze' of a fresh venv built from"; \
-	    echo "# requirements/salt-$$v.txt: the constraints of 'make venvs'. Regenerate with 'make lock-3006'."; \
+	    echo "# requirements/salt-$$v.txt: the constraints of 'make venvs'. Regenerate with 'make lock-salts'."; \
 	    $$d/bin/pip freeze ) > requirements/constraints-$$v.txt; \
 	  rm -rf $$d; \
 	done

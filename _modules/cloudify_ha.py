@@ -16,6 +16,7 @@ scrubbed before they are returned or logged.
 
 import datetime
 import hashlib
+import inspect
 import ipaddress
 import logging
 import os
@@ -1404,6 +1405,25 @@ def modules_current(expected):
     return True
 
 
+def _takes(func, keyword):
+    """Whether a Salt function takes ``keyword`` (by name or in its ``**kwargs``): what differs
+    between the Salts the formula supports is asked of the function, never of a version."""
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):  # no signature to read
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def _fresh_pillar():
+    """``pillar.items``: a pillar the master compiles now, unmasked on every Salt. 3008 masks it
+    unless asked ``unmask=True``; 3007.1's takes no ``unmask`` (a TypeError) and masks nothing;
+    3006's swallows any keyword and masks nothing."""
+    if _takes(__salt__["pillar.items"], "unmask"):
+        return __salt__["pillar.items"](unmask=True)
+    return __salt__["pillar.items"]()
+
+
 def orch_facts(expected):
     """
     What the orchestration asks every minion once, at render time (every minion but those the
@@ -1426,10 +1446,9 @@ def orch_facts(expected):
     util = _pillar_util()
     # this minion's own check of its pillar, with the secrets of its roles: the master holds none
     # of them and refuses the whole run while any minion reports an error. The pillar as the
-    # master renders it NOW (pillar.items asks for a fresh one; the SLS of the run get that one),
-    # not the copy this minion loaded at its last refresh; unmasked (3008 masks it by default,
-    # 3006 takes the keyword and has nothing to unmask)
-    fresh = __salt__["pillar.items"](unmask=True)
+    # master renders it NOW (the SLS of the run get that one), not the copy this minion loaded
+    # at its last refresh
+    fresh = _fresh_pillar()
     out = {"modules_current": modules_current(expected), "node": None,
            "pillar_errors": util.validate(util.plain((fresh or {}).get("cloudify_ha") or {}),
                                           __opts__["id"])[0]}

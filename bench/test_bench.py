@@ -45,7 +45,7 @@ from lab.formula import (OrchRun, active_profile, deep, http_get, member_state, 
                          shadow_pillar)
 from lab.emulator import CLI_PACKAGE
 from lab.proc import wait_until
-from lab.saltlab import minion_python, salt_versions, use_python
+from lab.saltlab import minions_on_salt, salt_versions
 
 RESULTS = Path(__file__).parent / "results"
 # issue 19's targets: what the formula adds beyond what Cloudify itself must take (its
@@ -351,22 +351,6 @@ def test_bench_managers_on_salt_3006(lab, emulator, salt_cli, salt_run_cli, pill
     with minions_on_salt(lab, salt_cli, names, "3006.8"):
         report["figures 3006.8 managers"] = {3: measure(
             lab, emulator, salt_run_cli, pillar_dir, base, 3, *_plan(quick, pytestconfig))}
-
-
-@contextlib.contextmanager
-def minions_on_salt(lab, salt_cli, names, version):
-    """The block runs with these minions restarted as new minions on another Salt (a venv of
-    `make venvs`); then the session's Salt again, as new minions."""
-    before = {n: lab.minions[n].python_executable for n in names}
-    use_python(lab, names, minion_python(version))
-    try:
-        lab.reset(names, new_minions=True)
-        assert set(salt_versions(salt_cli, names).values()) == {version}
-        yield
-    finally:
-        for name, python in before.items():
-            use_python(lab, [name], python)
-        lab.reset(new_minions=True)
 
 
 def test_cfy_cost(lab, emulator, report):

@@ -6,7 +6,8 @@ import shutil
 
 import salt.loader
 
-from functional_setup import MINION_ID, REPO, example_pillar, secrets_of
+from functional_setup import (MINION_ID, REPO, example_pillar, sandbox_loaders,
+                              sandbox_minion_opts, secrets_of)
 
 
 def test_the_execution_module_loads_as_cloudify_ha(loaders):
@@ -83,3 +84,17 @@ def test_the_grain_runs_from_the_synced_files_through_salts_grains_loader(minion
         expected[f"{kind}/{name}"] = "sha256:" + hashlib.sha256(source.read_bytes()).hexdigest()
     opts = dict(minion_opts, extension_modules=str(extmods), grains_cache=False)
     assert salt.loader.grains(opts, force_refresh=True)["cloudify_ha_modules"] == expected
+
+
+def test_a_minion_reports_its_own_pillar_errors_in_orch_facts(tmp_path):
+    """orch_facts on this Salt's real loader, for a manager whose pillar lacks a secret its role
+    needs: the minion names it (the master then refuses the whole run)."""
+    pillar = example_pillar()
+    del pillar["clusters"]["prod"]["database"]["postgres_password"]
+    facts = sandbox_loaders(sandbox_minion_opts(tmp_path, pillar)).modules.cloudify_ha.orch_facts({})
+    assert facts == {
+        "modules_current": False, "node": "absent", "cluster": "prod", "private_ip": "10.0.0.11",
+        "pillar_errors": [
+            "cloudify_ha:clusters:prod:database:postgres_password: required secret is missing; "
+            "set it in this minion's pillar (ideally from an encrypted source such as GPG "
+            "pillar)"]}, facts

@@ -10,6 +10,7 @@ import signal
 
 import pytest
 import yaml
+from saltfactories.plugins.event_listener import EventListener
 
 from lab.core import Lab
 from lab.emulator import Emulator, build_packages
@@ -30,6 +31,15 @@ def pytest_sessionfinish(session, exitstatus):
     except ImportError:
         return
     shutdown_temp_handler()
+
+
+@pytest.fixture(scope="session")
+def event_listener():
+    """salt-factories' store of the daemons' events, keeping each for 30 minutes, not its 120 s:
+    the lab's checks read a run's events once it returns (the jobs it published, the reactor's
+    runs), and a build or a rejoin on a busy machine takes longer than 2 minutes."""
+    with EventListener(timeout=1800) as listener:
+        yield listener
 
 
 @pytest.fixture(scope="session")

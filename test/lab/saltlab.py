@@ -1,5 +1,6 @@
 """Salt in the lab: a salt-master on the bridge address, a salt-minion inside each host."""
 
+import contextlib
 import shutil
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -214,6 +215,23 @@ def salt_versions(salt_cli, names):
     ret = salt_cli.run("-L", "test.version", minion_tgt=",".join(names))
     assert ret.returncode == 0, ret
     return ret.data
+
+
+@contextlib.contextmanager
+def minions_on_salt(lab, salt_cli, names, version):
+    """The block runs with these minions restarted as new minions (no cache, no modules) on
+    another Salt (a venv of `make venvs`); then the session's Salt again, every host's minion
+    new."""
+    before = {n: lab.minions[n].python_executable for n in names}
+    use_python(lab, names, minion_python(version))
+    try:
+        lab.reset(names, new_minions=True)
+        assert set(salt_versions(salt_cli, names).values()) == {version}
+        yield
+    finally:
+        for name, python in before.items():
+            use_python(lab, [name], python)
+        lab.reset(new_minions=True)
 
 
 def stop_minions(factories):

@@ -12,7 +12,7 @@ import stat
 import threading
 import urllib.parse
 from types import SimpleNamespace
-from unittest.mock import MagicMock, patch
+from unittest.mock import MagicMock, create_autospec, patch
 
 import pytest
 import yaml
@@ -1366,6 +1366,31 @@ def test_orch_facts_report_the_secrets_this_minions_role_lacks(extmods, pillar, 
     assert facts["pillar_errors"] == [
         "cloudify_ha:clusters:prod:database:postgres_password: required secret is missing; set "
         "it in this minion's pillar (ideally from an encrypted source such as GPG pillar)"]
+
+
+# pillar.items as each Salt declares it: 3006 (**kwargs), 3007.1 (no unmask), 3008 (unmask)
+def _items_3006(*args, **kwargs):  # pylint: disable=unused-argument
+    return {}
+
+
+def _items_3007(*args, pillar=None, pillar_enc=None, pillarenv=None, saltenv=None):  # pylint: disable=unused-argument
+    return {}
+
+
+def _items_3008(*args, pillar=None, pillar_enc=None, pillarenv=None, saltenv=None, unmask=None):  # pylint: disable=unused-argument
+    return {}
+
+
+@pytest.mark.parametrize("signature, asked", [
+    (_items_3006, {"unmask": True}), (_items_3007, {}), (_items_3008, {"unmask": True})])
+def test_orch_facts_ask_for_the_unmasked_pillar_only_where_pillar_items_takes_it(
+        extmods, pillar, managers, salt, signature, asked):
+    """Feature detection, not a version check: 3007.1's pillar.items raises a TypeError on
+    unmask (test/functional/test_salt_calls.py runs it on each real Salt)."""
+    salt["pillar.items"] = create_autospec(signature, return_value={"cloudify_ha": pillar})
+    managers({})
+    assert MODULE.orch_facts(extmods)["pillar_errors"] == []
+    salt["pillar.items"].assert_called_once_with(**asked)
 
 
 def test_orch_facts_carry_a_node_error_without_its_secret(extmods, host, managers):
