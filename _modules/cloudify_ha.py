@@ -1176,7 +1176,8 @@ def _joins_through(cluster):
     join), or None where it will start the cluster itself."""
     settings, manager = _settings(cluster)
     try:
-        active = active_node(cluster=settings["name"], required=False, others=True)
+        # a forecast: it waits for no failover (waits:active_node is for the steps that act)
+        active = active_node(cluster=settings["name"], required=False, others=True, wait=0)
     except (CommandExecutionError, SaltInvocationError):
         active = None  # no telling which node: the state reports what it can
     if active:

@@ -1024,11 +1024,12 @@ def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected)
     (MINION, {"10.0.0.13": "active"}, True, "localhost"),  # installed: no forecast
     # the others cannot tell: the pillar's leader, as before the cluster runs
     (MINION, {"10.0.0.11": REST.RestError(502, "", "Bad Gateway")}, False, "10.0.0.11"),
+    (MINION, {"10.0.0.11": REPLICA, "10.0.0.13": REPLICA}, False, "10.0.0.11"),  # a failover
 ])
 def test_own_profile_forecast_names_the_profile_the_install_will_leave(
-        minion, answers, installed, expected, host, managers, configure_loader_modules):
+        minion, answers, installed, expected, host, managers, configure_loader_modules, clock):
     """What test=True names: a joiner's profile after the node it joins through
-    (cloudify-4.6.md section 0.1), never `localhost`."""
+    (cloudify-4.6.md section 0.1), never `localhost`; a forecast waits for no failover."""
     configure_loader_modules[MODULE]["__opts__"]["id"] = minion
     if installed:
         host.install.parent.mkdir(parents=True, exist_ok=True)
@@ -1036,6 +1037,7 @@ def test_own_profile_forecast_names_the_profile_the_install_will_leave(
     managers(answers)
     assert MODULE.own_profile(forecast=True) == expected
     assert MODULE.own_profile() == "localhost"  # what exists today
+    assert clock.slept == 0
 
 
 def test_profile_nodes_of_the_own_profile(host):
