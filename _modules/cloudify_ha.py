@@ -1343,7 +1343,11 @@ def use_profile(profile, host, cluster=None):
 def update_profile(cluster=None):
     """
     ``cfy cluster update-profile`` on the active profile: adds the cluster's nodes to it and
-    drops nodes gone from the cluster.
+    drops nodes gone from the cluster. When the profile lists the active node (found as
+    ``active_node`` finds it, through a failover's wait) but not first, it is moved first
+    before: 4.6's ``cfy`` walks a profile in its order and stops at a node answering 502 (a
+    node in its boot window), so update-profile would fail (cloudify-4.6.md section 0.4).
+    ``first`` in the answer names the node moved.
 
     CLI Example:
 
@@ -1352,8 +1356,18 @@ def update_profile(cluster=None):
         salt cfy-mgr1 cloudify_ha.update_profile
     """
     settings, _ = _settings(cluster, need_manager=False)
+    profile = active_profile()
+    entries = profile_cluster(profile) if profile else None
+    moved = None
+    if entries:
+        name = active_node(cluster=settings["name"])["name"]
+        first = next((e for e in entries if e["name"] == name), None)
+        if first is not None and entries[0] is not first:
+            set_profile_cluster(profile, [first, *(e for e in entries if e is not first)])
+            moved = name
     result = _cfy(["cluster", "update-profile"], settings)
-    return {"retcode": 0, "output": _tail(result["stdout"], 5)}
+    return {"retcode": 0, "output": _tail(result["stdout"], 5),
+            **({"first": moved} if moved else {})}
 
 
 def remove_node(name, active=None, cluster=None):

@@ -626,6 +626,24 @@ def write_profile(host, name, text, mode=0o644):
     return path
 
 
+@pytest.mark.parametrize("active, first", [("10.0.0.11", "cfy-mgr1"), ("10.0.0.13", None)])
+def test_update_profile_puts_the_active_node_first_before_cfy_walks_it(salt, host, managers,
+                                                                        active, first):
+    """4.6's cfy stops at a first entry answering 502 (a node in its boot window): the active
+    node goes first, then update-profile runs; a profile already in that order is not written."""
+    path = write_profile(host, "prod", PROFILE, 0o600)
+    (host.profiles.parent / "active.profile").write_text("prod\n")
+    before = path.read_text()
+    managers({active: "active", "10.0.0.12": REPLICA})
+    answer = MODULE.update_profile(cluster="prod")
+    assert answer.get("first") == first
+    order = [e["name"] for e in MODULE.profile_cluster("prod")]
+    assert order == (["cfy-mgr1", "cfy-mgr3"] if first else ["cfy-mgr3", "cfy-mgr1"])
+    assert (path.read_text() == before) is (first is None)
+    (args, _), = salt["cmd.run_all"].call_args_list
+    assert args[0] == ["/usr/bin/cfy", "cluster", "update-profile"]
+
+
 def test_profile_nodes_reads_a_tagged_profile(host):
     write_profile(host, "prod", PROFILE)
     assert MODULE.profile_nodes("prod") == ["cfy-mgr1", "cfy-mgr3"]
