@@ -25,6 +25,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import time
 import types
 from concurrent.futures import ThreadPoolExecutor
 
@@ -62,6 +63,13 @@ CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.lo
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
 SERVICES = ["queue_service", "composer_service", "manager_service"]
+# how much longer than its own --timeout `cfy cluster start` may run before it is stopped: 4.6's
+# cfy checks its deadline only before each poll of GET /cluster (3 s apart), and neither that
+# GET nor the start's PUT has a timeout (cloudify_rest_client's HTTPClient.default_timeout_sec
+# is None; the cluster client's (5, None) applies only once the profile lists a cluster), so
+# the command can outlive its deadline by a poll in flight. Stopped at the same second, it
+# would be killed just as it reports (cloudify-4.6.md section 0.4)
+CLUSTER_START_GRACE = 120
 
 
 def __virtual__():
@@ -112,6 +120,20 @@ def _settings(cluster=None, need_manager=True):
             f"minion '{__opts__['id']}' is not a manager of cluster '{settings['name']}' "
             f"(cloudify_ha:clusters:{settings['name']}:managers)")
     return settings, manager
+
+
+def _wait(settings, key):
+    """The cluster's ``waits:<key>`` in seconds (pillar, over the schema's default), refused
+    with the key's bounds when it is not one (the SLS and the orchestration refuse such a
+    pillar before anything runs; a function called by hand gets this)."""
+    least, most, what = _pillar_util().WAITS[key]
+    waits = settings.get("waits")
+    value = waits.get(key) if isinstance(waits, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise SaltInvocationError(
+            f"cloudify_ha:clusters:{settings['name']}:waits:{key}: {value!r} must be a whole "
+            f"number of seconds from {least} to {most}: how long the formula waits {what}")
+    return value
 
 
 def _secrets(settings):
@@ -371,7 +393,8 @@ def _probe_initialized(rest, endpoint, timeout):
         return None
 
 
-def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False):
+def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False,
+                wait=None):
     """
     The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
     parallel with bounded timeouts. Candidates default to every manager of the cluster in
@@ -380,8 +403,16 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
     when none answers, and when two clustered nodes do (split brain), naming them; a
     standalone manager beside a clustered one is not the active node.
 
-    Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
-    None when no node answers (a cluster that does not run yet) instead of an error.
+    During a failover 4.6 has no active node for tens of seconds (the new one starts its
+    services first): while no manager answers as the active node but some answer as replicas
+    (not_cluster_master) or as starting (nginx's 502), the managers are asked again, for
+    ``wait`` seconds at most (default: the cluster's ``waits:active_node`` in pillar; 0 asks
+    once). A split brain, credentials every manager refuses, standalone managers only, or no
+    manager answering at all are answered at once.
+
+    Returns ``{"name": <node name or None>, "host": <address>}``, with ``waited`` (seconds)
+    when it waited for a failover; with ``required=False``, None when no node answers (a
+    cluster that does not run yet) instead of an error.
 
     CLI Example:
 
@@ -389,6 +420,7 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
 
         salt cfy-mgr2 cloudify_ha.active_node
         salt cfy-mgr2 cloudify_ha.active_node candidates='[10.0.0.11, 10.0.0.12]'
+        salt cfy-mgr2 cloudify_ha.active_node wait=0
     """
     settings, me = _settings(cluster, need_manager=False)
     names = {m["private_ip"]: m["name"] for m in settings["managers"]}
@@ -399,6 +431,45 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
             return None
     if not hosts:
         raise SaltInvocationError("no candidate managers to ask")
+    wait = _wait(settings, "active_node") if wait is None else wait
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+        raise SaltInvocationError(f"wait: {wait!r} must be a number of seconds, 0 or more")
+    start = time.monotonic()
+    deadline, pause, again = start + wait, 0.5, False
+    while True:
+        found, answers = _find_active(settings, hosts, names, timeout, required)
+        if found is not BETWEEN:
+            if found and again:
+                waited = round(time.monotonic() - start)
+                log.info("cloudify_ha: %s answered as the active node of %s after %ss",
+                         found["host"], settings["name"], waited)
+                return dict(found, waited=waited)
+            return found
+        if time.monotonic() >= deadline:
+            break
+        if not again:
+            again = True
+            log.info("cloudify_ha: no active node in cluster %s yet (a failover?); asking again "
+                     "for up to %ss", settings["name"], wait)
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 2, 4.0)
+    described = "; ".join(f"{names.get(h, h)} ({h}): {a}" for h, a in answers.items())
+    after = f" (still after waiting {wait}s for a failover)" if wait else ""
+    raise CommandExecutionError(
+        f"no active node in cluster '{settings['name']}'{after}: {described}")
+
+
+# the answers of a node while the cluster is between active nodes: a replica (4.6's failover:
+# no node is active until the new one has started its services), or nginx's 502 while its REST
+# service starts (a boot)
+BETWEEN_ANSWERS = ("not_cluster_master", "starting")
+BETWEEN = object()  # _find_active's verdict then: ask again
+
+
+def _find_active(settings, hosts, names, timeout, required):
+    """One round of active_node's poll: (the active node, None when nobody is home and none is
+    required, or BETWEEN when replicas or starting nodes answer and no active one; each
+    host's answer); raises for every other outcome."""
     rest = _rest()
     endpoints = [_endpoint(settings, h) for h in hosts]
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
@@ -417,15 +488,17 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
         if len(standalone) < len(active):
             active = [h for h in active if clustered[h] is not False]
     if len(active) == 1:
-        return {"name": names.get(active[0]), "host": active[0]}
+        return {"name": names.get(active[0]), "host": active[0]}, answers
     described = "; ".join(f"{names.get(h, h)} ({h}): {a}" for h, a in answers.items())
     if not active:
         if not required and all(a == "unreachable" for a in answers.values()):
-            return None
+            return None, answers
         if all(a == "unauthorized" for a in answers.values()):
             raise CommandExecutionError(
                 "every manager rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:password")
+        if any(str(a).startswith(BETWEEN_ANSWERS) for a in answers.values()):
+            return BETWEEN, answers
         raise CommandExecutionError(f"no active node in cluster '{settings['name']}': {described}")
     both = " and ".join(f"{names.get(h, h)} ({h})" for h in active)
     if standalone:  # none of them is clustered
@@ -886,7 +959,7 @@ def _close_logs(settings):
 def _install(settings, manager, joining=None):
     config = _manager_config(settings, manager, joining)
     _write_private(CONFIG_PATH, salt.utils.yaml.safe_dump(config, default_flow_style=False))
-    timeout = settings["installer"]["install_timeout"]
+    timeout = _wait(settings, "install")
     _open_logs_privately()
     try:
         result = _run(["cfy_manager", "install"], settings, timeout=timeout)
@@ -973,7 +1046,10 @@ def remove_manager(cluster=None):
 def start_cluster(node_name, host_ip, cluster=None):
     """
     ``cfy cluster start`` on this (installed, standalone) manager, always with an explicit node
-    name and host IP (the defaults are ``localhost`` and a random name).
+    name and host IP (the defaults are ``localhost`` and a random name), and with the cluster's
+    ``waits:cluster_start`` as its ``--timeout``. The command itself may run
+    ``CLUSTER_START_GRACE`` seconds longer before it is stopped: cfy checks its own deadline
+    only between its polls, and a poll (like the start's PUT) is a request without a timeout.
 
     CLI Example:
 
@@ -982,8 +1058,10 @@ def start_cluster(node_name, host_ip, cluster=None):
         salt cfy-mgr1 cloudify_ha.start_cluster mgr1 10.0.0.11
     """
     settings, _ = _settings(cluster)
+    timeout = _wait(settings, "cluster_start")
     result = _cfy(["cluster", "start", "--cluster-node-name", node_name,
-                   "--cluster-host-ip", host_ip], settings, timeout=900, lines=8)
+                   "--cluster-host-ip", host_ip, "--timeout", str(timeout)], settings,
+                  timeout=timeout + CLUSTER_START_GRACE, lines=8)
     return {"retcode": 0, "output": _tail(result["stdout"], 5)}
 
 
@@ -1098,7 +1176,8 @@ def _joins_through(cluster):
     join), or None where it will start the cluster itself."""
     settings, manager = _settings(cluster)
     try:
-        active = active_node(cluster=settings["name"], required=False, others=True)
+        # a forecast: it waits for no failover (waits:active_node is for the steps that act)
+        active = active_node(cluster=settings["name"], required=False, others=True, wait=0)
     except (CommandExecutionError, SaltInvocationError):
         active = None  # no telling which node: the state reports what it can
     if active:
@@ -1264,7 +1343,11 @@ def use_profile(profile, host, cluster=None):
 def update_profile(cluster=None):
     """
     ``cfy cluster update-profile`` on the active profile: adds the cluster's nodes to it and
-    drops nodes gone from the cluster.
+    drops nodes gone from the cluster. When the profile lists the active node (found as
+    ``active_node`` finds it, through a failover's wait) but not first, it is moved first
+    before: 4.6's ``cfy`` walks a profile in its order and stops at a node answering 502 (a
+    node in its boot window), so update-profile would fail (cloudify-4.6.md section 0.4).
+    ``first`` in the answer names the node moved.
 
     CLI Example:
 
@@ -1273,8 +1356,18 @@ def update_profile(cluster=None):
         salt cfy-mgr1 cloudify_ha.update_profile
     """
     settings, _ = _settings(cluster, need_manager=False)
+    profile = active_profile()
+    entries = profile_cluster(profile) if profile else None
+    moved = None
+    if entries:
+        name = active_node(cluster=settings["name"])["name"]
+        first = next((e for e in entries if e["name"] == name), None)
+        if first is not None and entries[0] is not first:
+            set_profile_cluster(profile, [first, *(e for e in entries if e is not first)])
+            moved = name
     result = _cfy(["cluster", "update-profile"], settings)
-    return {"retcode": 0, "output": _tail(result["stdout"], 5)}
+    return {"retcode": 0, "output": _tail(result["stdout"], 5),
+            **({"first": moved} if moved else {})}
 
 
 def remove_node(name, active=None, cluster=None):

@@ -39,13 +39,13 @@ CLUSTER_DEFAULTS = {
         "client_key": "",
     },
     "installer": {"source": "", "source_hash": "", "cli_source": "", "cli_source_hash": "",
-                  "version": "", "install_timeout": 1800},
+                  "version": ""},
     "allow_database_reset": False,
     "replace_stale": False,
     "remove_failed_joins": True,
-    # seconds a wiped host's old entry may take to show offline before its join (4.6: tens of
-    # seconds, its heartbeat is every 15 s)
-    "offline_wait": 60,
+    # every bounded wait of the formula against Cloudify, in seconds: WAITS says what each is
+    "waits": {"active_node": 120, "cluster_start": 900, "started": 120, "online": 120,
+              "boot": 300, "offline": 60, "install": 1800},
     # the sources are IPv4 (the managers' addresses are); empty rest_sources is every address,
     # which needs allow_wide_rest_sources (_validate_misc)
     "firewall": {"enabled": True, "backend": "auto", "rest_sources": [],
@@ -55,6 +55,27 @@ CLUSTER_DEFAULTS = {
     "loadbalancer": None,
 }
 MANAGER_KEYS = {"name", "minion_id", "private_ip", "public_ip"}
+# waits:<key>: (least, most, what the formula waits for) in seconds. 4.6's timing
+# (cloudify-4.6.md sections 0.3, 0.4): a heartbeat every 15 s, a dead node offline after tens of
+# seconds, a failover of tens of seconds (the new active node starts its services), a 502 from
+# nginx after every boot while the REST service starts (no bound), `cfy cluster start`'s own
+# --timeout default 900 s
+WAITS = {
+    "active_node": (0, 3600, "for a new active node while the managers answer only as replicas "
+                             "or starting (4.6's failover: tens of seconds); 0 fails at once"),
+    "cluster_start": (60, 86400, "for `cfy cluster start` (its --timeout; 4.6's default 900)"),
+    "started": (1, 3600, "after `cfy cluster start`, for the cluster to show initialized with "
+                         "this node active, through 4.6's restart of the REST service and nginx"),
+    "online": (1, 3600, "after a join, for the node to be online in the active node's view "
+                        "(4.6 heartbeats every 15 s)"),
+    "boot": (1, 3600, "for a rebooted member's REST service (nginx answers 502 until then; 4.6 "
+                      "sets no bound)"),
+    "offline": (1, 3600, "for a wiped or rebuilt host's old entry to show offline (4.6: tens of "
+                         "seconds)"),
+    "install": (60, 86400, "for one `cfy_manager install`"),
+}
+# keys that moved: a pillar still using one is told where its value goes now
+MOVED_KEYS = {"offline_wait": "waits:offline", "installer:install_timeout": "waits:install"}
 LOADBALANCER_DEFAULTS = {
     "minion_ids": [],
     "bind": "0.0.0.0",
@@ -296,8 +317,13 @@ def _suggest(key, known):
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _unknown_keys(errors, where, given, known):
+def _unknown_keys(errors, where, given, known, moved=None):
+    """`moved`: {key: where its value goes now} (MOVED_KEYS, with the cluster's path)."""
     for key in sorted(set(given) - set(known), key=q):
+        if key in (moved or {}):
+            errors.append(f"{where}:{key}: moved to {moved[key]} (every wait of a cluster is "
+                          "under waits:, in seconds); move its value there")
+            continue
         errors.append(f"{where}:{_key(key)}: unknown key{_suggest(key, known)}; remove it or fix "
                       "its spelling (see pillar.example)")
 
@@ -446,13 +472,16 @@ def validate(pillar, minion_id=None):
         if not isinstance(raw, dict):
             errors.append(f"{where}: must be a mapping of cluster settings (see pillar.example)")
             continue
-        _unknown_keys(errors, where, raw, CLUSTER_DEFAULTS)
-        sections = ("admin", "rest", "database", "installer", "firewall")
+        moved = {old: f"{where}:{new}" for old, new in MOVED_KEYS.items()}
+        _unknown_keys(errors, where, raw, CLUSTER_DEFAULTS, moved)
+        sections = ("admin", "rest", "database", "installer", "firewall", "waits")
         for section in sections:
             if section in raw and not isinstance(raw[section], dict):
                 errors.append(f"{where}:{section}: must be a mapping (see pillar.example)")
             elif isinstance(raw.get(section), dict):
-                _unknown_keys(errors, f"{where}:{section}", raw[section], CLUSTER_DEFAULTS[section])
+                _unknown_keys(errors, f"{where}:{section}", raw[section], CLUSTER_DEFAULTS[section],
+                              {old.split(":", 1)[1]: new for old, new in moved.items()
+                               if old.startswith(f"{section}:")})
         # a section that is not a mapping is reported above: check the rest without it
         settings = cluster_settings(cname, {k: v for k, v in raw.items()
                                             if k not in sections or isinstance(v, dict)})
@@ -875,10 +904,7 @@ def _validate_misc(errors, where, settings):
     for key in ("allow_database_reset", "replace_stale", "remove_failed_joins"):
         if not isinstance(settings.get(key), bool):
             errors.append(f"{where}:{key}: must be true or false")
-    wait = settings.get("offline_wait")
-    if not _is_int(wait) or not 0 < wait <= 3600:
-        errors.append(f"{where}:offline_wait: must be a number of seconds from 1 to 3600 (4.6 "
-                      "shows a dead node offline after tens of seconds)")
+    _validate_waits(errors, where, settings)
     admin = settings["admin"]
     _check(errors, f"{where}:admin", "username", admin.get("username"), "user")
     _check(errors, f"{where}:admin", "tenant", admin.get("tenant"), "user")
@@ -914,10 +940,6 @@ def _validate_misc(errors, where, settings):
                       f"10.0.0.20, 10.0.1.0/24), or set {where}:firewall:allow_wide_rest_sources: "
                       "true to open it to every address on purpose")
     installer = settings["installer"]
-    timeout = installer.get("install_timeout")
-    if not _is_int(timeout) or not 60 <= timeout <= 86400:
-        errors.append(f"{where}:installer:install_timeout: {q(timeout)} must be a whole number "
-                      "of seconds from 60 to 86400 (a day)")
     _check(errors, f"{where}:installer", "version", installer.get("version"), "version")
     for key in ("source", "cli_source"):
         source, digest = installer.get(key), installer.get(f"{key}_hash")
@@ -932,6 +954,19 @@ def _validate_misc(errors, where, settings):
         elif valid and digest and not source:
             errors.append(f"{where}:installer:{key}_hash: given without installer:{key}; set "
                           f"both or neither")
+
+
+def _validate_waits(errors, where, settings):
+    """Each waits:<key> a whole number of seconds within its bounds (WAITS), named in the
+    error with what it waits for. A waits section that is not a mapping is reported already."""
+    waits = settings.get("waits")
+    if not isinstance(waits, dict):
+        return
+    for key, (least, most, what) in WAITS.items():
+        value = waits.get(key)
+        if not _is_int(value) or not least <= value <= most:
+            errors.append(f"{where}:waits:{key}: {q(value)} must be a whole number of seconds "
+                          f"from {least} to {most}: how long the formula waits {what}")
 
 
 def _check_sources(errors, where, key, sources, ports, wide=None):

@@ -83,9 +83,9 @@ MISTAKES = {
                           f"{ROOT}:database:name: 'template1' is PostgreSQL's own"),
     "a manager as a CLI host": (_set(["cli_hosts"], ["mgr2"]),
                                 f"{ROOT}:cli_hosts:0: 'mgr2' is also a manager"),
-    "an endless install": (_set(["installer", "install_timeout"], 10 ** 12),
-                           f"{ROOT}:installer:install_timeout: 1000000000000 must be a whole "
-                           "number of seconds from 60 to 86400"),
+    "an endless install": (_set(["waits", "install"], 10 ** 12),
+                           f"{ROOT}:waits:install: 1000000000000 must be a whole number of "
+                           "seconds from 60 to 86400"),
 }
 
 

@@ -142,10 +142,29 @@ def test_a_follower_joins_with_its_own_name_and_no_hint_outside_the_orchestratio
     joined = args_of(high, "cloudify_ha-cluster-follower-joined")
     assert {k: joined[k] for k in ("name", "host_ip", "cluster", "replace_stale",
                                    "if_cluster_runs", "active_hint", "remove_failed_join",
-                                   "offline_wait")} == {
+                                   "offline_wait", "wait", "boot_wait")} == {
         "name": "cfy-mgr2", "host_ip": "10.0.0.12", "cluster": "prod", "replace_stale": False,
         "if_cluster_runs": False, "active_hint": None, "remove_failed_join": True,
-        "offline_wait": 60}
+        "offline_wait": 60, "wait": 120, "boot_wait": 300}
+
+
+WAITS = {"active_node": 30, "cluster_start": 600, "started": 45, "online": 50, "boot": 400,
+         "offline": 70, "install": 3600}
+
+
+@pytest.mark.parametrize("role, sls, state_id", [
+    (LEADER, "cloudify_ha.cluster.leader", "cloudify_ha-cluster-leader-joined"),
+    (FOLLOWER, "cloudify_ha.cluster.follower", "cloudify_ha-cluster-follower-joined")])
+def test_the_clusters_waits_reach_the_states(minion, role, sls, state_id):
+    """waits: online, boot and offline are the join's; started the cluster start's check
+    (active_node, cluster_start and install are read by the execution module itself)."""
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"waits": WAITS}}}}
+    high, errors = minion("example", role, pillar=pillar).render(sls)
+    assert errors == []
+    joined = args_of(high, state_id)
+    assert (joined["wait"], joined["boot_wait"], joined["offline_wait"]) == (50, 400, 70)
+    if role == LEADER:
+        assert args_of(high, "cloudify_ha-cluster-leader-started")["wait"] == 45
 
 
 def test_the_orchestrations_pillar_reaches_the_follower_as_hint_and_rejoin(minion):

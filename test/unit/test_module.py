@@ -144,6 +144,38 @@ def managers(monkeypatch):
 
 
 REPLICA = REST.RestError(400, "not_cluster_master", "not the active node")
+STARTING = REST.RestError(502, "", "Bad Gateway")
+
+
+class FakeClock:
+    """The module's `time`: sleeping advances the clock at once and runs what a test scheduled
+    for that moment (at(seconds, action))."""
+
+    def __init__(self):
+        self.now, self.slept, self.due = 1000.0, 0.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+    def at(self, seconds, action):
+        self.due.append((self.now + seconds, action))
+
+    def sleep(self, seconds):
+        self.now += seconds
+        self.slept += seconds
+        for when, action in [d for d in self.due if d[0] <= self.now]:
+            self.due.remove((when, action))
+            action()
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(MODULE, "time", fake)
+    return fake
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -154,7 +186,7 @@ COMMANDS = {
                        ["/usr/bin/cfy_manager", "remove", "-f"]),
     "start_cluster": (lambda: MODULE.start_cluster("cfy-mgr2", "10.0.0.12"),
                       ["/usr/bin/cfy", "cluster", "start", "--cluster-node-name", "cfy-mgr2",
-                       "--cluster-host-ip", "10.0.0.12"]),
+                       "--cluster-host-ip", "10.0.0.12", "--timeout", "900"]),
     "use_profile": (lambda: MODULE.use_profile("prod", "10.0.0.11", cluster="prod"),
                     ["/usr/bin/cfy", "profiles", "use", "10.0.0.11", "--profile-name", "prod",
                      "--skip-credentials-validation"]),
@@ -172,6 +204,33 @@ def test_commands_run_without_a_shell_quietly_and_without_secrets(command, salt)
     assert_no_secret(args)
     assert (kwargs["python_shell"], kwargs["output_loglevel"]) == (False, "quiet")
     assert_no_secret({k: v for k, v in kwargs.items() if k != "env"})
+
+
+def test_cluster_start_passes_the_pillars_wait_as_its_timeout_and_runs_a_grace_longer(salt,
+                                                                                      pillar):
+    """4.6's cfy checks its --timeout only between its 3 s polls, and a poll has no timeout of
+    its own: the command is stopped CLUSTER_START_GRACE after its own deadline."""
+    pillar["clusters"]["prod"]["waits"]["cluster_start"] = 600
+    MODULE.start_cluster("cfy-mgr2", "10.0.0.12")
+    (args, kwargs), = salt["cmd.run_all"].call_args_list
+    assert args[0][-2:] == ["--timeout", "600"]
+    assert kwargs["timeout"] == 600 + MODULE.CLUSTER_START_GRACE > 600
+
+
+def test_cluster_start_refuses_a_pillar_wait_out_of_bounds_before_running(salt, pillar):
+    pillar["clusters"]["prod"]["waits"]["cluster_start"] = 10
+    with pytest.raises(SaltInvocationError, match=re.escape(
+            "cloudify_ha:clusters:prod:waits:cluster_start: 10 must be a whole number of seconds "
+            "from 60 to 86400")):
+        MODULE.start_cluster("cfy-mgr2", "10.0.0.12")
+    salt["cmd.run_all"].assert_not_called()
+
+
+def test_install_runs_under_the_pillars_install_wait(salt, host, pillar):
+    pillar["clusters"]["prod"]["waits"]["install"] = 2400
+    MODULE.install()
+    assert [c.kwargs["timeout"] for c in salt["cmd.run_all"].call_args_list
+            if c.args[0][:2] == ["/usr/bin/cfy_manager", "install"]] == [2400]
 
 
 CREDENTIALS = {"CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": ADMIN_PW,
@@ -567,6 +626,24 @@ def write_profile(host, name, text, mode=0o644):
     return path
 
 
+@pytest.mark.parametrize("active, first", [("10.0.0.11", "cfy-mgr1"), ("10.0.0.13", None)])
+def test_update_profile_puts_the_active_node_first_before_cfy_walks_it(salt, host, managers,
+                                                                        active, first):
+    """4.6's cfy stops at a first entry answering 502 (a node in its boot window): the active
+    node goes first, then update-profile runs; a profile already in that order is not written."""
+    path = write_profile(host, "prod", PROFILE, 0o600)
+    (host.profiles.parent / "active.profile").write_text("prod\n")
+    before = path.read_text()
+    managers({active: "active", "10.0.0.12": REPLICA})
+    answer = MODULE.update_profile(cluster="prod")
+    assert answer.get("first") == first
+    order = [e["name"] for e in MODULE.profile_cluster("prod")]
+    assert order == (["cfy-mgr1", "cfy-mgr3"] if first else ["cfy-mgr3", "cfy-mgr1"])
+    assert (path.read_text() == before) is (first is None)
+    (args, _), = salt["cmd.run_all"].call_args_list
+    assert args[0] == ["/usr/bin/cfy", "cluster", "update-profile"]
+
+
 def test_profile_nodes_reads_a_tagged_profile(host):
     write_profile(host, "prod", PROFILE)
     assert MODULE.profile_nodes("prod") == ["cfy-mgr1", "cfy-mgr3"]
@@ -651,13 +728,102 @@ def test_active_node_is_the_one_manager_that_answers_200(managers):
             for c in fake.calls} == {("GET", "/status", 0, "admin", ADMIN_PW)}
 
 
-def test_active_node_without_one_names_every_node_and_its_answer(managers):
+def test_active_node_without_one_names_every_node_and_its_answer(managers, clock):
     managers({"10.0.0.12": REPLICA, "10.0.0.13": REST.RestError(500, "", "Internal error")})
     with pytest.raises(CommandExecutionError) as raised:
-        MODULE.active_node()
+        MODULE.active_node(wait=0)
     assert str(raised.value) == ("no active node in cluster 'prod': cfy-mgr1 (10.0.0.11): "
                                  "unreachable; cfy-mgr2 (10.0.0.12): not_cluster_master; "
                                  "cfy-mgr3 (10.0.0.13): http 500")
+    assert clock.slept == 0
+
+
+# 4.6's failover (cloudify-4.6.md section 0.4): no node answers as the active one for tens of
+# seconds while the new one starts its services; replicas answer not_cluster_master meanwhile
+def test_active_node_during_a_failover_waits_for_the_new_active_node(managers, clock):
+    answers = {"10.0.0.12": REPLICA, "10.0.0.13": REPLICA}
+    fake = managers(answers)
+    clock.at(40, lambda: answers.update({"10.0.0.13": "active"}))
+    found = MODULE.active_node()
+    assert (found["name"], found["host"]) == ("cfy-mgr3", "10.0.0.13")
+    assert 40 <= clock.slept < 45  # asked again, backing off to 4 s between rounds
+    assert found["waited"] == round(clock.slept)
+    assert len([c for c in fake.calls if c.endpoint.host == "10.0.0.13"]) > 5
+
+
+def test_active_node_waits_through_nginxs_502_after_a_boot(managers, clock):
+    answers = {"10.0.0.11": STARTING, "10.0.0.12": REPLICA, "10.0.0.13": REPLICA}
+    managers(answers)
+    clock.at(20, lambda: answers.update({"10.0.0.11": "active"}))
+    assert MODULE.active_node()["host"] == "10.0.0.11"
+    assert 20 <= clock.slept < 25
+
+
+def test_active_node_waits_no_longer_than_the_pillars_wait(managers, clock, pillar):
+    pillar["clusters"]["prod"]["waits"]["active_node"] = 30
+    managers({"10.0.0.12": REPLICA, "10.0.0.13": REPLICA})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.active_node()
+    assert str(raised.value).startswith("no active node in cluster 'prod' (still after waiting "
+                                        "30s for a failover): cfy-mgr1 (10.0.0.11): unreachable; "
+                                        "cfy-mgr2 (10.0.0.12): not_cluster_master")
+    assert clock.slept == pytest.approx(30)
+
+
+def test_active_node_the_callers_wait_wins_over_the_pillars(managers, clock):
+    managers({"10.0.0.12": REPLICA})
+    with pytest.raises(CommandExecutionError, match=r"after waiting 7s for a failover"):
+        MODULE.active_node(wait=7)
+    assert clock.slept == pytest.approx(7)
+
+
+@pytest.mark.parametrize("answers, error", [
+    ({}, "no active node in cluster 'prod': cfy-mgr1 (10.0.0.11): unreachable; cfy-mgr2 "
+         "(10.0.0.12): unreachable"),
+    ({"10.0.0.12": REST.RestError(500, "", "Internal error")}, "cfy-mgr2 (10.0.0.12): http 500"),
+    ({ip: REST.RestError(401, "unauthorized_error", "no") for ip in
+      ("10.0.0.11", "10.0.0.12", "10.0.0.13")}, "every manager rejected the admin credentials"),
+], ids=["nobody answers", "a server error", "credentials refused"])
+def test_active_node_waits_for_no_failover_when_no_manager_answers_as_a_member(managers, clock,
+                                                                              answers, error):
+    """Only replicas and starting managers mean a failover may be under way: anything else is
+    answered at once, whatever waits:active_node says."""
+    managers(answers)
+    with pytest.raises(CommandExecutionError, match=re.escape(error)):
+        MODULE.active_node()
+    assert clock.slept == 0
+
+
+def test_active_node_a_split_brain_is_not_waited_for(managers, clock):
+    managers({"10.0.0.11": _manager(True), "10.0.0.12": REPLICA, "10.0.0.13": _manager(True)})
+    with pytest.raises(CommandExecutionError, match="split brain"):
+        MODULE.active_node()
+    assert clock.slept == 0
+
+
+def test_active_node_not_required_and_nobody_home_is_not_waited_for(managers, clock):
+    managers({})
+    assert MODULE.active_node(required=False) is None
+    assert clock.slept == 0
+
+
+@pytest.mark.parametrize("wait", [-1, True, "60", [5]])
+def test_active_node_refuses_a_wait_that_is_no_number_of_seconds(managers, wait):
+    managers({"10.0.0.11": "active"})
+    with pytest.raises(SaltInvocationError, match="wait: .* must be a number of seconds, 0 or "
+                                                  "more"):
+        MODULE.active_node(wait=wait)
+
+
+@pytest.mark.parametrize("value", [-1, 3601, "60", True, None])
+def test_active_node_refuses_a_pillar_wait_out_of_bounds_naming_the_key(managers, pillar, value):
+    """The SLS and the orchestration refuse such a pillar first; a call by hand gets this."""
+    pillar["clusters"]["prod"]["waits"]["active_node"] = value
+    managers({"10.0.0.11": "active"})
+    with pytest.raises(SaltInvocationError, match=re.escape(
+            f"cloudify_ha:clusters:prod:waits:active_node: {value!r} must be a whole number of "
+            "seconds from 0 to 3600: how long the formula waits for a new active node")):
+        MODULE.active_node()
 
 
 def test_active_node_while_nginx_answers_502_says_the_manager_is_starting(managers):
@@ -876,11 +1042,12 @@ def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected)
     (MINION, {"10.0.0.13": "active"}, True, "localhost"),  # installed: no forecast
     # the others cannot tell: the pillar's leader, as before the cluster runs
     (MINION, {"10.0.0.11": REST.RestError(502, "", "Bad Gateway")}, False, "10.0.0.11"),
+    (MINION, {"10.0.0.11": REPLICA, "10.0.0.13": REPLICA}, False, "10.0.0.11"),  # a failover
 ])
 def test_own_profile_forecast_names_the_profile_the_install_will_leave(
-        minion, answers, installed, expected, host, managers, configure_loader_modules):
+        minion, answers, installed, expected, host, managers, configure_loader_modules, clock):
     """What test=True names: a joiner's profile after the node it joins through
-    (cloudify-4.6.md section 0.1), never `localhost`."""
+    (cloudify-4.6.md section 0.1), never `localhost`; a forecast waits for no failover."""
     configure_loader_modules[MODULE]["__opts__"]["id"] = minion
     if installed:
         host.install.parent.mkdir(parents=True, exist_ok=True)
@@ -888,6 +1055,7 @@ def test_own_profile_forecast_names_the_profile_the_install_will_leave(
     managers(answers)
     assert MODULE.own_profile(forecast=True) == expected
     assert MODULE.own_profile() == "localhost"  # what exists today
+    assert clock.slept == 0
 
 
 def test_profile_nodes_of_the_own_profile(host):

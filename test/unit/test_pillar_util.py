@@ -163,16 +163,37 @@ MISTAKES = [
     ("allow_database_reset", "yes", "allow_database_reset", "must be true or false"),
     ("replace_stale", 1, "replace_stale", "must be true or false"),
     ("remove_failed_joins", "no", "remove_failed_joins", "must be true or false"),
-    ("offline_wait", 0, "offline_wait", "must be a number of seconds from 1 to 3600"),
-    ("offline_wait", "60", "offline_wait", "must be a number of seconds from 1 to 3600"),
-    ("offline_wait", 7200, "offline_wait", "must be a number of seconds from 1 to 3600"),
-    ("offline_wait", True, "offline_wait", "must be a number of seconds from 1 to 3600"),
+    # every wait: a whole number of seconds within its bounds, the error saying what it waits for
+    ("waits:offline", 0, "waits:offline", "0 must be a whole number of seconds from 1 to 3600: "
+     "how long the formula waits for a wiped or rebuilt host's old entry to show offline"),
+    ("waits:offline", "60", "waits:offline", "'60' must be a whole number of seconds from 1"),
+    ("waits:offline", 7200, "waits:offline", "seconds from 1 to 3600"),
+    ("waits:offline", True, "waits:offline", "seconds from 1 to 3600"),
+    ("waits:active_node", -1, "waits:active_node", "from 0 to 3600: how long the formula waits "
+     "for a new active node"),
+    ("waits:active_node", 1.5, "waits:active_node", "whole number of seconds from 0 to 3600"),
+    ("waits:active_node", None, "waits:active_node", "whole number of seconds from 0 to 3600"),
+    ("waits:cluster_start", 59, "waits:cluster_start", "from 60 to 86400: how long the formula "
+     "waits for `cfy cluster start` (its --timeout"),
+    ("waits:cluster_start", "900", "waits:cluster_start", "seconds from 60 to 86400"),
+    ("waits:started", 0, "waits:started", "from 1 to 3600: how long the formula waits after "
+     "`cfy cluster start`"),
+    ("waits:online", 3601, "waits:online", "from 1 to 3600: how long the formula waits after a "
+     "join"),
+    ("waits:boot", False, "waits:boot", "from 1 to 3600: how long the formula waits for a "
+     "rebooted member's REST service"),
+    ("waits:install", 0, "waits:install", "seconds from 60 to 86400"),
+    ("waits:install", True, "waits:install", "seconds from 60 to 86400"),
+    ("waits:install", 10 ** 9, "waits:install", "from 60 to 86400"),
+    ("waits:instal", 600, "waits:instal", "did you mean 'install'?"),
+    ("waits", 60, "waits", "must be a mapping"),
+    # the keys the waits replace: the error says where the value goes now
+    ("offline_wait", 60, "offline_wait", f"moved to {PROD}:waits:offline"),
+    ("installer:install_timeout", 1800, "installer:install_timeout",
+     f"moved to {PROD}:waits:install"),
     ("cli_hosts", "admin1.example.com", "cli_hosts", "must be a list of minion ids"),
     ("firewall:backend", "ufw", "firewall:backend", "'ufw' is not one of"),
     ("firewall:enabled", "no", "firewall:enabled", "must be true or false"),
-    ("installer:install_timeout", 0, "installer:install_timeout", "seconds from 60 to 86400"),
-    ("installer:install_timeout", True, "installer:install_timeout", "seconds from 60 to 86400"),
-    ("installer:install_timeout", 10 ** 9, "installer:install_timeout", "from 60 to 86400"),
     # every source list: IPv4 addresses or networks; wider than a /8 (every address included)
     # only with its allow_wide_ key, which the error names beside it
     ("firewall:rest_sources", [], "firewall:rest_sources",
@@ -433,7 +454,7 @@ def test_cluster_settings_defaults():
     assert settings == dict(copy.deepcopy(P.CLUSTER_DEFAULTS), name="c1")
     assert (settings["database"]["port"], settings["database"]["name"],
             settings["admin"]["username"], settings["admin"]["tenant"],
-            settings["installer"]["install_timeout"], settings["allow_database_reset"],
+            settings["waits"]["install"], settings["allow_database_reset"],
             settings["replace_stale"], settings["firewall"]["enabled"],
             settings["loadbalancer"]) == (5432, "cloudify_db", "admin", "default_tenant", 1800,
                                           False, False, True, None)

@@ -334,9 +334,9 @@ def test_cluster_started_starts_with_explicit_name_and_address_then_checks():
 def test_cluster_started_fails_when_the_start_did_not_take(status, after, clock):
     fake = starting(node_state=Seq("installed", after), cluster_status=status)
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 "
-                                      "but the cluster is not initialized after 90s (node "
+                                      "but the cluster is not initialized after 120s (node "
                                       f"state: {after})")
-    assert clock.slept == pytest.approx(90)  # waited for, as through 4.6's restart
+    assert clock.slept == pytest.approx(120)  # waited for, as through 4.6's restart
 
 
 def test_cluster_started_waits_through_the_rest_restart_of_the_start(clock):
@@ -692,7 +692,7 @@ def test_joined_waits_for_a_rebooted_member(clock):
 
 def test_joined_gives_up_on_a_member_whose_services_stay_down(clock):
     fake = joining(node_state="down")
-    assert join_mgr2(fake, wait=45) == ret("cfy-mgr2", False, Mentions(
+    assert join_mgr2(fake, boot_wait=45) == ret("cfy-mgr2", False, Mentions(
         "cfy-mgr2: this manager is installed and clustered but its REST service does not answer",
         "systemctl status"))
     assert clock.slept == pytest.approx(45, abs=1)
@@ -707,12 +707,29 @@ def test_joined_member_that_comes_online(clock):
     fake.assert_nothing_mutated()
 
 
+def test_joined_member_found_through_a_failover_says_it_waited():
+    fake = joining(node_state="replica", active_node=dict(ACTIVE, waited=41),
+                   cluster_nodes=AFTER)
+    assert join_mgr2(fake) == ret("cfy-mgr2", True, Mentions(
+        "cfy-mgr2 is a member of the cluster", "active node 10.0.0.11, found after waiting 41s "
+        "for a failover"))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_through_a_failover_says_it_waited():
+    fake = joining(active_node=dict(ACTIVE, waited=41))
+    result = join_mgr2(fake)
+    assert (result["result"], result["comment"]) == (True, Mentions(
+        "cfy-mgr2 joined the cluster (active node 10.0.0.11, found after waiting 41s for a "
+        "failover)"))
+
+
 def test_joined_member_that_stays_offline(clock):
     fake = joining(node_state="replica", cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]))
     assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
         "cfy-mgr2: a member of the cluster, but offline in the active node's view (10.0.0.11)",
         "8300/tcp, 8301/tcp+udp, 8500/tcp, 22000/tcp"))
-    assert clock.slept == pytest.approx(90, abs=1)  # the state's `wait`
+    assert clock.slept == pytest.approx(120, abs=1)  # the state's `wait`
     fake.assert_nothing_mutated()
 
 
@@ -917,6 +934,39 @@ def test_profile_updated_keeps_the_entries_that_fit_in_their_order_after_the_act
     assert update_prod_profile(fake)["result"] is True
     fake.set_profile_cluster.assert_called_once_with("prod", at(
         ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr3", "192.0.2.13"), ("cfy-mgr2", "10.0.0.12")))
+
+
+# after a failover: 4.6's cfy walks a profile in its order and stops at a 502 (a first node in
+# its boot window fails every command, cloudify-4.6.md section 0.4): the active node goes first
+FAILED_OVER = {"name": "cfy-mgr2", "host": "10.0.0.12", "waited": 37}
+MGR2_FIRST = at(("cfy-mgr2", "10.0.0.12"), ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr3", "192.0.2.13"))
+
+
+def test_profile_updated_after_a_failover_would_put_the_new_active_node_first():
+    fake = profiling(active_node=FAILED_OVER)
+    assert update_prod_profile(fake, test=True) == ret(
+        "prod", None, "profile prod would be updated",
+        {"first": {"old": "cfy-mgr1", "new": "cfy-mgr2"}})
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_after_a_failover_puts_the_new_active_node_first_then_is_a_no_op():
+    fake = profiling(active_node=FAILED_OVER, profile_cluster=Seq(EVERY, MGR2_FIRST))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"first": {"old": "cfy-mgr1", "new": "cfy-mgr2"}})
+    fake.set_profile_cluster.assert_called_once_with("prod", MGR2_FIRST)
+    again = profiling(active_node=FAILED_OVER, profile_cluster=MGR2_FIRST)
+    assert update_prod_profile(again) == ret(
+        "prod", True, "profile prod lists the cluster's 3 nodes, found after waiting 37s for a "
+                      "failover")
+    again.assert_nothing_mutated()
+
+
+def test_profile_updated_fails_when_the_active_node_is_still_not_first_after_the_update():
+    fake = profiling(active_node=FAILED_OVER)  # set_profile_cluster leaves EVERY as it was
+    result = update_prod_profile(fake)
+    assert result["result"] is False
+    assert "profile prod: lists" in result["comment"]
 
 
 def test_profile_updated_takes_each_address_from_pillar_never_from_the_rest_answer():
