@@ -3,9 +3,10 @@
 (the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
 
 Brings one manager back into its cluster: a rebooted member that is back online -> its firewall
-rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> its
-stale entry removed through the ACTIVE node, installed with the install-time join; then stale
-profiles refreshed everywhere; before the cluster has been started -> nothing. The node must be
+rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> taken
+out of the cluster's load balancers, its stale entry removed through the ACTIVE node, installed
+with the install-time join, put back into the load balancers; then stale profiles refreshed
+everywhere; before the cluster has been started -> nothing. The node must be
 a plain minion id AND the minion_id of a manager of a cluster in pillar, else nothing runs.
 
 Built as data (the py renderer): the steps come from cloudify_ha_master.orch_steps
@@ -38,12 +39,18 @@ def run():
             "salt-run state.orch cloudify_ha.orch test=True to see the errors"))
     plan = __salt__["cloudify_ha.plan"]()  # noqa: F821
     targets = __salt__["cloudify_ha_master.orch_targets"]("rejoin", plan, node=node)  # noqa: F821
-    pings = {}
+    pings, state = {}, None
     if targets:
         pings = __salt__["saltutil.cmd"](tgt=targets, tgt_type="list",  # noqa: F821
                                          fun="test.ping", timeout=5)
+        if isinstance(pings.get(node), dict) and pings[node].get("ret") is True:
+            # whether the node is a cluster member: one that is not is taken out of the load
+            # balancers before it installs (its own word: it only decides that)
+            answer = __salt__["saltutil.cmd"](tgt=node, fun="cloudify_ha.node_state",  # noqa: F821
+                                              timeout=10).get(node) or {}
+            state = answer.get("ret") if answer.get("retcode") == 0 else None
     elif not plan["errors"]:
         log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
                     "cloudify_ha:clusters", node)
     return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
-        "rejoin", plan, answers=pings, node=node, tplroot=tplroot)
+        "rejoin", plan, answers=pings, node=node, tplroot=tplroot, node_state=state)

@@ -101,11 +101,14 @@ def opts_for(opts, grains, minion_id, test=False, **grain_values):
     return out
 
 
-def fake_host_probes(functions, binaries):
+def fake_host_probes(functions, binaries, init=None):
     """The firewall SLS asks the host which firewall tools it has: answer from `binaries`
     (e.g. {"nft"}) instead of this machine's PATH; `firewall-cmd --state` succeeds when
-    firewall-cmd is one of them."""
+    firewall-cmd is one of them. The load balancer's asks whether Salt's service module is
+    systemd's offline mode: where systemctl is one of them and `init` is not systemd."""
     functions["cmd.which"]  # noqa: B018  loads cmdmod now, so that a later load keeps the fakes
+    if "service.offline" in functions:
+        functions["service.offline"] = lambda: init != "systemd" and "systemctl" in binaries
 
     def which(cmd):
         return f"/usr/sbin/{cmd}" if cmd in binaries else None
@@ -124,7 +127,7 @@ class Minion:
 
     def __init__(self, opts, pillar=None, binaries=("nft",)):
         self.hs = salt.state.HighState(dict(opts), pillar_override=pillar)
-        fake_host_probes(self.hs.state.functions, set(binaries))
+        fake_host_probes(self.hs.state.functions, set(binaries), opts["grains"].get("init"))
         self._rendered = {}
 
     @property

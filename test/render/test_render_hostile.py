@@ -76,11 +76,16 @@ def test_a_hostile_secret_renders_what_pillar_example_renders_and_is_in_no_state
 
 def test_a_hostile_secret_changes_no_line_of_haproxys_configuration(minion):
     _, want = haproxy_cfg(minion)
-    _, got = haproxy_cfg(minion, pillar={"cloudify_ha": {"clusters": {"prod": {
+    # the admin's password is not the load balancer's: it changes nothing there
+    _, admin = haproxy_cfg(minion, pillar={"cloudify_ha": {"clusters": {"prod": {
         "admin": {"password": SECRET}}}}})
+    assert admin == want
+    _, got = haproxy_cfg(minion, pillar={"cloudify_ha": {"clusters": {"prod": {
+        "loadbalancer": {"check_password": SECRET}}}}})
     differ = [(a, b) for a, b in zip(want.splitlines(), got.splitlines()) if a != b]
     assert len(want.splitlines()) == len(got.splitlines()) and len(differ) == 1, differ
-    assert differ[0][1].startswith("    option httpchk GET /api/v3.1/status HTTP/1.0")
+    # this machine's HAProxy (2.2 or later) has http-check send
+    assert differ[0][1].startswith("    http-check send meth GET uri /api/v3.1/status ver HTTP/1.0")
     assert SECRET not in got
 
 
