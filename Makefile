@@ -108,7 +108,7 @@ unit: venv
 	$(PY) -m pytest test/unit $(PYTEST_ARGS)
 
 lint: venv
-	$(VENV)/bin/yamllint -s pillar.example cloudify_ha/defaults.yaml test/pillar
+	$(VENV)/bin/yamllint -s pillar.example cloudify_ha/defaults.yaml test/pillar kitchen.yml test/kitchen/pillar.sls
 	$(VENV)/bin/salt-lint $$(find cloudify_ha -name '*.sls')
 
 demo: deps

@@ -14,10 +14,15 @@ from the environment (4.6 refuses every command when both hold one); output and 
 scrubbed before they are returned or logged.
 """
 
+import datetime
 import hashlib
+import ipaddress
 import logging
 import os
 import re
+import socket
+import ssl
+import struct
 import tempfile
 import types
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +52,11 @@ PROFILES_DIR = os.path.join(os.path.expanduser("~root"), ".cloudify", "profiles"
 # nginx in front of 4.6's REST service answers these (an HTML body) while that service is down or
 # starting, after every boot (cloudify-4.6.md section 0.3): "starting", not an error
 GATEWAY_ERRORS = (502, 503, 504)
+# 4.6's maintenance mode (rest-service maintenance.py, constants.py): while activated, every
+# endpoint but status, version, license, maintenance and snapshots answers 503 with these codes
+MAINTENANCE_ERRORS = ("maintenance_mode_active", "entering_maintenance_mode")
+MAINTENANCE_STATES = ("activated", "activating", "deactivated")
+LEAVE_MAINTENANCE = "cfy maintenance-mode deactivate"
 CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
@@ -175,6 +185,11 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:username/password") from None
+        if exc.status == 503 and exc.error_code in MAINTENANCE_ERRORS:
+            raise CommandExecutionError(
+                f"the manager at {host} is in maintenance mode: {method} {path} answered 503 "
+                f"{exc.error_code}; nothing was changed. Leave it with '{LEAVE_MAINTENANCE}' on "
+                "the active node, then re-run") from None
         raise CommandExecutionError(_scrub(f"{method} {path} on {host} failed: {exc}",
                                            settings)) from None
     except rest.Unreachable as exc:
@@ -184,12 +199,20 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
+# emptied in the environment of every command run (Salt adds `env` to the minion's own): cfy
+# and the installer send the admin's credentials with every REST call, and a proxy the minion's
+# environment names would get them (an empty value is no proxy to Python 2's and 3's urllib)
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
+                   "ALL_PROXY")
+
+
 def _run(argv, settings, env=None, timeout=None, stdin=None):
     """Run a Cloudify command: never through a shell, never logged, secrets only in env."""
     binary = salt.utils.path.which(argv[0])
     if binary is None:
         raise CommandExecutionError(f"'{argv[0]}' is not installed on this minion")
-    full_env = {"HOME": os.path.expanduser("~root")}
+    full_env = dict.fromkeys(PROXY_VARIABLES, "")
+    full_env["HOME"] = os.path.expanduser("~root")
     full_env.update(env or {})
     result = __salt__["cmd.run_all"](
         [binary] + list(argv[1:]), python_shell=False, output_loglevel="quiet",
@@ -271,8 +294,9 @@ def node_state(cluster=None, as_check_user=False):
 
     absent: the installer package is not installed; package_installed: no
     /etc/cloudify/.install and no manager service answering; half_installed: no
-    /etc/cloudify/.install but the manager's services answer (an install that failed after its
-    restservice step: 4.6 leaves them running as a standalone manager); installed: a standalone
+    /etc/cloudify/.install but its REST port answers (an install that failed after its nginx
+    step: 4.6 leaves nginx running, answering 502 with nothing behind it, and from its
+    restservice step on the manager's services as a standalone manager); installed: a standalone
     manager (not clustered); leader: the active node; replica; removed: removed from its cluster
     (must be torn down to rejoin); down: clustered, but its REST service does not answer.
 
@@ -289,7 +313,8 @@ def node_state(cluster=None, as_check_user=False):
         return "absent"
     rest = _rest()
     if not os.path.exists(INSTALL_MARKER):
-        # any HTTP answer means nginx (and so the services an install step started) runs
+        # any HTTP answer means nginx runs: an install went past its nginx step (a 502: nothing
+        # behind nginx yet; a 200: its services, past restservice), cloudify-4.6.md section 0.4
         answer = _probe_status(rest, endpoint, 2)
         return "package_installed" if answer == "unreachable" else "half_installed"
     if not os.path.exists(CLUSTER_MARKER):
@@ -350,12 +375,14 @@ def _probe_initialized(rest, endpoint, timeout):
         return None
 
 
-def active_node(candidates=None, cluster=None, timeout=3, required=True):
+def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False):
     """
     The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
     parallel with bounded timeouts. Candidates default to every manager of the cluster in
-    pillar. Raises when none answers, and when two clustered nodes do (split brain), naming
-    them; a standalone manager beside a clustered one is not the active node.
+    pillar; ``others=True``: every one but this minion's own (a host whose install failed
+    part-way answers for itself: nginx's 502, or its services as a standalone manager). Raises
+    when none answers, and when two clustered nodes do (split brain), naming them; a
+    standalone manager beside a clustered one is not the active node.
 
     Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
     None when no node answers (a cluster that does not run yet) instead of an error.
@@ -367,9 +394,13 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True):
         salt cfy-mgr2 cloudify_ha.active_node
         salt cfy-mgr2 cloudify_ha.active_node candidates='[10.0.0.11, 10.0.0.12]'
     """
-    settings, _ = _settings(cluster, need_manager=False)
+    settings, me = _settings(cluster, need_manager=False)
     names = {m["private_ip"]: m["name"] for m in settings["managers"]}
     hosts = list(candidates) if candidates else list(names)
+    if others and me:
+        hosts = [h for h in hosts if h != me["private_ip"]]
+        if not hosts and not required:
+            return None
     if not hosts:
         raise SaltInvocationError("no candidate managers to ask")
     rest = _rest()
@@ -434,7 +465,47 @@ def cluster_status(active=None, cluster=None):
     """
     settings, _ = _settings(cluster, need_manager=False)
     host = _active_host(settings, active)
-    return _call(settings, host, "GET", "/cluster?_include=initialized,consul")
+    # only what 4.6's public client reads (ClusterState: initialized, logs, error): another
+    # field is a 400 no_such_include_field_error (cloudify-4.6.md section 0.4)
+    return _call(settings, host, "GET", "/cluster?_include=initialized")
+
+
+def maintenance_mode(cluster=None):
+    """
+    This manager's maintenance mode, as its own REST service answers ``GET /maintenance``
+    (which 4.6 serves while the mode is on): ``status`` (activated, activating or
+    deactivated), ``activated_at``, ``requested_by``, and the node's ``name`` and ``host``,
+    when it answers as the active node or a standalone manager; ``status`` None when it does
+    not (a replica answers every call with not_cluster_master; nothing answers; a minion that
+    is no manager). The mode is each node's own file (4.6: never replicated): the cluster's is
+    its active node's. Never raises: the orchestrations ask every manager this instead of a
+    ping.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.maintenance_mode
+    """
+    try:
+        settings, manager = _settings(cluster, need_manager=False)
+    except SaltInvocationError:
+        return {"status": None}
+    if manager is None:
+        return {"status": None}
+    out = {"status": None, "name": manager["name"], "host": manager["private_ip"]}
+    rest = _rest()
+    try:
+        answer = rest.request(_endpoint(settings, manager["private_ip"]), "GET", "/maintenance",
+                              timeout=(2, 6), retries=0)
+    except Exception:  # pylint: disable=broad-except
+        return out  # not the active node, or not up: it has no say
+    answer = answer if isinstance(answer, dict) else {}
+    if answer.get("status") in MAINTENANCE_STATES:
+        out.update(status=answer["status"],
+                   activated_at=str(answer.get("activated_at") or ""),
+                   requested_by=str(answer.get("requested_by") or ""))
+    return out
 
 
 def cluster_nodes(active=None, cluster=None):
@@ -503,10 +574,184 @@ def _psql(settings, dbname, sql, **variables):
     result = _run(argv + ["-d", conninfo], settings, env={"PGPASSWORD": db["postgres_password"]},
                   timeout=60, stdin=sql + "\n")
     if result["retcode"] != 0:
+        said = _tail(result["stderr"], 3)
+        if NAME_MISMATCH.search(said):
+            raise CommandExecutionError(_name_mismatch(settings, _psql_version(settings), said))
         raise CommandExecutionError(
             f"could not query the external database at {db['host']}:{db['port']} as postgres: "
-            f"{_tail(result['stderr'], 3)}")
+            f"{said}")
     return [line.split("|") for line in result["stdout"].splitlines() if line]
+
+
+# ---- the database's certificate, as libpq checks its name ----------------------------------
+# psql (libpq) with sslmode=verify-full checks that the database's certificate names the host it
+# connects to (database:host), and each generation reads other names (fe-secure-openssl.c):
+# before 9.5 the subject's CN only; from 9.5 the subjectAltName's DNS entries (an address in
+# one compared as text), the CN only where there is no DNS entry; from 15 (commit c1932e5,
+# "libpq: Allow IP address SANs in server certificates") IP entries too, the CN only where no
+# entry is of the host's kind. EL7's own psql is 9.2: an address in an IP entry only fails
+# there. Its refusals: 9.2's "server common name ... does not match host name", 9.5's "server
+# certificate for ... does not match host name", or no name at all.
+NAME_MISMATCH = re.compile(r"does not match host name|could not get server's host name from "
+                           r"server certificate")
+# PostgreSQL's SSLRequest (protocol-flow.sgml, "SSL Session Encryption"): length 8 and the code
+# 1234.5679; the server answers one byte, S to go on with a TLS handshake, N to refuse SSL
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+LIBPQ_GENERATIONS = (("before_9_5", (0,)), ("9_5_to_14", (9, 5)), ("15_on", (15,)))
+
+
+def _psql_version(settings):
+    """The local psql's version as a tuple, (9, 2) for 9.2.24, (15, 18) for 15.18; None when
+    psql does not say (the query that follows says what is wrong)."""
+    result = _run(["psql", "--version"], settings, timeout=30)
+    found = re.search(r"\b([0-9]+)\.([0-9]+)", result["stdout"] or "")
+    if result["retcode"] != 0 or not found:
+        log.debug("psql --version answered %r (exit %s)", result["stdout"], result["retcode"])
+        return None
+    return int(found.group(1)), int(found.group(2))
+
+
+def _host_name_matches(pattern, host):
+    """libpq's comparison of one name from a certificate: case-insensitive, whole, or a
+    leading '*.' that stands for one label."""
+    pattern, host = pattern.lower(), host.lower()
+    if pattern == host:
+        return True
+    if len(pattern) < 3 or not pattern.startswith("*.") or len(pattern) > len(host):
+        return False
+    return host.endswith(pattern[1:]) and "." not in host[:len(host) - len(pattern) + 1]
+
+
+def _libpq_accepts(version, host, cn, dns_names, ip_addresses):
+    """Whether a libpq of ``version`` takes a certificate with these names for ``host``."""
+    if version < (9, 5):
+        return cn is not None and _host_name_matches(cn, host)
+    if version < (15,):
+        if dns_names:
+            return any(_host_name_matches(name, host) for name in dns_names)
+        return cn is not None and _host_name_matches(cn, host)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if any(_host_name_matches(name, host) for name in dns_names):
+        return True
+    if address is not None and address in ip_addresses:
+        return True
+    own_kind = ip_addresses if address is not None else dns_names
+    return not own_kind and cn is not None and _host_name_matches(cn, host)
+
+
+def _server_certificate(host, port, ca_cert, timeout):
+    """The database server's certificate (as ssl.getpeercert gives it), read after PostgreSQL's
+    SSLRequest and verified against ``ca_cert`` (PEM), as psql's verify-full verifies it; its
+    name is checked by the caller, as each libpq checks it."""
+    context = ssl.create_default_context(cadata=ca_cert)
+    context.check_hostname = False
+    # OpenSSL's own chain rules, as libpq has them (Python 3.13 adds stricter ones by default)
+    context.verify_flags &= ~getattr(ssl, "VERIFY_X509_STRICT", 0)
+    where = f"{host}:{port}"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(SSL_REQUEST)
+            answer = sock.recv(1)
+            if answer != b"S":
+                raise CommandExecutionError(
+                    f"the external database at {where} does not take SSL (it answered "
+                    f"{answer!r} to PostgreSQL's SSLRequest): 4.6 needs SSL to its database")
+            with context.wrap_socket(sock, server_hostname=host) as tls:
+                return tls.getpeercert()
+    except ssl.SSLCertVerificationError as exc:
+        raise CommandExecutionError(
+            f"the certificate of the external database at {where} is not signed by "
+            f"database:ca_cert ({exc.verify_message}): give the CA that issued it") from exc
+    except (OSError, ssl.SSLError) as exc:
+        raise CommandExecutionError(f"could not read the certificate of the external database "
+                                    f"at {where}: {exc}") from exc
+
+
+def database_certificate(cluster=None, timeout=10):
+    """
+    The external database's certificate as the managers' psql meets it: read over PostgreSQL's
+    own SSLRequest and verified against the pillar's ``database:ca_cert``. Returns its subject
+    CN, the subjectAltName's DNS names and IP addresses, its issuer CN, ``not_before``,
+    ``not_after`` and ``days_left``, and whether each generation of libpq takes it for
+    ``database:host`` (``libpq_accepts``: ``before_9_5`` reads only the CN, as EL7's psql 9.2
+    does; ``9_5_to_14`` the DNS names, or the CN where there is none; ``15_on`` IP addresses
+    too).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.database_certificate
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or \
+            not 0 < timeout <= 300:
+        raise SaltInvocationError(f"timeout: {timeout!r} must be a number of seconds from 1 "
+                                  "to 300")
+    db = settings["database"]
+    cert = _server_certificate(db["host"], db["port"], db["ca_cert"], timeout)
+
+    def first_cn(name):
+        return next((value for rdn in name for key, value in rdn if key == "commonName"), None)
+
+    sans = cert.get("subjectAltName") or ()
+    dns_names = [value for kind, value in sans if kind == "DNS"]
+    ip_addresses = [ipaddress.ip_address(value.strip()) for kind, value in sans
+                    if kind == "IP Address"]
+    cn = first_cn(cert.get("subject") or ())
+    not_after = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]),
+                                                datetime.timezone.utc)
+    not_before = datetime.datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notBefore"]),
+                                                 datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return {
+        "host": f"{db['host']}:{db['port']}", "subject_cn": cn, "dns_names": dns_names,
+        "ip_addresses": [str(address) for address in ip_addresses],
+        "issuer_cn": first_cn(cert.get("issuer") or ()),
+        "not_before": not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "days_left": (not_after - now).days,
+        "libpq_accepts": {name: _libpq_accepts(version, str(db["host"]), cn, dns_names,
+                                               ip_addresses)
+                          for name, version in LIBPQ_GENERATIONS},
+    }
+
+
+def _name_mismatch(settings, version, said=None, cert=None):
+    """What to fix when psql refuses the database's certificate for its name: the rule of each
+    libpq, this host's psql, the names the certificate carries (read again when not given and
+    readable) and what psql said."""
+    db = settings["database"]
+    host = str(db["host"])
+    if cert is None:
+        try:
+            cert = database_certificate(settings["name"])
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            log.debug("the database's certificate could not be read again: %s", exc)
+    try:
+        ipaddress.ip_address(host)
+        kind = "IP"
+    except ValueError:
+        kind = "DNS"
+    names = ""
+    if cert is not None:
+        sans = [f"DNS:{name}" for name in cert["dns_names"]] + \
+            [f"IP:{address}" for address in cert["ip_addresses"]]
+        names = (f" It names CN {_pillar_util().q(cert['subject_cn'])} and subjectAltName "
+                 f"{_pillar_util().q(', '.join(sans)) if sans else 'none'}.")
+    return (f"could not query the external database at {host}:{db['port']} as postgres: its "
+            f"certificate does not name database:host {host} the way psql "
+            f"{'.'.join(map(str, version)) if version else '(version unknown)'} on this host "
+            "checks it. The certificate must name "
+            "database:host: as its CN for libpq before 9.5 (EL7's psql 9.2 reads nothing "
+            "else), in its subjectAltName for 9.5 and later (9.5 to 14 read only DNS entries, "
+            "and the CN where there is none; IP entries count from 15 on)." + names +
+            f" Re-issue it with CN={host} and subjectAltName {kind}:{host} (every psql takes "
+            "that), or set database:host to a name it carries"
+            + (f" (psql said: {said})" if said else ""))
 
 
 def database_holds_data(cluster=None):
@@ -524,6 +769,17 @@ def database_holds_data(cluster=None):
         salt cfy-mgr1 cloudify_ha.database_holds_data
     """
     settings, _ = _settings(cluster, need_manager=False)
+    version = _psql_version(settings)
+    if version is not None and version < (9, 5):
+        # this psql reads only the certificate's CN: say so before it refuses without saying
+        # why (a certificate that cannot be read here is left to psql, which says why)
+        try:
+            cert = database_certificate(settings["name"])
+        except (CommandExecutionError, SaltInvocationError) as exc:
+            log.debug("the database's certificate could not be read: %s", exc)
+        else:
+            if not cert["libpq_accepts"]["before_9_5"]:
+                raise CommandExecutionError(_name_mismatch(settings, version, cert=cert))
     configured = settings["database"]["name"]
     # validated as a plain PostgreSQL name (cloudify_ha_pillar.PG_IDENT_RE): no comma in it
     wanted = [configured] + [n for n in ("stage", "composer") if n != configured]
@@ -804,20 +1060,25 @@ def profile_cluster(profile=LOCAL_PROFILE):
             for n in context.get("_cluster") or [] if isinstance(n, dict)]
 
 
-def own_profile(default=LOCAL_PROFILE):
+def own_profile(default=LOCAL_PROFILE, forecast=False, cluster=None):
     """
     This manager's own ``cfy`` profile, as 4.6's installer leaves it (its cli step, after the
     cluster step): ``default`` (``localhost``) on a manager installed on its own, which is where
     the cluster is started; on a joiner, the profile named after the leader it joined through
     (``cluster.master_ip`` in its config.yaml), which holds the admin's credentials; there is
     no ``localhost`` profile on a joiner (cloudify-4.6.md section 0.1). ``default`` when neither
-    exists.
+    exists, unless ``forecast``: then, on a host not installed yet, the profile its install
+    will leave (what ``test=True`` names): ``default`` where the cluster will be started (the
+    pillar's leader, while no manager answers as the active node), else the profile named after
+    the node it will join through (the active node; the pillar's leader before the cluster
+    runs).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt cfy-mgr2 cloudify_ha.own_profile
+        salt cfy-mgr2 cloudify_ha.own_profile forecast=True
     """
     if os.path.exists(_profile_path(default)):
         return default
@@ -831,7 +1092,25 @@ def own_profile(default=LOCAL_PROFILE):
     if _pillar_util()._is_ip(master) and \
             os.path.exists(_profile_path(master)):  # pylint: disable=protected-access
         return master
+    if forecast and not os.path.exists(INSTALL_MARKER):
+        return _joins_through(cluster) or default
     return default
+
+
+def _joins_through(cluster):
+    """The address a host not installed yet will join through (its profile's name after the
+    join), or None where it will start the cluster itself."""
+    settings, manager = _settings(cluster)
+    try:
+        active = active_node(cluster=settings["name"], required=False, others=True)
+    except (CommandExecutionError, SaltInvocationError):
+        active = None  # no telling which node: the state reports what it can
+    if active:
+        return active["host"]
+    leader = next((m for m in settings["managers"] if m["name"] == settings.get("leader")), None)
+    if leader is None or leader["private_ip"] == manager["private_ip"]:
+        return None
+    return leader["private_ip"]
 
 
 def profile_nodes(profile=LOCAL_PROFILE, own=False):
@@ -881,6 +1160,22 @@ def set_profile_cluster(profile, nodes):
     text = salt.utils.yaml.dump(_ProfileContext(context), Dumper=_ProfileDumper,
                                 default_flow_style=False)
     return _write_private(_profile_path(profile), text)
+
+
+def public_addresses(cluster=None):
+    """
+    Each manager's address for ``cfy`` profiles, from pillar: ``{node name: public_ip}``. A
+    profile lists a node at this address, never at the one the cluster's (plain HTTP) answer
+    carries.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt admin1 cloudify_ha.public_addresses cluster=prod
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    return {m["name"]: m["public_ip"] for m in settings["managers"]}
 
 
 def local_node(cluster=None):
@@ -1166,6 +1461,9 @@ def orch_facts(expected):
     active node without polling every manager from every step. ``node`` is None on a minion that
     is not a manager, and an error's text never carries a secret. ``pillar_errors``: this
     minion's validation of its own pillar, as its role needs it (its secrets included).
+    ``maintenance``: on a node that answers as the active node or a standalone manager, its
+    maintenance mode (``maintenance_mode``): the orchestration changes nothing in a cluster
+    whose node is in it.
 
     CLI Example:
 
@@ -1192,6 +1490,8 @@ def orch_facts(expected):
         out["node"] = node_state(settings["name"])
     except (CommandExecutionError, SaltInvocationError) as exc:
         out["error"] = str(exc)
+    if out["node"] in ("leader", "installed"):  # a node that answers: it may be in maintenance
+        out["maintenance"] = maintenance_mode(settings["name"])
     return out
 
 

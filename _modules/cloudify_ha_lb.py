@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 
@@ -103,6 +104,85 @@ def _binary():
     return binary
 
 
+PIDFILE_TEXT = re.compile(r"\s*([0-9]{1,10}\s+)*([0-9]{1,10})?\s*", re.ASCII)
+
+
+def pidfile_problem(pidfile):
+    """
+    Why HAProxy must not write its pids to ``pidfile`` (it truncates the file it is given), or
+    None: a path that does not exist yet, or a regular file (no other hard link) holding only
+    process ids. A symbolic link, another kind of file or a file with other content is refused
+    (the pillar's schema already keeps the path to /run/haproxy*.pid and the like).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.pidfile_problem /run/haproxy.pid
+    """
+    try:
+        info = os.lstat(pidfile)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{pidfile} cannot be read ({exc.strerror})"
+    what = None
+    if stat.S_ISLNK(info.st_mode):
+        what = "is a symbolic link"
+    elif not stat.S_ISREG(info.st_mode):
+        what = "is not a regular file"
+    elif info.st_nlink != 1:
+        what = f"has {info.st_nlink} hard links"
+    elif info.st_size > 4096:
+        what = f"is not a pid file ({info.st_size} bytes)"
+    if what is None:
+        with salt.utils.files.fopen(pidfile, "rb") as fh:
+            content = fh.read(4097)
+        text = content.decode("ascii", errors="replace")
+        if not PIDFILE_TEXT.fullmatch(text):
+            what = "is not a pid file (it holds more than process ids)"
+    if what is None:
+        return None
+    return (f"cloudify_ha:lookup:haproxy_pidfile: {pidfile} {what}; HAProxy would truncate it: "
+            "give HAProxy a pid file of its own (e.g. /run/haproxy.pid)")
+
+
+def _process_name(pid):
+    """The name of live process `pid`, or None when there is none (a zombie is none)."""
+    try:
+        with salt.utils.files.fopen(f"/proc/{pid}/status", "r") as fh:
+            status = fh.read()
+    except OSError:
+        return None
+    if "\nState:\tZ" in status:
+        return None
+    return status.split("\n", 1)[0].partition("\t")[2].strip()
+
+
+def make_directory(path, mode=0o750):
+    """
+    Create the directory ``path`` (and its missing parents) with ``mode``, owned by the
+    minion's user; True when created, False when it exists already (it is left as it is: its
+    mode and owner are those its package gave it). Refused where something that is not a
+    directory is in the way.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.make_directory /run/haproxy
+    """
+    if os.path.isdir(path) and not os.path.islink(path):
+        return False
+    if os.path.lexists(path):
+        raise CommandExecutionError(f"{path} exists and is not a directory: remove it or choose "
+                                    "another place for HAProxy's admin socket")
+    os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+    os.mkdir(path, mode)
+    os.chmod(path, mode)  # mkdir's mode goes through the umask
+    return True
+
+
 # `haproxy -v`: "HA-Proxy version 1.5.18 2016/05/10" (EL7), "HAProxy version 2.6.12-1+deb12u4"
 VERSION_RE = re.compile(r"HA-?Proxy version ([0-9]{1,3})\.([0-9]{1,3})(?:\.([0-9]{1,4}))?")
 # what the formula's haproxy.cfg uses beyond what HAProxy 1.5 (EL7's) has, from the version
@@ -175,16 +255,7 @@ def pids(pidfile):
             listed = [int(p) for p in fh.read().split() if p.isdigit()]
     except OSError:
         return []
-    alive = []
-    for pid in listed:
-        try:
-            with salt.utils.files.fopen(f"/proc/{pid}/status", "r") as fh:
-                status = fh.read()
-        except OSError:
-            continue
-        if "\nState:\tZ" not in status and "haproxy" in status.split("\n", 1)[0]:
-            alive.append(pid)
-    return alive
+    return [pid for pid in listed if _process_name(pid) == "haproxy"]
 
 
 def check_config(config):
@@ -218,6 +289,9 @@ def start(config, pidfile, reload=False):
 
         salt cfy-lb1 cloudify_ha_lb.start /etc/haproxy/haproxy.cfg /run/haproxy.pid reload=True
     """
+    problem = pidfile_problem(pidfile)
+    if problem:
+        raise CommandExecutionError(problem)
     check_config(config)
     old = pids(pidfile)
     if old and not reload:

@@ -82,6 +82,86 @@ def minions_without_modules(minion_ids):
     return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
 
 
+ARGUMENTS = ("cluster", "node")
+
+
+def orch_argument(name):
+    """
+    An argument of the formula's orchestrations (``cluster``, ``node``) from the pillar they
+    run with: ``cloudify_ha_orch:<name>`` (``pillar='{"cloudify_ha_orch": {"cluster":
+    "prod"}}'``, what the formula's runner passes), else the short form of the documented
+    command lines, a top-level ``<name>`` (``pillar='{"cluster": "prod"}'``), but only when it
+    came with the command: a top-level key of that name that the master's own pillar holds
+    belongs to another formula (its compile is asked only when the short form is there).
+    None when neither gives it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.orch_argument cluster
+    """
+    if name not in ARGUMENTS:
+        raise SaltInvocationError(f"name: {ascii(name)} is not one of {', '.join(ARGUMENTS)}")
+    given = __pillar__.get("cloudify_ha_orch")
+    if isinstance(given, dict) and name in given:
+        return _plain(given[name])
+    if name not in __pillar__:
+        return None
+    value = _plain(__pillar__[name])
+    own = _own_pillar()
+    if name in own and _plain(own[name]) == value:
+        return None
+    return value
+
+
+def _own_pillar():
+    """The master's pillar compiled without the command's. Not pillar.items: from 3008 on its
+    compile starts from the pillar the caller runs with (the command's included)."""
+    # the master's code, imported where it runs: not into every job of every minion
+    import salt.pillar  # pylint: disable=import-outside-toplevel
+
+    opts = dict(__opts__, pillar={})
+    return salt.pillar.get_pillar(opts, dict(__grains__), opts["id"],
+                                  saltenv=opts.get("saltenv"),
+                                  pillarenv=opts.get("pillarenv")).compile_pillar() or {}
+
+
+def _plain(value):
+    """Plain data: 3008 hands pillar over as MaskedDict/MaskedList (cloudify_ha_pillar.plain)."""
+    return __utils__["cloudify_ha_pillar.plain"](value)
+
+
+def ask(targets, fun, kwarg=None, timeout=5):
+    """
+    What an orchestration asks its minions before it builds its steps: ``fun`` (with
+    ``kwarg``) of the minions among ``targets`` that hold the formula's modules, ``test.ping``
+    of those the master's grains cache shows without them (``minions_without_modules``: a
+    minion answers a function it lacks only after loading every module it has, seconds on
+    each). ``saltutil.cmd``'s answers, by minion id. Run on the master (the orchestration
+    renders it).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run salt.cmd cloudify_ha_master.ask '[cfy-mgr1, cfy-mgr2]' cloudify_ha.maintenance_mode
+    """
+    targets = list(targets or [])
+    answers = {}
+    if not targets:
+        return answers
+    bare = __salt__["cloudify_ha_master.minions_without_modules"](targets)
+    asked = [mid for mid in targets if mid not in bare]
+    if asked:
+        answers.update(__salt__["saltutil.cmd"](tgt=asked, tgt_type="list", fun=fun,
+                                                kwarg=kwarg or {}, timeout=timeout))
+    if bare:
+        answers.update(__salt__["saltutil.cmd"](tgt=bare, tgt_type="list", fun="test.ping",
+                                                timeout=timeout))
+    return answers
+
+
 def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha",
                node_state=None):
     """

@@ -4,17 +4,23 @@ cloudify_ha on the master: serialized rejoins for the reactor, and an operator's
 ``salt-run cloudify_ha.rejoin node=<minion id>`` runs the ``cloudify_ha.orch.rejoin``
 orchestration one at a time (a file lock in the master's cache dir: reactor threads and
 ``salt-run`` processes alike); while one rejoin of a node waits, further events for that node are
-coalesced into it. ``salt-run cloudify_ha.status`` only reads.
+coalesced into it. An id that is no manager is dropped before the master's pillar is compiled
+(a list of the managers' ids, kept a few seconds): a burst of forged start events costs one
+compile. ``salt-run cloudify_ha.status`` only reads.
 """
 
 import fcntl
+import json
 import logging
 import os
 import re
+import tempfile
+import time
 
 import salt.client
 import salt.minion
 import salt.pillar
+from salt.exceptions import CommandExecutionError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,13 @@ def _master_pillar():
 
 # the same rule as the reactor's (cloudify_ha/reactor/rejoin.sls): a plain ASCII minion id
 MINION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
+MAINTENANCE_STATES = ("activated", "activating", "deactivated")  # 4.6's (constants.py)
+
+
+# seconds the master's cloudify_ha facts (the managers' minion ids, whether the pillar is valid,
+# whether rejoins are paused) are reused by the reactor's rejoins (cached=True) before the
+# pillar is compiled again; a rejoin run by hand compiles it
+FACTS_SECONDS = 30
 
 
 def _lock_dir():
@@ -44,15 +57,26 @@ def _lock_dir():
     return path
 
 
-def rejoin(node, force=False):
+def _open_private(name, write=True):
+    """A descriptor of the runner's own file `name` in its directory: never a link planted in
+    its place (_utils/cloudify_ha_files.py)."""
+    return __utils__["cloudify_ha_files.open_private"](os.path.join(_lock_dir(), name),
+                                                       write=write)
+
+
+def rejoin(node, force=False, cached=False):
     """
     Rejoin one manager (its minion id) with ``cloudify_ha.orch.rejoin``, one rejoin at a time.
     The reactor calls this with the event's minion id; it must be a plain minion id and a
     manager's ``minion_id`` in the master's pillar (checked here first, then again by the
-    orchestration), else nothing runs.
+    orchestration), else nothing runs. With ``cached=True`` (the reactor's) the managers' ids
+    come from a compile of the master's pillar at most ``FACTS_SECONDS`` old, so that a burst
+    of events for minions that are no managers compiles it once; else it is compiled now.
 
     Pillar ``cloudify_ha:reactor:enabled: false`` (on the master) pauses the reactor's rejoins,
-    e.g. during maintenance; ``force=True`` runs one anyway.
+    e.g. during maintenance; ``force=True`` runs one anyway. A cluster in 4.6's maintenance mode
+    changes nothing either: the orchestration refuses, and this logs it and answers that it
+    skipped the rejoin (result True: re-run it once the mode is off).
 
     CLI Example:
 
@@ -60,6 +84,11 @@ def rejoin(node, force=False):
 
         salt-run cloudify_ha.rejoin node=cfy-mgr2.example.com
     """
+    for name, value in (("force", force), ("cached", cached)):
+        if not isinstance(value, bool):
+            # a string "False" is true in Python: only the booleans YAML and the CLI make
+            return {"node": repr(node), "result": False,
+                    "comment": f"{name}: {value!r} must be true or false; nothing ran"}
     if isinstance(node, int) and not isinstance(node, bool):
         node = str(node)  # salt-run node=123 arrives as a YAML integer
     if not isinstance(node, str) or not MINION_ID.fullmatch(node):
@@ -67,18 +96,30 @@ def rejoin(node, force=False):
         return {"node": repr(node), "result": False,
                 "comment": "node: must be the minion id of a manager (ASCII letters, digits, "
                            "'.', '_', '-'); nothing ran"}
-    pillar, master_minion = _master_pillar()
-    known = _known_manager(pillar, master_minion, node)
-    if known is not True:
-        return known
-    if not force:
-        enabled = (pillar.get("reactor") or {}).get("enabled", True)
-        if enabled is False:
-            log.info("cloudify_ha rejoin of %s skipped: automatic rejoins are paused", node)
-            return {"node": node, "result": True,
-                    "comment": "automatic rejoins are paused (pillar cloudify_ha:reactor:enabled "
-                               "is false on the master); force=True runs one"}
-    pending = open(os.path.join(_lock_dir(), f"pending-{node}.lock"), "w")  # pylint: disable=consider-using-with
+    facts = _master_facts(fresh=not cached)
+    if facts["valid"] is False:
+        return {"node": node, "result": False,
+                "comment": "the cloudify_ha pillar is invalid on the master; nothing ran. Run "
+                           "salt-run state.orch cloudify_ha.orch test=True to see the errors"}
+    if facts["valid"] and node not in facts["managers"]:
+        log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
+                    "cloudify_ha:clusters", node)
+        return {"node": node, "result": True,
+                "comment": f"ignored: {node!r} is not the minion id of a manager of any cluster "
+                           "in pillar cloudify_ha:clusters; nothing ran"}
+    if not force and facts["enabled"] is False:
+        log.info("cloudify_ha rejoin of %s skipped: automatic rejoins are paused", node)
+        return {"node": node, "result": True,
+                "comment": "automatic rejoins are paused (pillar cloudify_ha:reactor:enabled "
+                           "is false on the master); force=True runs one"}
+    try:
+        return _rejoin_one_at_a_time(node)
+    except CommandExecutionError as exc:  # a lock file that is a trap
+        return {"node": node, "result": False, "comment": str(exc)}
+
+
+def _rejoin_one_at_a_time(node):
+    pending = _open_private(f"pending-{node}.lock")
     try:
         try:
             fcntl.flock(pending, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -86,37 +127,94 @@ def rejoin(node, force=False):
             log.info("cloudify_ha rejoin of %s coalesced into one already waiting", node)
             return {"node": node, "result": True,
                     "comment": f"coalesced: a rejoin of {node} is already waiting to run"}
-        with open(os.path.join(_lock_dir(), "rejoin.lock"), "w") as serial:
+        serial = _open_private("rejoin.lock")
+        try:
             fcntl.flock(serial, fcntl.LOCK_EX)
             # from here on a new event for this node queues one more run (it may come from a
             # change this run does not see)
-            pending.close()
+            os.close(pending)
+            pending = None
             log.info("cloudify_ha rejoin of %s starts", node)
-            return __salt__["state.orchestrate"]("cloudify_ha.orch.rejoin", pillar={"node": node})
+            ret = __salt__["state.orchestrate"](
+                "cloudify_ha.orch.rejoin", pillar={"cloudify_ha_orch": {"node": node}})
+            refusal = _maintenance_refusal(ret)
+            if refusal is None:
+                return ret
+            log.warning("cloudify_ha rejoin of %s skipped: %s", node, refusal)
+            return {"node": node, "result": True,
+                    "comment": f"skipped: {refusal}; run 'salt-run cloudify_ha.rejoin "
+                               f"node={node}' once it is off"}
+        finally:
+            os.close(serial)
     finally:
-        if not pending.closed:
-            pending.close()
+        if pending is not None:
+            os.close(pending)
 
 
-def _known_manager(pillar, master_minion, node):
-    """True when `node` is a manager's minion_id in the master's pillar, else the runner's
-    answer: an event or a runner-only caller reaches nothing but a rejoin of a known manager.
-    Without the formula's modules on the master the orchestration itself refuses (True)."""
+def _maintenance_refusal(ret):
+    """The comment of the rejoin orchestration's refusal of a cluster in maintenance mode (its
+    one step, ``cloudify_ha-rejoin-<node>-maintenance``), or None."""
+    data = ret.get("data") if isinstance(ret, dict) else None
+    for chunks in (data or {}).values() if isinstance(data, dict) else ():
+        for chunk in (chunks or {}).values() if isinstance(chunks, dict) else ():
+            if isinstance(chunk, dict) and str(chunk.get("__id__", "")).endswith("-maintenance") \
+                    and chunk.get("result") is False:
+                return str(chunk.get("comment"))
+    return None
+
+
+def _master_facts(fresh=False):
+    """What rejoin needs to know of the master's pillar: ``valid`` (None when the formula's
+    modules are not on the master: the orchestration then refuses by itself), the managers'
+    minion ids, and ``enabled``. From the runner's cache when it is younger than
+    FACTS_SECONDS and not ``fresh``, else from a compile of the master's pillar (then
+    cached)."""
+    if not fresh:
+        cached = _cached_facts()
+        if cached is not None:
+            return cached
+    pillar, master_minion = _master_pillar()
+    facts = {"valid": None, "managers": [],
+             "enabled": (pillar.get("reactor") or {}).get("enabled", True) is not False}
     functions = getattr(master_minion, "functions", None) or {}
-    if "cloudify_ha.plan" not in functions:
-        return True
-    plan = functions["cloudify_ha.plan"](pillar=pillar)
-    if plan["errors"]:
-        return {"node": node, "result": False,
-                "comment": "the cloudify_ha pillar is invalid on the master; nothing ran. Run "
-                           "salt-run state.orch cloudify_ha.orch test=True to see the errors"}
-    if any(m["minion_id"] == node for c in plan["clusters"].values() for m in c["managers"]):
-        return True
-    log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
-                "cloudify_ha:clusters", node)
-    return {"node": node, "result": True,
-            "comment": f"ignored: {node!r} is not the minion id of a manager of any cluster in "
-                       "pillar cloudify_ha:clusters; nothing ran"}
+    if "cloudify_ha.plan" in functions:
+        plan = functions["cloudify_ha.plan"](pillar=pillar)
+        facts["valid"] = not plan["errors"]
+        facts["managers"] = sorted(m["minion_id"] for c in plan["clusters"].values()
+                                   for m in c["managers"])
+    _cache_facts(facts)
+    return facts
+
+
+def _cached_facts():
+    try:
+        fd = _open_private("master-facts.json", write=False)
+    except CommandExecutionError:
+        return None  # not there, or not the runner's own file: compile instead
+    try:
+        if not 0 <= time.time() - os.fstat(fd).st_mtime <= FACTS_SECONDS:
+            return None
+        with os.fdopen(os.dup(fd), "r", encoding="utf-8") as fh:
+            facts = json.load(fh)
+    except ValueError:
+        return None
+    finally:
+        os.close(fd)
+    keys = {"valid", "managers", "enabled"}
+    return facts if isinstance(facts, dict) and set(facts) == keys else None
+
+
+def _cache_facts(facts):
+    """The facts written whole (a new file renamed over the old: a reader never sees half)."""
+    fd, tmp = tempfile.mkstemp(dir=_lock_dir(), prefix=".master-facts-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(facts, fh)
+        os.replace(tmp, os.path.join(_lock_dir(), "master-facts.json"))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _profile_name(cname, is_manager, lookup):
@@ -126,9 +224,11 @@ def _profile_name(cname, is_manager, lookup):
 def status(cluster=None, timeout=10):
     """
     For every cluster in pillar (or one): each manager's state (leader, replica, offline, not
-    installed, not joined, removed, no answer), the active node, nodes the cluster lists that
-    pillar does not and the reverse, and CLI profiles that do not list the cluster's nodes.
-    Reads only. A table for people; ``--out=json`` for scripts (under ``data``).
+    installed, not joined, removed, no answer), the active node, its maintenance mode (while
+    4.6's maintenance mode is activated the node list cannot be read: each manager's state is
+    then its own answer), nodes the cluster lists that pillar does not and the reverse, and CLI
+    profiles that do not list the cluster's nodes. Reads only. A table for people;
+    ``--out=json`` for scripts (under ``data``).
 
     CLI Example:
 
@@ -149,6 +249,34 @@ def status(cluster=None, timeout=10):
     return {"outputter": "cloudify_ha_status", "data": out}
 
 
+def _maintenance(local, cname, managers, states, timeout):
+    """4.6's maintenance mode of the cluster: the answer of a manager that answers as the active
+    node (or a standalone manager) and is in it, else of one that is not, else {}."""
+    asked = {m["minion_id"]: m for m in managers
+             if states.get(m["minion_id"]) in ("leader", "installed")}
+    answers = _ask(local, list(asked), "cloudify_ha.maintenance_mode", kwarg={"cluster": cname},
+                   timeout=timeout)
+    known = []
+    for mid, manager in asked.items():
+        answer = answers.get(mid)
+        if isinstance(answer, dict) and answer.get("status") in MAINTENANCE_STATES:
+            # the node named as pillar names that minion's manager, not as it says
+            known.append(dict(answer, name=manager["name"], host=manager["private_ip"]))
+    return next((a for a in known if a["status"] != "deactivated"), known[0] if known else {})
+
+
+def _maintenance_text(maintenance):
+    status = maintenance.get("status")
+    if not status:
+        return "unknown (no manager answers as the active node)"
+    if status == "deactivated":
+        return "off"
+    since = f" since {maintenance['activated_at']}" if maintenance.get("activated_at") else ""
+    by = f" by {maintenance['requested_by']}" if maintenance.get("requested_by") else ""
+    return (f"{status} on {maintenance.get('name')} ({maintenance.get('host')}){since}{by}: the "
+            "formula changes nothing in this cluster; 'cfy maintenance-mode deactivate' ends it")
+
+
 def _ask(local, targets, fun, arg=(), kwarg=None, timeout=10):
     if not targets:
         return {}
@@ -163,8 +291,12 @@ def _cluster_status(local, cname, settings, lookup, timeout):
     ids = [m["minion_id"] for m in managers]
     states = _ask(local, ids, "cloudify_ha.node_state", kwarg={"cluster": cname},
                   timeout=timeout)
+    maintenance = _maintenance(local, cname, managers, states, timeout)
     listed, active, problem = None, None, None
-    for mid in ids:
+    blocked = maintenance.get("status") == "activated"  # 4.6 refuses /cluster/nodes then
+    if blocked:
+        active = {"name": maintenance["name"], "host": maintenance["host"]}
+    for mid in [] if blocked else ids:
         if states.get(mid) in ("leader", "replica"):
             got = _ask(local, [mid], "cloudify_ha.active_node", kwarg={"cluster": cname},
                        timeout=timeout).get(mid)
@@ -191,11 +323,16 @@ def _cluster_status(local, cname, settings, lookup, timeout):
             state = "removed"
         elif local_state == "half_installed":
             state = "half-installed (an install failed part-way)"
+        elif listed is None and local_state in ("leader", "replica", "down"):
+            state = f"{local_state} (its own answer; the node list could not be read)"
         else:
             state = "not joined"
         rows.append({"node": m["name"], "minion": m["minion_id"], "ip": m["private_ip"],
                      "state": state, "local": str(local_state)})
-    expected = sorted(n["name"] for n in listed or [])  # 4.6 merges profiles by node name
+    # 4.6 merges profiles by node name; a profile lists the members pillar names (only they
+    # have an address from pillar: cloudify_ha.profile_updated)
+    pillar_names = {m["name"] for m in managers}
+    expected = sorted(n["name"] for n in listed or [] if n["name"] in pillar_names)
     profiles = _ask(local, ids, "cloudify_ha.profile_nodes",
                     kwarg={"profile": _profile_name(cname, True, lookup), "own": True},
                     timeout=timeout)
@@ -203,11 +340,11 @@ def _cluster_status(local, cname, settings, lookup, timeout):
                          kwarg={"profile": cname}, timeout=timeout))
     stale = sorted(mid for mid, names in profiles.items()
                    if listed is not None and names is not None and names != expected)
-    pillar_names = {m["name"] for m in managers}
     return {
         "managers": rows,
         "active node": (f"{active.get('name')} ({active['host']})" if active else
                         f"none found{': ' + str(problem) if problem else ''}"),
+        "maintenance mode": _maintenance_text(maintenance),
         "listed, not in pillar": sorted(set(by_name) - pillar_names),
         "in pillar, not listed": sorted(pillar_names - set(by_name)) if listed is not None else [],
         "stale profiles": stale,

@@ -162,8 +162,11 @@ RUN_LOCK = "cloudify_ha.run_lock"
 
 
 def _locked_fd(name):
-    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait)."""
-    fd = os.open(os.path.join(__opts__["cachedir"], LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+    """An open descriptor of the host's lock file, holding its exclusive lock (bounded wait).
+    The file is never a link to another (``cloudify_ha_files.open_private``): the lock's record
+    is written into it as root."""
+    fd = __utils__["cloudify_ha_files.open_private"](
+        os.path.join(__opts__["cachedir"], LOCK_FILE))
     try:
         _take_lock(fd, name)
     except BaseException:
@@ -343,9 +346,32 @@ def _read_local(facts):
 
 
 def _read_running(facts):
-    """The cluster's active node if one answers (a host about to install or start a cluster)."""
-    return {"running": __salt__["cloudify_ha.active_node"](cluster=facts["cluster"],
-                                                           required=False)}
+    """The cluster's active node if one answers (a host about to install or start a cluster).
+    A half-installed host is not asked about itself (its nginx answers 502, or its services as
+    a standalone manager); when the others cannot tell either, what they said is kept
+    (``running_unknown``): such a host is refused anyway unless a cluster runs."""
+    half = facts.get("local") == "half_installed"
+    try:
+        running = __salt__["cloudify_ha.active_node"](cluster=facts["cluster"], required=False,
+                                                      **({"others": True} if half else {}))
+    except ERRORS as exc:
+        if not half:
+            raise
+        return {"running": None, "running_unknown": str(exc)}
+    return {"running": running}
+
+
+def _half_installed_advice(name, f):
+    """The refusal of a host an earlier install left half-installed (never its database)."""
+    unknown = f.get("running_unknown")
+    return _refuse(
+        f"{name}: an earlier install failed part-way: the host is half-installed, its nginx "
+        "(and, past the restservice step, its services as a standalone manager) running "
+        "without /etc/cloudify/.install. Nothing was changed and the database was not touched: "
+        "see /var/log/cloudify/manager/cfy_manager.log, run "
+        "'cfy_manager remove -f' on it (its local files only; the database is left alone) and "
+        "re-run; the new install checks the database as any first install does"
+        + (f" (whether a cluster already runs could not be told: {unknown})" if unknown else ""))
 
 
 def _read_cluster(required):
@@ -428,12 +454,7 @@ def _decide_install(f):
                    f"{f['running']['host']}): this host joins it (cloudify_ha.joined) instead of "
                    "a non-join install, which would drop the cluster's database")
     if f["local"] == "half_installed":
-        return _refuse(f"{name}: an earlier install failed part-way: its services run as a "
-                       "standalone manager without /etc/cloudify/.install, on the database. "
-                       "Nothing was changed: see /var/log/cloudify/manager/cfy_manager.log, run "
-                       "'cfy_manager remove -f' on it (its local files only; the database is "
-                       "left alone) and re-run; the new install checks the database as any "
-                       "first install does")
+        return _half_installed_advice(name, f)
     if "database" not in f:
         return _need("database")
     data = f["database"]
@@ -473,7 +494,7 @@ def _install(f):
 
 
 # ---- cluster_started ------------------------------------------------------------------------
-def cluster_started(name, host_ip, cluster=None):
+def cluster_started(name, host_ip, cluster=None, wait=90):
     """
     The cluster is started on this manager (``cfy cluster start``), always with an explicit node
     name and host IP. A no-op when the manager already belongs to a cluster.
@@ -482,8 +503,12 @@ def cluster_started(name, host_ip, cluster=None):
         The node name (``--cluster-node-name``).
     host_ip
         The node's cluster address (``--cluster-host-ip``); never the ``localhost`` default.
+    wait
+        Seconds the check after the start waits for the cluster to show initialized with this
+        node its active node: 4.6 restarts the REST service and nginx while it initializes,
+        which may still answer 502 when ``cfy cluster start`` returns.
     """
-    return _converge(name, {"host_ip": host_ip, "cluster": cluster}, _decide_start,
+    return _converge(name, {"host_ip": host_ip, "cluster": cluster, "wait": wait}, _decide_start,
                      _READ_START, _start)
 
 
@@ -496,12 +521,14 @@ def _decide_start(f):
     if local == "down":  # clustered (/etc/cloudify/cluster), its REST service not up yet: a boot
         return _ok(f"{name} is already part of a cluster (its REST service does not answer yet, "
                    "as after a boot; the join check that follows waits for it)")
-    if local == "package_installed":
+    if local in ("package_installed", "half_installed"):
         if "running" not in f:
             return _need("running")
         if f["running"]:
             return _ok(f"{name}: the cluster already runs (active node {f['running']['host']}); "
                        "this host joins it (cloudify_ha.joined)")
+        if local == "half_installed":
+            return _half_installed_advice(name, f)
         if f["test"]:
             return _would_be({"cluster": {"old": None, "new": {"node_name": name,
                                                                "host_ip": host_ip}}},
@@ -519,15 +546,27 @@ _READ_START = {"local": _read_local, "running": _read_running}
 
 
 def _start(f):
-    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader."""
+    """``cfy cluster start``, then the re-check: the cluster initialized, this host its leader,
+    waited for (``wait``) through the restart of the REST service and nginx 4.6 does while the
+    cluster initializes (cloudify-4.6.md section 0.4): a 502 or no answer is not an answer."""
     name, host_ip, cluster = f["name"], f["host_ip"], f["cluster"]
     __salt__["cloudify_ha.start_cluster"](name, host_ip, cluster=cluster)
-    started = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
-    after = _node_state(cluster, fresh=True)
-    if not started.get("initialized") or after != "leader":
-        return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized (node "
-                f"state: {after})")
-    return None
+    seen = {}
+
+    def started():
+        try:
+            status = __salt__["cloudify_ha.cluster_status"](active=host_ip, cluster=cluster)
+            seen["error"] = None
+        except ERRORS as exc:
+            status, seen["error"] = {}, str(exc)
+        seen["after"] = _node_state(cluster, fresh=True)
+        return bool((status or {}).get("initialized")) and seen["after"] == "leader"
+
+    if _wait_for(started, f["wait"], 1.0):
+        return None
+    why = f"; last answer: {seen['error']}" if seen["error"] else ""
+    return (f"{name}: cfy cluster start returned 0 but the cluster is not initialized after "
+            f"{f['wait']}s (node state: {seen['after']}){why}")
 
 
 # ---- joined ---------------------------------------------------------------------------------
@@ -551,9 +590,11 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
         is freshly installed (wiped or rebuilt), remove that stale entry through the active node
         before joining.
     remove_failed_join
-        A host whose earlier join failed part-way (no ``/etc/cloudify/.install``, its services
-        running as a standalone manager, as 4.6 leaves it) and that holds no user files is torn
-        down (``cfy_manager remove -f``, its local files only) and joined again. False: refuse
+        A host whose earlier join failed part-way (no ``/etc/cloudify/.install``, its nginx, or
+        its services as a standalone manager, running, as 4.6 leaves it) and that holds no user
+        files is torn down (``cfy_manager remove -f``, its local files only) and joined again;
+        the record a join that failed after registering with the active node left there
+        (offline, never initialized) is removed through the active node first. False: refuse
         and name the command instead.
     offline_wait
         Seconds a freshly installed host's own entry, still listed online (a host wiped a moment
@@ -675,15 +716,32 @@ def _decide_fresh_join(f, active, nodes, me):
             return _refuse(f"{name}: the cluster lists {name} as ONLINE at {host_ip} while this "
                            "host has no manager installed (still after offline_wait, "
                            f"{f.get('offline_wait')}s); two hosts share the name/address?")
-        if not f["replace_stale"]:
+        if not me.get("initialized", True):
+            # never initialized: no member ever ran under this record. 4.6's join PUTs it on
+            # the active node, then configures consul and syncthing locally: a join of this
+            # host that failed after its PUT left it (cloudify-4.6.md section 0.4)
+            if not f["remove_failed_join"]:
+                return _refuse(f"{name}: the cluster lists {name} ({host_ip}) offline and never "
+                               "initialized: the record of an earlier join of this host that "
+                               "failed after registering with the active node. Nothing was "
+                               "changed (remove_failed_joins is false): remove it with 'cfy "
+                               f"cluster nodes remove {name}' through the active node "
+                               f"({active['host']}) and re-run")
+            changes["removed_failed_join"] = {
+                "old": f"{name} ({host_ip}): offline, never initialized (a join that failed "
+                       "after registering)", "new": None}
+        elif not f["replace_stale"]:
             return _refuse(f"{name}: the cluster still lists {name} ({host_ip}) as an offline "
                            "member, but this host has no manager installed (wiped or rebuilt). "
                            "Set replace_stale: True in the cluster's pillar to remove the stale "
                            "entry and join, or retire it with cloudify_ha.orch.retire")
-        changes["removed_stale"] = {"old": name, "new": None}
+        else:
+            changes["removed_stale"] = {"old": name, "new": None}
     changes["joined"] = {"old": None, "new": {"active_node": active["host"],
                                               "database": f["database_ip"]}}
     torn = " (after tearing down its failed install)" if half else ""
+    if "removed_failed_join" in changes:
+        torn += " (after removing the record its failed join left)"
     return _act(changes, f"{name} would join the cluster through the active node "
                          f"{active['host']}{torn}", f"{name} joined the cluster (active node "
                                                     f"{active['host']}){torn}")
@@ -735,9 +793,9 @@ def _join(f):
 
 # ---- profile_updated ------------------------------------------------------------------------
 def _profile_fits(entries, expected, own):
-    """The profile entries that are right as 4.6 keeps them: a cluster node at its public address
-    (``public_ip or host_ip``), or, for this host's own node, ``localhost`` (the start node's
-    entry in its own profile)."""
+    """The profile entries that are right as 4.6 keeps them: a cluster node at the pillar's
+    public address for it, or, for this host's own node, ``localhost`` (the start node's entry
+    in its own profile)."""
     return [e for e in entries or [] if e["name"] in expected and
             (e["manager_ip"] == expected[e["name"]] or
              (e["manager_ip"] == "localhost" and e["name"] == own))]
@@ -754,19 +812,24 @@ def _listing(entries):
     return None if entries is None else sorted(f"{e['name']} ({e['manager_ip']})" for e in entries)
 
 
-def _expected_profile(nodes):
-    """Each node's address in a 4.6 profile: its public address, else its cluster address."""
-    return {n["name"]: n.get("public_ip") or n["host_ip"] for n in nodes}
+def _expected_profile(nodes, addresses):
+    """Each node's address in the profile: the pillar's ``public_ip`` for the node of that name
+    (4.6 merges profiles by name). Never the address the REST answer (plain HTTP) carries: a
+    node the cluster lists that pillar does not name gets no entry (cloudify_ha.status lists
+    it), so that cfy never sends the admin's credentials to an address no operator wrote."""
+    return {n["name"]: addresses[n["name"]] for n in nodes if n["name"] in addresses}
 
 
 def profile_updated(name, cluster=None, active_hint=None, own=False):
     """
-    The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes by name, each at
-    its public address (``localhost`` for this host's own entry is what 4.6 writes and is kept),
-    and its file (which holds the admin password) is 0600. It makes the profile active, drops
-    entries of nodes gone or moved, makes sure it knows the active node (4.6's ``cfy`` walks
-    only the nodes a profile lists), then runs ``cfy cluster update-profile``, which adds the
-    missing nodes the 4.6 way; a profile that does not exist is created (``cfy profiles use``).
+    The ``cfy`` profile ``name`` on this host lists exactly the cluster's nodes that pillar
+    names, by name, each at the pillar's ``public_ip`` for it (``localhost`` for this host's
+    own entry is what 4.6 writes and is kept), and its file (which holds the admin password) is
+    0600. It makes the profile active (a profile that does not exist is created with ``cfy
+    profiles use``), then writes its node list, the active node first (4.6's ``cfy`` walks only
+    the nodes a profile lists), as ``cfy cluster update-profile`` would write it (``name`` and
+    ``manager_ip``; what the profile stores for an entry it keeps is kept) but with the
+    pillar's addresses: update-profile takes them from the cluster's plain-HTTP answer.
 
     name
         The profile: ``localhost`` on a manager, the cluster's name on a CLI host.
@@ -780,7 +843,11 @@ def profile_updated(name, cluster=None, active_hint=None, own=False):
     """
     if own:
         try:
-            name = __salt__["cloudify_ha.own_profile"](default=name)
+            # test=True: on a host not installed yet, the profile its install will leave (a
+            # joiner's is named after the node it joins through, never localhost)
+            name = __salt__["cloudify_ha.own_profile"](
+                default=name, **({"forecast": True, "cluster": cluster} if __opts__["test"]
+                                 else {}))
         except ERRORS as exc:
             return {"name": name, "changes": {}, "result": False, "comment": f"profile: {exc}"}
     return _converge(name, {"cluster": cluster, "active_hint": active_hint}, _decide_profile,
@@ -798,7 +865,7 @@ def _decide_profile(f):
                          f"profile {name} would list the cluster's nodes once it is started")
     if "mode" not in f:
         return _need("profile")
-    expected = _expected_profile(f["nodes"])
+    expected = _expected_profile(f["nodes"], f["addresses"])
     changes = {}
     if not _profile_right(f["entries"], expected, f["own"]):
         changes["nodes"] = {"old": _listing(f["entries"]),
@@ -817,6 +884,7 @@ _READ_PROFILE = {
     "entries": lambda f: {"entries": __salt__["cloudify_ha.profile_cluster"](profile=f["name"])},
     "profile": lambda f: {
         "own": __salt__["cloudify_ha.local_node"](cluster=f["cluster"]),
+        "addresses": __salt__["cloudify_ha.public_addresses"](cluster=f["cluster"]),
         "entries": __salt__["cloudify_ha.profile_cluster"](profile=f["name"]),
         "mode": __salt__["cloudify_ha.profile_mode"](profile=f["name"]),
         "was_active": __salt__["cloudify_ha.active_profile"](),
@@ -825,22 +893,20 @@ _READ_PROFILE = {
 
 
 def _update_profile(f):
-    """The profile made active (created when missing), wrong entries dropped with the active node
-    first, the missing nodes added by ``cfy cluster update-profile``, the file made 0600; then
-    the re-check: the profile as ``_profile_right`` and 0600."""
+    """The profile made active (created when missing), its node list written (the entries that
+    fit kept as they are, the active node first, every other node at the pillar's address), the
+    file made 0600; then the re-check: the profile as ``_profile_right`` and 0600."""
     mod, name, active, entries = __salt__, f["name"], f["active"], f["entries"]
-    expected = _expected_profile(f["nodes"])
+    expected = _expected_profile(f["nodes"], f["addresses"])
     if not _profile_right(entries, expected, f["own"]):
         if entries is None or f["was_active"] != name:
             mod["cloudify_ha.use_profile"](name, active["host"], cluster=f["cluster"])
             entries = mod["cloudify_ha.profile_cluster"](profile=name)
-        fits = _profile_fits(entries, expected, f["own"])
-        if not any(e["name"] == active["name"] for e in fits):
-            fits = [{"name": active["name"], "manager_ip": expected[active["name"]]}] + fits
-        if fits != entries:
-            mod["cloudify_ha.set_profile_cluster"](name, fits)
-        if sorted(e["name"] for e in fits) != sorted(expected):
-            mod["cloudify_ha.update_profile"](cluster=f["cluster"])
+        fits = {e["name"]: e for e in _profile_fits(entries, expected, f["own"])}
+        order = list(dict.fromkeys([active["name"], *fits, *sorted(expected)]))
+        wanted = [fits.get(n) or {"name": n, "manager_ip": expected[n]} for n in order]
+        if wanted != entries:
+            mod["cloudify_ha.set_profile_cluster"](name, wanted)
     mod["cloudify_ha.secure_profile"](profile=name)
     after = mod["cloudify_ha.profile_cluster"](profile=name)
     if not _profile_right(after, expected, f["own"]) or \

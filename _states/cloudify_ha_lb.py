@@ -12,6 +12,8 @@ systemd). With systemd, use ``service.running`` instead (the loadbalancer SLS pi
           - file: /etc/haproxy/haproxy.cfg
 """
 
+import os
+
 from salt.exceptions import CommandExecutionError
 
 __virtualname__ = "cloudify_ha_lb"
@@ -24,13 +26,42 @@ def __virtual__():
                    "modules (saltutil.sync_all)")
 
 
+def directory_created(name, mode="0750"):
+    """
+    The directory ``name`` exists: created with ``mode`` when it is missing; one that exists is
+    left as it is (its mode and owner are its package's: the formula manages a directory's
+    mode only where it created it).
+    """
+    ret = {"name": name, "changes": {}, "result": False, "comment": ""}
+    if os.path.isdir(name) and not os.path.islink(name):
+        ret.update(result=True, comment=f"{name} exists (left as it is)")
+        return ret
+    if __opts__["test"]:
+        ret.update(result=None, changes={"created": {"old": None, "new": name, "mode": mode}},
+                   comment=f"{name} would be created ({mode})")
+        return ret
+    try:
+        __salt__["cloudify_ha_lb.make_directory"](name, int(str(mode), 8))
+    except (CommandExecutionError, OSError) as exc:
+        ret["comment"] = str(exc)
+        return ret
+    if not os.path.isdir(name):
+        ret["comment"] = f"{name} was not created"
+        return ret
+    ret.update(result=True, changes={"created": {"old": None, "new": name, "mode": mode}},
+               comment=f"{name} created ({mode})")
+    return ret
+
+
 def running(name, pidfile):
     """
     HAProxy runs with the configuration ``name`` and writes its pids to ``pidfile``. Starts it
-    when no live process is listed there; the configuration is checked before.
+    when no live process is listed there; the configuration is checked before. A ``pidfile``
+    that is not HAProxy's own is refused (``cloudify_ha_lb.pidfile_problem``), in test mode too.
     """
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
+        _pidfile_ok(pidfile)
         before = __salt__["cloudify_ha_lb.pids"](pidfile)
         if before:
             ret.update(result=True, comment=f"HAProxy runs (pids {before})")
@@ -56,6 +87,7 @@ def mod_watch(name, pidfile, **kwargs):
     """A watched change (the configuration): a soft reload, or a start when it is not running."""
     ret = {"name": name, "changes": {}, "result": False, "comment": ""}
     try:
+        _pidfile_ok(pidfile)
         before = __salt__["cloudify_ha_lb.pids"](pidfile)
         fresh = __context__.pop(f"cloudify_ha_lb.started:{pidfile}", None)
         if fresh and set(fresh) == set(before):
@@ -200,3 +232,9 @@ def servers_state_saved(name, admin_socket):
     except CommandExecutionError as exc:
         ret.update(result=False, comment=str(exc))
     return ret
+
+
+def _pidfile_ok(pidfile):
+    problem = __salt__["cloudify_ha_lb.pidfile_problem"](pidfile)
+    if problem:
+        raise CommandExecutionError(f"{problem}; nothing was started")

@@ -29,6 +29,10 @@ MEMBER_STATES = ("leader", "replica", "down")
 NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than the formula: run "
               "'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then "
               "re-run")
+# 4.6's maintenance mode (cloudify-4.6-day2.md section 5.1): while it is on, 4.6 answers every
+# call but status, version, license, maintenance and snapshots with 503, joins included
+MAINTENANCE_ON = ("activated", "activating")
+LEAVE_MAINTENANCE = "cfy maintenance-mode deactivate"
 
 
 def _step(fun, **args):
@@ -101,6 +105,35 @@ def members(plan, answers):
     return out
 
 
+def maintenance_of(plan, answers):
+    """{cluster: (manager, status)}: the clusters one of whose managers says it is in 4.6's
+    maintenance mode, in the answers to orch_facts (its ``maintenance``) or to
+    cloudify_ha.maintenance_mode. A minion's answer is its own word: only a status that is one
+    of 4.6's counts, and the manager named is the pillar's entry of that minion."""
+    managers = {m["minion_id"]: (cname, m)
+                for cname, settings in plan["clusters"].items() for m in settings["managers"]}
+    found = {}
+    for mid in everyone(plan):
+        answer = answers.get(mid)
+        if mid not in managers or not _answered(answer) or not isinstance(answer["ret"], dict):
+            continue
+        state = answer["ret"].get("maintenance", answer["ret"])
+        status = state.get("status") if isinstance(state, dict) else None
+        if status in MAINTENANCE_ON:
+            cname, manager = managers[mid]
+            found.setdefault(cname, (manager, status))
+    return found
+
+
+def maintenance_text(cname, manager, status, what):
+    """The refusal of a run in a cluster in maintenance mode: the cluster, the node, the state
+    and the command that ends it."""
+    return (f"cluster {cname}: {manager['name']} ({manager['private_ip']}) is in maintenance "
+            f"mode ({status}); {what}: nothing was changed (while it is on, 4.6 refuses cluster "
+            "calls and joins with 503 maintenance_mode_active). Leave it with "
+            f"'{LEAVE_MAINTENANCE}' on that node, then re-run")
+
+
 def pillar_errors(plan, answers):
     """[(error, [minion ids])]: what the minions found wrong with their own pillar (each checks
     the secrets its roles use, which the master does not hold), each error once. A minion's
@@ -149,8 +182,13 @@ def orch_steps(plan, answers, tplroot="cloudify_ha"):
             require=[{"test": "cloudify_ha-orch-validate"}])
         synced = "test"
     parallel = len(plan["clusters"]) > 1
+    maintenance = maintenance_of(plan, answers)
     joined = members(plan, answers)
     for cname, settings in plan["clusters"].items():
+        if cname in maintenance:
+            high.update(refused(f"cloudify_ha-orch-{cname}-maintenance", maintenance_text(
+                cname, *maintenance[cname], "the cluster was not built or converged")))
+            continue
         high.update(_cluster_steps(cname, settings, alive, hints, parallel, synced, tplroot,
                                    joined))
     return high
@@ -266,8 +304,9 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot, joined=())
             back = {"cluster": cname, "back": [m["name"] for m in c["managers"]]}
             high[f"{prefix}-loadbalancer"] = _step(
                 "salt.state", **RUN, tgt=list(lb["minion_ids"]), tgt_type="list",
-                sls=f"{tplroot}.loadbalancer", pillar={"cloudify_ha_orch": {"backends": back}},
-                parallel=parallel, require=[{"salt": prev[1]}])
+                sls=[f"{tplroot}.firewall", f"{tplroot}.loadbalancer"],
+                pillar={"cloudify_ha_orch": {"backends": back}}, parallel=parallel,
+                require=[{"salt": prev[1]}])
     return high
 
 
@@ -286,10 +325,12 @@ def rejoin_target(plan, node):
 
 def rejoin_steps(plan, node, pings, tplroot="cloudify_ha", node_state=None):
     """The high data of ``cloudify_ha.orch.rejoin`` for `node` (a minion id), `pings` being the
-    answers of the cluster's managers, CLI hosts and load balancers to test.ping (see
-    rejoin_target), `node_state` the node's answer to cloudify_ha.node_state: a node that is no
+    answers of the cluster's managers, CLI hosts and load balancers to
+    cloudify_ha.maintenance_mode (test.ping for a minion without the formula's modules): see
+    rejoin_target; `node_state` the node's answer to cloudify_ha.node_state: a node that is no
     member (MEMBER_STATES) is taken out of the load balancers before its join and put back
-    after it."""
+    after it. Nothing but a refusal in a cluster in maintenance mode (the runner's rejoin logs
+    it and skips)."""
     if plan["errors"]:
         return salt_refused("cloudify_ha-rejoin-validate",
                             f"rejoin of {ascii(node)}: the cloudify_ha pillar is invalid; nothing "
@@ -302,8 +343,11 @@ def rejoin_steps(plan, node, pings, tplroot="cloudify_ha", node_state=None):
             name=f"ignored: {ascii(node)} is not the minion id of a manager of any cluster in "
                  "pillar cloudify_ha:clusters; nothing ran")}
     prefix = f"cloudify_ha-rejoin-{node}"
-    alive = [mid for mid in rejoin_ping_targets(settings)
-             if isinstance(pings.get(mid), dict) and pings[mid].get("ret") is True]
+    maintenance = maintenance_of(plan, pings).get(settings["name"])
+    if maintenance:
+        return refused(f"{prefix}-maintenance", maintenance_text(
+            settings["name"], *maintenance, f"the rejoin of {node} did not run"))
+    alive = [mid for mid in rejoin_ping_targets(settings) if _answered(pings.get(mid))]
     high = {
         f"{prefix}-sync": _step("salt.state", tgt=node, sls=f"{tplroot}.sync", test=False,
                                 **RUN),
@@ -375,6 +419,10 @@ def retire_steps(plan, cluster, node, pings, tplroot="cloudify_ha"):
     if not alive:
         return refused(f"cloudify_ha-retire-{node}",
                        f"no manager of cluster {cluster} answers; nothing can be retired")
+    maintenance = maintenance_of(plan, pings).get(cluster)
+    if maintenance:
+        return refused(f"cloudify_ha-retire-{node}-maintenance", maintenance_text(
+            cluster, *maintenance, f"{node} was not retired"))
     return {
         "cloudify_ha-retire-sync": _step("salt.state", tgt=alive[0], sls=f"{tplroot}.sync",
                                          test=False, **RUN),

@@ -38,14 +38,19 @@ CLUSTER_DEFAULTS = {
         "client_cert": "",
         "client_key": "",
     },
-    "installer": {"source": "", "cli_source": "", "version": "", "install_timeout": 1800},
+    "installer": {"source": "", "source_hash": "", "cli_source": "", "cli_source_hash": "",
+                  "version": "", "install_timeout": 1800},
     "allow_database_reset": False,
     "replace_stale": False,
     "remove_failed_joins": True,
     # seconds a wiped host's old entry may take to show offline before its join (4.6: tens of
     # seconds, its heartbeat is every 15 s)
     "offline_wait": 60,
-    "firewall": {"enabled": True, "backend": "auto", "rest_sources": [], "firewalld_zone": ""},
+    # the sources are IPv4 (the managers' addresses are); empty rest_sources is every address,
+    # which needs allow_wide_rest_sources (_validate_misc)
+    "firewall": {"enabled": True, "backend": "auto", "rest_sources": [],
+                 "allow_wide_rest_sources": False, "agent_sources": [],
+                 "allow_wide_agent_sources": False, "firewalld_zone": ""},
     "cli_hosts": [],
     "loadbalancer": None,
 }
@@ -73,6 +78,8 @@ LOADBALANCER_DEFAULTS = {
     # node. Its password is a secret, required where the cluster has a load balancer
     "check_user": "cloudify_ha_check",
     "check_password": None,
+    # who may reach `port` through the LB host's firewall: everyone, as a public LB is
+    "sources": ["0.0.0.0/0"],
 }
 SECRET_KEYS = ("admin:password", "database:password", "database:postgres_password")
 # the secrets each role uses, and so the only ones its hosts need in their pillar: a manager
@@ -122,40 +129,91 @@ PATH_RE = re.compile(r"(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){1,32}", ASCII)
 SOURCE_RE = re.compile(r"(salt:/|https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?|)"
                        r"(/[A-Za-z0-9_+%~-][A-Za-z0-9_.+%~-]{0,254}){1,32}", ASCII)
 VERSION_RE = re.compile(r"[0-9]{1,4}(\.[0-9]{1,4}){1,3}(-[A-Za-z0-9_.]{1,32})?", ASCII)
-TIME_RE = re.compile(r"[0-9]{1,9}(us|ms|s|m|h|d)?", ASCII)
-# directories a load balancer's admin socket must not live in directly: the formula chmods the
-# socket's directory to 0750
-SHARED_DIRS = {"/", "/run", "/var/run", "/var", "/tmp", "/var/tmp", "/etc", "/usr", "/srv",
-               "/opt", "/home", "/root", "/dev", "/proc", "/sys", "/var/lib", "/usr/local"}
-TOP_KEYS = ("lookup", "orchestration", "reactor", "tofs", "clusters")
+TIME_RE = re.compile(r"([0-9]{1,9})(us|ms|s|m|h|d)?", ASCII)
+# The paths the formula writes, replaces or lets HAProxy replace, each allowed in one place
+# only (an allow-list: a deny-list of system files is never complete). The places are the same
+# on EL7 and Debian: HAProxy's own run and lib directories (EL7's package makes
+# /var/lib/haproxy and puts its socket there, Debian's makes both and uses /run/haproxy),
+# /etc/haproxy for its configuration, /run for pid files, the master's master.d for its
+# configuration. key: (pattern of the whole path, the place as a message says it, an example)
+PLACES = {
+    "loadbalancer:admin_socket": (
+        re.compile(r"/(run|var/lib)/haproxy(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){1,8}", ASCII),
+        "under HAProxy's own run or lib directory (/run/haproxy/ or /var/lib/haproxy/): HAProxy "
+        "replaces the file at that path with its socket", "/run/haproxy/admin.sock"),
+    "loadbalancer:config_path": (
+        re.compile(r"/etc/haproxy(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){0,7}"
+                   r"/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,250}\.cfg", ASCII),
+        "a '.cfg' file under /etc/haproxy/: the formula replaces that file whole",
+        "/etc/haproxy/haproxy.cfg"),
+    "lookup:haproxy_pidfile": (
+        re.compile(r"/run(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){0,7}"
+                   r"/haproxy[A-Za-z0-9_.+-]{0,240}\.pid", ASCII),
+        "a file under /run/ named haproxy*.pid: HAProxy truncates it and writes its pids "
+        "there (another program's pid file would be lost)", "/run/haproxy.pid"),
+    "reactor:config_file": (
+        re.compile(r"/etc/salt/master\.d/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,250}\.conf", ASCII),
+        "a '.conf' file directly in /etc/salt/master.d/: the formula replaces that file whole "
+        "and the salt-master reads it", "/etc/salt/master.d/cloudify_ha_reactor.conf"),
+    "lookup:haproxy_chroot": (
+        re.compile(r"/var/lib/haproxy(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){0,7}", ASCII),
+        "/var/lib/haproxy or a directory under it (the directory HAProxy's packages make for "
+        "its chroot): the formula writes HAProxy's server states there", "/var/lib/haproxy"),
+    "lookup:firewall_dir": (
+        re.compile(r"/etc/cloudify_ha(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){0,7}", ASCII),
+        "/etc/cloudify_ha or a directory under it: the formula writes its firewall rules and "
+        "the load balancer's certificates there", "/etc/cloudify_ha"),
+}
+TOP_KEYS = ("lookup", "orchestration", "reactor", "tofs", "packages", "clusters")
 LOOKUP_KEYS = {
     # key: (kind, what it must be)
     "installer_package": "package", "cli_package": "package", "psql_package": "package_or_empty",
-    "local_profile": "name", "refresh": "bool", "firewall_dir": "path",
+    "local_profile": "name", "refresh": "bool", "firewall_dir": "lookup:firewall_dir",
     "haproxy_package": "package", "haproxy_service": "package",
-    "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "path",
-    "lock_wait": "positive_int", "prerequisite_packages": "package_list",
-    "haproxy_user": "name", "haproxy_group": "name", "haproxy_chroot": "path",
+    "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "lookup:haproxy_pidfile",
+    "lock_wait": "lock_wait", "prerequisite_packages": "package_list",
+    "haproxy_user": "name", "haproxy_group": "name", "haproxy_chroot": "lookup:haproxy_chroot",
     "haproxy_log": "syslog_address", "haproxy_log_facility": "syslog_facility",
     "haproxy_run_dir": "path_or_empty",
 }
+# where a syslog daemon's UNIX socket may be (HAProxy sends its log lines there): the usual
+# /dev/log, a daemon's own under /run, or one inside HAProxy's chroot
+SYSLOG_SOCKET_DIRS = ("/dev/", "/run/", "/var/lib/haproxy/")
 # HAProxy's syslog facilities (its `log` keyword)
 SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
                      "cron", "auth2", "ftp", "ntp", "audit", "alert", "cron2",
                      *(f"local{n}" for n in range(8)))
-ORCHESTRATION_KEYS = {"ping_timeout": "positive_int"}
+ORCHESTRATION_KEYS = {"ping_timeout": "ping_timeout"}
 # the templates an operator can override (TOFS, as saltstack-formulas/template-formula does):
 # state id -> the formula's file, under <path_prefix>/files/<switch value>/ or .../default/
 TOFS_FILES = {
     "cloudify_ha-loadbalancer-config": "haproxy.cfg.jinja",
     "cloudify_ha-firewall-nftables-file": "firewall.nft.jinja",
     "cloudify_ha-firewall-iptables-file": "firewall.iptables.jinja",
+    "cloudify_ha-firewall-ip6tables-file": "firewall.ip6tables.jinja",
 }
 TOFS_KEYS = ("path_prefix", "files_switch", "source_files")
 TOFS_SWITCH = ["id", "os_family"]
-SEGMENT_RE = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}", ASCII)
+# a path segment on the salt file server: not starting with '-' (never read as an option)
+SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}", ASCII)
 GRAIN_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(:[A-Za-z_][A-Za-z0-9_]{0,63}){0,7}", ASCII)
-REACTOR_KEYS = {"enabled": "bool", "config_file": "path"}
+REACTOR_KEYS = {"enabled": "bool", "config_file": "reactor:config_file"}
+REACTOR_DEFAULTS = {"enabled": True, "config_file": "/etc/salt/master.d/cloudify_ha_reactor.conf"}
+# what a package source needs beside it: over plain http a hash (the minion checks the file
+# against it before the package manager sees it); a strong digest only
+SOURCE_HASH_RE = re.compile(r"sha256=[0-9a-f]{64}|sha384=[0-9a-f]{96}|sha512=[0-9a-f]{128}",
+                            ASCII)
+# databases a non-join install must never be pointed at: PostgreSQL's own, and the two the
+# installer drops whatever database:name says (a name equal to one of them drops it twice)
+RESERVED_DATABASES = ("postgres", "template0", "template1", "stage", "composer")
+# bounds of the HAProxy times, in ms (HAProxy reads a bare number as ms): key -> (least, most,
+# as a message says them)
+TIME_BOUNDS = {"inter": (100, 3_600_000, "100ms to 1h"),
+               "timeout_connect": (100, 3_600_000, "100ms to 1h"),
+               "timeout_client": (1_000, 86_400_000, "1s to 24h"),
+               "timeout_server": (1_000, 86_400_000, "1s to 24h")}
+TIME_UNITS = {"us": 0.001, "ms": 1, "": 1, "s": 1_000, "m": 60_000, "h": 3_600_000,
+              "d": 86_400_000}
 # keys a 4.6 cluster cannot have: each follower must use the leader's database (the seed's
 # warning); a second value invites the incompatible_cluster_architecture refusal
 PER_MANAGER_DB_KEYS = ("database_ip", "database", "database_host", "db_host")
@@ -255,6 +313,14 @@ def _is_int(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _time_ms(value):
+    """An HAProxy time in milliseconds (a bare number is ms), or None when it is not one."""
+    if _is_int(value) and value >= 0:
+        return value
+    match = TIME_RE.fullmatch(value) if isinstance(value, str) else None
+    return int(match.group(1)) * TIME_UNITS[match.group(2) or ""] if match else None
+
+
 def _is_pem(value):
     return (isinstance(value, str) and value.lstrip().startswith("-----BEGIN ")
             and "-----END " in value)
@@ -307,16 +373,27 @@ KINDS = {
                 "is not a package version such as '4.6' or '4.5.5' (a string: quote it in YAML, "
                 "4.10 unquoted is the number 4.1)"),
     "ipv4": (_is_ip, "is not an IPv4 address"),
-    "time": (lambda v: (isinstance(v, str) and bool(TIME_RE.fullmatch(v))) or
-             (_is_int(v) and v >= 0), "is not an HAProxy time (e.g. 2s, 500ms)"),
     "pem": (lambda v: v in ("", None) or _is_pem(v),
             "is not PEM text (-----BEGIN ...----- ... -----END ...-----)"),
     "path_or_empty": (lambda v: v == "" or _is_path(v), "is not a plain absolute path, or ''"),
-    "syslog_address": (lambda v: _is_path(v) or _is_ip_port(v),
-                       "is not a syslog address: a UNIX socket's path (e.g. /dev/log) or an IPv4 "
-                       "address with an optional :port (e.g. 127.0.0.1 or 10.0.0.9:514)"),
+    "syslog_address": (lambda v: (_is_path(v) and v.startswith(SYSLOG_SOCKET_DIRS))
+                       or _is_ip_port(v),
+                       "is not a syslog address: a UNIX socket's path under "
+                       f"{', '.join(SYSLOG_SOCKET_DIRS)} (e.g. /dev/log) or an IPv4 address with "
+                       "an optional :port (e.g. 127.0.0.1 or 10.0.0.9:514)"),
     "syslog_facility": (lambda v: v in SYSLOG_FACILITIES,
                         f"is not a syslog facility ({', '.join(SYSLOG_FACILITIES)})"),
+    "lock_wait": (lambda v: _is_int(v) and 1 <= v <= 86400,
+                  "must be a whole number of seconds from 1 to 86400 (a day)"),
+    "ping_timeout": (lambda v: _is_int(v) and 1 <= v <= 300,
+                     "must be a whole number of seconds from 1 to 300"),
+    "source_hash": (lambda v: v == "" or (isinstance(v, str)
+                                          and bool(SOURCE_HASH_RE.fullmatch(v))),
+                    "is not a package file's hash: sha256=<64 hex digits>, sha384=<96> or "
+                    "sha512=<128>, lower case (e.g. the output of sha256sum), or empty"),
+    **{key: ((lambda pattern: lambda v: isinstance(v, str) and bool(pattern.fullmatch(v)))(
+        pattern), f"is not {place}; e.g. {example}")
+       for key, (pattern, place, example) in PLACES.items()},
 }
 
 
@@ -399,6 +476,7 @@ def validate(pillar, minion_id=None):
                        ORCHESTRATION_KEYS)
         _check_section(errors, "cloudify_ha:reactor", pillar.get("reactor"), REACTOR_KEYS)
         _validate_tofs(errors, pillar.get("tofs"))
+        _validate_packages(errors, pillar.get("packages"))
     clusters = (pillar or {}).get("clusters") if isinstance(pillar, dict) else None
     if not isinstance(clusters, dict) or not clusters:
         return (errors + [f"{ROOT}: no cluster defined; add at least one cluster under "
@@ -440,7 +518,36 @@ def validate(pillar, minion_id=None):
         _validate_rest(errors, where, settings)
         _validate_misc(errors, where, settings)
         _validate_loadbalancer(errors, where, settings, needed)
+        _collect_roles(seen, where, settings)
+    _validate_one_role(errors, seen)
     return errors, warnings
+
+
+def _collect_roles(seen, where, settings):
+    """The plain minion ids of this cluster's CLI hosts and load balancers, where each is first
+    named (a manager's are in seen["minion_id"] already)."""
+    lb = settings.get("loadbalancer")
+    for role, ids, at in (("cli", settings.get("cli_hosts"), f"{where}:cli_hosts"),
+                          ("lb", lb.get("minion_ids") if isinstance(lb, dict) else None,
+                           f"{where}:loadbalancer:minion_ids")):
+        for index, mid in enumerate(ids if isinstance(ids, list) else []):
+            if isinstance(mid, str) and MINION_ID_RE.fullmatch(mid):
+                seen.setdefault(role, {}).setdefault(mid, f"{at}:{index}")
+
+
+def _validate_one_role(errors, seen):
+    """A minion has one role across the whole pillar: a manager (which has cfy and serves the
+    REST port itself), a CLI host or a load balancer (HAProxy takes the REST port). The same
+    CLI host or load balancer may serve several clusters."""
+    managers, cli, lbs = seen["minion_id"], seen.get("cli", {}), seen.get("lb", {})
+    for role, ids in (("CLI host", cli), ("load balancer", lbs)):
+        for mid, where in ids.items():
+            other = (("a manager", managers.get(mid)), ("a CLI host", cli.get(mid)
+                                                        if role != "CLI host" else None))
+            for what, at in other:
+                if at is not None:
+                    errors.append(f"{where}: {q(mid)} is also {what} (at {at}): a minion has "
+                                  f"one role across the pillar; make another host the {role}")
 
 
 def _validate_managers(errors, warnings, where, settings, seen):
@@ -587,6 +694,11 @@ def _validate_database(errors, where, settings, needed):
             errors.append(f"{where}:database:{key}: must be a non-empty string")
         else:
             _check(errors, f"{where}:database", key, db[key], kind)
+    if db.get("name") in RESERVED_DATABASES:
+        errors.append(f"{where}:database:name: {q(db['name'])} is PostgreSQL's own or one the "
+                      "installer drops besides this one (not one of "
+                      f"{', '.join(RESERVED_DATABASES)}): a non-join install drops and "
+                      "recreates database:name; give Cloudify its own, e.g. cloudify_db")
     if db.get("username") == "postgres":
         errors.append(f"{where}:database:username: 'postgres' is the superuser "
                       "(database:postgres_password); give Cloudify its own user, e.g. cloudify")
@@ -831,22 +943,58 @@ def _validate_misc(errors, where, settings):
         errors.append(f"{where}:firewall:firewalld_zone: {q(zone)} is not a firewalld zone name "
                       "(ASCII letters, digits, '_' or '-', at most 17, not starting with '-') or '' for "
                       "the default zone")
-    sources = firewall.get("rest_sources")
-    if not isinstance(sources, list):
-        errors.append(f"{where}:firewall:rest_sources: must be a list of IPv4 addresses or "
-                      "networks (e.g. 10.0.0.20/32)")
-    else:
-        for index, source in enumerate(sources):
-            if not (_is_ip(source) or _is_network(source)):
-                errors.append(f"{where}:firewall:rest_sources:{index}: {q(source)} is not an "
-                              "IPv4 address or network with its host bits zero (e.g. "
-                              "10.0.0.20 or 10.0.1.0/24)")
+    # a firewall section that is not a mapping is reported already: its defaults are not to blame
+    enabled = firewall.get("enabled") is not False and \
+        f"{where}:firewall: must be a mapping (see pillar.example)" not in errors
+    for key, ports in (("rest_sources", "the REST port"), ("agent_sources", "5671 and 53333")):
+        wide = f"allow_wide_{key}"
+        if not isinstance(firewall.get(wide), bool):
+            errors.append(f"{where}:firewall:{wide}: must be true or false")
+        _check_sources(errors, f"{where}:firewall", key, firewall.get(key), ports,
+                       wide=wide if enabled and firewall.get(wide) is not True else None)
+    if enabled and firewall.get("rest_sources") == [] and \
+            firewall.get("allow_wide_rest_sources") is not True:
+        errors.append(f"{where}:firewall:rest_sources: empty, which opens the REST port to every "
+                      "address; list the addresses of the load balancer and the CLI hosts (e.g. "
+                      f"10.0.0.20, 10.0.1.0/24), or set {where}:firewall:allow_wide_rest_sources: "
+                      "true to open it to every address on purpose")
     installer = settings["installer"]
     timeout = installer.get("install_timeout")
-    if not _is_int(timeout) or timeout <= 0:
-        errors.append(f"{where}:installer:install_timeout: must be a positive number of seconds")
-    for key, kind in (("source", "source"), ("cli_source", "source"), ("version", "version")):
-        _check(errors, f"{where}:installer", key, installer.get(key), kind)
+    if not _is_int(timeout) or not 60 <= timeout <= 86400:
+        errors.append(f"{where}:installer:install_timeout: {q(timeout)} must be a whole number "
+                      "of seconds from 60 to 86400 (a day)")
+    _check(errors, f"{where}:installer", "version", installer.get("version"), "version")
+    for key in ("source", "cli_source"):
+        source, digest = installer.get(key), installer.get(f"{key}_hash")
+        valid = _check(errors, f"{where}:installer", key, source, "source")
+        if not _check(errors, f"{where}:installer", f"{key}_hash", digest, "source_hash"):
+            continue
+        if valid and source.startswith("http://") and not digest:
+            errors.append(f"{where}:installer:{key}: {q(source)} comes over plain http, which "
+                          "anyone on the way can change, and installs as root: give "
+                          f"installer:{key}_hash (sha256=<the file's sha256sum>) or serve it "
+                          "over https or salt://")
+        elif valid and digest and not source:
+            errors.append(f"{where}:installer:{key}_hash: given without installer:{key}; set "
+                          f"both or neither")
+
+
+def _check_sources(errors, where, key, sources, ports, wide=None):
+    """where:key is a list of IPv4 addresses or networks (host bits zero) that the firewall lets
+    through to `ports`; with `wide` (the key that allows it), a network wider than a /8 is an
+    error naming both keys."""
+    if not isinstance(sources, list):
+        errors.append(f"{where}:{key}: must be a list of IPv4 addresses or networks (e.g. "
+                      "10.0.0.20 or 10.0.1.0/24)")
+        return
+    for index, source in enumerate(sources):
+        if not (_is_ip(source) or _is_network(source)):
+            errors.append(f"{where}:{key}:{index}: {q(source)} is not an IPv4 address or network "
+                          "with its host bits zero (e.g. 10.0.0.20 or 10.0.1.0/24)")
+        elif wide and ipaddress.IPv4Network(source).prefixlen < 8:
+            errors.append(f"{where}:{key}:{index}: {source} is wider than a /8 (it opens {ports} "
+                          f"to more than 16 million addresses); list narrower networks, or set "
+                          f"{where}:{wide}: true to open it that wide on purpose")
 
 
 def _validate_loadbalancer(errors, where, settings, needed):
@@ -865,13 +1013,15 @@ def _validate_loadbalancer(errors, where, settings, needed):
     else:
         for index, mid in enumerate(ids):
             _check(errors, f"{lwhere}:minion_ids", index, mid, "minion_id")
-    for key in ("port", "fall", "rise"):
+    for key, most in (("port", 65535), ("fall", 100), ("rise", 100)):
         value = lb.get(key)
-        if not _is_int(value) or value <= 0 or (key == "port" and value > 65535):
-            errors.append(f"{lwhere}:{key}: {q(value)} must be a positive integer"
-                          + (" (at most 65535)" if key == "port" else ""))
-    for key in ("inter", "timeout_connect", "timeout_client", "timeout_server"):
-        _check(errors, lwhere, key, lb.get(key), "time")
+        if not _is_int(value) or not 1 <= value <= most:
+            errors.append(f"{lwhere}:{key}: {q(value)} must be a whole number from 1 to {most}")
+    for key, (least, most, shown) in TIME_BOUNDS.items():
+        value = lb.get(key)
+        if not least <= (_time_ms(value) or 0) <= most:
+            errors.append(f"{lwhere}:{key}: {q(value)} is not an HAProxy time from {shown} "
+                          "(e.g. 2s, 500ms; a bare number is milliseconds)")
     _check(errors, lwhere, "bind", lb.get("bind"), "ipv4")
     for key in ("ssl", "verify_backend_ca"):
         if not isinstance(lb.get(key), bool):
@@ -881,18 +1031,12 @@ def _validate_loadbalancer(errors, where, settings, needed):
                       "certificate and its key, as HAProxy's crt takes it)")
     elif lb.get("ssl_cert") not in (None, ""):
         _check(errors, lwhere, "ssl_cert", lb["ssl_cert"], "pem")
-    socket = lb.get("admin_socket")
-    if _check(errors, lwhere, "admin_socket", socket, "path"):
-        parent = socket.rsplit("/", 1)[0] or "/"
-        if parent in SHARED_DIRS:
-            errors.append(f"{lwhere}:admin_socket: {q(socket)} is directly in {parent}, which "
-                          "the formula would make 0750: give the socket a directory of its own "
-                          "(e.g. /run/haproxy/admin.sock)")
-    config = lb.get("config_path")
-    if _check(errors, lwhere, "config_path", config, "path") and not config.endswith(".cfg"):
-        errors.append(f"{lwhere}:config_path: {q(config)} is not an HAProxy configuration file: "
-                      "the formula replaces that file whole; name a '.cfg' file (e.g. "
-                      "/etc/haproxy/haproxy.cfg)")
+    for key in ("admin_socket", "config_path"):
+        _check(errors, lwhere, key, lb.get(key), f"loadbalancer:{key}")
+    _check_sources(errors, lwhere, "sources", lb.get("sources"), "the load balancer's port")
+    if lb.get("sources") == []:
+        errors.append(f"{lwhere}:sources: empty, which lets nobody reach the load balancer; list "
+                      "the networks of its clients, or [0.0.0.0/0] for everyone (the default)")
     _validate_lb_host(errors, lwhere, lb)
     _validate_check_user(errors, lwhere, lb, settings["admin"], needed)
 
@@ -955,8 +1099,8 @@ def _validate_tofs(errors, tofs):
     if "path_prefix" in tofs and not _is_relative(tofs["path_prefix"]):
         errors.append(f"{where}:path_prefix: {q(tofs['path_prefix'])} is not a directory on the "
                       "salt file server as salt://<path_prefix>/files/... uses it: ASCII "
-                      "letters, digits, '.', '_', '+', '-' between slashes, no leading slash, no "
-                      "'.' or '..' part (e.g. cloudify_ha_site)")
+                      "letters, digits, '.', '_', '+', '-' between slashes, each part starting "
+                      "with a letter, digit or '_', no leading slash (e.g. cloudify_ha_site)")
     switch = tofs.get("files_switch", TOFS_SWITCH)
     if not isinstance(switch, list) or not all(isinstance(g, str) and GRAIN_KEY_RE.fullmatch(g)
                                                for g in switch):
@@ -973,7 +1117,131 @@ def _validate_tofs(errors, tofs):
                                       all(_is_relative(n, most=8) for n in names)):
             errors.append(f"{where}:source_files:{sid}: {q(names)} must be a list of file names "
                           "relative to <path_prefix>/files/<switch value>/ (ASCII letters, "
-                          "digits, '.', '_', '+', '-' between slashes, no '.' or '..' part)")
+                          "digits, '.', '_', '+', '-' between slashes, each part starting with a "
+                          "letter, digit or '_')")
+
+
+# ---- where the package states install from (cloudify_ha:packages) -------------------------
+# yum repositories for the RedHat family (Cloudify 4.6 runs on EL7 only), written with Salt's
+# pkgrepo.managed, and the ids every pkg state of the formula installs from (`fromrepo`: yum's
+# --disablerepo='*' --enablerepo=<ids>). apt sources are not managed: a key for another family
+# is refused. Nothing changes in a host's repositories unless `repos` lists one.
+PACKAGES_FAMILIES = ("RedHat",)
+PACKAGES_KEYS = ("repos", "fromrepo")
+REPO_KEYS = ("id", "name", "baseurl", "gpgkey", "gpgcheck")
+# a yum variable ($basearch, $releasever): yum substitutes it, no shell ever sees it (whole:
+# a variable is never split into a shorter one and letters, which keeps the match linear)
+_YUM_VAR = r"\$[A-Za-z_][A-Za-z0-9_]{0,31}(?![A-Za-z0-9_])"
+REPO_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", ASCII)
+REPO_NAME_RE = re.compile(rf"[A-Za-z0-9](?:[A-Za-z0-9_.,()+-]|{_YUM_VAR}){{0,127}}", ASCII)
+REPO_URL_RE = re.compile(rf"(https?://[A-Za-z0-9.-]{{1,253}}(:[0-9]{{1,5}})?|file://)"
+                         rf"(/(?:[A-Za-z0-9_.+%~-]|{_YUM_VAR}){{1,255}}){{1,32}}/?", ASCII)
+KINDS.update({
+    "repo_id": (lambda v: isinstance(v, str) and bool(REPO_ID_RE.fullmatch(v)),
+                "is not a yum repository id (ASCII letters, digits, '.', '_', '-', starting "
+                "with a letter or digit, e.g. base)"),
+    "repo_name": (lambda v: isinstance(v, str) and bool(REPO_NAME_RE.fullmatch(v)),
+                  "is not a plain repository name (ASCII letters, digits, _ . , ( ) + - and "
+                  "yum variables such as $releasever, no space, starting with a letter or "
+                  "digit), or empty for the id"),
+    "repo_url": (lambda v: isinstance(v, str) and len(v) <= 2048 and bool(
+        REPO_URL_RE.fullmatch(v)) and not any(part in (".", "..") for part in v.split("/")[3:]),
+                 "is not a repository URL: http(s)://host/path or file:///path, of ASCII "
+                 "letters, digits, '.', '_', '+', '%', '~', '-' and yum variables such as "
+                 "$basearch between slashes"),
+})
+
+
+def _validate_packages(errors, packages):
+    """cloudify_ha:packages: the yum repositories and repository ids of the package states."""
+    where = "cloudify_ha:packages"
+    if packages is None:
+        return
+    if not isinstance(packages, dict):
+        errors.append(f"{where}: must be a mapping of OS family to its package sources "
+                      "(packages:RedHat; see pillar.example)")
+        return
+    for family in sorted(set(packages) - set(PACKAGES_FAMILIES), key=q):
+        hint = _suggest(family, PACKAGES_FAMILIES)
+        errors.append(f"{where}:{_key(family)}: the formula sets package sources for the "
+                      f"RedHat family only (yum, where Cloudify 4.6 runs){hint}; apt and other "
+                      "families' sources are not managed: set them up on those hosts yourself "
+                      "and remove this key")
+    for family in PACKAGES_FAMILIES:
+        _validate_family_packages(errors, f"{where}:{family}", packages.get(family))
+
+
+def _validate_family_packages(errors, where, settings):
+    if not _section(errors, where, settings, PACKAGES_KEYS):
+        return
+    repos = settings.get("repos", [])
+    if not isinstance(repos, list):
+        errors.append(f"{where}:repos: must be a list of repositories (id, name, baseurl, "
+                      "gpgkey, gpgcheck; see pillar.example)")
+    else:
+        seen = {}
+        for index, repo in enumerate(repos):
+            _validate_repo(errors, f"{where}:repos:{index}", repo, seen)
+    fromrepo = settings.get("fromrepo", [])
+    if not isinstance(fromrepo, list):
+        errors.append(f"{where}:fromrepo: must be a list of repository ids (e.g. [base, "
+                      "updates]), or [] for the host's enabled repositories")
+    else:
+        for index, rid in enumerate(fromrepo):
+            _check(errors, f"{where}:fromrepo", index, rid, "repo_id")
+
+
+def _validate_repo(errors, where, repo, seen):
+    if not isinstance(repo, dict):
+        errors.append(f"{where}: must be a mapping with id and baseurl (and name, gpgkey, "
+                      "gpgcheck; see pillar.example)")
+        return
+    _unknown_keys(errors, where, repo, REPO_KEYS)
+    rid = repo.get("id")
+    if rid in (None, ""):
+        errors.append(f"{where}:id: required; the repository's id (its [section] under "
+                      "/etc/yum.repos.d, e.g. base)")
+    elif _check(errors, where, "id", rid, "repo_id"):
+        if rid in seen:
+            errors.append(f"{where}:id: {q(rid)} is also the id of {seen[rid]}: give each "
+                          "repository its own id")
+        seen.setdefault(rid, where)
+    if repo.get("name") not in (None, ""):
+        _check(errors, where, "name", repo["name"], "repo_name")
+    gpgcheck = repo.get("gpgcheck", True)
+    if not isinstance(gpgcheck, bool):
+        errors.append(f"{where}:gpgcheck: {q(gpgcheck)} must be true or false")
+    baseurl = repo.get("baseurl")
+    if baseurl in (None, ""):
+        errors.append(f"{where}:baseurl: required; the repository's URL (e.g. "
+                      "http://vault.centos.org/7.9.2009/os/$basearch/)")
+    elif _check(errors, where, "baseurl", baseurl, "repo_url") and \
+            baseurl.startswith("http://") and gpgcheck is False:
+        errors.append(f"{where}:baseurl: {q(baseurl)} comes over plain http, which anyone on "
+                      "the way can change, and its packages install as root: set gpgcheck: "
+                      "true (with the repository's gpgkey) or serve it over https")
+    gpgkey = repo.get("gpgkey")
+    if gpgkey not in (None, ""):
+        if isinstance(gpgkey, str) and gpgkey.startswith("http://"):
+            errors.append(f"{where}:gpgkey: {q(gpgkey)} comes over plain http: whoever "
+                          "changes it on the way signs the packages yum then trusts; fetch it "
+                          "over https or give it as a file:///path on the host")
+        else:
+            _check(errors, where, "gpgkey", gpgkey, "repo_url")
+
+
+def packages_for(packages, os_family):
+    """Where this minion's package states install from (``packages``, cloudify_ha:packages,
+    must have passed ``validate``): its OS family's ``repos`` with their defaults (name: the
+    id, gpgcheck: true, gpgkey: none) and ``fromrepo`` as yum takes it (comma-separated ids,
+    '' for the host's enabled repositories). Another family gets neither."""
+    settings = packages.get(os_family) if isinstance(packages, dict) and \
+        isinstance(os_family, str) else None
+    settings = settings if isinstance(settings, dict) else {}
+    repos = [{"id": repo["id"], "name": repo.get("name") or repo["id"],
+              "baseurl": repo["baseurl"], "gpgkey": repo.get("gpgkey") or "",
+              "gpgcheck": repo.get("gpgcheck", True)} for repo in settings.get("repos") or []]
+    return {"repos": repos, "fromrepo": ",".join(settings.get("fromrepo") or [])}
 
 
 def _grain(grains, key):
@@ -1055,7 +1323,8 @@ def public(settings):
 def for_minion(pillar, minion_id, lookup_defaults=None, tplroot="cloudify_ha", grains=None):
     """What this minion's SLS render from: the pillar validated (``errors``, ``warnings``), the
     platform values (``lookup``: the defaults with the pillar's over them) and, only when the
-    pillar is valid, the minion's roles (``me``: the cluster it manages, as ``public`` settings,
+    pillar is valid, the reactor's settings (``reactor``, for the master's own minion), the
+    minion's roles (``me``: the cluster it manages, as ``public`` settings,
     and the clusters it is a CLI host or a load balancer of) and those clusters' public
     settings (``clusters``), and where each overridable template is looked for (``tofs``, see
     ``tofs_sources``; ``grains`` the minion's). Never a secret: the states' modules read those
@@ -1066,14 +1335,17 @@ def for_minion(pillar, minion_id, lookup_defaults=None, tplroot="cloudify_ha", g
                     if isinstance(pillar, dict) and isinstance(pillar.get("lookup"), dict) else {})
     me = {"cluster": None, "cluster_name": None, "manager": None, "cli_of": [], "lb_of": []}
     out = {"errors": errors, "warnings": warnings, "lookup": lookup_, "me": me, "clusters": {},
-           "tofs": {}}
+           "tofs": {}, "reactor": {}, "packages": packages_for(None, None)}
     if errors:
         return out
+    out["reactor"] = merge(REACTOR_DEFAULTS, pillar.get("reactor") or {})
     if not _is_relative(tplroot, most=1):
         out["errors"] = [f"the formula's directory {q(tplroot)} is not a plain name (ASCII "
                          "letters, digits, '.', '_', '+', '-'): rename it"]
         return out
     out["tofs"] = tofs_sources(pillar.get("tofs"), tplroot, grains)
+    out["packages"] = packages_for(pillar.get("packages"), (grains or {}).get("os_family")
+                                   if isinstance(grains, Mapping) else None)
     for cname, settings in built["clusters"].items():
         mine = False
         for manager in settings["managers"]:
@@ -1107,7 +1379,9 @@ def find_manager(pillar, minion_id, cluster=None):
 
 
 def secrets_in(settings):
-    """Every secret of a cluster, to scrub them from anything returned or logged."""
+    """Every secret of a cluster, to scrub them from anything returned or logged: the
+    passwords, the private keys, and each ``user:password`` pair (what HTTP Basic auth and
+    URIs carry)."""
     found = set()
     for path in SECRET_KEYS:
         section, key = path.split(":")
@@ -1118,29 +1392,55 @@ def secrets_in(settings):
         value = (settings.get("database") or {}).get(key)
         if value:
             found.add(str(value))
+    admin, db = settings.get("admin") or {}, settings.get("database") or {}
+    for user, password in ((admin.get("username"), admin.get("password")),
+                           (db.get("username"), db.get("password")),
+                           ("postgres", db.get("postgres_password"))):
+        if user and password:
+            found.add(f"{user}:{password}")
     lb = settings.get("loadbalancer")
     if isinstance(lb, dict) and lb.get("check_password"):
         found.add(str(lb["check_password"]))
+        if lb.get("check_user"):
+            found.add(f"{lb['check_user']}:{lb['check_password']}")
     return found
 
 
-def scrub(text, secrets):
-    if not isinstance(text, str):
-        return text
-    for secret in sorted(secrets, key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, "******")
-    return text
-
-
 def secret_forms(secret, username=None):
-    """Every way a secret is written where it leaks: as it is, quoted for JSON, YAML, Python
-    (4.6's `Running: [...]` lines are a Python list's repr) and a shell, URL-encoded, and with
-    its user as HTTP Basic's base64."""
+    """The ways a secret is written where it may end up in a message or a log: as is; escaped
+    as JSON, YAML (double and single quoted), Python reprs (4.6's `Running: [...]` lines are a
+    Python list's repr) and a shell write it; URL-encoded (``%20`` and ``+`` for a space, hex
+    digits in either case); and base64 (standard and URL-safe, as HTTP Basic auth sends
+    ``user:password``: ``secrets_in`` lists those pairs, or give ``username``)."""
     forms = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1],
-             repr(secret)[1:-1], secret.replace("\\", "\\\\").replace("'", "\\'"),
-             secret.replace("'", "''"), shlex.quote(secret), urllib.parse.quote(secret),
-             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+             repr(secret)[1:-1], ascii(secret)[1:-1], secret.replace("'", "''"),
+             secret.replace("\\", "\\\\").replace("'", "\\'"), shlex.quote(secret)}
     if username:
         forms.add(base64.b64encode(f"{username}:{secret}".encode()).decode())
+    try:
+        import yaml  # pylint: disable=import-outside-toplevel
+        for style in ('"', "'"):
+            dumped = yaml.safe_dump(secret, default_style=style, width=1 << 30).rstrip("\n")
+            forms.add(dumped[1:-1])
+    except ImportError:  # everywhere Salt runs PyYAML is there
+        pass
+    for quote in (urllib.parse.quote, urllib.parse.quote_plus):
+        for safe in ("", "/"):
+            encoded = quote(secret, safe=safe)
+            forms.update((encoded, re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(), encoded)))
+    raw = secret.encode("utf-8", "surrogatepass")
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        encoded = encode(raw).decode()
+        forms.update((encoded, encoded.rstrip("=")))
     return {form for form in forms if form}
+
+
+def scrub(text, secrets):
+    """``text`` with every form of every secret (``secret_forms``) replaced by ``******``."""
+    if not isinstance(text, str):
+        return text
+    forms = {form for secret in secrets if secret for form in secret_forms(str(secret))}
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, "******")
+    return text
+

@@ -1,7 +1,9 @@
 """Cloudify 4.6 REST client used by the execution module and the runner.
 
 Basic auth, the Tenant header, TLS verification on (against the pillar's CA when given),
-bounded timeouts, and retries only where a retry is safe (a GET that found nobody home).
+bounded timeouts, and retries only where a retry is safe (a GET that found nobody home). The
+environment is not trusted: HTTP_PROXY/HTTPS_PROXY/NO_PROXY (a proxy would get the admin's
+Authorization header), REQUESTS_CA_BUNDLE and .netrc change nothing.
 """
 
 import base64
@@ -86,9 +88,11 @@ def request(endpoint, method, path, body=None, timeout=None, retries=None):
     attempt = 0
     while True:
         try:
-            resp = requests.request(method, endpoint.url(path), headers=headers, json=body,
-                                    timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT),
-                                    verify=verify, allow_redirects=False)
+            with requests.Session() as session:
+                session.trust_env = False
+                resp = session.request(method, endpoint.url(path), headers=headers, json=body,
+                                       timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT),
+                                       verify=verify, allow_redirects=False)
             break
         except requests.exceptions.SSLError as exc:
             raise RestError(0, "tls_error", f"TLS verification of {endpoint.host} failed: "

@@ -48,16 +48,20 @@
 {%-     endif %}
 {%-   endfor %}
 
+{#- from the repositories cloudify_ha:packages names (cloudify_ha.repos) #}
+{%-   from tplroot ~ "/macros.jinja" import package_options with context %}
+
 cloudify_ha-loadbalancer-package:
   pkg.installed:
     - name: {{ lookup.haproxy_package | json }}
     - refresh: {{ lookup.refresh | json }}
+{{- package_options(mapdata.packages) }}
 
+{#- created 0750 where it is missing; a directory HAProxy's package made is left as it is #}
 cloudify_ha-loadbalancer-socket-dir:
-  file.directory:
+  cloudify_ha_lb.directory_created:
     - name: {{ socket_dir | json }}
     - mode: "0750"
-    - makedirs: true
 
 {#- /run is empty after a boot: a socket directory there that the package does not make anew
     at every start is made by systemd-tmpfiles at boot (HAProxy does not start without it) #}
@@ -165,7 +169,7 @@ cloudify_ha-loadbalancer-config:
         haproxy: {{ haproxy | json }}
     - require:
       - pkg: cloudify_ha-loadbalancer-package
-      - file: cloudify_ha-loadbalancer-socket-dir
+      - cloudify_ha_lb: cloudify_ha-loadbalancer-socket-dir
       - file: cloudify_ha-loadbalancer-config-private
 
 {#- HAProxy from 1.6 loads the server states this saves right before a reload: the new process
@@ -209,3 +213,6 @@ cloudify_ha-loadbalancer-nothing-here:
 # one run of the formula at a time on this host
 include:
   - {{ tplroot }}.lock
+{%- if clusters and mapdata.packages.repos %}
+  - {{ tplroot }}.repos
+{%- endif %}

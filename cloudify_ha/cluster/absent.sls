@@ -4,7 +4,8 @@
 {%- from tplroot ~ "/macros.jinja" import refused with context %}
 {%- set node = salt["pillar.get"]("cloudify_ha_orch:node") %}
 {%- set cluster = salt["pillar.get"]("cloudify_ha_orch:cluster") %}
-{#- plain names only (cloudify_ha_pillar.NAME_RE, matched whole): nothing else reaches a state #}
+{#- plain names only (cloudify_ha_pillar.NAME_RE, matched whole): nothing else reaches a state,
+    and that only as data #}
 {%- set plain = "([A-Za-z0-9][A-Za-z0-9_.-]{0,62})\\Z" %}
 {%- if not (node and cluster) %}
 {{- refused("cloudify_ha-cluster-absent-missing-pillar",
@@ -17,7 +18,7 @@
             "(ASCII letters, digits, '.', '_', '-'); nothing was changed") }}
 {%- else %}
 
-cloudify_ha-cluster-absent-{{ node }}:
+{{ ("cloudify_ha-cluster-absent-" ~ node) | json }}:
   cloudify_ha.node_absent:
     - name: {{ node | json }}
     - cluster: {{ cluster | json }}

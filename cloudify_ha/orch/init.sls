@@ -1,5 +1,7 @@
 #!py
 """salt-run state.orch cloudify_ha.orch [pillar='{"cluster": "<name>"}']
+(or the cluster under cloudify_ha_orch, which no other formula's pillar collides with:
+cloudify_ha_master.orch_argument)
 
 Builds every cluster in pillar (or the one named), clusters in parallel:
   validate -> sync the formula's modules to minions whose copies are not current -> the
@@ -23,7 +25,8 @@ NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than t
               "'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then "
               "re-run")
 NEEDED = ("cloudify_ha.plan", "cloudify_ha_master.orch_steps", "cloudify_ha_master.orch_targets",
-          "cloudify_ha_master.minions_without_modules", "cloudify_ha_master.formula_modules")
+          "cloudify_ha_master.ask", "cloudify_ha_master.formula_modules",
+          "cloudify_ha_master.orch_argument")
 
 
 def _salt_fails(sid, text):
@@ -37,22 +40,16 @@ def run():
     if not all(fun in __salt__ for fun in NEEDED):  # noqa: F821
         # Salt's own state: without the formula's modules the master has no formula state either
         return _salt_fails("cloudify_ha-orch-validate", NOT_SYNCED)
-    only = __pillar__.get("cluster") or None  # noqa: F821
+    only = __salt__["cloudify_ha_master.orch_argument"]("cluster") or None  # noqa: F821
     plan = __salt__["cloudify_ha.plan"](cluster=only)  # noqa: F821
-    answers, new_hosts = {}, []
+    answers = {}
     everyone = __salt__["cloudify_ha_master.orch_targets"]("orch", plan)  # noqa: F821
     if everyone:
         timeout = ((__pillar__.get("cloudify_ha") or {}).get("orchestration")  # noqa: F821
                    or {}).get("ping_timeout", 5)
         expected = __salt__["cloudify_ha_master.formula_modules"]()  # noqa: F821
-        new_hosts = __salt__["cloudify_ha_master.minions_without_modules"](everyone)  # noqa: F821
-        asked = [mid for mid in everyone if mid not in new_hosts]
-        if asked:
-            answers.update(__salt__["saltutil.cmd"](  # noqa: F821
-                tgt=asked, tgt_type="list", fun="cloudify_ha.orch_facts",
-                kwarg={"expected": expected}, timeout=timeout))
-        if new_hosts:
-            answers.update(__salt__["saltutil.cmd"](  # noqa: F821
-                tgt=new_hosts, tgt_type="list", fun="test.ping", timeout=timeout))
+        # orch_facts, or test.ping of a minion the master knows lacks the formula's modules
+        answers = __salt__["cloudify_ha_master.ask"](  # noqa: F821
+            everyone, "cloudify_ha.orch_facts", kwarg={"expected": expected}, timeout=timeout)
     return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
         "orch", plan, answers=answers, tplroot=tplroot)

@@ -31,5 +31,7 @@ def run():
         log.warning("cloudify_ha reactor: ignored an event for %r under another tag: %r",
                     minion, tag)  # noqa: F821
         return {}
-    reaction = {"runner.cloudify_ha.rejoin": [{"args": [{"node": minion}]}]}
+    # cached: the runner drops an id that is no manager on the master's facts of a few
+    # seconds ago, without compiling the pillar for each event of a burst
+    reaction = {"runner.cloudify_ha.rejoin": [{"args": [{"node": minion}, {"cached": True}]}]}
     return {f"cloudify_ha-reactor-rejoin-{minion}": reaction}

@@ -8,7 +8,7 @@ import sys
 import textwrap
 
 from lab.core import Lab, sweep
-from lab.hosts import netns_list, tcp_dropped
+from lab.hosts import netns_list, reach, tcp_dropped
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
@@ -123,6 +123,23 @@ def test_cut_link_isolates_only_that_host(lab):
     finally:
         lab["mgr2"].restore_link()
     assert lab.db.query("select 1", via=lab["mgr2"]).stdout.strip() == "1"
+
+
+def test_ipv6_addresses_reach_each_other_survive_a_wipe_and_go_away(lab):
+    lab.set_ipv6(True)
+    try:
+        mgr1, cli = lab["mgr1"], lab["cli"]
+        assert mgr1.ipv6 and mgr1.ipv6 != cli.ipv6
+        assert f"{mgr1.ipv6}/64" in mgr1.run(["ip", "-6", "-o", "addr", "show", "eth0"]).stdout
+        # nothing listens on 9: the host's stack answers (refused), over IPv6
+        assert reach(cli, mgr1, 9, family=6) == "refused"
+        lab.wipe("cli", power_on=False)
+        lab.power_on("cli")
+        assert reach(cli, mgr1, 9, family=6) == "refused"
+    finally:
+        lab.set_ipv6(False)
+    assert "inet6 fd00:" not in lab["mgr1"].run(["ip", "-6", "-o", "addr"]).stdout
+    assert lab["mgr1"].ipv6 is None
 
 
 LISTENER = textwrap.dedent("""

@@ -15,7 +15,8 @@ import pytest
 
 from lab.formula import (OrchRun, active_profile, blueprint_ids, demo_hints, encodings,
                          files_containing, http_get, jobs_published, leaky_logs, member_state,
-                         minion_pillar, nodes, orch, profile_entries, sizes, upload_blueprint)
+                         minion_pillar, nodes, orch, profile_entries, shadow_pillar, sizes,
+                         upload_blueprint)
 from lab.hosts import reach
 from lab.proc import wait_until
 
@@ -116,6 +117,34 @@ def test_rerun_changes_nothing_and_runs_nothing_mutating(built_cluster, emulator
     assert [fun for fun, _ in asked if fun == "test.ping"] == [], asked
 
 
+def test_profiles_list_each_node_at_the_pillars_address_not_the_clusters(
+        built_cluster, salt_cli, salt_run_cli, pillar_dir):
+    """4.6's update-profile takes a node's address from the cluster's answer (plain HTTP) and
+    keeps it for good; the formula writes the pillar's public_ip by node name. Here mgr3's
+    public address moves in pillar (the cluster still reports the one its install was given):
+    every profile follows the pillar, and back."""
+    lab = built_cluster
+    pillar = minion_pillar(salt_cli)
+    (mgr3,) = [m for m in pillar["clusters"]["lab"]["managers"] if m["name"] == "mgr3"]
+    mgr3["public_ip"] = lab["mgr3"].ip  # its cluster address: reachable, and not the reported one
+    every = {m: lab[m].public_ip for m in MANAGERS}
+    with shadow_pillar(pillar_dir, pillar):
+        run = orch(salt_run_cli)
+        assert run.returncode == 0, run
+        assert run.changed() == {"cloudify_ha-orch-lab-profiles"}, run
+        reported = salt_cli.run("cloudify_ha.cluster_nodes", minion_tgt="mgr2").data
+        assert {n["name"]: n["public_ip"] for n in reported} == every
+        moved = dict(every, mgr3=lab["mgr3"].ip)
+        assert profile_entries(lab["cli"], "lab") == moved
+        assert profile_entries(lab["mgr1"], "localhost") == dict(moved, mgr1="localhost")
+        # and the real cfy walks it
+        assert sorted(nodes(lab["cli"], credentials=("admin", lab.passwords["admin"]))) == \
+            list(MANAGERS)
+    run = orch(salt_run_cli)
+    assert run.returncode == 0 and run.changed() == {"cloudify_ha-orch-lab-profiles"}, run
+    assert profile_entries(lab["cli"], "lab") == every
+
+
 def test_secrets_stay_off_argv_job_cache_and_logs(built_cluster, emulator, salt_run_cli, lab):
     lab.reset()
     # what earlier tests wrote does not count (the emulator's tests type the seed's commands,
@@ -207,6 +236,12 @@ def test_dry_run_on_empty_hosts_reports_and_changes_nothing(fresh_lab, emulator,
     leader = run.minion_states("cloudify_ha-orch-lab-leader-mgr1")["mgr1"]
     installed = next(c for k, c in leader.items() if k.startswith("cloudify_ha_|-cloudify_ha-manager"))
     assert installed["changes"] == {"installed": {"old": "package_installed", "new": "installed"}}
+    # each manager's own profile named as the real run keeps it (cloudify-4.6.md section 0.1):
+    # localhost on the start node, the leader's address on a joiner
+    profiles = run.minion_states("cloudify_ha-orch-lab-profiles")
+    assert {m: next(c["name"] for k, c in profiles[m].items() if "profile-local" in k)
+            for m in MANAGERS} == {"mgr1": "localhost", "mgr2": lab["mgr1"].ip,
+                                   "mgr3": lab["mgr1"].ip}, profiles
     for name in MANAGERS:
         assert not lab[name].exists("/etc/cloudify/.install")
         assert lab[name].run(["dpkg", "-s", "cloudify-manager-install"], check=False).returncode != 0
@@ -240,10 +275,12 @@ def _step_text(run, step):
 
 def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_lab, emulator,
                                                                         salt_run_cli):
-    """A join that fails before its restservice step (at nginx: nothing runs yet), at it, after
-    it (at stage) and at the cluster step (4.6 leaves services RUNNING without .install: cloudify-4.6.md section 0.2);
-    each run stops at the failed follower, the next picks up, a half-installed follower is torn
-    down on purpose (cfy_manager remove -f) and joined again. Then the leader dies while the
+    """A join that fails at its nginx step (nothing runs yet), at its restservice step (nginx
+    runs from the nginx step on and answers 502: cloudify-4.6.md section 0.4), after it (at
+    stage) and at the cluster step (4.6 leaves services RUNNING without .install: section 0.2);
+    each run stops at the failed follower, the next picks up, a half-installed follower (502 or
+    a standalone manager) is torn down on purpose (cfy_manager remove -f) and joined again.
+    Then the leader dies while the
     last follower's join runs (it fails at its cluster step, half-installed), and the re-run
     joins it through the survivor. The leader and the cluster's data (blueprint rows) are
     never touched."""
@@ -252,8 +289,8 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
     emulator.install_package("mgr2")
     removals = []
     # 4.6's order: ... nginx, postgresql_client, rabbitmq, restservice, stage, ..., cluster, cli
-    for step, left_running in (("nginx", False), ("restservice", False), ("stage", True),
-                               ("cluster", True)):
+    for step, payload, port in (("nginx", False, "refused"), ("restservice", False, "open"),
+                                ("stage", True, "open"), ("cluster", True, "open")):
         emulator.set_knobs("mgr2", fail_at=step)
         run = orch(salt_run_cli)
         assert run.returncode != 0, run
@@ -264,15 +301,16 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
         assert not lab["mgr2"].exists("/etc/cloudify/.install")
         # the RPMs' files (agent packages) come with the restservice step, before any join
         assert lab["mgr2"].exists("/opt/manager/resources/packages/agents/"
-                                  "centos-core-agent.tar.gz") is left_running, step
-        # its manager's REST port answers (services left running) or nothing listens
-        assert reach(lab["mgr2"], lab["mgr2"], 80) == ("open" if left_running else "refused")
+                                  "centos-core-agent.tar.gz") is payload, step
+        # its nginx answers (502 before the restservice step, then the services left running)
+        # or nothing listens
+        assert reach(lab["mgr2"], lab["mgr2"], 80) == port, step
         removals.append(sum(1 for e in emulator.audit("mgr2")
                             if e.get("prog") == "cfy_manager" and e["argv"][:1] == ["remove"]))
         if step == "nginx":  # the cluster's data, on the leader alone so far
             upload_blueprint(lab["mgr1"], "keep")
-    # torn down once: before the attempt that failed at the cluster step (after stage's)
-    assert removals == [0, 0, 0, 1], removals
+    # torn down before the attempts after restservice's (nginx's 502) and stage's (services)
+    assert removals == [0, 0, 1, 2], removals
     assert [e for e in emulator.audit("mgr3") if e["kind"] == "cli"] == []
     assert sorted(nodes(lab["mgr1"])) == ["mgr1"]
 
@@ -311,7 +349,7 @@ def test_joins_failing_at_each_installer_step_converge_with_no_data_lost(fresh_l
     # the leader was never reinstalled: its data survived every failed join
     assert len([e for e in emulator.audit("mgr1") if e.get("prog") == "cfy_manager"]) == 1
     assert sum(1 for e in emulator.audit("mgr2") if e.get("prog") == "cfy_manager"
-               and e["argv"][:1] == ["remove"]) == 2
+               and e["argv"][:1] == ["remove"]) == 3
     wait_until(lambda: member_state(lab, "mgr1") == "replica", 60, "mgr1 back as a replica")
     # the old leader's reboot lost its firewall rules: a run loads them again, joins nothing
     emulator.clear_audit()
@@ -430,3 +468,61 @@ def test_a_partition_with_two_active_nodes_changes_nothing(built_cluster, emulat
     assert run.returncode == 0, run
     assert emulator.mutating() == []
 
+
+
+def _leader(lab):
+    return next(n for n, row in nodes(lab["mgr2"]).items() if row["state"] == "leader")
+
+
+def test_maintenance_mode_stops_every_orchestration_and_shows_in_status(built_cluster, emulator,
+                                                                        salt_run_cli):
+    """4.6's maintenance mode (cloudify-4.6-day2.md section 5.1), turned on with the real cfy on
+    the active node: the build, the rejoin and the retire change nothing and say so (the
+    cluster, the node, the state, `cfy maintenance-mode deactivate`), the reactor's runner skips
+    the rejoin, and `salt-run cloudify_ha.status` shows it. Once it is off, a run changes
+    nothing."""
+    lab = built_cluster
+    leader = _leader(lab)
+    activated = lab[leader].run(["cfy", "maintenance-mode", "activate"], check=False)
+    assert activated.returncode == 0, activated
+    expected = (f"cluster lab: {leader} ({lab[leader].ip}) is in maintenance mode (activated)",
+                "'cfy maintenance-mode deactivate'")
+    try:
+        emulator.clear_audit()
+        for test in (False, True):
+            run = orch(salt_run_cli, test=test)
+            assert run.returncode != 0, run
+            assert list(run.steps) == ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync",
+                                       "cloudify_ha-orch-lab-maintenance"], run
+            comment = run["cloudify_ha-orch-lab-maintenance"]["comment"]
+            assert all(e in comment for e in expected), comment
+        for sls, pillar, sid in (
+                ("cloudify_ha.orch.rejoin", {"node": "mgr3"}, "cloudify_ha-rejoin-mgr3-maintenance"),
+                ("cloudify_ha.orch.retire", {"cluster": "lab", "node": "mgr3"},
+                 "cloudify_ha-retire-mgr3-maintenance")):
+            run = OrchRun(salt_run_cli.run("state.orch", sls, "pillar=" + json.dumps(pillar)))
+            assert run.returncode != 0 and list(run.steps) == [sid], run
+            assert all(e in run[sid]["comment"] for e in expected), run
+        # the runner the reactor calls (forced: the lab's pillar pauses automatic rejoins): it
+        # logs and skips
+        skipped = salt_run_cli.run("cloudify_ha.rejoin", "node=mgr3", "force=True")
+        assert skipped.returncode == 0, skipped
+        assert (skipped.data["result"], skipped.data["comment"].split(";")[0]) == (
+            True, f"skipped: {expected[0]}"), skipped.data
+        status = salt_run_cli.run("cloudify_ha.status")
+        assert status.returncode == 0, status
+        seen = status.data.get("data", status.data)["lab"]
+        assert seen["maintenance mode"].startswith(f"activated on {leader} ({lab[leader].ip}) "
+                                                   "since "), seen
+        assert seen["active node"] == f"{leader} ({lab[leader].ip})"
+        assert {row["node"]: row["local"] for row in seen["managers"]} == {
+            m: "leader" if m == leader else "replica" for m in MANAGERS}
+        assert emulator.mutating() == []
+    finally:
+        assert lab[leader].run(["cfy", "maintenance-mode", "deactivate"]).returncode == 0
+    emulator.clear_audit()
+    run = orch(salt_run_cli)
+    assert run.returncode == 0 and run.changed() == set(), run
+    assert emulator.mutating() == []
+    status = salt_run_cli.run("cloudify_ha.status").data
+    assert status.get("data", status)["lab"]["maintenance mode"] == "off"

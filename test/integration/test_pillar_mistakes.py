@@ -78,6 +78,14 @@ MISTAKES = {
                                         "carry"),
     "non-ASCII admin password": (_set(["admin", "password"], "p\u00e4ssw\u00f6rd-1"),
                                  f"{ROOT}:admin:password: has a non-ASCII or control character"),
+    # what used to fail only at the last step, after hosts were touched
+    "a system database": (_set(["database", "name"], "template1"),
+                          f"{ROOT}:database:name: 'template1' is PostgreSQL's own"),
+    "a manager as a CLI host": (_set(["cli_hosts"], ["mgr2"]),
+                                f"{ROOT}:cli_hosts:0: 'mgr2' is also a manager"),
+    "an endless install": (_set(["installer", "install_timeout"], 10 ** 12),
+                           f"{ROOT}:installer:install_timeout: 1000000000000 must be a whole "
+                           "number of seconds from 60 to 86400"),
 }
 
 

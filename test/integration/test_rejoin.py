@@ -7,6 +7,7 @@ modules' host restarts trigger nothing; this module serves a pillar with it on, 
 cloudify_ha beacon configured on every minion."""
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -204,6 +205,34 @@ def test_the_beacon_reports_a_member_removed_behind_salts_back(reactive, emulato
     # rebuilt, it joins by itself (its minion's start event)
     lab.wipe(target)
     wait_until(lambda: member_state(lab, target, via=leader) == "replica", 240, f"{target} to rejoin")
+
+
+def test_a_rejoin_in_maintenance_mode_is_logged_and_skipped(reactive, salt_cli, salt_master,
+                                                          emulator, event_listener):
+    """4.6's maintenance mode on the active node (cloudify-4.6-day2.md section 5.1): a minion's
+    start event reaches the reactor, whose rejoin logs that the cluster is in maintenance mode
+    and skips, changing nothing."""
+    lab = reactive
+    leader = next(n for n, row in nodes(lab["mgr2"]).items() if row["state"] == "leader")
+    target = next(m for m in MANAGERS if m != leader)
+    assert lab[leader].run(["cfy", "maintenance-mode", "activate"]).returncode == 0
+    try:
+        emulator.clear_audit()
+        since = time.time()
+        ret = salt_cli.run("event.send", f"salt/minion/{target}/start", minion_tgt=target)
+        assert ret.returncode == 0, ret
+        (run,) = wait_until(lambda: rejoin_returns(event_listener, target, since), 120,
+                            f"the reactor's rejoin of {target}")
+        refusal = (f"cluster lab: {leader} ({lab[leader].ip}) is in maintenance mode "
+                   f"(activated); the rejoin of {target} did not run")
+        assert (run["node"], run["result"]) == (target, True), run
+        assert run["comment"].startswith(f"skipped: {refusal}"), run
+        assert "'cfy maintenance-mode deactivate'" in run["comment"], run
+        log = Path(salt_master.config["log_file"]).read_text(errors="replace")
+        assert f"cloudify_ha rejoin of {target} skipped: {refusal}" in log
+        assert emulator.mutating() == []
+    finally:
+        assert lab[leader].run(["cfy", "maintenance-mode", "deactivate"]).returncode == 0
 
 
 def test_five_events_for_one_node_make_one_join(reactive, salt_cli, emulator, event_listener):

@@ -189,6 +189,13 @@ class Lab:
         for name in names or [h.name for h in self.managers]:
             self.hosts[name].set_firewall(kind)
 
+    def set_ipv6(self, on=True):
+        """Every host gets (or loses) an IPv6 address on the bridge beside its IPv4 one:
+        fd00:213:<subnet octet>::<host index>/64 (a unique local address), in host.ipv6. The
+        lab has none otherwise (link-local only). Hosts keep it across wipes and power cuts."""
+        for host in self.hosts.values():
+            host.set_ipv6(f"fd00:213:{self.network.octet:x}::{host.index:x}" if on else None)
+
     def wipe(self, name, power_on=True):
         """Reinstall the host's OS: killed, every file it wrote gone, then booted again."""
         self.kill(name)

@@ -109,6 +109,9 @@ class Host:
         self.uts_file = self.ns_dir / f"{name}.uts"
         self.etc_hosts = ""
         self.firewall = "nftables"
+        # an IPv6 address on eth0 (Lab.set_ipv6), None when the host has only IPv4 (and the
+        # link-local address every IPv6 interface gets)
+        self.ipv6 = None
 
     # ---- description -------------------------------------------------------------------
     def describe(self):
@@ -209,6 +212,18 @@ class Host:
         elif self.firewall == "iptables":
             # a whiteout in the host's /usr: the machine keeps its nft
             self.sh("rm -f /usr/sbin/nft")
+
+    def set_ipv6(self, address):
+        """Give eth0 this IPv6 address (a /64 on the bridge, usable at once: no duplicate
+        address detection), or take the one it has away (None). The netns keeps it across
+        wipes and power cuts, as a host keeps its configured address."""
+        if self.ipv6:
+            run(["ip", "-n", self.netns, "addr", "del", f"{self.ipv6}/64", "dev", "eth0"],
+                check=False)
+            self.ipv6 = None
+        if address:
+            run(["ip", "-n", self.netns, "addr", "add", f"{address}/64", "dev", "eth0", "nodad"])
+            self.ipv6 = address
 
     def set_hosts_file(self, text):
         self.etc_hosts = text
@@ -399,6 +414,10 @@ CONNECT = textwrap.dedent("""
 """)
 
 
-def reach(src, dst, port):
-    """How a TCP connect from host src to host dst's port fares (see CONNECT)."""
-    return src.run([sys.executable, "-c", CONNECT, dst.ip, str(port)]).stdout.strip()
+def reach(src, dst, port, family=4):
+    """How a TCP connect from host src to host dst's port fares (see CONNECT), to dst's IPv4
+    address or (family 6) its IPv6 one (Lab.set_ipv6)."""
+    address = dst.ip if family == 4 else dst.ipv6
+    if not address:
+        raise LabError(f"{dst.name} has no IPv{family} address: Lab.set_ipv6(True) first")
+    return src.run([sys.executable, "-c", CONNECT, address, str(port)]).stdout.strip()

@@ -4,11 +4,27 @@ client certificates where a knob requires them."""
 import glob
 import os
 import shutil
+import socket
+import ssl
+import struct
 from pathlib import Path
 
 from .proc import LabError, run, wait_until
 
 PORT = 5432
+
+
+def presented_certificate(ip, port=PORT):
+    """The DER of the certificate PostgreSQL at ip:port presents after an SSLRequest (from the
+    machine, which reaches every lab address); not verified: the knob compares it whole."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((ip, port), timeout=5) as sock:
+        sock.sendall(struct.pack("!II", 8, 80877103))
+        if sock.recv(1) != b"S":
+            raise LabError(f"PostgreSQL on {ip}:{port} refused SSL")
+        with context.wrap_socket(sock) as tls:
+            return tls.getpeercert(binary_form=True)
 
 
 def pg_bindir(major="15"):
@@ -62,11 +78,8 @@ class PostgresServer:
                                "--auth-local=peer", "-E", "UTF8", "--no-locale"])
         finally:
             pwfile.unlink()
-        cert, key = self.ca.issue(f"{self.name}-server", self.ip, ips=[self.ip])
-        for src, dst in ((cert, "server.crt"), (key, "server.key"), (self.ca.cert, "root.crt")):
-            shutil.copy(src, self.data / dst)
-            shutil.chown(self.data / dst, "postgres", "postgres")
-            os.chmod(self.data / dst, 0o600)
+        self._install_server_certificate(self.ip, [self.ip], ())
+        self._install(self.ca.cert, "root.crt")
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(
                 f"\n# cloudify_ha lab\nlisten_addresses = '{self.ip}'\nport = {PORT}\n"
@@ -78,6 +91,30 @@ class PostgresServer:
         self._write_hba()
         self.client_cert, self.client_key = self.ca.issue("lab-client", "lab", client=True)
         return self
+
+    def _install(self, src, name):
+        shutil.copy(src, self.data / name)
+        shutil.chown(self.data / name, "postgres", "postgres")
+        os.chmod(self.data / name, 0o600)
+
+    def _install_server_certificate(self, cn, ips, dns):
+        cert, key = self.ca.issue(f"{self.name}-server", cn, ips=ips, dns=dns)
+        self._install(cert, "server.crt")
+        self._install(key, "server.key")
+        return cert
+
+    def server_certificate(self, cn=None, ips=None, dns=()):
+        """Knob: the server's certificate re-issued by the lab CA with subject CN `cn` and the
+        subjectAltName entries `ips` (IP) and `dns` (DNS); by default the lab's own (CN and IP
+        entry: the server's address). Returns once the server presents it to a new connection
+        (PostgreSQL 10+ loads its SSL files again on a reload)."""
+        cert = self._install_server_certificate(self.ip if cn is None else cn,
+                                                [self.ip] if ips is None else list(ips), dns)
+        wanted = ssl.PEM_cert_to_DER_cert(cert.read_text())
+        # verify-ca: the certificate presented until now may name another host (a knob's)
+        self.query("SELECT pg_reload_conf()", sslmode="verify-ca")
+        wait_until(lambda: presented_certificate(self.ip) == wanted, 30,
+                   f"PostgreSQL on {self.ip} to present its new certificate")
 
     def _write_hba(self):
         # a quoted "all" would be a user named all; the keyword stays bare

@@ -51,12 +51,18 @@ cloudify_ha:
 {%- endif %}
       installer:
         source: {{ lab.packages.manager }}
+        # salt:// sources come over the master's own channel: no hash needed
+        source_hash: ""
         cli_source: {{ lab.packages.cli }}
+        cli_source_hash: ""
       allow_database_reset: false
       replace_stale: false
       firewall:
         enabled: true
         backend: auto
         rest_sources: [{{ lab.subnet }}]
+        allow_wide_rest_sources: false
+        agent_sources: [{{ lab.subnet }}]
+        allow_wide_agent_sources: false
       cli_hosts:
         - cli

@@ -10,9 +10,7 @@ import salt.loader
 import salt.state
 import yaml
 
-from render_setup import LAB_FACTS, REPO, Minion, base_opts, formula_root, opts_for
-
-MASTER_ID = "saltmaster_master"  # the master's own minion (salt.minion.MasterMinion)
+from render_setup import LAB_FACTS, MASTER_ID, REPO, Minion, base_opts, formula_root, opts_for
 
 
 @pytest.fixture(scope="session")

@@ -9,9 +9,10 @@ before it runs it.
 """
 
 import collections
-import shutil
 import collections.abc
+import importlib.util
 import pathlib
+import shutil
 
 import salt.config
 import salt.loader
@@ -27,6 +28,7 @@ FORMULA_DIRS = ("cloudify_ha", "_modules", "_states", "_utils", "_beacons", "_gr
 LEADER, FOLLOWER, FOLLOWER3 = "cfy-mgr1.example.com", "cfy-mgr2.example.com", "cfy-mgr3.example.com"
 CLI, LB = "admin1.example.com", "cfy-lb1.example.com"
 STRANGER = "web1.example.com"  # in no cluster
+MASTER_ID = "saltmaster_master"  # the master's own minion (salt.minion.MasterMinion)
 MANAGERS = {"cfy-mgr1": (LEADER, "10.0.0.11"), "cfy-mgr2": (FOLLOWER, "10.0.0.12"),
             "cfy-mgr3": (FOLLOWER3, "10.0.0.13")}
 
@@ -45,6 +47,21 @@ LAB_FACTS = {
     "packages": {"manager": "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb",
                  "cli": "salt://cloudify_ha_packages/cloudify-cli_4.6_amd64.deb"},
 }
+
+def example_pillar():
+    """A fresh copy of pillar.example's `cloudify_ha` mapping."""
+    with open(REPO / "pillar.example", encoding="utf-8") as fh:
+        return yaml.safe_load(fh)["cloudify_ha"]
+
+
+def pillar_schema():
+    """_utils/cloudify_ha_pillar.py, loaded by path: the schema the SLS render through."""
+    spec = importlib.util.spec_from_file_location("cloudify_ha_pillar_of_render_tests",
+                                                  REPO / "_utils" / "cloudify_ha_pillar.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 def minion_sls():
     """Every minion-side SLS of the formula, as Salt names it (orchestrations and the reactor's
@@ -102,22 +119,39 @@ def opts_for(opts, grains, minion_id, test=False, **grain_values):
 
 
 def fake_host_probes(functions, binaries, init=None):
-    """The firewall SLS asks the host which firewall tools it has: answer from `binaries`
+    """The firewall plan asks the host which firewall tools it has: answer from `binaries`
     (e.g. {"nft"}) instead of this machine's PATH; `firewall-cmd --state` succeeds when
-    firewall-cmd is one of them. The load balancer's asks whether Salt's service module is
-    systemd's offline mode: where systemctl is one of them and `init` is not systemd."""
+    firewall-cmd is one of them; `nft --version` says 1.0.6 (Debian 12's), or the version
+    given as "nft=0.8". Every other command runs for real. The load balancer's SLS asks whether
+    Salt's service module is systemd's offline mode: where systemctl is one of `binaries` and
+    `init` is not systemd."""
     functions["cmd.which"]  # noqa: B018  loads cmdmod now, so that a later load keeps the fakes
+    versions = dict(b.partition("=")[::2] for b in binaries)
+    # the function itself: the loader's entry looks its name up at each call, and that name is
+    # the fake below from then on
+    loaded = functions["cmd.run_all"]
+    real, loader = loaded.func, loaded.loader
+
+    def real_run_all(*args, **kwargs):
+        return loader.run(real, *args, **kwargs)
     if "service.offline" in functions:
-        functions["service.offline"] = lambda: init != "systemd" and "systemctl" in binaries
+        functions["service.offline"] = lambda: init != "systemd" and "systemctl" in versions
 
     def which(cmd):
-        return f"/usr/sbin/{cmd}" if cmd in binaries else None
+        return f"/usr/sbin/{cmd}" if cmd in versions else None
 
     def retcode(cmd, **_kwargs):
-        return 0 if cmd == ["firewall-cmd", "--state"] and "firewall-cmd" in binaries else 1
+        return 0 if cmd == ["firewall-cmd", "--state"] and "firewall-cmd" in versions else 1
+
+    def run_all(cmd, *args, **kwargs):
+        if cmd == ["nft", "--version"] and "nft" in versions:
+            return {"retcode": 0, "stderr": "", "pid": 1,
+                    "stdout": f"nftables v{versions['nft'] or '1.0.6'} (Lester Gooch #5)"}
+        return real_run_all(cmd, *args, **kwargs)
 
     functions["cmd.which"] = which
     functions["cmd.retcode"] = retcode
+    functions["cmd.run_all"] = run_all
 
 
 class Minion:

@@ -4,19 +4,40 @@ answers to ``saltutil.cmd`` and the master's grains cache canned: the steps, the
 their order; the refusals run through the state engine."""
 
 import hashlib
+import importlib.util
+import shutil
 
-from render_setup import (CLI, FOLLOWER, FOLLOWER3, LB, LEADER, MANAGERS, REPO, args_of,
-                          functions_of, problems_of, render_on_master, run_high)
+import pytest
+import salt.state
+import yaml
+
+from render_setup import (CLI, FOLLOWER, FOLLOWER3, LB, LEADER, MANAGERS, MASTER_ID, REPO,
+                          args_of, base_opts, functions_of, opts_for, problems_of,
+                          render_on_master, run_high)
 
 EVERYONE = [LEADER, FOLLOWER, FOLLOWER3, CLI, LB]
+
+
+def _master_module():
+    """_modules/cloudify_ha_master.py by path: its `ask` runs over the fake master below (the
+    loader's copy would reach a real master's publisher)."""
+    spec = importlib.util.spec_from_file_location(
+        "cloudify_ha_master_in_render", REPO / "_modules" / "cloudify_ha_master.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MASTER_MODULE = _master_module()
 
 
 class Minions:
     """What the minions answer the master (``saltutil.cmd``), and what the master asked."""
 
-    def __init__(self, down=(), without_modules=(), stale=(), leader=LEADER, states=None):
+    def __init__(self, down=(), without_modules=(), stale=(), leader=LEADER,
+                 maintenance="deactivated", states=None):
         self.down, self.without_modules, self.stale = set(down), list(without_modules), set(stale)
-        self.leader = leader
+        self.leader, self.mode = leader, maintenance
         self.states = states or {}  # a manager's node state other than leader/replica
         self.asked = []
 
@@ -28,21 +49,36 @@ class Minions:
         for name, (minion_id, ip) in MANAGERS.items():
             if minion_id == mid:
                 out.update(cluster="prod", private_ip=ip, node=self.node_state(mid))
+        if mid == self.leader:
+            out["maintenance"] = self.maintenance(mid)
         return out
+
+    def maintenance(self, mid):
+        """cloudify_ha.maintenance_mode: the active node's mode; no say elsewhere."""
+        return {"status": self.mode if mid == self.leader else None}
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", kwarg=None, **_kwargs):
         tgt = [tgt] if isinstance(tgt, str) else list(tgt)
         self.asked.append((fun, tgt, tgt_type, kwarg, timeout))
         answer = {"test.ping": lambda mid: True, "cloudify_ha.orch_facts": self.facts,
+                  "cloudify_ha.maintenance_mode": self.maintenance,
                   "cloudify_ha.node_state": self.node_state}[fun]
         return {mid: {"ret": answer(mid), "retcode": 0} for mid in tgt if mid not in self.down}
 
     def minions_without_modules(self, minion_ids):
         return [mid for mid in minion_ids if mid in self.without_modules]
 
-    def overrides(self):
-        return {"saltutil.cmd": self.cmd,
-                "cloudify_ha_master.minions_without_modules": self.minions_without_modules}
+    def ask(self, *args, **kwargs):
+        """cloudify_ha_master.ask itself, over this fake master."""
+        MASTER_MODULE.__salt__ = self.overrides(with_ask=False)
+        return MASTER_MODULE.ask(*args, **kwargs)
+
+    def overrides(self, with_ask=True):
+        out = {"saltutil.cmd": self.cmd,
+               "cloudify_ha_master.minions_without_modules": self.minions_without_modules}
+        if with_ask:
+            out["cloudify_ha_master.ask"] = self.ask
+        return out
 
 
 def orch(master, sls="cloudify_ha.orch", pillar=None, minions=None, modules=True):
@@ -131,7 +167,9 @@ def test_each_step_targets_its_minions_with_its_sls_and_the_active_nodes_hint(ma
         "cloudify_ha-orch-prod-profiles": (
             [LEADER, FOLLOWER, FOLLOWER3, CLI], "cloudify_ha.profile", HINT, False),
         "cloudify_ha-orch-prod-check-user": (LEADER, "cloudify_ha.check_user", HINT, False),
-        "cloudify_ha-orch-prod-loadbalancer": ([LB], "cloudify_ha.loadbalancer", ALL_BACK, False),
+        # the LB host's firewall (its port to loadbalancer:sources), then HAProxy
+        "cloudify_ha-orch-prod-loadbalancer": (
+            [LB], ["cloudify_ha.firewall", "cloudify_ha.loadbalancer"], ALL_BACK, False),
     }
     for sid, (tgt, sls, pillar, parallel) in wanted.items():
         args = args_of(high, sid)
@@ -269,8 +307,11 @@ def test_the_rejoin_of_a_manager_syncs_prepares_joins_and_refreshes_profiles(mas
         FOLLOWER, "cloudify_ha.cluster.follower", {"cloudify_ha_orch": {"rejoin": True}})
     assert args_of(high, f"cloudify_ha-rejoin-{FOLLOWER}-profiles")["tgt"] == [
         LEADER, FOLLOWER, FOLLOWER3, CLI]
-    assert minions.asked == [("test.ping", [LEADER, FOLLOWER, FOLLOWER3, CLI, LB], "list", None, 5),
-                             ("cloudify_ha.node_state", [FOLLOWER], "glob", None, 10)]
+    # the ping is the question whether a manager's node is in maintenance mode; then whether
+    # the node is a member
+    assert minions.asked == [("cloudify_ha.maintenance_mode", [LEADER, FOLLOWER, FOLLOWER3, CLI, LB],
+                              "list", {}, 5),
+                             ("cloudify_ha.node_state", [FOLLOWER], "list", {}, 10)]
 
 
 def test_the_rejoin_of_a_rebuilt_manager_takes_it_out_of_the_load_balancers_meanwhile(master):
@@ -338,7 +379,31 @@ def test_the_retire_of_a_node_removes_it_from_a_live_manager_then_refreshes_prof
     profiles = args_of(high, "cloudify_ha-retire-cfy-mgr3-profiles")
     assert (profiles["tgt"], profiles["onchanges"]) == (
         [LEADER, FOLLOWER, CLI], [{"salt": "cloudify_ha-retire-cfy-mgr3"}])
-    assert minions.asked == [("test.ping", [LEADER, FOLLOWER, FOLLOWER3], "list", None, 5)]
+    assert minions.asked == [("cloudify_ha.maintenance_mode", [LEADER, FOLLOWER, FOLLOWER3],
+                              "list", {}, 5)]
+
+
+MAINTENANCE = ("cluster prod: cfy-mgr1 (10.0.0.11) is in maintenance mode (activated); {what}: "
+               "nothing was changed (while it is on, 4.6 refuses cluster calls and joins with 503 "
+               "maintenance_mode_active). Leave it with 'cfy maintenance-mode deactivate' on that "
+               "node, then re-run")
+
+
+def test_each_orchestration_refuses_a_cluster_in_maintenance_mode(master):
+    """cloudify-4.6-day2.md section 5.1: one refusal that names the cluster, the node, the
+    state and the command that ends it, under test=True too; nothing else runs."""
+    for sls, pillar, sid, what in (
+            ("cloudify_ha.orch", None, "cloudify_ha-orch-prod-maintenance",
+             "the cluster was not built or converged"),
+            ("cloudify_ha.orch.rejoin", {"node": FOLLOWER},
+             f"cloudify_ha-rejoin-{FOLLOWER}-maintenance", f"the rejoin of {FOLLOWER} did not run"),
+            ("cloudify_ha.orch.retire", {"cluster": "prod", "node": "cfy-mgr3"},
+             "cloudify_ha-retire-cfy-mgr3-maintenance", "cfy-mgr3 was not retired")):
+        high, _ = orch(master, sls, pillar=pillar, minions=Minions(maintenance="activated"))
+        refusals = [s for s, fun in functions_of(high).items() if fun == "cloudify_ha.refused"]
+        assert refusals == [sid], (sls, functions_of(high))
+        assert "salt.state" not in functions_of(high).values(), sls
+        refusal_runs(master, high, sid, MAINTENANCE.format(what=what))
 
 
 def test_a_retire_with_no_manager_answering_refuses(master):
@@ -348,3 +413,63 @@ def test_a_retire_with_no_manager_answering_refuses(master):
     assert functions_of(high) == {"cloudify_ha-retire-cfy-mgr3": "cloudify_ha.refused"}
     refusal_runs(master, high, "cloudify_ha-retire-cfy-mgr3",
                  "no manager of cluster prod answers; nothing can be retired")
+
+
+# ---- the orchestrations' arguments beside another formula's pillar ----------------------------
+@pytest.fixture(scope="module")
+def crowded_master(render_root, file_root, host_grains):
+    """A master whose own pillar has, beside cloudify_ha, another formula's top-level `cluster`
+    and `node` (the keys the documented command lines use)."""
+    root = render_root / "pillar-crowded"
+    root.mkdir()
+    (root / "top.sls").write_text(yaml.safe_dump({"base": {"*": ["cloudify_ha", "other"]}}))
+    shutil.copy(REPO / "pillar.example", root / "cloudify_ha.sls")
+    (root / "other.sls").write_text("cluster: web\nnode: web1.example.com\n")
+    opts = opts_for(base_opts(render_root, file_root, [root], "unset"), host_grains, MASTER_ID)
+    built = {}
+
+    def get(pillar=None, modules=True, test=False):
+        key = repr(pillar)
+        if key not in built:
+            built[key] = salt.state.State(dict(opts), pillar_override=pillar)
+        return built[key]
+
+    yield get
+    for state in built.values():
+        if getattr(state, "file_client", None) is not None:
+            state.file_client.destroy()
+
+
+def test_another_formulas_top_level_cluster_key_does_not_pick_the_cluster(crowded_master):
+    """Before: `cluster: web` of another formula made every run refuse ('web' is not defined)."""
+    high, _ = orch(crowded_master)
+    assert steps(high) == FULL_RUN
+
+
+@pytest.mark.parametrize("pillar", [{"cluster": "qa"}, {"cloudify_ha_orch": {"cluster": "qa"}},
+                                    {"cluster": "prod", "cloudify_ha_orch": {"cluster": "qa"}}])
+def test_the_command_lines_cluster_is_taken_in_either_form(crowded_master, pillar):
+    high, minions = orch(crowded_master, pillar=pillar)
+    assert functions_of(high) == {"cloudify_ha-orch-validate": "cloudify_ha.refused"}
+    assert "cluster 'qa' (from the orchestration's pillar 'cluster') is not defined" in \
+        args_of(high, "cloudify_ha-orch-validate")["comment"]
+    assert minions.asked == []
+
+
+@pytest.mark.parametrize("pillar", [{"node": FOLLOWER}, {"cloudify_ha_orch": {"node": FOLLOWER}}])
+def test_the_rejoins_node_is_taken_in_either_form_and_never_from_another_formula(crowded_master,
+                                                                                  pillar):
+    high, _ = orch(crowded_master, "cloudify_ha.orch.rejoin", pillar=pillar)
+    assert f"cloudify_ha-rejoin-{FOLLOWER}-joined" in functions_of(high)
+    high, minions = orch(crowded_master, "cloudify_ha.orch.rejoin")
+    assert functions_of(high) == {"cloudify_ha-rejoin-ignored": "test.succeed_without_changes"}
+    assert minions.asked == []
+
+
+def test_the_retires_arguments_are_taken_in_either_form(crowded_master):
+    pillar = {"cloudify_ha_orch": {"cluster": "prod", "node": "cfy-mgr3"}}
+    high, _ = orch(crowded_master, "cloudify_ha.orch.retire", pillar=pillar,
+                   minions=Minions(down=[FOLLOWER3]))
+    assert "cloudify_ha-retire-cfy-mgr3" in functions_of(high)
+    high, _ = orch(crowded_master, "cloudify_ha.orch.retire")
+    assert functions_of(high) == {"cloudify_ha-retire-validate": "test.fail_without_changes"}

@@ -47,7 +47,8 @@ def reactions(reactor, tag, data):
 
 def rejoin_of(node):
     return {"state": "runner", "fun": "cloudify_ha.rejoin",
-            "name": f"cloudify_ha-reactor-rejoin-{node}", "args": [{"node": node}]}
+            "name": f"cloudify_ha-reactor-rejoin-{node}", "args": [{"node": node},
+                                                                   {"cached": True}]}
 
 
 def test_a_managers_start_event_runs_the_rejoin_runner_for_that_minion(reactor):
@@ -70,7 +71,7 @@ def test_the_runner_takes_the_node_the_reaction_passes(reactor):
     runners = reactor[2]
     kwargs = salt.utils.data.repack_dictlist(rejoin_of("mgr2")["args"])
     call = salt.utils.args.format_call(runners["cloudify_ha.rejoin"], kwargs)
-    assert (call["args"], call["kwargs"]) == (["mgr2"], {"force": False})
+    assert (call["args"], call["kwargs"]) == (["mgr2"], {"force": False, "cached": True})
 
 
 @pytest.mark.parametrize("minion_id", HOSTILE + ["mgr2\n", "mgr\u0662", "../mgr2", "", 7, None,

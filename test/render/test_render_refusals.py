@@ -25,7 +25,7 @@ REFUSALS = [
      "digits, '.', '_', '-'); nothing was changed"),
     ("cloudify_ha.loadbalancer", LB, BAD_LB, "cloudify_ha-loadbalancer-invalid-pillar",
      "the cloudify_ha pillar is invalid; nothing was changed here. Fix:\n"
-     "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a positive integer"),
+     "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a whole number from 1 to 100"),
 ]
 
 

@@ -5,8 +5,8 @@ of them with the arguments the SLS gives (the state engine's own checks, before 
 import pytest
 import yaml
 
-from render_setup import (CLI, FOLLOWER, LB, LEADER, LOCK, REPO, STRANGER, UNLOCKED_SLS, args_of,
-                          functions_of, minion_sls, problems_of)
+from render_setup import (CLI, FOLLOWER, LB, LEADER, LOCK, REPO, STRANGER, UNLOCKED_SLS, Minion,
+                          args_of, functions_of, minion_sls, opts_for, problems_of)
 
 INSTALLER = {"cloudify_ha-installer-prerequisites": "pkg.installed",
              "cloudify_ha-installer-package": "pkg.installed",
@@ -25,6 +25,8 @@ EVERYONE = {
                                    "cloudify_ha.refused"},
     "cloudify_ha.cluster.down": {"cloudify_ha-cluster-down-missing-pillar": "cloudify_ha.refused"},
     "cloudify_ha.lock": {},
+    # the pillars' repositories are RedHat's (cloudify_ha:packages): none on this Debian host
+    "cloudify_ha.repos": {"cloudify_ha-repos-nothing-here": "test.succeed_without_changes"},
 }
 NOTHING = {
     "cloudify_ha.cli": {"cloudify_ha-cli-nothing-here": "test.succeed_without_changes"},
@@ -40,12 +42,12 @@ NOTHING = {
 NOT_MANAGER_SLS = {sls: NOT_A_MANAGER for sls in ("cloudify_ha.installer", "cloudify_ha.manager",
                                                   "cloudify_ha.cluster.leader",
                                                   "cloudify_ha.cluster.follower")}
+NFTABLES = {"cloudify_ha-firewall-nftables-file": "file.managed",
+            "cloudify_ha-firewall-nftables-loaded": "cloudify_ha_firewall.rules_loaded"}
 MANAGER = {
     **EVERYONE, **NOTHING,
     "cloudify_ha.installer": INSTALLER,
-    "cloudify_ha.firewall": {"cloudify_ha-firewall-nftables-file": "file.managed",
-                             "cloudify_ha-firewall-nftables-loaded":
-                             "cloudify_ha_firewall.rules_loaded"},
+    "cloudify_ha.firewall": NFTABLES,
     "cloudify_ha.manager": {**INSTALLER, **MANAGER_INSTALLED},
     "cloudify_ha.cluster.leader": {
         **INSTALLER, **MANAGER_INSTALLED,
@@ -70,12 +72,14 @@ def cli_host(cluster):
 
 STRANGER_ROLE = {**EVERYONE, **NOTHING, **NOT_MANAGER_SLS}
 LB_ROLE = {**STRANGER_ROLE,
+           # its port to loadbalancer:sources
+           "cloudify_ha.firewall": NFTABLES,
            "cloudify_ha.loadbalancer": {
                "cloudify_ha-loadbalancer-package": "pkg.installed",
                "cloudify_ha-loadbalancer-prod-servers": "cloudify_ha_lb.backend_servers",
                "cloudify_ha-loadbalancer-prod-check-user": "cloudify_ha.check_credentials_accepted",
                "cloudify_ha-loadbalancer-servers-state-saved": "cloudify_ha_lb.servers_state_saved",
-               "cloudify_ha-loadbalancer-socket-dir": "file.directory",
+               "cloudify_ha-loadbalancer-socket-dir": "cloudify_ha_lb.directory_created",
                # pillar.example's haproxy_run_dir is EL7's (none): /run/haproxy needs an entry
                "cloudify_ha-loadbalancer-socket-dir-at-boot": "file.managed",
                "cloudify_ha-loadbalancer-config-private": "file.managed",
@@ -211,6 +215,75 @@ def test_the_pillars_prerequisite_packages_win_over_the_os_familys(minion, pilla
         assert args_of(high, "cloudify_ha-installer-prerequisites")["pkgs"] == wanted
 
 
+HASH = "sha256=" + "ab" * 32
+HASHED = {"cloudify_ha": {"clusters": {"prod": {"installer": {
+    "source": "http://repo.example.com/pub/cloudify-manager-install-4.6.rpm", "source_hash": HASH,
+    "cli_source": "https://repo.example.com/pub/cloudify-cli-4.6.rpm", "cli_source_hash": HASH}}}}}
+
+
+@pytest.mark.parametrize("role, sls, sid, source, package", [
+    (LEADER, "cloudify_ha.installer", "cloudify_ha-installer-package",
+     HASHED["cloudify_ha"]["clusters"]["prod"]["installer"]["source"], "cloudify-manager-install"),
+    (CLI, "cloudify_ha.cli", "cloudify_ha-profile-prod-cli-package",
+     HASHED["cloudify_ha"]["clusters"]["prod"]["installer"]["cli_source"], "cloudify-cli"),
+])
+def test_a_source_with_a_hash_is_fetched_and_checked_before_the_package_manager_sees_it(
+        minion, role, sls, sid, source, package):
+    m = minion("example", role, pillar=HASHED)
+    high, errors = m.render(sls)
+    assert errors == [] and problems_of(m.state, high) == []
+    fetched = args_of(high, f"{sid}-file")
+    local = f"{m.state.opts['cachedir']}/cloudify_ha/packages/{source.rsplit('/', 1)[1]}"
+    assert (functions_of(high)[f"{sid}-file"], fetched) == ("file.managed", {
+        "name": local, "source": source, "source_hash": HASH, "makedirs": True,
+        "mode": "0644", "require_in": [{"pkg": sid}]})
+    assert args_of(high, sid)["sources"] == [{package: local}]
+    # nothing anywhere turns a verification off
+    assert "skip_verify" not in repr(high) and "verify_ssl" not in repr(high)
+
+
+def test_the_reactor_configuration_goes_where_the_pillar_says_from_the_formulas_file(minion):
+    pillar = {"cloudify_ha": {"reactor": {"config_file": "/etc/salt/master.d/cha.conf"}}}
+    m = minion("example", STRANGER, pillar=pillar)
+    high, errors = m.render("cloudify_ha.reactor.master")
+    assert (errors, problems_of(m.state, high)) == ([], [])
+    assert args_of(high, "cloudify_ha-reactor-master-config") == {
+        "name": "/etc/salt/master.d/cha.conf", "source": "salt://cloudify_ha/reactor/master.conf",
+        "mode": "0644", "makedirs": True}
+
+
+@pytest.mark.parametrize("config_file", ["/etc/salt/master", "/etc/salt/master.d/x.conf\n"
+                                         "cloudify_ha-evil:\n  cmd.run:\n    - name: reboot",
+                                         "/etc/salt/master.d/../minion.d/x.conf"])
+def test_the_reactor_configuration_refuses_a_file_outside_master_d(minion, config_file):
+    """The master.sls of before rendered this value raw: a newline in it added a state that
+    ran as root on the salt-master's host while the orchestration refused the same pillar."""
+    pillar = {"cloudify_ha": {"reactor": {"config_file": config_file}}}
+    m = minion("example", STRANGER, pillar=pillar)
+    high, errors = m.render("cloudify_ha.reactor.master")
+    assert (errors, functions_of(high)) == ([], {"cloudify_ha-reactor-master-invalid-pillar":
+                                                 "cloudify_ha.refused"})
+    assert args_of(high, "cloudify_ha-reactor-master-invalid-pillar")["comment"] == (
+        "the cloudify_ha pillar is invalid; nothing was changed here. Fix:\n"
+        f"- cloudify_ha:reactor:config_file: {config_file!a} is not a '.conf' file directly in "
+        "/etc/salt/master.d/: the formula replaces that file whole and the salt-master reads it;"
+        " e.g. /etc/salt/master.d/cloudify_ha_reactor.conf")
+
+
+def test_the_reactor_configuration_waits_for_the_formulas_modules(example_opts, host_grains):
+    opts = opts_for(example_opts, host_grains, STRANGER)
+    opts.update(module_dirs=[], states_dirs=[], utils_dirs=[])
+    m = Minion(opts)
+    try:
+        high, errors = m.render("cloudify_ha.reactor.master")
+    finally:
+        m.close()
+    assert (errors, functions_of(high)) == ([], {"cloudify_ha-reactor-master-not-synced":
+                                                 "test.fail_without_changes"})
+    assert args_of(high, "cloudify_ha-reactor-master-not-synced")["name"].startswith(
+        "the cloudify_ha modules are not on this minion: run saltutil.sync_all on it")
+
+
 def test_the_cli_host_gets_the_cli_package_and_a_profile_named_after_the_cluster(minion):
     high, _ = minion("example", CLI).render("cloudify_ha.profile")
     profile = args_of(high, "cloudify_ha-profile-prod")
@@ -320,7 +393,7 @@ def test_an_invalid_pillar_refuses_the_load_balancer(minion):
                                                  "cloudify_ha.refused"})
     assert args_of(high, "cloudify_ha-loadbalancer-invalid-pillar")["comment"] == (
         "the cloudify_ha pillar is invalid; nothing was changed here. Fix:\n"
-        "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a positive integer")
+        "- cloudify_ha:clusters:prod:loadbalancer:fall: 0 must be a whole number from 1 to 100")
     assert problems_of(m.state, high) == []
 
 

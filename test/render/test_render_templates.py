@@ -19,42 +19,69 @@ import pytest
 
 from render_setup import LB, LEADER, args_of, functions_of, problems_of
 
+PEERS = ("10.0.0.11", "10.0.0.12", "10.0.0.13")
+# pillar.example's leader: its cluster's ports to the managers, the REST port to them and
+# rest_sources, 5671 and 53333 to them and agent_sources
 NFT_RULES = """table inet cloudify_ha {{
-  comment "cloudify_ha prod {digest}"
-  set cluster_peers {{
-    type ipv4_addr
-    elements = {{ 10.0.0.11, 10.0.0.12, 10.0.0.13 }}
-  }}
-  set rest_clients {{
+  set peers_0 {{
     type ipv4_addr
     flags interval
-    auto-merge
+    elements = {{ 10.0.0.11, 10.0.0.12, 10.0.0.13 }}
+  }}
+  set rest_1 {{
+    type ipv4_addr
+    flags interval
     elements = {{ 10.0.0.11, 10.0.0.12, 10.0.0.13, 10.0.0.20, 10.0.1.0/24 }}
   }}
+  set agents_2 {{
+    type ipv4_addr
+    flags interval
+    elements = {{ 10.0.0.11, 10.0.0.12, 10.0.0.13, 10.0.2.0/24 }}
+  }}
+  # each port below from its set only; every other source is dropped, IPv6 included (an inet
+  # table sees both families; the sets hold IPv4 addresses)
   chain input {{
-    type filter hook input priority filter - 1; policy accept;
-    iifname "lo" accept
-    ip saddr @cluster_peers tcp dport {{ 8300, 8301, 8500, 22000 }} accept
-    ip saddr @cluster_peers udp dport {{ 8301 }} accept
+    type filter hook input priority -1; policy accept;
+    iifname "lo" accept comment "cloudify_ha prod {digest}"
+    ip saddr @peers_0 tcp dport {{ 8300, 8301, 8500, 22000 }} accept
+    ip saddr @peers_0 udp dport {{ 8301 }} accept
+    ip saddr @rest_1 tcp dport {{ 80 }} accept
+    ip saddr @agents_2 tcp dport {{ 5671, 53333 }} accept
     tcp dport {{ 8300, 8301, 8500, 22000 }} drop
     udp dport {{ 8301 }} drop
-    ip saddr @rest_clients tcp dport 80 accept
-    tcp dport 80 drop
+    tcp dport {{ 80 }} drop
+    tcp dport {{ 5671, 53333 }} drop
   }}
 }}
 """
 IPTABLES_RULES = "".join(
     ["*filter\n:CLOUDIFY_HA - [0:0]\n-F CLOUDIFY_HA\n-A CLOUDIFY_HA -i lo -j RETURN\n"]
-    + [f"-A CLOUDIFY_HA -s {ip}/32 -p tcp -m multiport --dports 8300,8301,8500,22000 -j ACCEPT\n"
-       f"-A CLOUDIFY_HA -s {ip}/32 -p udp -m multiport --dports 8301 -j ACCEPT\n"
-       for ip in ("10.0.0.11", "10.0.0.12", "10.0.0.13")]
+    + [f"-A CLOUDIFY_HA -s {ip} -p tcp -m multiport --dports 8300,8301,8500,22000 -j ACCEPT\n"
+       f"-A CLOUDIFY_HA -s {ip} -p udp -m multiport --dports 8301 -j ACCEPT\n" for ip in PEERS]
+    + [f"-A CLOUDIFY_HA -s {src} -p tcp -m multiport --dports 80 -j ACCEPT\n"
+       for src in PEERS + ("10.0.0.20", "10.0.1.0/24")]
+    + [f"-A CLOUDIFY_HA -s {src} -p tcp -m multiport --dports 5671,53333 -j ACCEPT\n"
+       for src in PEERS + ("10.0.2.0/24",)]
     + ["-A CLOUDIFY_HA -p tcp -m multiport --dports 8300,8301,8500,22000 -j DROP\n"
-       "-A CLOUDIFY_HA -p udp -m multiport --dports 8301 -j DROP\n"]
-    + [f"-A CLOUDIFY_HA -s {src} -p tcp --dport 80 -j ACCEPT\n"
-       for src in ("10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.20", "10.0.1.0/24")]
-    + ["-A CLOUDIFY_HA -p tcp --dport 80 -j DROP\n"
+       "-A CLOUDIFY_HA -p udp -m multiport --dports 8301 -j DROP\n"
+       "-A CLOUDIFY_HA -p tcp -m multiport --dports 80 -j DROP\n"
+       "-A CLOUDIFY_HA -p tcp -m multiport --dports 5671,53333 -j DROP\n"
        '-A CLOUDIFY_HA -m comment --comment "cloudify_ha prod {digest}" -j RETURN\nCOMMIT\n'])
+# over IPv6 every port the formula handles is closed: its sources are IPv4
+IP6TABLES_RULES = (
+    "*filter\n:CLOUDIFY_HA - [0:0]\n-F CLOUDIFY_HA\n-A CLOUDIFY_HA -i lo -j RETURN\n"
+    "-A CLOUDIFY_HA -p tcp -m multiport --dports 8300,8301,8500,22000 -j DROP\n"
+    "-A CLOUDIFY_HA -p udp -m multiport --dports 8301 -j DROP\n"
+    "-A CLOUDIFY_HA -p tcp -m multiport --dports 80 -j DROP\n"
+    "-A CLOUDIFY_HA -p tcp -m multiport --dports 5671,53333 -j DROP\n"
+    '-A CLOUDIFY_HA -m comment --comment "cloudify_ha prod {digest}" -j RETURN\nCOMMIT\n')
 HEADER = "# managed by Salt (cloudify_ha.firewall), do not edit\n"
+NFT_HEADER = HEADER + "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
+NFT_STATES = {"cloudify_ha-firewall-nftables-file": "file.managed",
+              "cloudify_ha-firewall-nftables-loaded": "cloudify_ha_firewall.rules_loaded"}
+XTABLES_STATES = {f"cloudify_ha-firewall-{tool}-{what}": fun for tool in ("iptables", "ip6tables")
+                  for what, fun in (("file", "file.managed"),
+                                    ("loaded", "cloudify_ha_firewall.rules_loaded"))}
 
 
 def digest_of(rules):
@@ -70,58 +97,98 @@ def firewall(minion, *args, **kwargs):
     return high
 
 
-def test_nftables_where_nft_is_installed_with_the_rules_and_their_digest(minion):
+def parses(tool, text, tmp_path):
+    """What this machine's real tool says of the rules file (nft -c, iptables-restore --test),
+    in a network namespace of its own: nothing is loaded anywhere. '' when it takes them."""
+    path = tmp_path / f"rules.{tool}"
+    path.write_text(text)
+    check = {"nft": ["nft", "-c", "-f"], "iptables": ["iptables-restore", "--test"],
+             "ip6tables": ["ip6tables-restore", "--test"]}[tool]
+    proc = subprocess.run(["unshare", "--net", *check, str(path)], capture_output=True, text=True,
+                          timeout=30, check=False)
+    return (proc.stderr + proc.stdout).strip() if proc.returncode else ""
+
+
+def test_nftables_where_nft_is_installed_with_the_rules_and_their_digest(minion, tmp_path):
     high = firewall(minion, "example", LEADER, binaries=("nft",))
+    assert functions_of(high) == NFT_STATES
     digest = digest_of(NFT_RULES)
     managed = args_of(high, "cloudify_ha-firewall-nftables-file")
     assert (managed["name"], managed["mode"]) == ("/etc/cloudify_ha/firewall.nft", "0644")
-    assert managed["contents"] == (
-        HEADER + "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
-        + NFT_RULES.format(digest=digest))
+    assert managed["contents"] == NFT_HEADER + NFT_RULES.format(digest=digest)
     assert args_of(high, "cloudify_ha-firewall-nftables-loaded") == {
         "name": "/etc/cloudify_ha/firewall.nft", "backend": "nftables",
         "marker": f"cloudify_ha prod {digest}",
         "require": [{"file": "cloudify_ha-firewall-nftables-file"}]}
+    assert parses("nft", managed["contents"], tmp_path) == ""
 
 
-def test_iptables_where_the_pillar_asks_for_it_even_with_nft_installed(minion):
+def test_iptables_and_ip6tables_where_the_pillar_asks_for_it_even_with_nft_installed(minion,
+                                                                                     tmp_path):
     pillar = {"cloudify_ha": {"clusters": {"prod": {"firewall": {"backend": "iptables"}}}}}
     high = firewall(minion, "example", LEADER, pillar=pillar, binaries=("nft",))
-    digest = digest_of(IPTABLES_RULES)
-    assert args_of(high, "cloudify_ha-firewall-iptables-file")["contents"] == (
-        HEADER + IPTABLES_RULES.format(digest=digest))
-    assert args_of(high, "cloudify_ha-firewall-iptables-loaded")["marker"] == (
-        f"cloudify_ha prod {digest}")
+    assert functions_of(high) == XTABLES_STATES
+    for tool, rules in (("iptables", IPTABLES_RULES), ("ip6tables", IP6TABLES_RULES)):
+        digest = digest_of(rules)
+        managed = args_of(high, f"cloudify_ha-firewall-{tool}-file")
+        assert managed["name"] == f"/etc/cloudify_ha/firewall.{tool}"
+        assert managed["contents"] == HEADER + rules.format(digest=digest)
+        assert args_of(high, f"cloudify_ha-firewall-{tool}-loaded") == {
+            "name": f"/etc/cloudify_ha/firewall.{tool}", "backend": tool,
+            "marker": f"cloudify_ha prod {digest}",
+            "require": [{"file": f"cloudify_ha-firewall-{tool}-file"}]}
+        assert parses(tool, managed["contents"], tmp_path) == ""
 
 
-def test_iptables_where_neither_firewalld_nor_nft_is_installed(minion):
-    high = firewall(minion, "example", LEADER, binaries=())
-    assert functions_of(high) == {
-        "cloudify_ha-firewall-iptables-file": "file.managed",
-        "cloudify_ha-firewall-iptables-loaded": "cloudify_ha_firewall.rules_loaded"}
+@pytest.mark.parametrize("binaries", [(), ("nft=0.8",), ("nft=0.8.5",)],
+                         ids=["no nft", "EL7's nft 0.8", "nft 0.8.5"])
+def test_auto_picks_iptables_where_nft_is_missing_or_older_than_the_rules_need(minion,
+                                                                              binaries):
+    assert functions_of(firewall(minion, "example", LEADER, binaries=binaries)) == XTABLES_STATES
+
+
+@pytest.mark.parametrize("version", ["0.9.0", "0.9.3", "1.0.6"])
+def test_auto_picks_nftables_where_nft_is_new_enough(minion, version):
+    high = firewall(minion, "example", LEADER, binaries=(f"nft={version}",))
+    assert functions_of(high) == NFT_STATES
+
+
+@pytest.mark.parametrize("binaries, found", [((), "this host has no nft"),
+                                             (("nft=0.8",), "this host's nft is 0.8 and")],
+                         ids=["no nft", "nft 0.8"])
+def test_nftables_asked_for_where_nft_cannot_take_the_rules_is_refused_naming_the_key(
+        minion, binaries, found):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"firewall": {"backend": "nftables"}}}}}
+    high = firewall(minion, "example", LEADER, pillar=pillar, binaries=binaries)
+    assert functions_of(high) == {"cloudify_ha-firewall-refused": "cloudify_ha.refused"}
+    comment = args_of(high, "cloudify_ha-firewall-refused")["comment"]
+    assert comment.startswith("cloudify_ha:clusters:prod:firewall:backend: nftables, but ")
+    assert found in comment and "iptables" in comment
 
 
 def test_the_labs_pillar_lets_its_managers_and_its_subnet_in(minion):
     high = firewall(minion, "lab", "mgr1", binaries=("nft",))
     contents = args_of(high, "cloudify_ha-firewall-nftables-file")["contents"]
     assert "    elements = { 10.10.0.11, 10.10.0.12, 10.10.0.13 }\n" in contents
-    assert ("    elements = { 10.10.0.11, 10.10.0.12, 10.10.0.13, 10.10.0.0/24 }\n"
-            in contents)
+    # the subnet holds the managers: their own addresses are not listed twice (no overlap)
+    assert contents.count("    elements = { 10.10.0.0/24 }\n") == 2
 
 
-def test_firewalld_where_it_runs_gets_the_peers_ports_and_rest_sources_as_data(minion):
+def test_firewalld_where_it_runs_gets_every_opening_as_data(minion):
     """firewalld gets its rules as data (no shell string): the state builds its ipsets and rich
     rules itself from checked parts and runs firewall-cmd with an argv."""
     high = firewall(minion, "example", LEADER, binaries=("firewall-cmd", "nft"))
-    peers = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
+    peers = list(PEERS)
     assert functions_of(high) == {
         "cloudify_ha-firewall-firewalld-rules": "cloudify_ha_firewall.firewalld_present"}
     assert args_of(high, "cloudify_ha-firewall-firewalld-rules") == {
-        "name": "prod", "peers": peers,
-        "ports": [{"port": 8300, "protocol": "tcp"}, {"port": 8301, "protocol": "tcp"},
-                  {"port": 8500, "protocol": "tcp"}, {"port": 22000, "protocol": "tcp"},
-                  {"port": 8301, "protocol": "udp"}],
-        "rest_port": 80, "rest_sources": peers + ["10.0.0.20", "10.0.1.0/24"], "zone": ""}
+        "name": "prod", "zone": "", "openings": [
+            {"cluster": "prod", "name": "peers", "tcp": [8300, 8301, 8500, 22000],
+             "udp": [8301], "sources": peers},
+            {"cluster": "prod", "name": "rest", "tcp": [80], "udp": [],
+             "sources": peers + ["10.0.0.20", "10.0.1.0/24"]},
+            {"cluster": "prod", "name": "agents", "tcp": [5671, 53333], "udp": [],
+             "sources": peers + ["10.0.2.0/24"]}]}
 
 
 def test_firewalld_in_the_pillars_zone(minion):
@@ -132,9 +199,43 @@ def test_firewalld_in_the_pillars_zone(minion):
 
 def test_a_disabled_firewall_renders_nothing_to_do(minion):
     pillar = {"cloudify_ha": {"clusters": {"prod": {"firewall": {"enabled": False}}}}}
-    high = firewall(minion, "example", LEADER, pillar=pillar)
-    assert functions_of(high) == {"cloudify_ha-firewall-nothing-to-do":
-                                  "test.succeed_without_changes"}
+    for host in (LEADER, LB):
+        high = firewall(minion, "example", host, pillar=pillar)
+        assert functions_of(high) == {"cloudify_ha-firewall-nothing-to-do":
+                                      "test.succeed_without_changes"}
+
+
+def test_the_load_balancer_host_opens_its_port_to_its_sources_with_the_same_templates(
+        minion, tmp_path):
+    """The LB host's firewall: loadbalancer:port to loadbalancer:sources (everyone by default),
+    closed to every other source and to IPv6, from the same state and templates."""
+    nft = args_of(firewall(minion, "example", LB), "cloudify_ha-firewall-nftables-file")
+    rules = ('table inet cloudify_ha {{\n  set lb_0 {{\n    type ipv4_addr\n    flags interval\n'
+             '    elements = {{ 0.0.0.0/0 }}\n  }}\n'
+             '  # each port below from its set only; every other source is dropped, IPv6 '
+             'included (an inet\n  # table sees both families; the sets hold IPv4 addresses)\n'
+             '  chain input {{\n    type filter hook input priority -1; policy accept;\n'
+             '    iifname "lo" accept comment "cloudify_ha prod {digest}"\n'
+             '    ip saddr @lb_0 tcp dport {{ 80 }} accept\n    tcp dport {{ 80 }} drop\n'
+             '  }}\n}}\n')
+    assert nft["contents"] == NFT_HEADER + rules.format(digest=digest_of(rules))
+    assert parses("nft", nft["contents"], tmp_path) == ""
+    pillar = {"cloudify_ha": {"clusters": {"prod": {
+        "loadbalancer": {"port": 443, "sources": ["192.0.2.0/24", "198.51.100.7"]},
+        "firewall": {"backend": "iptables"}}}}}
+    high = firewall(minion, "example", LB, pillar=pillar)
+    v4 = args_of(high, "cloudify_ha-firewall-iptables-file")["contents"]
+    assert [line for line in v4.splitlines() if line.startswith("-A")][1:-1] == [
+        "-A CLOUDIFY_HA -s 192.0.2.0/24 -p tcp -m multiport --dports 443 -j ACCEPT",
+        "-A CLOUDIFY_HA -s 198.51.100.7 -p tcp -m multiport --dports 443 -j ACCEPT",
+        "-A CLOUDIFY_HA -p tcp -m multiport --dports 443 -j DROP"]
+    v6 = args_of(high, "cloudify_ha-firewall-ip6tables-file")["contents"]
+    assert [line for line in v6.splitlines() if line.startswith("-A")][1:-1] == [
+        "-A CLOUDIFY_HA -p tcp -m multiport --dports 443 -j DROP"]
+    fwd = args_of(firewall(minion, "example", LB, binaries=("firewall-cmd",)),
+                  "cloudify_ha-firewall-firewalld-rules")
+    assert fwd == {"name": "prod", "zone": "", "openings": [
+        {"cluster": "prod", "name": "lb", "tcp": [80], "udp": [], "sources": ["0.0.0.0/0"]}]}
 
 
 # ---- HAProxy ----------------------------------------------------------------------------------
@@ -413,21 +514,22 @@ def test_an_operators_firewall_template_for_one_minion_wins_over_the_formulas(mi
                                                                              site_templates):
     put(site_templates / f"files/{LEADER}/firewall.nft.jinja",
         'table inet cloudify_ha {\n  comment "cloudify_ha {{ cluster }} {{ digest }}"\n'
-        '  # site rules for {{ peers | join(",") }}\n}\n')
+        '  # site rules for {{ peers | join(",") }}\n'
+        '  # {% for o in openings %}{{ o.set }} {% endfor %}{{ agent_allowed | join(",") }}\n}\n')
     drop_file_list_cache(file_root)
     pillar = {"cloudify_ha": {"tofs": {"path_prefix": "site"}}}
     high = firewall(minion, "example", LEADER, pillar=pillar, binaries=("nft",))
     rules = 'table inet cloudify_ha {{\n  comment "cloudify_ha prod {digest}"\n' \
-            '  # site rules for 10.0.0.11,10.0.0.12,10.0.0.13\n}}\n'
+            '  # site rules for 10.0.0.11,10.0.0.12,10.0.0.13\n' \
+            '  # peers_0 rest_1 agents_2 10.0.0.11,10.0.0.12,10.0.0.13,10.0.2.0/24\n}}\n'
     digest = digest_of(rules)
     assert args_of(high, "cloudify_ha-firewall-nftables-file")["contents"] == (
-        HEADER + "table inet cloudify_ha\ndelete table inet cloudify_ha\n"
-        + rules.format(digest=digest))
+        NFT_HEADER + rules.format(digest=digest))
     assert args_of(high, "cloudify_ha-firewall-nftables-loaded")["marker"] == (
         f"cloudify_ha prod {digest}")
     # another minion, whose directory has no override, gets the formula's own rules
     other = firewall(minion, "example", "cfy-mgr2.example.com", pillar=pillar, binaries=("nft",))
-    assert "ip saddr @cluster_peers tcp dport" in args_of(
+    assert "ip saddr @peers_0 tcp dport" in args_of(
         other, "cloudify_ha-firewall-nftables-file")["contents"]
 
 

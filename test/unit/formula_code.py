@@ -74,5 +74,13 @@ def runner_module():
     return load("_runners/cloudify_ha.py", "cloudify_ha_runner_under_test")
 
 
+def files_util():
+    return load("_utils/cloudify_ha_files.py", "cloudify_ha_files_under_test")
+
+
 def orch_util():
     return load("_utils/cloudify_ha_orch.py", "cloudify_ha_orch_under_test")
+
+
+def firewall_plan_module():
+    return load("_modules/cloudify_ha_firewall.py", "cloudify_ha_firewall_module_under_test")

@@ -13,9 +13,10 @@ from formula_code import state_module
 STATES = state_module()
 
 
-def node(name, host_ip, state, master=False, database_ip=None, public_ip=None):
+def node(name, host_ip, state, master=False, database_ip=None, public_ip=None, initialized=True):
     return {"name": name, "host_ip": host_ip, "state": state, "online": state != "offline",
-            "master": master, "database_ip": database_ip, "public_ip": public_ip}
+            "master": master, "database_ip": database_ip, "public_ip": public_ip,
+            "initialized": initialized}
 
 
 LEADER = node("m1", "10.0.0.11", "leader", master=True)
@@ -25,8 +26,11 @@ JOIN = {"name": "m2", "host_ip": "10.0.0.12", "test": False, "replace_stale": Fa
 CLUSTER = {"active": ACTIVE, "nodes": [LEADER]}
 FRESH = dict(JOIN, local="package_installed", **CLUSTER)
 EMPTY = dict(FRESH, resources=[], database_ip="10.0.0.5")
-# an install that failed after its restservice step: services up, no .install (4.6 section 0.2)
+# an install that failed after its nginx step: nginx (or the services) up, no .install
+# (cloudify-4.6.md sections 0.2, 0.4)
 HALF = dict(EMPTY, local="half_installed")
+# what a join that failed after its PUT leaves on the active node (cloudify-4.6.md section 0.4)
+FAILED_JOIN = node("m2", "10.0.0.12", "offline", initialized=False)
 
 
 def facts(base, **more):
@@ -91,6 +95,19 @@ JOIN_TABLE = [
       "database is left alone"]),
     (HALF, "act", ["m2 would join the cluster through the active node 10.0.0.11 (after "
                    "tearing down its failed install)"]),
+    # its own record, never initialized: this formula's failed join, replace_stale or not
+    (facts(EMPTY, nodes=[LEADER, FAILED_JOIN]), "act",
+     ["m2 would join the cluster through the active node 10.0.0.11 (after removing the record "
+      "its failed join left)"]),
+    (facts(HALF, nodes=[LEADER, FAILED_JOIN]), "act",
+     ["(after tearing down its failed install) (after removing the record its failed join "
+      "left)"]),
+    (facts(EMPTY, nodes=[LEADER, FAILED_JOIN], remove_failed_join=False), "refuse",
+     ["offline and never initialized", "remove_failed_joins is false",
+      "'cfy cluster nodes remove m2' through the active node (10.0.0.11)"]),
+    # a record that was initialized once is a member's: only replace_stale removes it
+    (facts(EMPTY, nodes=[LEADER, node("m2", "10.0.0.12", "offline", initialized=True)]),
+     "refuse", ["still lists m2 (10.0.0.12) as an offline member", "replace_stale: True"]),
 ]
 
 
@@ -127,6 +144,11 @@ def test_join_decision_changes():
         "joined": {"old": None, "new": {"active_node": "10.0.0.11", "database": "10.0.0.5"}}}
     assert half.done == ("m2 joined the cluster (active node 10.0.0.11) (after tearing down its "
                          "failed install)")
+    failed = STATES._decide_join(facts(EMPTY, nodes=[LEADER, FAILED_JOIN]))
+    assert failed.changes == {
+        "removed_failed_join": {"old": "m2 (10.0.0.12): offline, never initialized (a join "
+                                       "that failed after registering)", "new": None},
+        "joined": {"old": None, "new": {"active_node": "10.0.0.11", "database": "10.0.0.5"}}}
 
 
 INSTALL = {"name": "m1", "test": False, "allow_database_reset": False}
@@ -154,7 +176,14 @@ INSTALL_TABLE = [
     (facts(INSTALL, local="half_installed"), "need", "running"),
     (facts(INSTALL, local="half_installed", running=ACTIVE), "ok", ["joins it"]),
     (facts(INSTALL, local="half_installed", running=None), "refuse",
-     ["failed part-way", "'cfy_manager remove -f'", "database is left alone"]),
+     ["failed part-way", "'cfy_manager remove -f'", "database is left alone",
+      "the database was not touched"]),
+    # the other managers could not tell whether a cluster runs: the same advice, and what
+    # they said; never the database
+    (facts(INSTALL, local="half_installed", running=None,
+           running_unknown="no active node in cluster 'prod': m2 (10.0.0.12): starting"),
+     "refuse", ["failed part-way", "'cfy_manager remove -f'",
+                "whether a cluster already runs could not be told: no active node"]),
 ]
 
 
@@ -183,6 +212,12 @@ START_TABLE = [
     (facts(START, local="package_installed", running=None), "refuse",
      ["cannot start a cluster on a host in state 'package_installed'"]),
     (facts(START, local="removed"), "refuse", ["in state 'removed'"]),
+    (facts(START, local="half_installed"), "need", "running"),
+    (facts(START, local="half_installed", running=ACTIVE), "ok", ["cluster already runs"]),
+    (facts(START, local="half_installed", running=None), "refuse",
+     ["failed part-way", "'cfy_manager remove -f'"]),
+    (facts(START, local="half_installed", running=None, test=True), "refuse",
+     ["failed part-way"]),
     (facts(START, local="installed"), "act", ["the cluster would be started on m1 (10.0.0.11)"]),
 ]
 
@@ -195,7 +230,8 @@ def test_start_decision(given, kind, expected):
 MEMBERS = [LEADER, node("m2", "10.0.0.12", "replica", public_ip="192.0.2.12")]
 EVERY = [{"name": "m1", "manager_ip": "10.0.0.11"}, {"name": "m2", "manager_ip": "192.0.2.12"}]
 PROFILE = {"name": "prod", "test": False, "active": ACTIVE, "nodes": MEMBERS}
-SEEN = facts(PROFILE, own=None, entries=EVERY, mode="0o600", was_active="prod")
+SEEN = facts(PROFILE, own=None, entries=EVERY, mode="0o600", was_active="prod",
+             addresses={"m1": "10.0.0.11", "m2": "192.0.2.12"})
 PROFILE_TABLE = [
     ({"name": "prod", "test": False}, "need", "cluster"),
     (facts(PROFILE, active=None, nodes=None, test=True), "need", "entries"),
@@ -211,6 +247,13 @@ PROFILE_TABLE = [
      ["would be updated"]),
     (facts(SEEN, entries=EVERY[:1]), "act", ["would be updated"]),
     (facts(SEEN, mode="0o644"), "act", ["would be updated"]),
+    # the pillar's address, not the REST answer's
+    (facts(SEEN, addresses={"m1": "10.0.0.11", "m2": "198.51.100.2"}), "act",
+     ["would be updated"]),
+    # a node the cluster lists and pillar does not name: no entry for it
+    (facts(SEEN, addresses={"m1": "10.0.0.11"}), "act", ["would be updated"]),
+    (facts(SEEN, addresses={"m1": "10.0.0.11"}, entries=EVERY[:1]), "ok",
+     ["lists the cluster's 1 nodes"]),
 ]
 
 

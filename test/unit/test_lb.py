@@ -147,7 +147,9 @@ def call(host, fun, *args, installed=True, **kwargs):
 
 def state(host, fun, test=False, context=None, installed=True, **kwargs):
     """The state function `fun` with the real execution module under it."""
-    salt_ = {"cloudify_ha_lb.pids": MODULE.pids, "cloudify_ha_lb.start": MODULE.start}
+    salt_ = {"cloudify_ha_lb.pids": MODULE.pids, "cloudify_ha_lb.start": MODULE.start,
+             "cloudify_ha_lb.pidfile_problem": MODULE.pidfile_problem,
+             "cloudify_ha_lb.make_directory": MODULE.make_directory}
     with on(host, installed, extra=[
             patch.object(STATE, "__salt__", salt_, create=True),
             patch.object(STATE, "__opts__", {"test": test}, create=True),
@@ -438,6 +440,95 @@ def test_running_with_a_rejected_configuration_starts_nothing(files, tmp_path):
         "name": str(bad), "changes": {}, "result": False,
         "comment": f"haproxy -c rejects {bad}: {ALERT.strip()}"}
     assert host.starts == [] and host.running() == []
+
+
+def not_a_pidfile(kind, pidfile, tmp_path):
+    """Put at `pidfile` what HAProxy must not truncate; the message's end for it."""
+    path = pathlib.Path(pidfile)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "shadow"
+    target.write_text("root:$6$secret:19000:0:99999:7:::\n", encoding="utf-8")
+    if kind == "symlink":
+        path.symlink_to(target)
+        return "is a symbolic link"
+    if kind == "hard link":
+        path.hardlink_to(target)
+        return "has 2 hard links"
+    if kind == "directory":
+        path.mkdir()
+        return "is not a regular file"
+    if kind == "text":
+        path.write_text("# not a pid file\n1234\n", encoding="utf-8")
+        return "is not a pid file (it holds more than process ids)"
+    path.write_text("1\n" * 3000, encoding="utf-8")
+    return "is not a pid file (6000 bytes)"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hard link", "directory", "text", "huge"])
+@pytest.mark.parametrize("fun, test", [("running", False), ("running", True),
+                                       ("mod_watch", False), ("mod_watch", True)])
+def test_a_pidfile_that_is_not_haproxys_is_refused_and_nothing_runs(files, tmp_path, kind, fun,
+                                                                    test):
+    host = Host()
+    config, pidfile = files
+    what = not_a_pidfile(kind, pidfile, tmp_path)
+    assert state(host, fun, test=test, name=config, pidfile=pidfile) == {
+        "name": config, "changes": {}, "result": False,
+        "comment": f"cloudify_ha:lookup:haproxy_pidfile: {pidfile} {what}; HAProxy would "
+                   "truncate it: give HAProxy a pid file of its own (e.g. /run/haproxy.pid); "
+                   "nothing was started"}
+    assert host.calls == []
+    assert (tmp_path / "shadow").read_text(encoding="utf-8").startswith("root:$6$")
+
+
+def test_start_refuses_a_pidfile_that_is_not_haproxys(files, tmp_path):
+    host = Host()
+    not_a_pidfile("symlink", files[1], tmp_path)
+    with pytest.raises(CommandExecutionError, match="is a symbolic link; HAProxy would truncate"):
+        call(host, "start", *files)
+    assert host.calls == []
+
+
+def test_a_stale_pidfile_whose_pid_another_process_reuses_is_haproxys_own(files):
+    host = Host()
+    reused = host.spawn(name="sshd")
+    write_pidfile(files[1], reused)
+    assert call(host, "pidfile_problem", files[1]) is None
+    assert call(host, "start", *files) == [reused + 1]
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_the_socket_directory_is_created_0750_when_missing(tmp_path, test):
+    path = tmp_path / "run" / "haproxy"
+    ret = state(Host(), "directory_created", test=test, name=str(path))
+    changes = {"created": {"old": None, "new": str(path), "mode": "0750"}}
+    if test:
+        assert ret == {"name": str(path), "changes": changes, "result": None,
+                       "comment": f"{path} would be created (0750)"}
+        assert not path.exists()
+        return
+    assert ret == {"name": str(path), "changes": changes, "result": True,
+                   "comment": f"{path} created (0750)"}
+    assert path.is_dir() and (path.stat().st_mode & 0o777) == 0o750
+
+
+def test_an_existing_socket_directory_is_left_as_its_package_made_it(tmp_path):
+    path = tmp_path / "haproxy"
+    path.mkdir(mode=0o755)
+    path.chmod(0o755)
+    assert state(Host(), "directory_created", name=str(path)) == {
+        "name": str(path), "changes": {}, "result": True,
+        "comment": f"{path} exists (left as it is)"}
+    assert (path.stat().st_mode & 0o777) == 0o755
+
+
+def test_a_file_in_the_socket_directorys_place_is_refused(tmp_path):
+    path = tmp_path / "haproxy"
+    path.write_text("x", encoding="utf-8")
+    assert state(Host(), "directory_created", name=str(path)) == {
+        "name": str(path), "changes": {}, "result": False,
+        "comment": f"{path} exists and is not a directory: remove it or choose another place "
+                   "for HAProxy's admin socket"}
 
 
 def test_running_when_the_start_fails_says_why(files):

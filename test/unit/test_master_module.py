@@ -85,3 +85,26 @@ def test_orch_steps_and_targets_are_the_builders():
     assert list(MASTER.orch_steps("orch", plan)) == ["cloudify_ha-orch-validate"]
     with pytest.raises(Exception, match="is not one of orch, rejoin, retire"):
         MASTER.orch_steps("reboot", plan)
+
+
+def test_ask_asks_the_function_of_minions_with_the_modules_and_pings_the_others(salt):
+    """A minion answers a function it lacks only after loading every module it has: those the
+    master's grains cache shows without the formula's modules are pinged."""
+    calls = []
+
+    def cmd(tgt, tgt_type, fun, timeout, kwarg=None):
+        calls.append((fun, tgt, tgt_type, kwarg, timeout))
+        return {mid: {"ret": fun, "retcode": 0} for mid in tgt}
+    salt["saltutil.cmd"] = cmd
+    salt["cloudify_ha_master.minions_without_modules"] = lambda ids: [m for m in ids if m == "new"]
+    assert MASTER.ask(["m1", "new", "m2"], "cloudify_ha.maintenance_mode", timeout=7) == {
+        "m1": {"ret": "cloudify_ha.maintenance_mode", "retcode": 0},
+        "m2": {"ret": "cloudify_ha.maintenance_mode", "retcode": 0},
+        "new": {"ret": "test.ping", "retcode": 0}}
+    assert calls == [("cloudify_ha.maintenance_mode", ["m1", "m2"], "list", {}, 7),
+                     ("test.ping", ["new"], "list", None, 7)]
+    calls.clear()
+    assert MASTER.ask([], "cloudify_ha.orch_facts") == {} and calls == []
+    salt["cloudify_ha_master.minions_without_modules"] = lambda ids: []
+    MASTER.ask(["m1"], "cloudify_ha.orch_facts", kwarg={"expected": {}})
+    assert calls == [("cloudify_ha.orch_facts", ["m1"], "list", {"expected": {}}, 5)]

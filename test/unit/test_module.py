@@ -7,6 +7,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import stat
 import threading
 import urllib.parse
@@ -18,7 +19,7 @@ import yaml
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from formula_code import (REPO, EXAMPLE_SECRETS, example_pillar, execution_module, grain_module,
-                          pillar_util, rest_util)
+                          files_util, pillar_util, rest_util, state_module)
 from lab.emulator import real_cli
 
 MODULE = execution_module()
@@ -204,6 +205,17 @@ def test_cfy_manager_gets_no_secret_even_in_its_environment(salt):
     assert_no_secret(salt["cmd.run_all"].call_args.kwargs["env"])
 
 
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_no_command_is_given_the_minions_proxy(command, salt):
+    """cfy and the installer send the admin's credentials to the managers: a proxy from the
+    minion's environment (Salt adds `env` to it) would get them. Empty is no proxy to urllib."""
+    COMMANDS[command][0]()
+    env = salt["cmd.run_all"].call_args.kwargs["env"]
+    assert {k: env[k] for k in env if k.lower().endswith("_proxy")} == {
+        "http_proxy": "", "https_proxy": "", "all_proxy": "", "HTTP_PROXY": "",
+        "HTTPS_PROXY": "", "ALL_PROXY": ""}
+
+
 def test_command_output_is_scrubbed(salt):
     salt["cmd.run_all"].return_value = done(stdout=f"using {ADMIN_PW}\nProfile is up to date")
     assert MODULE.update_profile() == {"retcode": 0,
@@ -361,6 +373,67 @@ def test_a_failed_install_shows_the_relevant_log_lines_without_secrets(salt, hos
     assert "an old failure of an earlier run" not in message
     assert_no_secret(message)
     assert mode_of(host.config) == 0o600
+
+
+# a password with what each encoding changes: a space, both quotes, a slash, '+', '%', '&'
+SPECIAL_PW = "Adm1n pw'with\"quotes/+%&"
+
+
+def forms_of(user, password):
+    """The forms a secret takes where 4.6 and its libraries print it."""
+    return {
+        "json": json.dumps(password)[1:-1],
+        "yaml double-quoted": yaml.safe_dump(password, default_style='"').strip()[1:-1],
+        "yaml single-quoted": password.replace("'", "''"),
+        "url %20": urllib.parse.quote(password, safe=""),
+        "url +": urllib.parse.quote_plus(password, safe=""),
+        "url lower-case hex": re.sub("%[0-9A-F]{2}", lambda m: m.group().lower(),
+                                     urllib.parse.quote(password, safe="")),
+        "basic base64": base64.b64encode(f"{user}:{password}".encode()).decode(),
+    }
+
+
+FORMS = [(who, form) for who in ("admin", "database") for form in forms_of("u", "p")]
+
+
+@pytest.mark.parametrize("who, form", FORMS, ids=[f"{w}-{f}" for w, f in FORMS])
+def test_every_form_of_a_secret_in_an_installer_error_is_scrubbed_from_the_state_comment(
+        salt, host, pillar, who, form, tmp_path):
+    """A failed install's console and log lines reach the state's comment (and so the job
+    cache): a password there is hidden whichever way it was escaped or encoded."""
+    user = "admin" if who == "admin" else "cloudify"
+    section = pillar["clusters"]["prod"]["admin" if who == "admin" else "database"]
+    section["password"] = SPECIAL_PW
+    shown = forms_of(user, SPECIAL_PW)[form]
+    assert shown != SPECIAL_PW or form == "yaml single-quoted" and "'" not in SPECIAL_PW
+    host.log.parent.mkdir(parents=True)
+    host.log.write_text("2019-06-01 11:00:00 INFO - Installing Cloudify Manager\n"
+                        f"2019-06-01 11:00:02 ERROR - config: {{password: \"{shown}\"}}\n")
+    salt["cmd.run_all"].return_value = done(
+        stdout=f"Authorization: Basic {shown}\nERROR - postgresql://{user}:{shown}@10.0.0.5/x",
+        retcode=1)
+    states = state_module()
+    fakes = {"cloudify_ha.node_state": lambda cluster=None: "package_installed",
+             "cloudify_ha.active_node": lambda cluster=None, required=True: None,
+             "cloudify_ha.database_holds_data": lambda cluster=None: {
+                 "holds_data": False, "databases": [], "name": "cloudify_db", "tables": 0,
+                 "data": {}, "rows": {}, "host": "10.0.0.5:5432"},
+             "cloudify_ha.install": MODULE.install}
+    with patch.object(states, "__salt__", fakes, create=True), \
+            patch.object(states, "__opts__", {"test": False, "cachedir": str(tmp_path)},
+                         create=True), \
+            patch.object(states, "__context__", {}, create=True), \
+            patch.object(states, "__utils__", {"cloudify_ha_files.open_private":
+                                               files_util().open_private}, create=True), \
+            patch.object(states, "__pillar__", {}, create=True):
+        ret = states.manager_installed(name="cfy-mgr2", cluster="prod")
+    assert (ret["result"], ret["changes"]) == (False, {})
+    comment = ret["comment"]
+    assert comment.startswith("cfy-mgr2: cfy_manager install failed (exit 1): Authorization: "
+                              "Basic ******\nERROR - postgresql://"), comment
+    assert "ERROR - config: {password: \"******\"}" in comment, comment
+    assert shown not in comment and SPECIAL_PW not in comment
+    assert_no_secret(comment)
 
 
 def test_a_validation_error_shows_only_this_runs_lines(salt, host):
@@ -531,6 +604,11 @@ def test_set_profile_cluster_writes_the_nodes_privately_and_keeps_what_it_knows(
     assert MODULE.set_profile_cluster("localhost", nodes) is False
 
 
+def test_public_addresses_are_the_pillars_by_node_name():
+    assert MODULE.public_addresses(cluster="prod") == {
+        "cfy-mgr1": "192.0.2.11", "cfy-mgr2": "192.0.2.12", "cfy-mgr3": "192.0.2.13"}
+
+
 def test_set_profile_cluster_of_a_missing_profile_is_an_error():
     with pytest.raises(CommandExecutionError, match="cfy profile prod does not exist"):
         MODULE.set_profile_cluster("prod", [])
@@ -667,6 +745,19 @@ def test_active_node_asks_only_the_candidates(managers):
     assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.13", "10.9.9.9"]
 
 
+def test_active_node_of_the_others_leaves_this_hosts_own_answer_out(managers):
+    """A host whose install failed after its nginx step answers 502 itself
+    (cloudify-4.6.md section 0.4): `others` asks every manager but this one (cfy-mgr2)."""
+    fake = managers({"10.0.0.12": REST.RestError(502, "", "Bad Gateway")})
+    with pytest.raises(CommandExecutionError, match="cfy-mgr2 .10.0.0.12.: starting"):
+        MODULE.active_node(required=False)
+    fake.calls.clear()
+    assert MODULE.active_node(required=False, others=True) is None
+    assert sorted(c.endpoint.host for c in fake.calls) == ["10.0.0.11", "10.0.0.13"]
+    managers({"10.0.0.12": REST.RestError(502, "", "Bad Gateway"), "10.0.0.13": "active"})
+    assert MODULE.active_node(others=True) == {"name": "cfy-mgr3", "host": "10.0.0.13"}
+
+
 def test_active_node_from_a_host_outside_the_cluster(managers, configure_loader_modules):
     configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
     managers({"10.0.0.11": "active"})
@@ -776,6 +867,29 @@ def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected)
     assert MODULE.own_profile() == expected
 
 
+@pytest.mark.parametrize("minion, answers, installed, expected", [
+    # not installed yet, the cluster runs: its join goes through the active node
+    (MINION, {"10.0.0.13": "active"}, False, "10.0.0.13"),
+    # nothing runs yet: the orchestration starts the cluster on the pillar's leader first
+    (MINION, {}, False, "10.0.0.11"),
+    ("cfy-mgr1.example.com", {}, False, "localhost"),  # the leader starts it: localhost
+    (MINION, {"10.0.0.13": "active"}, True, "localhost"),  # installed: no forecast
+    # the others cannot tell: the pillar's leader, as before the cluster runs
+    (MINION, {"10.0.0.11": REST.RestError(502, "", "Bad Gateway")}, False, "10.0.0.11"),
+])
+def test_own_profile_forecast_names_the_profile_the_install_will_leave(
+        minion, answers, installed, expected, host, managers, configure_loader_modules):
+    """What test=True names: a joiner's profile after the node it joins through
+    (cloudify-4.6.md section 0.1), never `localhost`."""
+    configure_loader_modules[MODULE]["__opts__"]["id"] = minion
+    if installed:
+        host.install.parent.mkdir(parents=True, exist_ok=True)
+        host.install.touch()
+    managers(answers)
+    assert MODULE.own_profile(forecast=True) == expected
+    assert MODULE.own_profile() == "localhost"  # what exists today
+
+
 def test_profile_nodes_of_the_own_profile(host):
     host.config.parent.mkdir(parents=True, exist_ok=True)
     host.config.write_text(yaml.safe_dump({"cluster": {"master_ip": "10.0.0.11"}}))
@@ -795,6 +909,62 @@ NODES = {"items": [
     {"name": "cfy-mgr3", "host_ip": "10.0.0.13", "public_ip": "192.0.2.13", "master": False,
      "online": False},
 ]}
+
+
+def test_cluster_status_asks_only_for_what_46s_public_client_reads(managers):
+    """4.6 answers an unknown `_include` field with 400 no_such_include_field_error; its public
+    client's ClusterState reads initialized, logs and error (cloudify-4.6.md section 0.4)."""
+    fake = managers({"10.0.0.11": lambda method, path: {"initialized": True}})
+    assert MODULE.cluster_status(active="10.0.0.11") == {"initialized": True}
+    (call,) = fake.calls
+    path, _, query = call.path.partition("?_include=")
+    assert path == "/cluster" and set(query.split(",")) <= {"initialized", "logs", "error"}
+
+
+@pytest.mark.parametrize("answer, expected", [
+    # what 4.6 answers on the active node (maintenance_mode.py MaintenanceMode.get)
+    ({"status": "activating", "activated_at": "", "requested_by": "admin",
+      "remaining_executions": [{"id": "x"}], "activation_requested_at": "t"},
+     {"status": "activating", "activated_at": "", "requested_by": "admin"}),
+    ({"status": "deactivated", "activated_at": "", "remaining_executions": [],
+      "requested_by": "", "activation_requested_at": ""},
+     {"status": "deactivated", "activated_at": "", "requested_by": ""}),
+    # not the active node, not up, or an answer that is not 4.6's: no say
+    (REPLICA, {"status": None}),
+    (REST.Unreachable("refused"), {"status": None}),
+    (REST.RestError(502, "", "Bad Gateway"), {"status": None}),
+    ({"status": "on"}, {"status": None}),
+    ("activated", {"status": None}),
+])
+def test_maintenance_mode_is_the_local_nodes_answer(answer, expected, managers):
+    reply = answer if isinstance(answer, BaseException) else (lambda method, path: answer)
+    fake = managers({"10.0.0.12": reply})
+    assert MODULE.maintenance_mode() == dict(expected, name="cfy-mgr2", host="10.0.0.12")
+    assert [(c.endpoint.host, c.method, c.path, c.retries) for c in fake.calls] == [
+        ("10.0.0.12", "GET", "/maintenance", 0)]
+
+
+def test_maintenance_mode_of_a_minion_that_is_no_manager(managers, configure_loader_modules):
+    configure_loader_modules[MODULE]["__opts__"]["id"] = "admin1.example.com"
+    fake = managers({})
+    assert MODULE.maintenance_mode() == {"status": None}
+    assert MODULE.maintenance_mode(cluster="prod") == {"status": None}
+    assert fake.calls == []
+
+
+@pytest.mark.parametrize("code", ["maintenance_mode_active", "entering_maintenance_mode"])
+def test_a_call_refused_for_maintenance_mode_says_how_to_leave_it(managers, code):
+    """4.6 answers 503 to every call but a few while in maintenance mode
+    (cloudify-4.6-day2.md section 5.1)."""
+    managers({"10.0.0.11": REST.RestError(503, code, "Your request was rejected since "
+                                                    "Cloudify manager is currently in "
+                                                    "maintenance mode")})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.cluster_nodes(active="10.0.0.11")
+    assert str(raised.value) == (
+        f"the manager at 10.0.0.11 is in maintenance mode: GET /cluster/nodes answered 503 "
+        f"{code}; nothing was changed. Leave it with 'cfy maintenance-mode deactivate' on the "
+        "active node, then re-run")
 
 
 def test_cluster_nodes_before_the_cluster_exists_are_none(managers):
@@ -849,9 +1019,12 @@ def test_rest_errors_become_scrubbed_command_errors(managers, error, message):
 
 
 # ---- the external database ----------------------------------------------------------------------
-def psql_answers(answers):
-    """cmd.run_all answering each psql query with the stdout of the first matching fragment."""
+def psql_answers(answers, version="psql (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)"):
+    """cmd.run_all answering `psql --version` with `version`, each psql query with the stdout
+    of the first matching fragment."""
     def run_all(argv, **kwargs):
+        if argv[1:] == ["--version"]:
+            return done(stdout=version + "\n")
         sql = kwargs["stdin"]
         return done(stdout=next(out for fragment, out in answers if fragment in sql))
     return run_all
@@ -866,7 +1039,9 @@ def test_database_holds_data_asks_postgres_with_the_password_in_the_environment(
         "holds_data": True, "databases": ["cloudify_db", "composer", "stage"], "tables": 4,
         "name": "cloudify_db", "data": {"cloudify_db": 4, "stage": 4, "composer": 4},
         "rows": {"blueprints": 2, "deployments": 1, "users": 1}, "host": "10.0.0.5:5432"}
-    for args, kwargs in salt["cmd.run_all"].call_args_list:
+    # first the local psql's version (a psql before 9.5 reads only the certificate's CN)
+    assert salt["cmd.run_all"].call_args_list[0][0][0] == ["/usr/bin/psql", "--version"]
+    for args, kwargs in salt["cmd.run_all"].call_args_list[1:]:
         argv = args[0]
         assert argv[:4] == ["/usr/bin/psql", "-XAtq", "-v", "ON_ERROR_STOP=1"]
         conninfo = argv[argv.index("-d") + 1]
@@ -883,7 +1058,7 @@ def test_database_with_empty_databases_holds_no_data(salt):
     assert MODULE.database_holds_data() == {
         "holds_data": False, "databases": ["stage"], "tables": 0, "rows": {},
         "name": "cloudify_db", "data": {"stage": 0}, "host": "10.0.0.5:5432"}
-    assert salt["cmd.run_all"].call_count == 2
+    assert salt["cmd.run_all"].call_count == 3  # psql --version, then the two queries
 
 
 def test_the_data_guard_checks_the_configured_database_and_stage(salt, pillar):
@@ -896,7 +1071,7 @@ def test_the_data_guard_checks_the_configured_database_and_stage(salt, pillar):
     found = MODULE.database_holds_data()
     assert (found["holds_data"], found["data"], found["tables"]) == (
         True, {"cfy_prod": 1, "stage": 1}, 1)
-    first_argv, first_kwargs = salt["cmd.run_all"].call_args_list[0]
+    first_argv, first_kwargs = salt["cmd.run_all"].call_args_list[1]  # [0]: psql --version
     assert "names=cfy_prod,stage,composer" in first_argv[0]
     assert "cfy_prod" not in first_kwargs["stdin"] and ":'names'" in first_kwargs["stdin"]
 
@@ -1005,6 +1180,21 @@ def test_orch_facts_of_a_manager(extmods, host, managers):
                                           "cluster": "prod", "private_ip": "10.0.0.12",
                                           "pillar_errors": []}
     assert [c.path for c in fake.calls] == ["/status"]  # its own /status, once
+
+
+def test_orch_facts_of_the_active_node_carry_its_maintenance_mode(extmods, host, managers):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": lambda method, path: (
+        {"status": "activated", "activated_at": "2026-12-07T10:00:00.000Z",
+         "requested_by": "admin", "remaining_executions": []} if path == "/maintenance"
+        else {"status": "running"})})
+    facts = MODULE.orch_facts(extmods)
+    assert (facts["node"], facts["maintenance"]) == ("leader", {
+        "status": "activated", "activated_at": "2026-12-07T10:00:00.000Z",
+        "requested_by": "admin", "name": "cfy-mgr2", "host": "10.0.0.12"})
+    assert [c.path for c in fake.calls] == ["/status", "/maintenance"]
 
 
 def test_orch_facts_of_a_host_that_is_not_a_manager(extmods, configure_loader_modules, managers):

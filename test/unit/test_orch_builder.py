@@ -73,6 +73,9 @@ def test_all_up_one_leader_every_step_in_order_with_the_hint():
     assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["pillar"] == {
         "cloudify_ha_orch": {"active": {"prod": "10.0.0.11"}}}
     assert funs(high)["cloudify_ha-orch-sync"] == "test.succeed_without_changes"
+    # the load balancer's own firewall (its port to loadbalancer:sources), then HAProxy
+    assert args(high, "cloudify_ha-orch-prod-loadbalancer")["sls"] == [
+        "cloudify_ha.firewall", "cloudify_ha.loadbalancer"]
 
 
 @pytest.mark.parametrize("case, kwargs, check", [
@@ -129,7 +132,8 @@ def test_what_is_not_an_answer_is_a_down_minion(answer):
     assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["sls"] == "cloudify_ha.cluster.down"
 
 
-def test_one_cluster_of_several_in_parallel():
+def with_staging():
+    """pillar.example with a second cluster, `staging` (stg-mgr1..3, no CLI host, no LB)."""
     pillar = example_pillar()
     staging = copy.deepcopy(pillar["clusters"]["prod"])
     staging.update(leader="stg-mgr1", cli_hosts=[], loadbalancer=None, managers=[
@@ -137,6 +141,11 @@ def test_one_cluster_of_several_in_parallel():
          "public_ip": f"192.0.2.3{i}"} for i in (1, 2, 3)])
     staging["database"]["host"] = "10.1.0.5"
     pillar["clusters"]["staging"] = staging
+    return pillar
+
+
+def test_one_cluster_of_several_in_parallel():
+    pillar = with_staging()
     both = O.orch_steps(plan_of(pillar), answers())
     assert args(both, "cloudify_ha-orch-prod-join-cfy-mgr2")["parallel"] is True
     assert funs(both)["cloudify_ha-orch-staging-no-manager-answers"] == "cloudify_ha.refused"
@@ -212,6 +221,74 @@ def test_a_retire_in_a_cluster_not_in_pillar_is_refused(cluster):
     assert funs(high) == {"cloudify_ha-retire-validate": "cloudify_ha.refused"}
     assert "is not defined under cloudify_ha:clusters" in args(high, "cloudify_ha-retire-validate")[
         "comment"]
+
+
+# ---- 4.6's maintenance mode (cloudify-4.6-day2.md section 5.1) ------------------------------
+def in_maintenance(status, node=MGR1, shape="maintenance_mode"):
+    """A manager's answer that its node is in maintenance mode: to orch_facts (nested) or to
+    cloudify_ha.maintenance_mode (the rejoin's and the retire's question)."""
+    state = {"status": status, "name": "what-it-says", "host": "10.9.9.9"}
+    return {node: {"ret": state if shape == "maintenance_mode" else {"maintenance": state},
+                   "retcode": 0}}
+
+
+@pytest.mark.parametrize("status", ["activated", "activating"])
+def test_the_build_of_a_cluster_in_maintenance_mode_is_one_refusal(status):
+    facts = answers(facts={MGR1: {"maintenance": {"status": status}}})
+    high = O.orch_steps(plan_of(), facts)
+    assert list(high) == ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync",
+                          "cloudify_ha-orch-prod-maintenance"]
+    assert funs(high)["cloudify_ha-orch-prod-maintenance"] == "cloudify_ha.refused"
+    # the cluster, the node as pillar names it (never what the minion says), the state, the way
+    # out
+    assert args(high, "cloudify_ha-orch-prod-maintenance")["comment"] == (
+        f"cluster prod: cfy-mgr1 (10.0.0.11) is in maintenance mode ({status}); the cluster was "
+        "not built or converged: nothing was changed (while it is on, 4.6 refuses cluster calls "
+        "and joins with 503 maintenance_mode_active). Leave it with 'cfy maintenance-mode "
+        "deactivate' on that node, then re-run")
+
+
+@pytest.mark.parametrize("state", [{"status": "deactivated"}, {"status": None},
+                                   {"status": "activated\n  cmd.run: reboot"}, "activated",
+                                   {"status": ["activated"]}])
+def test_maintenance_mode_off_or_not_one_of_46s_states_builds_as_usual(state):
+    high = O.orch_steps(plan_of(), answers(facts={MGR1: {"maintenance": state}}))
+    assert list(high) == FULL
+
+
+def test_one_cluster_in_maintenance_mode_leaves_the_others_alone():
+    pillar = with_staging()
+    facts = answers(facts={MGR1: {"maintenance": {"status": "activated"}}})
+    facts.update({f"stg-mgr{i}": {"ret": {"modules_current": True, "node": "replica"},
+                                  "retcode": 0} for i in (1, 2, 3)})
+    high = O.orch_steps(plan_of(pillar), facts)
+    assert [sid for sid in high if sid.startswith("cloudify_ha-orch-prod-")] == [
+        "cloudify_ha-orch-prod-maintenance"]
+    assert "cloudify_ha-orch-staging-leader-stg-mgr1" in high
+
+
+def test_the_rejoin_in_a_cluster_in_maintenance_mode_is_one_refusal():
+    found = dict(pings(), **in_maintenance("activated", node=MGR3))
+    high = O.rejoin_steps(plan_of(), MGR2, found)
+    assert funs(high) == {f"cloudify_ha-rejoin-{MGR2}-maintenance": "cloudify_ha.refused"}
+    comment = args(high, f"cloudify_ha-rejoin-{MGR2}-maintenance")["comment"]
+    assert comment.startswith("cluster prod: cfy-mgr3 (10.0.0.13) is in maintenance mode "
+                              f"(activated); the rejoin of {MGR2} did not run: nothing was "
+                              "changed"), comment
+    assert "'cfy maintenance-mode deactivate'" in comment
+    # off: the usual steps, every manager that answered the question a target for profiles
+    off = dict(pings(), **in_maintenance("deactivated", node=MGR3))
+    high = O.rejoin_steps(plan_of(), MGR2, off)
+    assert args(high, f"cloudify_ha-rejoin-{MGR2}-profiles")["tgt"] == [MGR1, MGR2, MGR3, CLI]
+
+
+def test_the_retire_in_a_cluster_in_maintenance_mode_is_one_refusal():
+    found = dict(pings(), **in_maintenance("activating", node=MGR2))
+    high = O.retire_steps(plan_of(only="prod"), "prod", "cfy-mgr1", found)
+    assert funs(high) == {"cloudify_ha-retire-cfy-mgr1-maintenance": "cloudify_ha.refused"}
+    assert args(high, "cloudify_ha-retire-cfy-mgr1-maintenance")["comment"].startswith(
+        "cluster prod: cfy-mgr2 (10.0.0.12) is in maintenance mode (activating); cfy-mgr1 was "
+        "not retired: nothing was changed")
 
 
 def test_every_copy_of_the_minion_id_rule_is_the_same():

@@ -148,9 +148,21 @@ def test_an_unknown_top_level_key_is_an_error_naming_it():
 
 
 @pytest.mark.parametrize("path, value, fragment", [
-    ("loadbalancer:admin_socket", "/run/admin.sock", "directly in /run"),
-    ("loadbalancer:admin_socket", "/tmp/haproxy.sock", "directly in /tmp"),
-    ("loadbalancer:config_path", "/etc/sudoers", "name a '.cfg' file"),
+    ("loadbalancer:admin_socket", "/run/admin.sock", "is not under HAProxy's own run or lib"),
+    ("loadbalancer:admin_socket", "/tmp/haproxy.sock", "e.g. /run/haproxy/admin.sock"),
+    ("loadbalancer:admin_socket", "/usr/lib/haproxy/x", "(/run/haproxy/ or /var/lib/haproxy/)"),
+    ("loadbalancer:admin_socket", "/run/haproxy", "is not under HAProxy's own run or lib"),
+    ("loadbalancer:config_path", "/etc/sudoers", "is not a '.cfg' file under /etc/haproxy/"),
+    ("loadbalancer:config_path", "/boot/grub/grub.cfg", "e.g. /etc/haproxy/haproxy.cfg"),
+    ("loadbalancer:config_path", "/etc/haproxy/../passwd.cfg", "under /etc/haproxy/"),
+    ("database:name", "template1", "is PostgreSQL's own or one the installer drops"),
+    ("database:name", "stage", "give Cloudify its own"),
+    ("loadbalancer:inter", "0", "is not an HAProxy time from 100ms to 1h"),
+    ("loadbalancer:timeout_server", "999999999d", "is not an HAProxy time from 1s to 24h"),
+    ("loadbalancer:fall", 10 ** 12, "must be a whole number from 1 to 100"),
+    ("installer:install_timeout", 10 ** 12, "from 60 to 86400"),
+    ("installer:source", "http://mirror.example.com/cfy.rpm", "give installer:source_hash"),
+    ("installer:cli_source_hash", "md5=0123456789abcdef0123456789abcdef", "sha256=<64 hex"),
     ("installer:version", "4.10\n", "is not a package version"),
     ("firewall:rest_sources:1", "10.0.1.5/24", "host bits zero"),
     ("database:name", "Cloudify", "lower-case"),
@@ -191,6 +203,9 @@ def test_pillar_example_documents_every_key_of_the_schema():
         "clusters:prod": (prod, P.CLUSTER_DEFAULTS),
         "managers:0": (prod["managers"][0], P.MANAGER_KEYS),
         "loadbalancer": (prod["loadbalancer"], P.LOADBALANCER_DEFAULTS),
+        "packages": (pillar["packages"], P.PACKAGES_FAMILIES),
+        "packages:RedHat": (pillar["packages"]["RedHat"], P.PACKAGES_KEYS),
+        "packages:RedHat:repos:0": (pillar["packages"]["RedHat"]["repos"][0], P.REPO_KEYS),
         **{name: (prod[name], P.CLUSTER_DEFAULTS[name])
            for name in ("admin", "rest", "database", "installer", "firewall")},
     }

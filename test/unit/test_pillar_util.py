@@ -1,5 +1,6 @@
 """_utils/cloudify_ha_pillar.py: the pillar's validation, the plan, and the secret helpers."""
 
+import base64
 import copy
 
 import pytest
@@ -59,7 +60,10 @@ def test_pillar_example_is_valid_without_warnings():
 def test_example_secrets_are_the_ones_in_pillar_example():
     settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
     db = settings["database"]
-    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]}
+    admin_pw, db_pw, postgres_pw, check_pw = EXAMPLE_SECRETS
+    assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]} | {
+        f"admin:{admin_pw}", f"cloudify:{db_pw}", f"postgres:{postgres_pw}",
+        f"cloudify_ha_check:{check_pw}"}
     assert db["ca_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
 
 
@@ -168,25 +172,87 @@ MISTAKES = [
     ("cli_hosts", "admin1.example.com", "cli_hosts", "must be a list of minion ids"),
     ("firewall:backend", "ufw", "firewall:backend", "'ufw' is not one of"),
     ("firewall:enabled", "no", "firewall:enabled", "must be true or false"),
-    ("installer:install_timeout", 0, "installer:install_timeout", "positive number of seconds"),
-    ("installer:install_timeout", True, "installer:install_timeout", "positive number"),
+    ("installer:install_timeout", 0, "installer:install_timeout", "seconds from 60 to 86400"),
+    ("installer:install_timeout", True, "installer:install_timeout", "seconds from 60 to 86400"),
+    ("installer:install_timeout", 10 ** 9, "installer:install_timeout", "from 60 to 86400"),
+    # every source list: IPv4 addresses or networks; wider than a /8 (every address included)
+    # only with its allow_wide_ key, which the error names beside it
+    ("firewall:rest_sources", [], "firewall:rest_sources",
+     f"empty, which opens the REST port to every address; list the addresses of the load "
+     f"balancer and the CLI hosts (e.g. 10.0.0.20, 10.0.1.0/24), or set "
+     f"{PROD}:firewall:allow_wide_rest_sources: true"),
+    ("firewall:rest_sources", DROP, "firewall:rest_sources", "empty, which opens the REST port"),
+    ("firewall:rest_sources:1", "0.0.0.0/0", "firewall:rest_sources:1",
+     f"0.0.0.0/0 is wider than a /8 (it opens the REST port to more than 16 million addresses); "
+     f"list narrower networks, or set {PROD}:firewall:allow_wide_rest_sources: true"),
+    ("firewall:rest_sources:1", "10.0.0.0/7", "firewall:rest_sources:1", "wider than a /8"),
+    ("firewall:rest_sources", "10.0.0.20", "firewall:rest_sources", "must be a list of IPv4"),
+    ("firewall:rest_sources:0", "fd00::1", "firewall:rest_sources:0", "is not an IPv4 address"),
+    ("firewall:allow_wide_rest_sources", "yes", "firewall:allow_wide_rest_sources",
+     "must be true or false"),
+    ("firewall:agent_sources:0", "0.0.0.0/0", "firewall:agent_sources:0",
+     f"wider than a /8 (it opens 5671 and 53333 to more than 16 million addresses); list "
+     f"narrower networks, or set {PROD}:firewall:allow_wide_agent_sources: true"),
+    ("firewall:agent_sources:0", "10.0.2.1/24", "firewall:agent_sources:0", "host bits zero"),
+    ("firewall:agent_sources", None, "firewall:agent_sources", "must be a list of IPv4"),
+    ("firewall:allow_wide_agent_sources", 1, "firewall:allow_wide_agent_sources",
+     "must be true or false"),
+    ("firewall:agent_source", [], "firewall:agent_source", "did you mean 'agent_sources'?"),
     ("rest", None, "rest", "must be a mapping"),
     ("firewall", ["10.0.0.20"], "firewall", "must be a mapping"),
     ("loadbalancer", "haproxy", "loadbalancer", "must be a mapping (see pillar.example) or absent"),
     ("loadbalancer:minion_ids", [], "loadbalancer:minion_ids", "minion ids of the HAProxy host"),
-    ("loadbalancer:port", 70000, "loadbalancer:port", "must be a positive integer"),
-    ("loadbalancer:fall", 0, "loadbalancer:fall", "must be a positive integer"),
+    ("loadbalancer:port", 70000, "loadbalancer:port", "must be a whole number from 1 to 65535"),
+    ("loadbalancer:fall", 0, "loadbalancer:fall", "must be a whole number from 1 to 100"),
+    ("loadbalancer:rise", 10 ** 12, "loadbalancer:rise", "must be a whole number from 1 to 100"),
+    ("loadbalancer:inter", "0", "loadbalancer:inter", "is not an HAProxy time from 100ms to 1h"),
+    ("loadbalancer:inter", 50, "loadbalancer:inter", "a bare number is milliseconds"),
+    ("loadbalancer:timeout_client", "999999999d", "loadbalancer:timeout_client",
+     "from 1s to 24h"),
+    ("database:name", "postgres", "database:name", "is PostgreSQL's own"),
+    ("database:name", "composer", "database:name", "the installer drops"),
+    ("installer:source", "http://repo.example.com/cfy.rpm", "installer:source",
+     "give installer:source_hash"),
+    ("installer:cli_source_hash", "sha256=" + "0" * 64, "installer:cli_source_hash",
+     "given without installer:cli_source"),
     ("loadbalancer:inter", "2 seconds", "loadbalancer:inter", "is not an HAProxy time"),
     ("loadbalancer:bind", "any", "loadbalancer:bind", "is not an IPv4 address"),
     ("loadbalancer:ssl", True, "loadbalancer:ssl_cert", "required when loadbalancer:ssl is true"),
     ("loadbalancer:balance", "roundrobin", "loadbalancer:balance", "unknown key"),
     ("loadbalancer:log", "/dev/log local0", "loadbalancer:log", "is not a syslog address"),
+    ("loadbalancer:log", "/etc/salt/master", "loadbalancer:log", "is not a syslog address"),
     ("loadbalancer:log", "10.0.0.9:0", "loadbalancer:log", "is not a syslog address"),
     ("loadbalancer:log", "10.0.0.9:514\n", "loadbalancer:log", "is not a syslog address"),
     ("loadbalancer:log", "syslog.example.com", "loadbalancer:log", "is not a syslog address"),
     ("loadbalancer:log_facility", "local8", "loadbalancer:log_facility",
      "is not a syslog facility"),
+    ("loadbalancer:sources", [], "loadbalancer:sources", "lets nobody reach the load balancer"),
+    ("loadbalancer:sources", ["10.0.0.0/33"], "loadbalancer:sources:0", "is not an IPv4"),
+    ("loadbalancer:sources", "0.0.0.0/0", "loadbalancer:sources", "must be a list of IPv4"),
 ]
+
+
+@pytest.mark.parametrize("firewall", [
+    {"rest_sources": [], "allow_wide_rest_sources": True},
+    {"rest_sources": ["0.0.0.0/0"], "allow_wide_rest_sources": True},
+    {"rest_sources": ["10.0.0.0/8"], "agent_sources": ["10.0.0.0/8"]},
+    {"agent_sources": ["0.0.0.0/0"], "allow_wide_agent_sources": True},
+    {"agent_sources": []},
+    # a disabled firewall opens nothing: its empty sources are no error
+    {"enabled": False, "rest_sources": []},
+], ids=["every address on purpose", "0.0.0.0/0 on purpose", "a /8", "agents everywhere on purpose",
+        "no agent network", "disabled"])
+def test_wide_sources_pass_with_their_allow_wide_key_and_a_8_without(firewall):
+    pillar = example_pillar()
+    pillar["clusters"]["prod"]["firewall"].update(firewall)
+    assert P.validate(pillar, MGR1) == ([], [])
+
+
+def test_a_public_load_balancer_is_open_to_everyone_by_default():
+    pillar = with_change("loadbalancer:sources", DROP)
+    assert P.validate(pillar, LB1) == ([], [])
+    assert P.cluster_settings("prod", pillar["clusters"]["prod"])["loadbalancer"]["sources"] == [
+        "0.0.0.0/0"]
 
 
 @pytest.mark.parametrize(
@@ -211,7 +277,10 @@ def test_a_load_balancers_log_target_is_a_socket_or_an_address(log, facility):
 
 @pytest.mark.parametrize("key, value, fix", [
     ("haproxy_user", "hap roxy", "must be letters, digits"),
-    ("haproxy_chroot", "var/lib/haproxy", "is not a plain absolute path"),
+    ("haproxy_chroot", "var/lib/haproxy", "is not /var/lib/haproxy or a directory under it"),
+    # the formula writes HAProxy's server states into the chroot: by allow-list, as every path
+    ("haproxy_chroot", "/etc", "is not /var/lib/haproxy or a directory under it"),
+    ("haproxy_log", "/etc/passwd", "is not a syslog address"),
     ("haproxy_log", "", "is not a syslog address"),
     ("haproxy_log_facility", "local", "is not a syslog facility"),
     ("haproxy_run_dir", "/run/../etc", "is not a plain absolute path, or ''"),
@@ -382,6 +451,42 @@ def test_a_minion_cannot_manage_in_two_clusters():
     assert f"also at {PROD}:managers:2" in errors[0] and "across all clusters" in errors[0]
 
 
+@pytest.mark.parametrize("change, key, other", [
+    (("prod", "cli_hosts", 0, "cfy-mgr2.example.com"), f"{PROD}:cli_hosts:0",
+     f"a manager (at {PROD}:managers:1)"),
+    (("staging", "cli_hosts", 0, "cfy-mgr3.example.com"), "cloudify_ha:clusters:staging:cli_hosts:0",
+     f"a manager (at {PROD}:managers:2)"),
+    (("prod", "loadbalancer", "minion_ids", 0, "stg-mgr1.example.com"),
+     f"{PROD}:loadbalancer:minion_ids:0",
+     "a manager (at cloudify_ha:clusters:staging:managers:0)"),
+    (("prod", "loadbalancer", "minion_ids", 0, "admin1.example.com"),
+     f"{PROD}:loadbalancer:minion_ids:0", f"a CLI host (at {PROD}:cli_hosts:0)"),
+])
+def test_a_minion_has_one_role_across_the_pillar(change, key, other):
+    """A manager as a CLI host gets a second cfy; a manager or a CLI host as a load balancer
+    gets HAProxy on the REST port: each fails only at its last step, after hosts were touched."""
+    pillar = two_clusters()
+    pillar["clusters"]["staging"]["cli_hosts"] = ["admin2.example.com"]
+    cluster, *path, index, mid = change
+    node = pillar["clusters"][cluster]
+    for part in path:
+        node = node[part]
+    node[index] = mid
+    errors, _ = P.validate(pillar)
+    assert keys_of(errors) == [key], errors
+    assert errors[0] == (f"{key}: '{mid}' is also {other}: a minion has one role across the "
+                         f"pillar; make another host the "
+                         f"{'load balancer' if 'loadbalancer' in key else 'CLI host'}")
+
+
+def test_one_cli_host_or_load_balancer_may_serve_two_clusters():
+    pillar = two_clusters()
+    pillar["clusters"]["staging"]["cli_hosts"] = ["admin1.example.com"]
+    pillar["clusters"]["staging"]["loadbalancer"] = copy.deepcopy(
+        pillar["clusters"]["prod"]["loadbalancer"])
+    assert P.validate(pillar) == ([], [])
+
+
 # ---- warnings ------------------------------------------------------------------------------------
 def test_two_managers_warn_about_the_even_count_and_ha():
     pillar = example_pillar()
@@ -449,12 +554,31 @@ def test_secrets_in_includes_the_client_key_and_skips_empty_values():
     settings = P.cluster_settings("c1", {"admin": {"password": "a-pw"},
                                          "database": {"password": "", "postgres_password": "pg-pw",
                                                       "client_key": "-----KEY-----"}})
-    assert P.secrets_in(settings) == {"a-pw", "pg-pw", "-----KEY-----"}
+    assert P.secrets_in(settings) == {"a-pw", "pg-pw", "-----KEY-----", "admin:a-pw",
+                                      "postgres:pg-pw"}
 
 
 def test_scrub_replaces_longer_secrets_first():
     # "pass" first would leave "******word1" behind: part of the longer secret in clear
     assert P.scrub("password1, then pass", {"pass", "password1"}) == "******, then ******"
+
+
+@pytest.mark.parametrize("shown", [
+    'p \\"w\\u00e9',  # JSON
+    'p \\"w\\xE9',  # YAML, double-quoted
+    "p \"w\\xe9",  # a Python repr
+    "p%20%22w%C3%A9", "p+%22w%C3%A9", "p%20%22w%c3%a9",  # URL-encoded, both spaces, both cases
+    "cCAid8Op",  # base64
+])
+def test_scrub_hides_a_secret_however_it_was_escaped_or_encoded(shown):
+    assert P.scrub(f"<{shown}>", {'p "w\u00e9'}) == "<******>"
+
+
+def test_scrub_hides_http_basic_auth_of_a_clusters_admin():
+    settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
+    header = "Basic " + base64.b64encode(b"admin:CHANGE-ME-admin-password").decode()
+    assert P.scrub(f"Authorization: {header}", P.secrets_in(settings)) == (
+        "Authorization: Basic ******")
 
 
 def test_scrub_replaces_every_occurrence_and_ignores_empty_secrets():

@@ -5,6 +5,7 @@ import http.server
 import threading
 
 import pytest
+import requests
 
 from formula_code import rest_util
 
@@ -74,3 +75,45 @@ def test_a_path_segment_is_one_plain_name(name):
 
 def test_a_node_name_is_its_own_segment():
     assert REST.segment("cfy-mgr3.example_1~") == "cfy-mgr3.example_1~"
+
+
+class Proxy(http.server.BaseHTTPRequestHandler):
+    """A proxy that records what it is sent (the Authorization header among it)."""
+
+    seen = []
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        self.send_response(502)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def proxy(monkeypatch):
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.setenv(name, url)
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    Proxy.seen = []
+    yield Proxy.seen
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(5)
+
+
+def test_the_environments_proxy_never_gets_the_admins_credentials(server, proxy):
+    Handler.answers["/api/v3.1/status"] = (200, "application/json", b'{"status": "running"}')
+    # what any client that trusts the environment does: the proxy gets the header
+    requests.get(server.url("/status"), headers={"Authorization": "Basic x"}, timeout=5)
+    assert proxy == [(server.url("/status"), "Basic x")]
+    proxy.clear()
+    assert REST.request(server, "GET", "/status") == {"status": "running"}
+    assert proxy == []

@@ -13,9 +13,10 @@ from unittest.mock import MagicMock, patch
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from formula_code import state_module
+from formula_code import files_util, state_module
 
 STATES = state_module()
+UTILS = {"cloudify_ha_files.open_private": files_util().open_private}
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
             "secure_profile", "set_profile_cluster", "remove_manager", "create_check_user")
 
@@ -122,7 +123,7 @@ def clock():
 @pytest.fixture
 def configure_loader_modules(clock, tmp_path):
     return {STATES: {"__salt__": {}, "__opts__": {"test": False, "cachedir": str(tmp_path)},
-                     "__context__": {}, "__pillar__": {}, "time": clock}}
+                     "__context__": {}, "__pillar__": {}, "__utils__": UTILS, "time": clock}}
 
 
 def run(state, fake, test=False, **kwargs):
@@ -253,6 +254,39 @@ def test_manager_installed_believes_the_host_not_the_installer(after, api_ok):
         f"(node state: {after})", "cfy_manager.log"))
 
 
+def test_manager_installed_advises_on_a_half_installed_leader_without_its_database():
+    """An install that failed after its nginx step: the host's own nginx answers 502
+    (cloudify-4.6.md section 0.4). Only the OTHER managers are asked whether a cluster runs,
+    and the database is never read: the refusal is the half-install's advice."""
+    fake = installing(node_state="half_installed")
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: an earlier install failed part-way", "half-installed",
+        "the database was not touched", "'cfy_manager remove -f'"))
+    fake.active_node.assert_called_once_with(cluster="prod", required=False, others=True)
+    fake.database_holds_data.assert_not_called()
+    fake.assert_nothing_mutated()
+
+
+def test_manager_installed_advises_on_a_half_installed_leader_the_others_cannot_place():
+    """The other managers answer, but none as the active node (their nginx answers 502 too):
+    still the half-install's advice, with what they said; never the database."""
+    unsure = CommandExecutionError("no active node in cluster 'prod': cfy-mgr2 (10.0.0.12): "
+                                   "starting (nginx answers 502 while the REST service starts)")
+    fake = installing(node_state="half_installed", active_node=unsure)
+    assert install_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "an earlier install failed part-way", "'cfy_manager remove -f'",
+        "whether a cluster already runs could not be told: no active node in cluster 'prod'"))
+    fake.database_holds_data.assert_not_called()
+
+
+def test_manager_installed_half_installed_defers_to_a_cluster_running_elsewhere():
+    fake = installing(node_state="half_installed", active_node={"name": "cfy-mgr2",
+                                                                "host": "10.0.0.12"})
+    assert install_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
+        "the cluster already runs (active node 10.0.0.12)", "cloudify_ha.joined"))
+    fake.assert_nothing_mutated()
+
+
 @pytest.mark.parametrize("failing", ["node_state", "active_node", "database_holds_data", "install"])
 def test_manager_installed_turns_errors_into_a_failed_state(failing):
     fake = installing(**{failing: CommandExecutionError("psql: connection refused")})
@@ -297,10 +331,35 @@ def test_cluster_started_starts_with_explicit_name_and_address_then_checks():
 @pytest.mark.parametrize("status, after", [({"initialized": False}, "leader"),
                                            ({"initialized": True}, "installed"),
                                            ({}, "leader")])
-def test_cluster_started_fails_when_the_start_did_not_take(status, after):
+def test_cluster_started_fails_when_the_start_did_not_take(status, after, clock):
     fake = starting(node_state=Seq("installed", after), cluster_status=status)
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 "
-                                      f"but the cluster is not initialized (node state: {after})")
+                                      "but the cluster is not initialized after 90s (node "
+                                      f"state: {after})")
+    assert clock.slept == pytest.approx(90)  # waited for, as through 4.6's restart
+
+
+def test_cluster_started_waits_through_the_rest_restart_of_the_start(clock):
+    """4.6 restarts the REST service and nginx while the cluster initializes
+    (cloudify-4.6.md section 0.4): the check after `cfy cluster start` may meet nginx's 502."""
+    gateway = CommandExecutionError("GET /cluster?_include=initialized on 10.0.0.11 failed: 502")
+    fake = starting(node_state=Seq("installed", "down", "down", "leader"),
+                    cluster_status=Seq(gateway, gateway, {"initialized": True}))
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", True, "cluster started on cfy-mgr1 (10.0.0.11)",
+                                      STARTED)
+    assert fake.order == ["node_state", "start_cluster"] + ["cluster_status", "node_state"] * 3
+    assert 0 < clock.slept < 5
+
+
+def test_cluster_started_names_the_last_answer_when_it_never_comes(clock):
+    gateway = CommandExecutionError("GET /cluster?_include=initialized on 10.0.0.11 failed: 502")
+    fake = starting(node_state=Seq("installed", "down"), cluster_status=gateway)
+    assert run(STATES.cluster_started, fake, name="cfy-mgr1", host_ip="10.0.0.11",
+               cluster="prod", wait=20) == ret(
+        "cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 but the cluster is not "
+        "initialized after 20s (node state: down); last answer: GET /cluster?_include="
+        "initialized on 10.0.0.11 failed: 502")
+    assert clock.slept == pytest.approx(20)
 
 
 def test_cluster_started_test_mode_on_an_installed_manager():
@@ -339,6 +398,14 @@ def test_cluster_started_needs_an_installed_manager(state):
     fake.start_cluster.assert_not_called()
 
 
+def test_cluster_started_on_a_half_installed_host_asks_only_the_other_managers():
+    fake = starting(node_state="half_installed")
+    assert start_on_mgr1(fake) == ret("cfy-mgr1", False, Mentions(
+        "cfy-mgr1: an earlier install failed part-way", "'cfy_manager remove -f'"))
+    fake.active_node.assert_called_once_with(cluster="prod", required=False, others=True)
+    fake.start_cluster.assert_not_called()
+
+
 def test_cluster_started_leaves_a_clustered_manager_in_its_boot_window_alone():
     fake = starting(node_state="down")  # /etc/cloudify/cluster, nginx answering 502
     assert start_on_mgr1(fake) == ret("cfy-mgr1", True, Mentions(
@@ -346,7 +413,7 @@ def test_cluster_started_leaves_a_clustered_manager_in_its_boot_window_alone():
     fake.start_cluster.assert_not_called()
 
 
-@pytest.mark.parametrize("failing", ["node_state", "start_cluster", "cluster_status"])
+@pytest.mark.parametrize("failing", ["node_state", "start_cluster"])
 def test_cluster_started_turns_errors_into_a_failed_state(failing):
     fake = starting(**{failing: CommandExecutionError("cfy cluster start failed (exit 1)")})
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False,
@@ -446,6 +513,39 @@ def test_joined_failed_install_left_alone_when_told_or_in_test_mode(given):
     assert result["result"] is (None if given.get("test") else False), result
     fake.assert_nothing_mutated()
     fake.remove_manager.assert_not_called()
+
+
+def failed_join_record():
+    """What a join of mgr2 that failed after its PUT leaves on the active node."""
+    return dict(node(MGR2, "offline"), initialized=False)
+
+
+@pytest.mark.parametrize("local, removed", [
+    ("package_installed", ["remove_node", "join"]),
+    ("half_installed", ["remove_manager", "node_state", "remove_node", "join"])])
+def test_joined_removes_its_failed_joins_record_then_joins_without_replace_stale(local, removed):
+    """cloudify-4.6.md section 0.4: a join that failed after its PUT leaves an offline,
+    never-initialized record of the node; without replace_stale it is this formula's failed
+    join: removed through the active node, and the host joined again."""
+    fake = joining(node_state=Seq(local, "package_installed"),
+                   cluster_nodes=Seq(BEFORE + [failed_join_record()], AFTER),
+                   remove_manager={"retcode": 0, "output": "removed"})
+    result = join_mgr2(fake)
+    assert result["result"] is True, result
+    assert result["changes"]["removed_failed_join"] == {
+        "old": "cfy-mgr2 (10.0.0.12): offline, never initialized (a join that failed after "
+               "registering)", "new": None}
+    assert result["comment"].endswith("(after removing the record its failed join left)")
+    fake.remove_node.assert_called_once_with("cfy-mgr2", active="10.0.0.11", cluster="prod")
+    start = fake.order.index(removed[0])
+    assert fake.order[start:start + len(removed)] == removed, fake.order
+
+
+def test_joined_test_mode_reports_the_failed_joins_record_and_removes_nothing():
+    fake = joining(cluster_nodes=Seq(BEFORE + [failed_join_record()]))
+    result = join_mgr2(fake, test=True)
+    assert result["result"] is None and "removed_failed_join" in result["changes"], result
+    fake.assert_nothing_mutated()
 
 
 def test_joined_refuses_a_stale_entry_without_replace_stale():
@@ -709,7 +809,11 @@ def test_joined_reads_the_node_state_again_after_a_join(clock):
 
 # ---- profile_updated -----------------------------------------------------------------------------
 MEMBERS = [LEADER, node(MGR2, "replica"), node(MGR3, "replica")]
-MEMBERS[2]["public_ip"] = "192.0.2.13"  # 4.6 profiles hold a node's public address
+# the REST answer's public addresses: the profile never takes them (plain HTTP)
+for member, public in zip(MEMBERS, ("203.0.113.1", None, "203.0.113.3")):
+    member["public_ip"] = public
+# the pillar's public_ip of each manager: what a profile lists
+PUBLIC = {"cfy-mgr1": "10.0.0.11", "cfy-mgr2": "10.0.0.12", "cfy-mgr3": "192.0.2.13"}
 
 
 def at(*entries):
@@ -732,8 +836,8 @@ def profiling(**answers):
     """The fake module of a CLI host whose profile `prod` is active, 0600, and lists every node."""
     defaults = {"active_node": ACTIVE, "cluster_nodes": MEMBERS, "profile_cluster": EVERY,
                 "profile_mode": "0o600", "active_profile": "prod", "use_profile": True,
-                "local_node": None, "set_profile_cluster": True,
-                "update_profile": {"retcode": 0, "output": ""}, "secure_profile": True}
+                "local_node": None, "set_profile_cluster": True, "public_addresses": PUBLIC,
+                "secure_profile": True}
     return FakeModule(**dict(defaults, **answers))
 
 
@@ -776,25 +880,61 @@ def test_profile_updated_own_keeps_the_profile_46_made_on_a_joiner():
     fake.assert_nothing_mutated()
 
 
-def test_profile_updated_drops_wrong_entries_then_lets_cfy_add_the_missing():
+def test_profile_updated_test_mode_names_a_joiners_profile_as_the_run_will_keep_it():
+    """test=True on a host not yet joined: the profile 4.6's join will leave there, named
+    after the node it joins through (cloudify-4.6.md section 0.1), never `localhost`."""
+    fake = profiling(own_profile="10.0.0.11", profile_cluster=None, profile_mode=None,
+                     active_profile=None, local_node="cfy-mgr2")
+    result = run(STATES.profile_updated, fake, test=True, name="localhost", cluster="prod",
+                 own=True)
+    assert (result["name"], result["result"]) == ("10.0.0.11", None), result
+    assert result["comment"] == "profile 10.0.0.11 would be updated"
+    fake.own_profile.assert_called_once_with(default="localhost", forecast=True, cluster="prod")
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_drops_wrong_entries_and_writes_the_missing_at_the_pillars_address():
     stale = at(("cfy-mgr3", "10.0.0.13"), ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr4", "10.0.0.14"))
     fake = profiling(profile_cluster=Seq(stale, EVERY))
     assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
                                             {"nodes": {"old": listing(stale), "new": WANTED}})
-    fake.set_profile_cluster.assert_called_once_with("prod", at(("cfy-mgr1", "10.0.0.11")))
-    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
     fake.use_profile.assert_not_called()
-    assert [f for f in fake.order if f in MUTATING] == [
-        "set_profile_cluster", "update_profile", "secure_profile"]
+    assert [f for f in fake.order if f in MUTATING] == ["set_profile_cluster", "secure_profile"]
 
 
 def test_profile_updated_gives_a_profile_without_the_active_node_its_address_first():
     """A replica's own profile points at itself (no `_cluster`): 4.6's cfy walks only the nodes
-    a profile lists, so it learns the active node before `update-profile`."""
+    a profile lists, the active node first."""
     fake = profiling(local_node="cfy-mgr2", profile_cluster=Seq([], EVERY))
     assert update_prod_profile(fake)["result"] is True
-    fake.set_profile_cluster.assert_called_once_with("prod", at(("cfy-mgr1", "10.0.0.11")))
-    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
+
+
+def test_profile_updated_keeps_the_entries_that_fit_in_their_order_after_the_active_node():
+    kept = at(("cfy-mgr3", "192.0.2.13"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr1", "10.0.0.99"))
+    fake = profiling(profile_cluster=Seq(kept, EVERY))
+    assert update_prod_profile(fake)["result"] is True
+    fake.set_profile_cluster.assert_called_once_with("prod", at(
+        ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr3", "192.0.2.13"), ("cfy-mgr2", "10.0.0.12")))
+
+
+def test_profile_updated_takes_each_address_from_pillar_never_from_the_rest_answer():
+    """The cluster's answer comes over plain HTTP and carries every node's public_ip (4.6's
+    update-profile takes those): the profile lists the pillar's, and a node pillar does not
+    name gets no entry, so cfy never sends the admin's credentials where no operator said."""
+    members = MEMBERS + [dict(node(("cfy-evil", "10.0.0.66"), "replica"),
+                              public_ip="198.51.100.66")]
+    from_rest = at(("cfy-mgr1", "203.0.113.1"), ("cfy-mgr2", "10.0.0.12"),
+                   ("cfy-mgr3", "203.0.113.3"), ("cfy-evil", "198.51.100.66"))
+    fake = profiling(cluster_nodes=members, profile_cluster=Seq(from_rest, EVERY))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"nodes": {"old": listing(from_rest), "new": WANTED}})
+    fake.public_addresses.assert_called_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
+    # and what the pillar wants is a no-op next time
+    assert update_prod_profile(profiling(cluster_nodes=members)) == ret(
+        "prod", True, "profile prod lists the cluster's 3 nodes")
 
 
 def test_profile_updated_activates_a_profile_that_is_not_active():
@@ -807,8 +947,7 @@ def test_profile_updated_activates_a_profile_that_is_not_active():
          "active_profile": {"old": "localhost", "new": "prod"}})
     # on a profile that exists, 4.6's `profiles use` only makes it active
     fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
-    fake.set_profile_cluster.assert_not_called()
-    fake.update_profile.assert_called_once_with(cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
 
 
 def test_profile_updated_creates_a_missing_profile():
@@ -819,8 +958,9 @@ def test_profile_updated_creates_a_missing_profile():
         {"nodes": {"old": None, "new": WANTED}, "mode": {"old": None, "new": "0o600"},
          "active_profile": {"old": None, "new": "prod"}})
     assert [f for f in fake.order if f in MUTATING] == [
-        "use_profile", "set_profile_cluster", "update_profile", "secure_profile"]
+        "use_profile", "set_profile_cluster", "secure_profile"]
     fake.use_profile.assert_called_once_with("prod", "10.0.0.11", cluster="prod")
+    fake.set_profile_cluster.assert_called_once_with("prod", EVERY)
 
 
 def test_profile_updated_only_fixes_the_mode():
@@ -866,7 +1006,7 @@ def test_profile_updated_fails_when_the_mode_did_not_change():
 
 
 @pytest.mark.parametrize("failing", ["active_node", "cluster_nodes", "profile_cluster",
-                                     "use_profile", "set_profile_cluster", "update_profile"])
+                                     "public_addresses", "use_profile", "set_profile_cluster"])
 def test_profile_updated_turns_errors_into_a_failed_state(failing):
     answers = {"profile_cluster": Seq(None, [], EVERY), "active_profile": None}  # every act
     answers[failing] = CommandExecutionError("cfy profiles use failed (exit 1)")
@@ -891,7 +1031,7 @@ def test_profile_updated_with_a_hint_polls_every_manager_before_it_changes_the_p
                active_hint="10.0.0.11") == ret(
         "prod", True, "profile prod updated", {"nodes": {"old": listing(one), "new": WANTED}})
     fake.active_node.assert_called_once_with(cluster="prod", required=True)
-    assert fake.order.index("active_node") < fake.order.index("update_profile")
+    assert fake.order.index("active_node") < fake.order.index("set_profile_cluster")
 
 
 # ---- node_absent ---------------------------------------------------------------------------------
@@ -1065,6 +1205,40 @@ def test_test_mode_takes_no_lock():
         assert install_mgr1(installing(), test=True)["result"] is None
     finally:
         os.close(fd)
+
+
+def lock_trap(kind, tmp_path):
+    """In the lock file's place, what would make a write of the lock write another file."""
+    target = tmp_path / "elsewhere"
+    target.write_text("precious\n", encoding="utf-8")
+    if kind == "symlink":
+        os.symlink(target, lock_path())
+        return target, "is a symbolic link"
+    if kind == "dangling symlink":
+        os.symlink(tmp_path / "nothing-yet", lock_path())
+        return tmp_path / "nothing-yet", "is a symbolic link"
+    if kind == "hard link":
+        os.link(target, lock_path())
+        return target, "has 2 hard links"
+    os.mkfifo(lock_path())
+    return target, "is not a regular file"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "dangling symlink", "hard link", "fifo"])
+@pytest.mark.parametrize("whole_run", [True, False])
+def test_the_lock_file_is_never_a_link_to_another_file(tmp_path, kind, whole_run):
+    target, what = lock_trap(kind, tmp_path)
+    before = target.read_text(encoding="utf-8") if target.exists() else None
+    fake = installing()
+    if whole_run:
+        got = run(STATES.run_locked, fake, name="lock")
+    else:
+        got = install_mgr1(fake)
+    assert got == ret("lock" if whole_run else "cfy-mgr1", False, Mentions(
+        f"{lock_path()} {what}: the formula's own files are never followed elsewhere; remove "
+        "it", "nothing was changed"))
+    assert (target.read_text(encoding="utf-8") if target.exists() else None) == before
+    assert fake.order == []
 
 
 def test_waits_ask_soon_then_at_most_once_an_interval_and_last_at_the_deadline(clock):

@@ -118,7 +118,8 @@ def test_an_invalid_pillar_lists_its_errors():
 
 
 @pytest.mark.parametrize("data,text", [("no clusters in pillar", "no clusters in pillar"),
-                                       (None, "None"), (["a"], "['a']"), ({}, "")])
+                                       (None, "None"), (["a"], "['a']"), ({}, ""),
+                                       ("an error\x1b[2J", "an error\\x1b[2J")])
 def test_anything_else_is_printed_as_it_is(data, text):
     assert OUTPUT.output(data) == text
 
@@ -152,28 +153,40 @@ class LocalClient:
                 if (mid, fun) in self.answers}
 
 
-def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeypatch):
+def runner_status(monkeypatch, answers):
+    """The runner's status with a fake LocalClient answering `answers`: (data, calls)."""
     pillar = example_pillar()
     plan = pillar_util().plan
     master_minion = type("MasterMinion", (), {"functions": {
         "cloudify_ha.plan": lambda pillar, cluster=None: plan(pillar, cluster)}})
-    local = LocalClient({
-        ("cfy-mgr1.example.com", "cloudify_ha.node_state"): "leader",
-        ("cfy-mgr1.example.com", "cloudify_ha.active_node"): {"name": "cfy-mgr1",
-                                                               "host": "10.0.0.11"},
-        ("cfy-mgr1.example.com", "cloudify_ha.cluster_nodes"): [
-            {"name": "cfy-mgr1", "state": "leader"}, {"name": "cfy-old", "state": "offline"}],
-        ("cfy-mgr1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-old"],
-        ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "installed",
-        ("cfy-mgr3.example.com", "cloudify_ha.profile_nodes"): None,
-        ("admin1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-mgr2"]})
+    local = LocalClient(answers)
     monkeypatch.setattr(RUNNER, "_master_pillar", lambda: (pillar, master_minion))
     monkeypatch.setattr(RUNNER, "__opts__", {"conf_file": "/etc/salt/master"}, raising=False)
     monkeypatch.setattr(salt.client, "get_local_client",
                         lambda conf_file: local if conf_file == "/etc/salt/master" else None)
     answer = RUNNER.status()
     assert answer["outputter"] == "cloudify_ha_status"
-    assert OUTPUT.output(answer["data"]).split("\n") == [
+    return answer["data"], local.calls
+
+
+OFF = {"status": "deactivated", "activated_at": "", "requested_by": "", "name": "cfy-mgr1",
+       "host": "10.0.0.11"}
+
+
+def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeypatch):
+    data, calls = runner_status(monkeypatch, {
+        ("cfy-mgr1.example.com", "cloudify_ha.maintenance_mode"): OFF,
+        ("cfy-mgr1.example.com", "cloudify_ha.node_state"): "leader",
+        ("cfy-mgr1.example.com", "cloudify_ha.active_node"): {"name": "cfy-mgr1",
+                                                               "host": "10.0.0.11"},
+        ("cfy-mgr1.example.com", "cloudify_ha.cluster_nodes"): [
+            {"name": "cfy-mgr1", "state": "leader"}, {"name": "cfy-old", "state": "offline"}],
+        # a profile lists the members pillar names: cfy-old is none of them
+        ("cfy-mgr1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1"],
+        ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "installed",
+        ("cfy-mgr3.example.com", "cloudify_ha.profile_nodes"): None,
+        ("admin1.example.com", "cloudify_ha.profile_nodes"): ["cfy-mgr1", "cfy-mgr2"]})
+    assert OUTPUT.output(data).split("\n") == [
         "cluster prod",
         "+----------+----------------------+-----------+-------------------------+-----------+",
         "| node     | minion               | ip        | state                   | local     |",
@@ -183,13 +196,47 @@ def test_the_runners_status_of_a_cluster_with_problems_prints_as_a_table(monkeyp
         "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | not joined              | installed |",
         "+----------+----------------------+-----------+-------------------------+-----------+",
         "active node:            cfy-mgr1 (10.0.0.11)",
+        "maintenance mode:       off",
         "listed, not in pillar:  cfy-old",
         "in pillar, not listed:  cfy-mgr2, cfy-mgr3",
         "stale profiles:         admin1.example.com",
         ""]
-    assert [fun for fun, _, _ in local.calls] == [
-        "cloudify_ha.node_state", "cloudify_ha.active_node", "cloudify_ha.cluster_nodes",
-        "cloudify_ha.profile_nodes", "cloudify_ha.profile_nodes"]
+    assert [(fun, targets) for fun, targets, _ in calls] == [
+        ("cloudify_ha.node_state", ("cfy-mgr1.example.com", "cfy-mgr2.example.com",
+                                    "cfy-mgr3.example.com")),
+        # asked of the nodes that answer as an active node or a standalone manager
+        ("cloudify_ha.maintenance_mode", ("cfy-mgr1.example.com", "cfy-mgr3.example.com")),
+        ("cloudify_ha.active_node", ("cfy-mgr1.example.com",)),
+        ("cloudify_ha.cluster_nodes", ("cfy-mgr1.example.com",)),
+        ("cloudify_ha.profile_nodes", ("cfy-mgr1.example.com", "cfy-mgr2.example.com",
+                                       "cfy-mgr3.example.com")),
+        ("cloudify_ha.profile_nodes", ("admin1.example.com",))]
+
+
+def test_the_runners_status_in_maintenance_mode_shows_it_and_each_nodes_own_state(monkeypatch):
+    """4.6 refuses /cluster/nodes while maintenance mode is activated (503): the status says
+    so, and shows each manager's own answer instead of asking the list."""
+    state = dict(OFF, status="activated", activated_at="2026-12-07T10:00:00.000Z",
+                 requested_by="admin", name="whatever-it-says", host="10.9.9.9")
+    data, calls = runner_status(monkeypatch, {
+        ("cfy-mgr1.example.com", "cloudify_ha.node_state"): "leader",
+        ("cfy-mgr1.example.com", "cloudify_ha.maintenance_mode"): state,
+        ("cfy-mgr2.example.com", "cloudify_ha.node_state"): "replica",
+        ("cfy-mgr3.example.com", "cloudify_ha.node_state"): "replica"})
+    assert OUTPUT.output(data).split("\n")[4:11] == [
+        "| cfy-mgr1 | cfy-mgr1.example.com | 10.0.0.11 | leader (its own answer; the node list "
+        "could not be read)  | leader  |",
+        "| cfy-mgr2 | cfy-mgr2.example.com | 10.0.0.12 | replica (its own answer; the node list "
+        "could not be read) | replica |",
+        "| cfy-mgr3 | cfy-mgr3.example.com | 10.0.0.13 | replica (its own answer; the node list "
+        "could not be read) | replica |",
+        "+----------+----------------------+-----------+" + "-" * 59 + "+---------+",
+        "active node:            cfy-mgr1 (10.0.0.11)",
+        "maintenance mode:       activated on cfy-mgr1 (10.0.0.11) since "
+        "2026-12-07T10:00:00.000Z by admin: the formula changes nothing in this cluster; 'cfy "
+        "maintenance-mode deactivate' ends it",
+        "listed, not in pillar:  -"]
+    assert "cloudify_ha.cluster_nodes" not in [fun for fun, _, _ in calls]
 
 
 def test_the_runners_status_of_an_invalid_pillar_prints_its_errors(monkeypatch):
@@ -210,3 +257,30 @@ def test_a_cluster_named_errors_is_a_cluster_not_the_error_form():
     # `errors` is a valid cluster name: the error form is told apart by its list
     text = OUTPUT.output({"errors": copy.deepcopy(HEALTHY["prod"])}).split("\n")
     assert text == ["cluster errors"] + HEALTHY_TEXT[1:]
+
+
+ESCAPES = "\x1b[2J\x1b]0;owned\x07"  # clear the screen, retitle the terminal
+
+
+def test_minion_and_rest_strings_are_printed_escaped_never_raw():
+    """What a minion or a manager says (a node name in a REST answer, an error) cannot move the
+    terminal's cursor, clear it, retitle it, or add a line to the table."""
+    data = {f"prod{ESCAPES}": {
+        "managers": [{"node": f"cfy-mgr1{ESCAPES}", "minion": "cfy-mgr1.example.com",
+                      "ip": "10.0.0.11", "state": "error: line one\nline two\r",
+                      "local": "{'error': 'caf\u00e9'}"}],
+        "active node": f"none found: {ESCAPES}",
+        "listed, not in pillar": [f"evil{ESCAPES}"], "in pillar, not listed": [],
+        "stale profiles": ["admin1\u2028.example.com"]}}
+    text = OUTPUT.output(data)
+    assert text.isascii() and all(line.isprintable() for line in text.split("\n")), text
+    lines = text.split("\n")
+    assert lines[0] == "cluster prod\\x1b[2J\\x1b]0;owned\\x07"
+    assert lines[4] == ("| cfy-mgr1\\x1b[2J\\x1b]0;owned\\x07 | cfy-mgr1.example.com | "
+                        "10.0.0.11 | error: line one\\nline two\\r | {'error': 'caf\\xe9'} |")
+    assert lines[6:9] == ["active node:            none found: \\x1b[2J\\x1b]0;owned\\x07",
+                          "listed, not in pillar:  evil\\x1b[2J\\x1b]0;owned\\x07",
+                          "in pillar, not listed:  -"]
+    assert lines[9] == "stale profiles:         admin1\\u2028.example.com"
+    errors = OUTPUT.output({"errors": [f"bad{ESCAPES}"]})
+    assert errors == "the cloudify_ha pillar is invalid:\n- bad\\x1b[2J\\x1b]0;owned\\x07"

@@ -57,6 +57,15 @@ def test_cluster_logs_and_error_come_only_with_include_and_since_skips_seen_logs
     assert later["logs"] == logs[1:]
 
 
+def test_an_unknown_include_field_answers_400_no_such_include_field_error(lab):
+    """4.6's rest_decorators.marshal_with; the fields are those of the public client's
+    ClusterState (initialized, logs, error)."""
+    answer = rest(lab["mgr1"].ip, "GET", "/cluster?_include=initialized,consul")
+    assert_error_body(answer, 400, "no_such_include_field_error")
+    assert answer.body["message"] == ("Include keys '[u'consul']' do not exist. Allowed keys "
+                                      "are: ['initialized', 'logs', 'error']")
+
+
 def test_node_list_shows_every_member_with_its_checks(lab):
     answer = rest(lab["mgr1"].ip, "GET", "/cluster/nodes")
     assert answer.status == 200

@@ -33,6 +33,9 @@ from .store import create_schema
 COMPONENTS = ["manager", "nginx", "postgresql_client", "rabbitmq", "restservice", "stage",
               "composer", "cluster", "cli", "usage_collector", "sanity"]
 DATABASES = ("cloudify_db", "stage", "composer")
+# knob fail_at=create_cluster_node: the join's step after its PUT (4.6 components/cluster)
+CREATE_CLUSTER_NODE = "create_cluster_node"
+CREATE_CLUSTER_NODE_BIN = "/opt/manager/env/bin/create_cluster_node"
 MUTATING = {"install", "remove", "start", "stop", "restart", "configure"}
 
 
@@ -617,6 +620,15 @@ def _join(config, log):
         log("cluster", f"PUT /cluster/nodes/{node_name} answered {status}: {node}",
             console=False, level="ERROR")
         raise InstallError(f"REST service returned an unexpected response: {status}", "NetworkError")
+    if knobs().get("fail_at") == CREATE_CLUSTER_NODE:
+        # 4.6 runs create_cluster_node (consul and syncthing, locally) after the PUT: a failure
+        # there leaves the leader's record of this node, never initialized (cluster.py
+        # _join_to_cluster; common.run's message)
+        log("cluster", f"{CREATE_CLUSTER_NODE} failed: the lab's knob fail_at="
+            f"{CREATE_CLUSTER_NODE} made this step fail", console=False, level="ERROR")
+        raise InstallError(f"Failed running command: sudo {CREATE_CLUSTER_NODE_BIN} --config "
+                           f"/tmp/tmp{os.urandom(3).hex()} (simulated failure (lab knob fail_at="
+                           f"{CREATE_CLUSTER_NODE})).", "ProcessExecutionError")
     try:
         call("GET", f"http://{master}:{PORTS['consul']}/v1/status/leader", timeout=5)
     except NetworkFailure as exc:
@@ -669,6 +681,20 @@ def _verify_restservice(config, log):
 def _restart_services():
     service.stop()
     return service.start()
+
+
+def _start_nginx(log):
+    """4.6's nginx step ends with `systemctl enable nginx` and a restart (nginx.py
+    _start_and_verify_service), before postgresql_client, rabbitmq and restservice: from here on
+    port 80 answers, 502 with nothing behind it, and at every boot (BOOT_SCRIPT, the lab's
+    enabled units)."""
+    BOOT_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
+    BOOT_SCRIPT.write_text("#!/bin/sh\n# lab: what systemd's enabled cloudify units do at boot\n"
+                           f"exec {PACKAGE_LIB.parent}/bin/cloudify-services \"$@\"\n")
+    os.chmod(BOOT_SCRIPT, 0o755)
+    log("nginx", "Starting NGINX service...")
+    if not _restart_services():
+        raise InstallError("NGINX did not start", "ProcessExecutionError")
 
 
 CLI_HOME = Path("/opt/cfy")
@@ -749,6 +775,7 @@ def install(args, log):
                 path.mkdir(parents=True, exist_ok=True)
         elif component == "nginx":
             _handle_certs(config, log)
+            _start_nginx(log)
         elif component == "postgresql_client":
             _create_pgpass_files(config)
             _copy_client_certificate(config)
@@ -762,10 +789,7 @@ def install(args, log):
             if not joining:  # 4.6's restservice _configure_db: create_default_db.sh, then schema
                 _prepare_db(config, log)
                 _populate_db(config, log)
-            BOOT_SCRIPT.parent.mkdir(parents=True, exist_ok=True)
-            BOOT_SCRIPT.write_text("#!/bin/sh\n# lab: what systemd's enabled cloudify units do at boot\n"
-                                   f"exec {PACKAGE_LIB.parent}/bin/cloudify-services \"$@\"\n")
-            os.chmod(BOOT_SCRIPT, 0o755)
+            service.REST_CONFIG.write_text("# lab: the REST service is configured\n")
             if not _restart_services():
                 raise InstallError("The manager's REST service did not start",
                                    "ProcessExecutionError")

@@ -19,7 +19,8 @@ CFY = EMBEDDED / "lib" / "bin" / "cfy"
 MUTATING = {("profiles", "use"), ("profiles", "set"), ("profiles", "delete"),
             ("cluster", "start"), ("cluster", "join"), ("cluster", "set-active"),
             ("cluster", "update-profile"), ("cluster", "remove"), ("cluster", "update"),
-            ("cluster", "set-certificate"), ("blueprints", "upload"), ("blueprints", "delete")}
+            ("cluster", "set-certificate"), ("blueprints", "upload"), ("blueprints", "delete"),
+            ("maintenance-mode", "activate"), ("maintenance-mode", "deactivate")}
 
 
 def command_key(argv):

@@ -6,8 +6,10 @@ stand-in for enabled systemd units). `python -m cfyemu.service start|stop|run`.
 """
 
 import base64
+import datetime
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -26,7 +28,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from . import cluster as clustermod
-from .common import (CONFIG, DEFAULT_TENANT, EXTERNAL_CERT, EXTERNAL_KEY, PIDFILE,
+from .common import (CONFIG, DEFAULT_TENANT, EXTERNAL_CERT, EXTERNAL_KEY, OPT, PIDFILE,
                      PORTS, RESOURCES, RUN_DIR, SERVICE_LOG, USER_DATA_DIRS, RestError, audit,
                      knobs, load_config)
 from .store import Store
@@ -40,6 +42,8 @@ _ALL = ("sys_admin", "manager", "user", "operations", "viewer")
 PERMISSIONS = {
     "status_get": _ALL + ("default",),
     "maintenance_mode_get": _ALL + ("default",),
+    "version_get": _ALL + ("default",),
+    "maintenance_mode_set": ("sys_admin",),
     **{action: ("sys_admin",) for action in (
         "cluster_status_get", "cluster_start_or_join", "cluster_config_update",
         "cluster_node_get", "cluster_node_list", "cluster_node_validate",
@@ -52,6 +56,36 @@ PERMISSIONS = {
 # the system roles of 4.6's authorization.conf (`roles`, type system_role), in its order
 SYSTEM_ROLES = ("sys_admin", "default")
 TENANT_ROLES = ("manager", "user", "operations", "viewer")
+# what 4.6's restservice step writes (restservice.py REST_CONFIG_PATH): until it exists there is
+# no REST service behind nginx, which the nginx step started (cloudify-4.6.md section 0.4)
+REST_CONFIG = OPT / "cloudify-rest.conf"
+# 4.6's maintenance mode: a local file (cloudify-rest.conf maintenance_folder, constants.py
+# MAINTENANCE_MODE_STATUS_FILE), never replicated to the other nodes
+MAINTENANCE_STATUS = OPT / "maintenance" / "status.json"
+# endpoints that pass while maintenance mode is activated: every endpoint whose NAME contains
+# one of these (rest-service constants.py ALLOWED_MAINTENANCE_ENDPOINTS, utils.py
+# check_allowed_endpoint: a substring match on request.endpoint)
+ALLOWED_MAINTENANCE_ENDPOINTS = ("status", "version", "license", "maintenance", "snapshots")
+MAINTENANCE_REFUSED = ("Your request was rejected since Cloudify manager is currently in "
+                       "maintenance mode")
+# 4.6's endpoint names (rest/endpoint_mapper.py: '<version>/<url>') of the routes emulated here
+ENDPOINTS = [(re.compile(pattern), name) for pattern, name in (
+    (r"/status", "v3.1/status"),
+    (r"/version", "v3.1/version"),
+    (r"/maintenance", "v3.1/maintenance"),
+    (r"/maintenance/[^/]+", "v3.1/maintenance/<string:maintenance_action>"),
+    (r"/cluster", "v3.1/cluster"),
+    (r"/cluster/nodes", "v3.1/cluster/nodes"),
+    (r"/cluster/nodes/[^/]+", "v3.1/cluster/nodes/<string:node_id>"),
+    (r"/blueprints", "v3.1/blueprints"),
+    (r"/blueprints/[^/]+", "v3.1/blueprints/<string:blueprint_id>"),
+    (r"/users", "v3.1/users"),
+    (r"/users/[^/]+", "v3.1/users/<string:username>"),
+)]
+# the fields of the ClusterState answer that `_include` may name: what 4.6's public client
+# reads (cloudify_rest_client/cluster.py ClusterState); `consul` is in an answer without
+# `_include` but is not one of them (inferred: the server's response class is premium)
+CLUSTER_STATE_FIELDS = ("initialized", "logs", "error")
 SERVICES = ["Cloudify Console", "PostgreSQL", "AMQP-Postgres", "Manager Rest-Service",
             "RabbitMQ", "Webserver", "Management Worker"]
 
@@ -77,6 +111,7 @@ class Service:
         self.cluster_logs = []  # [{"message", "timestamp", "cursor"}]
         self.cluster_error = None
         self.starting = False
+        self.restart_at_initialized = False  # knob cluster_start_restart=initialized
         self.gateway_until = 0.0  # until then nginx answers 502 (a boot, serve_forever)
         self.lock = threading.RLock()
         state = clustermod.load_state()
@@ -107,6 +142,13 @@ class Service:
         log(f"[cluster] {message}")
 
     def cluster_state(self, include=None, since=None):
+        if include is not None:
+            # 4.6's marshal_with (rest_decorators.py _validate_fields): unknown `_include` keys
+            unknown = [k for k in include if k not in CLUSTER_STATE_FIELDS]
+            if unknown:
+                raise RestError(400, "no_such_include_field_error",
+                                f"Include keys '[{', '.join(f'u{k!r}' for k in unknown)}]' do not "
+                                f"exist. Allowed keys are: {list(CLUSTER_STATE_FIELDS)}")
         agent = self.agent
         state = {"initialized": bool(agent and not self.starting)}
         if agent:
@@ -125,6 +167,11 @@ class Service:
             state["logs"] = logs
         if include is not None:
             state = {k: v for k, v in state.items() if k in include or k == "initialized"}
+        if state["initialized"] and self.restart_at_initialized:
+            # knob cluster_start_restart=initialized: the restart begins right after the first
+            # answer that shows the cluster initialized (see _restart_rest_and_nginx)
+            self.restart_at_initialized = False
+            self._restart_rest_and_nginx()
         return state
 
     def start_cluster(self, body):
@@ -149,6 +196,8 @@ class Service:
                 raise RuntimeError(f"Failed to start consul: the bind address {host_ip} is not "
                                    "an address of this machine")
             self._cluster_log(f"Consul agent started on {host_ip}")
+            if knobs().get("cluster_start_restart", "initializing") == "initializing":
+                self._restart_rest_and_nginx(wait=True)
             credentials = secrets.token_hex(16)
             state = {
                 "node_name": node_name, "host_ip": host_ip, "credentials": credentials,
@@ -165,6 +214,7 @@ class Service:
             self._start_agent(state)
             self._cluster_log("Syncthing file replication configured")
             self._cluster_log(f"Node {node_name} is the active node")
+            self.restart_at_initialized = knobs().get("cluster_start_restart") == "initialized"
             self.starting = False
             self._cluster_log("HA Cluster configuration complete")
         except Exception as exc:  # pylint: disable=broad-except
@@ -172,8 +222,99 @@ class Service:
             self.starting = False
             self._cluster_log(f"Error: {exc}")
 
+    def _restart_rest_and_nginx(self, wait=False):
+        """4.6's `cluster start` restarts the REST service and nginx while it initializes
+        (cloudify_cli/commands/cluster.py _wait_for_cluster_initialized: "we also restart the
+        restservice and nginx, which might lead to intermittent connection errors"): nginx
+        answers 502 while the REST service behind it starts again, for
+        `cluster_start_restart_seconds` (knob; inferred: the restart is in the private premium
+        package). `wait`: the initialization goes on once the REST service is back."""
+        seconds = float(knobs().get("cluster_start_restart_seconds",
+                                    CLUSTER_START_RESTART_SECONDS) or 0)
+        self._cluster_log("Restarting the REST service and nginx")
+        self.gateway_until = max(self.gateway_until, time.monotonic() + seconds)
+        if wait and seconds:
+            time.sleep(seconds)
+
+    # ---- maintenance mode (rest-service maintenance.py, resources_v2_1/maintenance_mode.py) ----
+    @staticmethod
+    def _maintenance_state():
+        try:
+            return json.loads(MAINTENANCE_STATUS.read_text())
+        except (OSError, ValueError):
+            return None
+
+    @staticmethod
+    def _write_maintenance(state):
+        MAINTENANCE_STATUS.parent.mkdir(parents=True, exist_ok=True)
+        MAINTENANCE_STATUS.write_text(json.dumps(state))
+
+    @staticmethod
+    def running_executions():
+        """Executions in no end state (4.6: every tenant's, system workflows included). The
+        emulator runs none; knob running_executions=<n> stands for n that have not ended (a
+        failover leaves such: cloudify-4.6-day2.md section 5.1)."""
+        count = int(knobs().get("running_executions") or 0)
+        return [{"id": f"lab-execution-{i}", "status": "started", "deployment_id": "lab",
+                 "workflow_id": "install"} for i in range(count)]
+
+    def maintenance_gate(self, route, headers, remote):
+        """4.6's maintenance_mode_handler, a before_request hook (before authentication):
+        while the mode is activated every endpoint but the allowed ones answers 503
+        `maintenance_mode_active`; `activating` turns `activated` at the first request once no
+        execution runs; while executions still run, no endpoint emulated here is blocked (4.6
+        blocks only execution, deployment and snapshot changes then)."""
+        endpoint = next((name for pattern, name in ENDPOINTS if pattern.fullmatch(route)), None)
+        if endpoint is None:  # "failed to route the request - this is a 404. Abort early."
+            return
+        host = (headers.get("Host") or "").rsplit(":", 1)[0]
+        if remote in ("127.0.0.1", host) and headers.get("X-BYPASS-MAINTENANCE"):
+            return  # utils.is_internal_request and is_bypass_maintenance_mode
+        state = self._maintenance_state()
+        if not state:
+            return
+        if state["status"] == "activating":
+            if self.running_executions():
+                return
+            state = dict(state, status="activated", activated_at=_timestamp(),
+                         remaining_executions=[])
+            self._write_maintenance(state)
+        if any(word in endpoint for word in ALLOWED_MAINTENANCE_ENDPOINTS):
+            return
+        if state["status"] == "activated":
+            raise RestError(503, "maintenance_mode_active", MAINTENANCE_REFUSED)
+
+    def maintenance(self, method, action, username):
+        deactivated = {"status": "deactivated", "activated_at": "", "activation_requested_at": "",
+                       "remaining_executions": [], "requested_by": ""}
+        state = self._maintenance_state()
+        if action is None:
+            if method != "GET":
+                raise RestError(405, "method_not_allowed", f"Method {method} not allowed")
+            if state and state["status"] == "activating":
+                state["remaining_executions"] = self.running_executions()
+            return 200, state or deactivated
+        if method != "POST":
+            raise RestError(405, "method_not_allowed", f"Method {method} not allowed")
+        if action == "activate":
+            if state:
+                return 304, None
+            running, now = self.running_executions(), _timestamp()
+            state = {"status": "activating" if running else "activated",
+                     "activated_at": "" if running else now, "activation_requested_at": now,
+                     "remaining_executions": running, "requested_by": username or ""}
+            self._write_maintenance(state)
+            return 200, state
+        if action == "deactivate":
+            if not state:
+                return 304, None
+            MAINTENANCE_STATUS.unlink(missing_ok=True)
+            return 200, deactivated
+        raise RestError(400, "bad_parameters_error", f"Invalid action: {action}, Valid action "
+                        "values are: ['activate', 'deactivate']")
+
     # ---- REST dispatch ---------------------------------------------------------------------------
-    def dispatch(self, method, path, query, headers, body, port):
+    def dispatch(self, method, path, query, headers, body, port, remote=None):
         if self.config["manager"]["security"]["ssl_enabled"] and port == PORTS["rest"]:
             if path.startswith("/api/"):
                 raise RestError(400, "", "", bare=True)
@@ -189,6 +330,7 @@ class Service:
             raise RestError(400, "not_cluster_master",
                             "This node is not the active node of the Cloudify Manager cluster"
                             + (f"; the active node is {leader}" if leader else ""))
+        self.maintenance_gate(route, headers, remote)
         user = self.authenticate(headers)
         if route.startswith("/cluster") and knobs().get("edition") == "community":
             raise RestError(404, "missing_premium_package_error",
@@ -196,7 +338,7 @@ class Service:
         action = action_of(method, route)
         if action:
             self.authorize(user, action, headers.get("Tenant"))
-        return self.route(method, route, query, body)
+        return self.route(method, route, query, body, user["username"])
 
     def authenticate(self, headers):
         """The user whose Basic credentials came, or 401 with 4.6's text (security/
@@ -248,7 +390,7 @@ class Service:
                         f"User `{user['username']}` is not permitted to perform the action "
                         f"{action}" + (f" in the tenant `{tenant}`" if tenant else ""))
 
-    def route(self, method, route, query, body):
+    def route(self, method, route, query, body, username=None):
         include = query.get("_include", [None])[0]
         include = include.split(",") if include else None
         if route == "/users" and method == "PUT":
@@ -260,9 +402,11 @@ class Service:
             return 200, {"status": "running",
                          "services": [{"display_name": s, "instances": [{"state": "running"}]}
                                       for s in SERVICES]}
-        if route == "/maintenance" and method == "GET":  # `cfy status` reads it after /status
-            return 200, {"status": "deactivated", "activated_at": "", "activation_requested_at": "",
-                         "remaining_executions": None, "requested_by": ""}
+        if route == "/maintenance":  # `cfy status` reads it after /status
+            return self.maintenance(method, None, username)
+        m = re.fullmatch(r"/maintenance/([^/]+)", route)
+        if m:
+            return self.maintenance(method, m.group(1), username)
         if route == "/cluster":
             if method == "GET":
                 return 200, self.cluster_state(include, query.get("since", [None])[0])
@@ -431,7 +575,7 @@ class Service:
             except (OSError, ValueError) as exc:
                 raise RestError(500, "internal_server_error",
                                 f"Could not reach node {name}: {exc}") from None
-        return self.cluster_state(["initialized", "consul"])
+        return self.cluster_state()
 
     def blueprint(self, method, blueprint_id, query, body):
         target = RESOURCES / "blueprints" / DEFAULT_TENANT / blueprint_id
@@ -466,8 +610,12 @@ def action_of(method, route):
         return {"GET": "user_get", "POST": "user_update", "DELETE": "user_delete"}.get(method)
     if route == "/status":
         return "status_get"
+    if route == "/version":
+        return "version_get"
     if route == "/maintenance":
-        return "maintenance_mode_get"
+        return {"GET": "maintenance_mode_get"}.get(method)
+    if re.fullmatch(r"/maintenance/[^/]+", route):
+        return "maintenance_mode_set"
     if route == "/cluster":
         return {"GET": "cluster_status_get", "PUT": "cluster_start_or_join",
                 "PATCH": "cluster_config_update"}.get(method)
@@ -539,6 +687,11 @@ def user_response(user, get_data):
     return out
 
 
+def _timestamp():
+    """4.6's utils.get_formatted_timestamp: UTC, milliseconds, a 'Z'."""
+    return f"{datetime.datetime.utcnow().isoformat()[:-3]}Z"
+
+
 def _extract_blueprint(archive, target, main):
     """A blueprint upload as 4.6's REST service takes it: a tar(.gz) archive of ONE directory,
     whose files become the blueprint's resources; `main` must be among them."""
@@ -589,7 +742,8 @@ def make_handler(service, port):
                 else:
                     body = raw or None
                 status, payload = service.dispatch(method, url.path, parse_qs(url.query),
-                                                   self.headers, body, port)
+                                                   self.headers, body, port,
+                                                   self.client_address[0])
                 self._send(status, payload)
             except RestError as err:
                 status = err.status
@@ -666,16 +820,25 @@ BAD_GATEWAY = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body b
 # after a boot, nginx answers 502 this long before the REST service takes requests (4.6: every
 # boot; its length depends on the host, cloudify-4.6.md section 0.3); knob boot_502_seconds
 BOOT_502_SECONDS = 5.0
+# how long the restart of the REST service during `cluster start` lasts (inferred: a REST
+# service start); knob cluster_start_restart_seconds
+CLUSTER_START_RESTART_SECONDS = 2.0
 
 
 def serve_forever(boot=False):
     service = Service()
-    if boot:
+    if not REST_CONFIG.exists():
+        # the install's nginx step started nginx, its restservice step has not run: nothing
+        # behind it, so every request is a 502, for good (cloudify-4.6.md section 0.4)
+        service.gateway_until = math.inf
+        log("nginx answers 502: no REST service is installed behind it")
+    elif boot:
         window = knobs().get("boot_502_seconds", BOOT_502_SECONDS)
         service.gateway_until = time.monotonic() + float(window or 0)
         log(f"booting: nginx answers 502 for {float(window or 0):g}s")
-    threading.Thread(target=service._db_probe_loop, daemon=True, name="db-probe").start()  # pylint: disable=protected-access
-    clustermod.start_sync_server()
+    if REST_CONFIG.exists():
+        threading.Thread(target=service._db_probe_loop, daemon=True, name="db-probe").start()  # pylint: disable=protected-access
+        clustermod.start_sync_server()
     servers = []
     http = ThreadingHTTPServer(("0.0.0.0", PORTS["rest"]), make_handler(service, PORTS["rest"]))
     servers.append(http)
@@ -736,11 +899,9 @@ def start(wait=30.0, boot=False):
     os.waitpid(pid, 0)
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", PORTS["rest"]), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.05)
+        if _listening(PORTS["rest"]):
+            return True
+        time.sleep(0.05)
     return False
 
 
@@ -755,6 +916,19 @@ def stop(wait=15.0):
     if running_pid():
         os.kill(pid, signal.SIGKILL)
     PIDFILE.unlink(missing_ok=True)
+    # its main thread shows as a zombie while its other threads still exit, holding the REST
+    # port: a start right after would see the old listener answer, then reset (a restart at
+    # the restservice step, nginx running since the nginx step)
+    while time.monotonic() < deadline and _listening(PORTS["rest"]):
+        time.sleep(0.05)
+
+
+def _listening(port):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 def main(argv):
@@ -764,8 +938,9 @@ def main(argv):
     elif cmd == "start":  # the boot (BOOT_SCRIPT): what enabled systemd units start
         if not CONFIG.exists():
             return 0  # nothing installed: nothing to start at boot
-        # an install that failed after its restservice step left its units enabled: they
-        # start at boot without /etc/cloudify/.install, as on 4.6
+        # an install that failed after its nginx step left its units enabled (nginx alone, or
+        # from the restservice step on the manager's services): they start at boot without
+        # /etc/cloudify/.install, as on 4.6
         return 0 if start(boot=True) else 1
     elif cmd == "stop":
         stop()
