@@ -454,7 +454,9 @@ class Service:
             # inferred: premium's create_user; 4.6's storage turns an SQL error into this
             raise RestError(409, "storage_error", "SQL Storage error: duplicate key value "
                             f"violates unique constraint: user {body['username']} exists")
-        return 200, user_response(self.store.user(body["username"]), get_data=False)
+        # 201: what 4.6's client waits for (cloudify_rest_client/users.py create:
+        # expected_status_code=201; any other status is an error to `cfy users create`)
+        return 201, user_response(self.store.user(body["username"]), get_data=False)
 
     def user(self, method, username, query, body):
         """GET (user_get), POST (user_update: password or role), DELETE /users/<username>."""
