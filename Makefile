@@ -13,6 +13,9 @@ APT_PACKAGES := postgresql haproxy iproute2 nftables iptables firewalld openssl 
 # pkg.installed finds them there, and the emulated installer checks them as 4.6 does
 APT_PACKAGES += sudo logrotate apt python3 python3-setuptools init-system-helpers sed tar \
 	sysvinit-utils openssh-server
+# a lab host boots as a Debian host whose init is SysV (test/lab/hosts.py): Salt's service
+# module there (debian_service) enables a service with `insserv <name> && update-rc.d`
+APT_PACKAGES += insserv
 PYTEST_ARGS ?=
 # The Salts the formula supports beside the newest: 3006.8 and 3007.1 are the last built for
 # EL7, where Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each

@@ -309,9 +309,11 @@ def _package(settings=None):
     return _pillar("cloudify_ha:lookup:installer_package", "cloudify-manager-install")
 
 
-def node_state(cluster=None):
+def node_state(cluster=None, as_check_user=False):
     """
-    What this manager host is, from its local markers and its local REST answer.
+    What this manager host is, from its local markers and its local REST answer (asked as the
+    admin, or with ``as_check_user`` as the load balancer's check user where the cluster has
+    one: the beacon asks every 30 s, which need not be the admin).
 
     absent: the installer package is not installed; package_installed: no
     /etc/cloudify/.install and no manager service answering; half_installed: no
@@ -328,19 +330,20 @@ def node_state(cluster=None):
         salt cfy-mgr1 cloudify_ha.node_state
     """
     settings, manager = _settings(cluster)
+    checker = as_check_user and (settings.get("loadbalancer") or {}).get("check_password")
+    endpoint = (_check_endpoint if checker else _endpoint)(settings, manager["private_ip"])
     if not __salt__["pkg.version"](_package()):
         return "absent"
+    rest = _rest()
     if not os.path.exists(INSTALL_MARKER):
         # any HTTP answer means nginx runs: an install went past its nginx step (a 502: nothing
         # behind nginx yet; a 200: its services, past restservice), cloudify-4.6.md section 0.4
-        answer = _status_of(settings, manager["private_ip"], 2)
+        answer = _probe_status(rest, endpoint, 2)
         return "package_installed" if answer == "unreachable" else "half_installed"
     if not os.path.exists(CLUSTER_MARKER):
         return "installed"
-    rest = _rest()
     try:
-        rest.request(_endpoint(settings, manager["private_ip"]), "GET", "/status",
-                        timeout=(2, 10), retries=1)
+        rest.request(endpoint, "GET", "/status", timeout=(2, 10), retries=1)
         return "leader"
     except rest.RestError as exc:
         if exc.status in GATEWAY_ERRORS:  # nginx is up, the REST service behind it is not yet
@@ -350,9 +353,11 @@ def node_state(cluster=None):
         if exc.error_code == "removed_from_cluster":
             return "removed"
         if exc.status == 401:
+            key = "loadbalancer:check_password" if checker else "admin:password"
             raise CommandExecutionError(
-                f"the local manager rejected the admin credentials (401): check "
-                f"cloudify_ha:clusters:{settings['name']}:admin:password") from None
+                f"the local manager rejected the {'check user' if checker else 'admin'} "
+                f"credentials (401): check cloudify_ha:clusters:{settings['name']}:{key}"
+            ) from None
         raise CommandExecutionError(_scrub(f"the local manager answered {exc}", settings)) from None
     except rest.Unreachable:
         return "down"
@@ -1388,6 +1393,127 @@ def remove_node(name, active=None, cluster=None):
     settings, _ = _settings(cluster, need_manager=False)
     host = _active_host(settings, active)
     return _normalise(_call(settings, host, "DELETE", path) or {"name": name})
+
+
+# ---- the load balancer's check user ---------------------------------------------------------
+# the role of the health check's user: 4.6's `default` system role, "User exists, but have no
+# permissions" (cloudify-manager-install 4.6, restservice/config/authorization.conf), which
+# status_get allows and no tenant's data
+CHECK_ROLE = "default"
+
+
+def _check_settings(settings):
+    """(user, password) of the cluster's check user (loadbalancer:check_user/check_password)."""
+    lb = settings.get("loadbalancer") or {}
+    if not lb.get("check_password"):
+        raise SaltInvocationError(
+            f"cluster '{settings['name']}' has no loadbalancer:check_password in this minion's "
+            "pillar")
+    return lb["check_user"], lb["check_password"]
+
+
+def _rest_ca(settings):
+    """The REST CA file (REST SSL with rest:ca_cert), written from pillar; None otherwise."""
+    rest = settings["rest"]
+    if not (rest.get("ssl") and rest.get("ca_cert")):
+        return None
+    path = os.path.join(CERT_DIR, settings["name"], "rest-ca.pem")
+    _write_private(path, rest["ca_cert"], 0o644)
+    return path
+
+
+def _check_endpoint(settings, host):
+    """A manager as the health check reaches it: the check user, no Tenant header (it is in no
+    tenant: 4.6 authorizes its system role alone), as HAProxy's check sends it."""
+    user, password = _check_settings(settings)
+    return _rest().Endpoint(host, user, password, None, settings["rest"].get("ssl"),
+                            _rest_ca(settings))
+
+
+def check_user(active=None, cluster=None):
+    """
+    The cluster's check user (``loadbalancer:check_user``) as the active node knows it, or None
+    when it does not exist: ``role`` (4.6's system role), ``tenants`` and ``groups`` (counts,
+    as 4.6 answers them), ``active``, and ``password_ok``: whether the active node accepts the
+    pillar's ``loadbalancer:check_password`` for it (one ``GET /status`` as that user).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.check_user
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    user, _password = _check_settings(settings)
+    host = _active_host(settings, active)
+    rest = _rest()
+    found = _call(settings, host, "GET", f"/users/{rest.segment(user)}", absent={})
+    if not found:
+        return None
+    out = {"username": found.get("username"), "role": found.get("role"),
+           "tenants": found.get("tenants"), "groups": found.get("groups"),
+           "active": found.get("active")}
+    out["password_ok"] = _check_login(settings, host) == "active"
+    return out
+
+
+def _check_login(settings, host):
+    """What a manager answers the check user's GET /status: as _probe_status."""
+    return _probe_status(_rest(), _check_endpoint(settings, host), 5)
+
+
+def create_check_user(active=None, cluster=None):
+    """
+    Create the cluster's check user through the active node: ``PUT /users`` with the name, the
+    pillar's password and 4.6's ``default`` role in a JSON body (never a command line: ``cfy
+    users create -p`` would put the password on argv). True when created, False when a user of
+    that name exists already (4.6 answers 409). The state ``cloudify_ha.check_user_present``
+    decides when.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.create_check_user
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    user, password = _check_settings(settings)
+    host = _active_host(settings, active)
+    rest = _rest()
+    try:
+        rest.request(_endpoint(settings, host), "PUT", "/users",
+                     body={"username": user, "password": password, "role": CHECK_ROLE})
+    except rest.RestError as exc:
+        if exc.status == 409:
+            return False
+        raise CommandExecutionError(_scrub(f"PUT /users on {host} failed: {exc}",
+                                           settings)) from None
+    except rest.Unreachable as exc:
+        raise CommandExecutionError(f"PUT /users: nothing answered at {host} ({exc})") from None
+    return True
+
+
+def check_credentials(cluster=None, timeout=3):
+    """
+    Every manager's answer to the check user's ``GET /status``, by node name, polled in
+    parallel: ``active`` (200: the health check would mark it up), ``unauthorized`` (401: the
+    managers do not accept ``loadbalancer:check_password``), ``not_cluster_master`` (a replica,
+    which 4.6 answers before it authenticates), ``unreachable``, or another error. What the
+    load balancer asks before it writes a new password into HAProxy's configuration.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha.check_credentials cluster=prod
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    rest = _rest()
+    endpoints = {m["name"]: _check_endpoint(settings, m["private_ip"])
+                 for m in settings["managers"]}
+    with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+        answers = pool.map(lambda e: _probe_status(rest, e, timeout), endpoints.values())
+    return dict(zip(endpoints, answers))
 
 
 # ---- the formula's own modules on this minion ----------------------------------------------

@@ -1019,3 +1019,101 @@ def _decide_listed(f):
 
 
 _READ_LISTED = {"cluster": _read_cluster(lambda f: False)}
+
+
+# ---- check_user_present ---------------------------------------------------------------------
+def check_user_present(name, cluster=None, active_hint=None):
+    """
+    The load balancer's check user ``name`` (``loadbalancer:check_user``) exists in the cluster
+    with 4.6's ``default`` role, in no tenant and no group, active, and accepts the pillar's
+    ``loadbalancer:check_password``: created through the active node when it is missing. A user
+    of that name with more rights, deactivated, or with another password is refused, never
+    changed: the formula does not rotate that password, and a refusal here stops the
+    orchestration before the load balancers get a password the managers would reject.
+    """
+    return _converge(name, {"cluster": cluster, "active_hint": active_hint},
+                     _decide_check_user, _READ_CHECK_USER, _create_check_user)
+
+
+def _decide_check_user(f):
+    name = f["name"]
+    if "user" not in f:
+        return _need("user")
+    user = f["user"]
+    if user is None:
+        return _act({"created": {"old": None, "new": name, "role": "default"}},
+                    f"the check user {name} would be created through {f['host']} (role default)",
+                    f"the check user {name} created through {f['host']} (role default)")
+    if user["role"] != "default" or user["tenants"] or user["groups"]:
+        return _refuse(f"the Cloudify user {name} exists with role {user['role']}, in "
+                       f"{user['tenants']} tenant(s) and {user['groups']} group(s): the health "
+                       "check's user must have the default role only (it reads /status and "
+                       f"nothing else); remove that user (cfy users delete {name}) or name "
+                       "another in loadbalancer:check_user; nothing was changed")
+    if not user["active"]:
+        return _refuse(f"the Cloudify user {name} is deactivated: every health check would fail "
+                       f"and the load balancers mark every manager down; activate it (cfy users "
+                       f"activate {name}) or delete it; nothing was changed")
+    if not user["password_ok"]:
+        return _refuse(f"the Cloudify user {name} exists but the active node does not accept "
+                       "loadbalancer:check_password for it (401): the formula never changes its "
+                       "password; set it to the pillar's in Cloudify (cfy users set-password), "
+                       "put the old one back in pillar, or delete the user so that the next run "
+                       "creates it; the load balancers keep the password they have")
+    return _ok(f"the check user {name} exists (role default) and accepts the pillar's password")
+
+
+def _read_check_user(facts):
+    host = facts.get("active_hint") or __salt__["cloudify_ha.active_node"](
+        cluster=facts["cluster"])["host"]
+    user = __salt__["cloudify_ha.check_user"](active=host, cluster=facts["cluster"])
+    return {"user": user, "host": host}
+
+
+_READ_CHECK_USER = {"user": _read_check_user}
+
+
+def _create_check_user(f):
+    """The user created through the active node (409: another run made it meanwhile), then the
+    re-check: the active node lists it with the default role and accepts its password."""
+    __salt__["cloudify_ha.create_check_user"](active=f["host"], cluster=f["cluster"])
+    again = __salt__["cloudify_ha.check_user"](active=f["host"], cluster=f["cluster"])
+    verdict = _decide_check_user(dict(f, user=again))
+    if verdict.kind != "ok":
+        return (f"{f['name']}: the active node accepted the new user but then answers: "
+                f"{verdict.text}")
+    return None
+
+
+# ---- check_credentials_accepted -------------------------------------------------------------
+def check_credentials_accepted(name, cluster=None):
+    """
+    Read-only: the cluster's managers accept the check user ``name`` with the pillar's
+    ``loadbalancer:check_password`` (each asked ``GET /status`` as that user): refused when one
+    answers 401 or 403, so that a load balancer never loads a password the managers reject
+    (every health check would fail and every manager be marked down). Where no manager answers
+    as the active node (a cluster not built yet, or down) there is nothing to check against.
+    """
+    return _converge(name, {"cluster": cluster}, _decide_check_credentials,
+                     {"answers": lambda f: {"answers": __salt__["cloudify_ha.check_credentials"](
+                         cluster=f["cluster"])}})
+
+
+def _decide_check_credentials(f):
+    name = f["name"]
+    if "answers" not in f:
+        return _need("answers")
+    answers = f["answers"]
+    rejected = sorted(n for n, a in answers.items() if a in ("unauthorized", "forbidden_error"))
+    if rejected:
+        return _refuse(f"{', '.join(rejected)} reject the check user {name} with "
+                       f"loadbalancer:check_password ({answers[rejected[0]]}): Cloudify has "
+                       "another password for it, or it does not exist yet (the orchestration's "
+                       "check-user step creates it); HAProxy's configuration was left as it is")
+    active = sorted(n for n, a in answers.items() if a == "active")
+    if active:
+        return _ok(f"{', '.join(active)} accepts the check user {name} with the pillar's "
+                   "password")
+    shown = "; ".join(f"{n}: {a}" for n, a in sorted(answers.items()))
+    return _ok(f"no manager answers as the active node ({shown}): the check user {name} could "
+               "not be checked; HAProxy's checks will mark a manager up once it does")

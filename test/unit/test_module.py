@@ -29,7 +29,7 @@ REST = rest_util()
 UTILS = {"cloudify_ha_pillar.plan": PILLAR_UTIL.plan, "cloudify_ha_rest.request": REST.request}
 
 MINION = "cfy-mgr2.example.com"
-ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
+ADMIN_PW, DB_PW, POSTGRES_PW, CHECK_PW = EXAMPLE_SECRETS
 DATA = REPO / "test" / "unit" / "data"
 # pillar.example's throwaway database PKI (RSA, as 4.6 checks it)
 _DB = example_pillar()["clusters"]["prod"]["database"]
@@ -1439,3 +1439,118 @@ def test_the_real_cfy_46_reads_the_profile_set_profile_cluster_writes(host, tmp_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "localhost" in proc.stdout and "admin" in proc.stdout
     assert MODULE.profile_cluster()[0] == {"name": "mgr3", "manager_ip": "10.0.0.13"}
+
+
+# ---- the load balancer's check user ---------------------------------------------------------
+CHECK = ("cloudify_ha_check", CHECK_PW)
+
+
+def users(found=None, check_answer="active"):
+    """The active node 10.0.0.11: GET /users/<name> (404 or `found`), PUT /users (201, or 409
+    when `found`), GET /status as the admin (200) or as the check user (`check_answer`)."""
+    def answer(endpoint, method, path, body=None, **_):
+        if path == "/status" and endpoint.username == CHECK[0]:
+            if check_answer == "active":
+                return {"status": "running"}
+            raise check_answer
+        if path == f"/users/{CHECK[0]}" and method == "GET":
+            if found is None:
+                raise REST.RestError(404, "not_found_error", "Requested `User` was not found")
+            return found
+        if path == "/users" and method == "PUT":
+            if found is not None:
+                raise REST.RestError(409, "storage_error", f"SQL Storage error: {body}")
+            return {"username": body["username"], "role": body["role"]}
+        return {"status": "running"}
+    return answer
+
+
+def test_check_user_as_the_active_node_knows_it():
+    found = {"username": CHECK[0], "role": "default", "tenants": 0, "groups": 0, "active": True}
+    answer = users(found)
+    calls = []
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        calls.append((endpoint.host, endpoint.username, endpoint.tenant, method, path))
+        return answer(endpoint, method, path, body)
+
+    with patch.object(REST, "request", request):
+        assert MODULE.check_user(active="10.0.0.11") == dict(found, password_ok=True)
+    # the user read as the admin (in its tenant), the password tried as the check user: no tenant
+    assert calls == [("10.0.0.11", "admin", "default_tenant", "GET", f"/users/{CHECK[0]}"),
+                     ("10.0.0.11", CHECK[0], None, "GET", "/status")]
+
+
+@pytest.mark.parametrize("check_answer, ok", [
+    ("active", True), (REST.RestError(401, "unauthorized_error", "bad"), False),
+    (REST.RestError(403, "forbidden_error", "deactivated"), False)])
+def test_check_user_says_whether_the_pillars_password_is_accepted(check_answer, ok):
+    found = {"username": CHECK[0], "role": "default", "tenants": 0, "groups": 0, "active": True}
+    answer = users(found, check_answer)
+    with patch.object(REST, "request", lambda e, m, p, body=None, **k: answer(e, m, p, body)):
+        assert MODULE.check_user(active="10.0.0.11")["password_ok"] is ok
+
+
+def test_check_user_that_does_not_exist_is_none():
+    answer = users(None)
+    with patch.object(REST, "request", lambda e, m, p, body=None, **k: answer(e, m, p, body)):
+        assert MODULE.check_user(active="10.0.0.11") is None
+
+
+@pytest.mark.parametrize("found, created", [(None, True), ({"username": CHECK[0]}, False)])
+def test_create_check_user_puts_the_password_in_a_json_body_with_the_default_role(found,
+                                                                                  created):
+    seen = []
+    answer = users(found)
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        seen.append((endpoint.username, method, path, body))
+        return answer(endpoint, method, path, body)
+
+    with patch.object(REST, "request", request):
+        assert MODULE.create_check_user(active="10.0.0.11") is created
+    assert seen == [("admin", "PUT", "/users",
+                     {"username": CHECK[0], "password": CHECK_PW, "role": "default"})]
+
+
+def test_create_check_user_failing_says_why_without_the_password():
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        raise REST.RestError(400, "bad_parameters_error", f"rejected {body}")
+
+    with patch.object(REST, "request", request):
+        with pytest.raises(CommandExecutionError, match="^PUT /users on 10.0.0.11 failed: 400 "
+                                                        "bad_parameters_error") as err:
+            MODULE.create_check_user(active="10.0.0.11")
+    assert CHECK_PW not in str(err.value)
+
+
+def test_check_credentials_asks_every_manager_as_the_check_user(managers):
+    fake = managers({"10.0.0.11": None, "10.0.0.12": REPLICA,
+                     "10.0.0.13": REST.RestError(401, "unauthorized_error", "no")})
+    fake.answers["10.0.0.11"] = lambda method, path: {"status": "running"}
+    assert MODULE.check_credentials() == {"cfy-mgr1": "active", "cfy-mgr2": "not_cluster_master",
+                                          "cfy-mgr3": "unauthorized"}
+    assert {(c.endpoint.username, c.endpoint.tenant, c.path) for c in fake.calls} == {
+        (CHECK[0], None, "/status")}
+
+
+def test_the_check_user_of_a_cluster_without_its_password_is_an_error(pillar):
+    del pillar["clusters"]["prod"]["loadbalancer"]["check_password"]
+    with pytest.raises(SaltInvocationError, match="has no loadbalancer:check_password"):
+        MODULE.check_credentials()
+
+
+@pytest.mark.parametrize("as_check_user, user, key", [
+    (False, "admin", "admin:password"),
+    (True, CHECK[0], "loadbalancer:check_password")])
+def test_node_state_asks_as_the_admin_or_as_the_check_user(host, managers, as_check_user, user,
+                                                           key):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": REPLICA})
+    assert MODULE.node_state(as_check_user=as_check_user) == "replica"
+    assert [c.endpoint.username for c in fake.calls] == [user]
+    managers({"10.0.0.12": REST.RestError(401, "unauthorized_error", "no")})
+    with pytest.raises(CommandExecutionError, match=rf"check cloudify_ha:clusters:prod:{key}$"):
+        MODULE.node_state(as_check_user=as_check_user)

@@ -32,7 +32,8 @@ HOSTILE = {
 # secrets: never shown in a message; each kept when 4.6 can carry it (the admin password: any
 # printable ASCII; a database password: P.DB_PASSWORD_RE), at least P.MIN_PASSWORD long and not
 # its user's name (README "Safety")
-SECRETS = {"admin:password", "database:password", "database:postgres_password"}
+SECRETS = {"admin:password", "database:password", "database:postgres_password",
+           "loadbalancer:check_password"}
 CLUSTER = "cloudify_ha:clusters:prod"
 
 
@@ -100,7 +101,8 @@ def test_a_hostile_value_is_refused_naming_its_key_or_is_a_secret(path, name):
     key = full_key(path)
     short = ":".join(str(p) for p in path[2:]) if path[0] == "clusters" else None
     if short in SECRETS:
-        carried = P.ADMIN_PASSWORD_RE if short == "admin:password" else P.DB_PASSWORD_RE
+        carried = (P.ADMIN_PASSWORD_RE if short in ("admin:password", "loadbalancer:check_password")
+                   else P.DB_PASSWORD_RE)
         kept = isinstance(value, str) and bool(carried.fullmatch(value)) and \
             len(value) >= P.MIN_PASSWORD
         assert (errors == []) is kept, errors

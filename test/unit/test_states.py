@@ -18,7 +18,7 @@ from formula_code import files_util, state_module
 STATES = state_module()
 UTILS = {"cloudify_ha_files.open_private": files_util().open_private}
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
-            "secure_profile", "set_profile_cluster", "remove_manager")
+            "secure_profile", "set_profile_cluster", "remove_manager", "create_check_user")
 
 MGR1, MGR2, MGR3 = ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")
 ACTIVE = {"name": "cfy-mgr1", "host": "10.0.0.11"}
@@ -1348,3 +1348,64 @@ def test_a_dry_run_takes_no_run_lock():
             "lock", True, "test=True reads only: no lock taken")
     finally:
         os.close(fd)
+
+
+# ---- check_user_present / check_credentials_accepted ------------------------------------------
+GOOD_CHECK = {"username": "lbcheck", "role": "default", "tenants": 0, "groups": 0,
+              "active": True, "password_ok": True}
+ACTIVE_MGR1 = {"name": "cfy-mgr1", "host": "10.0.0.11"}
+
+
+def test_check_user_present_creates_a_missing_user_through_the_active_node_then_checks():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=Seq(None, GOOD_CHECK),
+                      create_check_user=True)
+    assert run(STATES.check_user_present, fake, name="lbcheck", cluster="prod") == ret(
+        "lbcheck", True, "the check user lbcheck created through 10.0.0.11 (role default)",
+        {"created": {"old": None, "new": "lbcheck", "role": "default"}})
+    assert fake.order == ["active_node", "check_user", "create_check_user", "check_user"]
+    fake.create_check_user.assert_called_once_with(active="10.0.0.11", cluster="prod")
+
+
+def test_check_user_present_is_a_no_op_for_a_user_that_fits():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=GOOD_CHECK, create_check_user=True)
+    result = run(STATES.check_user_present, fake, name="lbcheck", cluster="prod")
+    assert (result["result"], result["changes"]) == (True, {})
+    fake.create_check_user.assert_not_called()
+
+
+def test_check_user_present_test_mode_creates_nothing():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=None, create_check_user=True)
+    result = run(STATES.check_user_present, fake, test=True, name="lbcheck", cluster="prod")
+    assert (result["result"], result["changes"]) == (
+        None, {"created": {"old": None, "new": "lbcheck", "role": "default"}})
+    fake.create_check_user.assert_not_called()
+
+
+def test_check_user_present_fails_when_the_new_user_does_not_fit():
+    # created meanwhile by someone else, with more rights (the create answered 409: False)
+    fake = FakeModule(active_node=ACTIVE_MGR1,
+                      check_user=Seq(None, dict(GOOD_CHECK, role="sys_admin")),
+                      create_check_user=False)
+    result = run(STATES.check_user_present, fake, name="lbcheck", cluster="prod")
+    assert result == ret("lbcheck", False, Mentions(
+        "lbcheck: the active node accepted the new user but then answers",
+        "exists with role sys_admin"))
+
+
+def test_check_user_present_with_a_stale_password_refuses_and_changes_nothing():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=dict(GOOD_CHECK, password_ok=False),
+                      create_check_user=True)
+    result = run(STATES.check_user_present, fake, name="lbcheck", cluster="prod")
+    assert (result["result"], result["changes"]) == (False, {})
+    assert "does not accept loadbalancer:check_password" in result["comment"]
+    fake.create_check_user.assert_not_called()
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_check_credentials_accepted_refuses_a_password_the_managers_reject(test):
+    fake = FakeModule(check_credentials={"cfy-mgr1": "unauthorized",
+                                         "cfy-mgr2": "not_cluster_master"})
+    result = run(STATES.check_credentials_accepted, fake, test=test, name="lbcheck",
+                 cluster="prod")
+    assert (result["result"], result["changes"]) == (False, {})
+    assert result["comment"].startswith("cfy-mgr1 reject the check user lbcheck")
