@@ -13,6 +13,9 @@ APT_PACKAGES := postgresql haproxy iproute2 nftables iptables firewalld openssl 
 # pkg.installed finds them there, and the emulated installer checks them as 4.6 does
 APT_PACKAGES += sudo logrotate apt python3 python3-setuptools init-system-helpers sed tar \
 	sysvinit-utils openssh-server
+# a lab host boots as a Debian host whose init is SysV (test/lab/hosts.py): Salt's service
+# module there (debian_service) enables a service with `insserv <name> && update-rc.d`
+APT_PACKAGES += insserv
 PYTEST_ARGS ?=
 # The Salts the formula supports beside the newest: 3006.8 and 3007.1 are the last built for
 # EL7, where Cloudify 4.6 runs (onedir Python 3.10); 3006.29 the newest 3006 that installs. Each
@@ -27,6 +30,14 @@ PY27 = $(shell for p in $$(command -v python2.7) $$(ls -d $$(pyenv root 2>/dev/n
 CFY46 := .cfy-4.6
 # the layers that need no lab, run on every Salt
 NO_LAB_LAYERS := test/unit test/functional test/render
+# The lab's modules run in two pytest processes side by side, each with its own lab (own bridge,
+# subnet and run id: test/lab/core.py): a lab mostly waits on its daemons (a run uses about 0.6
+# of a core), so two share 2 cores at close to twice the speed. This group is the first; the
+# second is every other module of test/integration (a new module lands there). Balanced by the
+# modules' durations (`--durations` of each group prints the slowest).
+LAB_GROUP := test/integration/test_orch.py test/integration/emulator \
+	test/integration/test_pillar_mistakes.py test/integration/test_db_certificate.py \
+	test/integration/test_lab.py test/integration/test_safety.py
 
 # Every environment (the venv, the Salt venvs, the real cfy) is built once per machine, in
 # $(ENV_CACHE)/<name>-<digest of its pins and its interpreter's version>, and the checkout's
@@ -97,8 +108,15 @@ test: deps
 	for v in $(SALT_VENVS) 3008; do \
 	  echo "== unit, functional and render layers on Salt $$v"; cat $$logs/$$v.log; done; \
 	rm -rf $$logs; exit $$rc
-	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 and 3007.1 in test_old_salt_managers)"
-	$(PY) -m pytest --durations=20 test/integration $(PYTEST_ARGS)
+	@echo "== the lab on Salt 3008 (a 3008 master; managers' minions on 3006.8 and 3007.1 in test_old_salt_managers), in two groups side by side"
+	@logs=$$(mktemp -d); \
+	$(PY) -m pytest --durations=15 $(LAB_GROUP) $(PYTEST_ARGS) > $$logs/1.log 2>&1 & p1=$$!; \
+	$(PY) -m pytest --durations=15 test/integration $(foreach f,$(LAB_GROUP),--ignore=$(f)) \
+	  $(PYTEST_ARGS) > $$logs/2.log 2>&1 & p2=$$!; \
+	rc=0; wait $$p1 || rc=1; wait $$p2 || rc=1; \
+	echo "== the lab, group 1: $(LAB_GROUP)"; cat $$logs/1.log; \
+	echo "== the lab, group 2: the rest of test/integration"; cat $$logs/2.log; \
+	rm -rf $$logs; exit $$rc
 	$(MAKE) --no-print-directory lint
 	$(LAB) check-clean
 

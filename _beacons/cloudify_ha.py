@@ -1,7 +1,8 @@
 """
 Beacon: fires when the local Cloudify manager stops being a healthy cluster member.
 
-Healthy is ``leader`` or ``replica`` (``cloudify_ha.node_state``). The beacon fires once per
+Healthy is ``leader`` or ``replica`` (``cloudify_ha.node_state``, asked as the load balancer's
+check user where the cluster has one: not the admin every interval). The beacon fires once per
 change into an unhealthy state (installed but not joined, removed, REST down, package only), not
 at every interval, and never on a host that has not been healthy since the minion started unless
 ``fire_on_start`` is true (a wiped host's minion start event already triggers the rejoin). The
@@ -46,7 +47,10 @@ def beacon(config):
     for item in config:
         options.update(item)
     try:
-        state = __salt__["cloudify_ha.node_state"](cluster=options.get("cluster"))
+        # as the load balancer's check user where the cluster has one: the admin's password
+        # is not sent every interval, nor written to the admin's last login
+        state = __salt__["cloudify_ha.node_state"](cluster=options.get("cluster"),
+                                                   as_check_user=True)
     except Exception as exc:  # pylint: disable=broad-except
         # not a manager in pillar, or pillar broken: nothing to report about a cluster member
         log.debug("cloudify_ha beacon: no node state: %s", exc)

@@ -66,6 +66,13 @@ CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.lo
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
 SERVICES = ["queue_service", "composer_service", "manager_service"]
+# how much longer than its own --timeout `cfy cluster start` may run before it is stopped: 4.6's
+# cfy checks its deadline only before each poll of GET /cluster (3 s apart), and neither that
+# GET nor the start's PUT has a timeout (cloudify_rest_client's HTTPClient.default_timeout_sec
+# is None; the cluster client's (5, None) applies only once the profile lists a cluster), so
+# the command can outlive its deadline by a poll in flight. Stopped at the same second, it
+# would be killed just as it reports (cloudify-4.6.md section 0.4)
+CLUSTER_START_GRACE = 120
 
 
 def __virtual__():
@@ -116,6 +123,20 @@ def _settings(cluster=None, need_manager=True):
             f"minion '{__opts__['id']}' is not a manager of cluster '{settings['name']}' "
             f"(cloudify_ha:clusters:{settings['name']}:managers)")
     return settings, manager
+
+
+def _wait(settings, key):
+    """The cluster's ``waits:<key>`` in seconds (pillar, over the schema's default), refused
+    with the key's bounds when it is not one (the SLS and the orchestration refuse such a
+    pillar before anything runs; a function called by hand gets this)."""
+    least, most, what = _pillar_util().WAITS[key]
+    waits = settings.get("waits")
+    value = waits.get(key) if isinstance(waits, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= most:
+        raise SaltInvocationError(
+            f"cloudify_ha:clusters:{settings['name']}:waits:{key}: {value!r} must be a whole "
+            f"number of seconds from {least} to {most}: how long the formula waits {what}")
+    return value
 
 
 def _secrets(settings):
@@ -291,9 +312,11 @@ def _package(settings=None):
     return _pillar("cloudify_ha:lookup:installer_package", "cloudify-manager-install")
 
 
-def node_state(cluster=None):
+def node_state(cluster=None, as_check_user=False):
     """
-    What this manager host is, from its local markers and its local REST answer.
+    What this manager host is, from its local markers and its local REST answer (asked as the
+    admin, or with ``as_check_user`` as the load balancer's check user where the cluster has
+    one: the beacon asks every 30 s, which need not be the admin).
 
     absent: the installer package is not installed; package_installed: no
     /etc/cloudify/.install and no manager service answering; half_installed: no
@@ -310,19 +333,20 @@ def node_state(cluster=None):
         salt cfy-mgr1 cloudify_ha.node_state
     """
     settings, manager = _settings(cluster)
+    checker = as_check_user and (settings.get("loadbalancer") or {}).get("check_password")
+    endpoint = (_check_endpoint if checker else _endpoint)(settings, manager["private_ip"])
     if not __salt__["pkg.version"](_package()):
         return "absent"
+    rest = _rest()
     if not os.path.exists(INSTALL_MARKER):
         # any HTTP answer means nginx runs: an install went past its nginx step (a 502: nothing
         # behind nginx yet; a 200: its services, past restservice), cloudify-4.6.md section 0.4
-        answer = _status_of(settings, manager["private_ip"], 2)
+        answer = _probe_status(rest, endpoint, 2)
         return "package_installed" if answer == "unreachable" else "half_installed"
     if not os.path.exists(CLUSTER_MARKER):
         return "installed"
-    rest = _rest()
     try:
-        rest.request(_endpoint(settings, manager["private_ip"]), "GET", "/status",
-                        timeout=(2, 10), retries=1)
+        rest.request(endpoint, "GET", "/status", timeout=(2, 10), retries=1)
         return "leader"
     except rest.RestError as exc:
         if exc.status in GATEWAY_ERRORS:  # nginx is up, the REST service behind it is not yet
@@ -332,9 +356,11 @@ def node_state(cluster=None):
         if exc.error_code == "removed_from_cluster":
             return "removed"
         if exc.status == 401:
+            key = "loadbalancer:check_password" if checker else "admin:password"
             raise CommandExecutionError(
-                f"the local manager rejected the admin credentials (401): check "
-                f"cloudify_ha:clusters:{settings['name']}:admin:password") from None
+                f"the local manager rejected the {'check user' if checker else 'admin'} "
+                f"credentials (401): check cloudify_ha:clusters:{settings['name']}:{key}"
+            ) from None
         raise CommandExecutionError(_scrub(f"the local manager answered {exc}", settings)) from None
     except rest.Unreachable:
         return "down"
@@ -375,7 +401,8 @@ def _probe_initialized(rest, endpoint, timeout):
         return None
 
 
-def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False):
+def active_node(candidates=None, cluster=None, timeout=3, required=True, others=False,
+                wait=None):
     """
     The manager answering ``GET /api/v3.1/status`` with 200 among the candidates, polled in
     parallel with bounded timeouts. Candidates default to every manager of the cluster in
@@ -384,8 +411,16 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
     when none answers, and when two clustered nodes do (split brain), naming them; a
     standalone manager beside a clustered one is not the active node.
 
-    Returns ``{"name": <node name or None>, "host": <address>}``; with ``required=False``,
-    None when no node answers (a cluster that does not run yet) instead of an error.
+    During a failover 4.6 has no active node for tens of seconds (the new one starts its
+    services first): while no manager answers as the active node but some answer as replicas
+    (not_cluster_master) or as starting (nginx's 502), the managers are asked again, for
+    ``wait`` seconds at most (default: the cluster's ``waits:active_node`` in pillar; 0 asks
+    once). A split brain, credentials every manager refuses, standalone managers only, or no
+    manager answering at all are answered at once.
+
+    Returns ``{"name": <node name or None>, "host": <address>}``, with ``waited`` (seconds)
+    when it waited for a failover; with ``required=False``, None when no node answers (a
+    cluster that does not run yet) instead of an error.
 
     CLI Example:
 
@@ -393,6 +428,7 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
 
         salt cfy-mgr2 cloudify_ha.active_node
         salt cfy-mgr2 cloudify_ha.active_node candidates='[10.0.0.11, 10.0.0.12]'
+        salt cfy-mgr2 cloudify_ha.active_node wait=0
     """
     settings, me = _settings(cluster, need_manager=False)
     names = {m["private_ip"]: m["name"] for m in settings["managers"]}
@@ -403,6 +439,45 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
             return None
     if not hosts:
         raise SaltInvocationError("no candidate managers to ask")
+    wait = _wait(settings, "active_node") if wait is None else wait
+    if isinstance(wait, bool) or not isinstance(wait, (int, float)) or wait < 0:
+        raise SaltInvocationError(f"wait: {wait!r} must be a number of seconds, 0 or more")
+    start = time.monotonic()
+    deadline, pause, again = start + wait, 0.5, False
+    while True:
+        found, answers = _find_active(settings, hosts, names, timeout, required)
+        if found is not BETWEEN:
+            if found and again:
+                waited = round(time.monotonic() - start)
+                log.info("cloudify_ha: %s answered as the active node of %s after %ss",
+                         found["host"], settings["name"], waited)
+                return dict(found, waited=waited)
+            return found
+        if time.monotonic() >= deadline:
+            break
+        if not again:
+            again = True
+            log.info("cloudify_ha: no active node in cluster %s yet (a failover?); asking again "
+                     "for up to %ss", settings["name"], wait)
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 2, 4.0)
+    described = "; ".join(f"{names.get(h, h)} ({h}): {a}" for h, a in answers.items())
+    after = f" (still after waiting {wait}s for a failover)" if wait else ""
+    raise CommandExecutionError(
+        f"no active node in cluster '{settings['name']}'{after}: {described}")
+
+
+# the answers of a node while the cluster is between active nodes: a replica (4.6's failover:
+# no node is active until the new one has started its services), or nginx's 502 while its REST
+# service starts (a boot)
+BETWEEN_ANSWERS = ("not_cluster_master", "starting")
+BETWEEN = object()  # _find_active's verdict then: ask again
+
+
+def _find_active(settings, hosts, names, timeout, required):
+    """One round of active_node's poll: (the active node, None when nobody is home and none is
+    required, or BETWEEN when replicas or starting nodes answer and no active one; each
+    host's answer); raises for every other outcome."""
     rest = _rest()
     endpoints = [_endpoint(settings, h) for h in hosts]
     with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
@@ -421,15 +496,17 @@ def active_node(candidates=None, cluster=None, timeout=3, required=True, others=
         if len(standalone) < len(active):
             active = [h for h in active if clustered[h] is not False]
     if len(active) == 1:
-        return {"name": names.get(active[0]), "host": active[0]}
+        return {"name": names.get(active[0]), "host": active[0]}, answers
     described = "; ".join(f"{names.get(h, h)} ({h}): {a}" for h, a in answers.items())
     if not active:
         if not required and all(a == "unreachable" for a in answers.values()):
-            return None
+            return None, answers
         if all(a == "unauthorized" for a in answers.values()):
             raise CommandExecutionError(
                 "every manager rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:password")
+        if any(str(a).startswith(BETWEEN_ANSWERS) for a in answers.values()):
+            return BETWEEN, answers
         raise CommandExecutionError(f"no active node in cluster '{settings['name']}': {described}")
     both = " and ".join(f"{names.get(h, h)} ({h})" for h in active)
     if standalone:  # none of them is clustered
@@ -890,7 +967,7 @@ def _close_logs(settings):
 def _install(settings, manager, joining=None):
     config = _manager_config(settings, manager, joining)
     _write_private(CONFIG_PATH, salt.utils.yaml.safe_dump(config, default_flow_style=False))
-    timeout = settings["installer"]["install_timeout"]
+    timeout = _wait(settings, "install")
     _open_logs_privately()
     try:
         result = _run(["cfy_manager", "install"], settings, timeout=timeout)
@@ -977,7 +1054,10 @@ def remove_manager(cluster=None):
 def start_cluster(node_name, host_ip, cluster=None):
     """
     ``cfy cluster start`` on this (installed, standalone) manager, always with an explicit node
-    name and host IP (the defaults are ``localhost`` and a random name).
+    name and host IP (the defaults are ``localhost`` and a random name), and with the cluster's
+    ``waits:cluster_start`` as its ``--timeout``. The command itself may run
+    ``CLUSTER_START_GRACE`` seconds longer before it is stopped: cfy checks its own deadline
+    only between its polls, and a poll (like the start's PUT) is a request without a timeout.
 
     CLI Example:
 
@@ -986,8 +1066,10 @@ def start_cluster(node_name, host_ip, cluster=None):
         salt cfy-mgr1 cloudify_ha.start_cluster mgr1 10.0.0.11
     """
     settings, _ = _settings(cluster)
+    timeout = _wait(settings, "cluster_start")
     result = _cfy(["cluster", "start", "--cluster-node-name", node_name,
-                   "--cluster-host-ip", host_ip], settings, timeout=900, lines=8)
+                   "--cluster-host-ip", host_ip, "--timeout", str(timeout)], settings,
+                  timeout=timeout + CLUSTER_START_GRACE, lines=8)
     return {"retcode": 0, "output": _tail(result["stdout"], 5)}
 
 
@@ -1102,7 +1184,8 @@ def _joins_through(cluster):
     join), or None where it will start the cluster itself."""
     settings, manager = _settings(cluster)
     try:
-        active = active_node(cluster=settings["name"], required=False, others=True)
+        # a forecast: it waits for no failover (waits:active_node is for the steps that act)
+        active = active_node(cluster=settings["name"], required=False, others=True, wait=0)
     except (CommandExecutionError, SaltInvocationError):
         active = None  # no telling which node: the state reports what it can
     if active:
@@ -1268,7 +1351,11 @@ def use_profile(profile, host, cluster=None):
 def update_profile(cluster=None):
     """
     ``cfy cluster update-profile`` on the active profile: adds the cluster's nodes to it and
-    drops nodes gone from the cluster.
+    drops nodes gone from the cluster. When the profile lists the active node (found as
+    ``active_node`` finds it, through a failover's wait) but not first, it is moved first
+    before: 4.6's ``cfy`` walks a profile in its order and stops at a node answering 502 (a
+    node in its boot window), so update-profile would fail (cloudify-4.6.md section 0.4).
+    ``first`` in the answer names the node moved.
 
     CLI Example:
 
@@ -1277,8 +1364,18 @@ def update_profile(cluster=None):
         salt cfy-mgr1 cloudify_ha.update_profile
     """
     settings, _ = _settings(cluster, need_manager=False)
+    profile = active_profile()
+    entries = profile_cluster(profile) if profile else None
+    moved = None
+    if entries:
+        name = active_node(cluster=settings["name"])["name"]
+        first = next((e for e in entries if e["name"] == name), None)
+        if first is not None and entries[0] is not first:
+            set_profile_cluster(profile, [first, *(e for e in entries if e is not first)])
+            moved = name
     result = _cfy(["cluster", "update-profile"], settings)
-    return {"retcode": 0, "output": _tail(result["stdout"], 5)}
+    return {"retcode": 0, "output": _tail(result["stdout"], 5),
+            **({"first": moved} if moved else {})}
 
 
 def remove_node(name, active=None, cluster=None):
@@ -1299,6 +1396,127 @@ def remove_node(name, active=None, cluster=None):
     settings, _ = _settings(cluster, need_manager=False)
     host = _active_host(settings, active)
     return _normalise(_call(settings, host, "DELETE", path) or {"name": name})
+
+
+# ---- the load balancer's check user ---------------------------------------------------------
+# the role of the health check's user: 4.6's `default` system role, "User exists, but have no
+# permissions" (cloudify-manager-install 4.6, restservice/config/authorization.conf), which
+# status_get allows and no tenant's data
+CHECK_ROLE = "default"
+
+
+def _check_settings(settings):
+    """(user, password) of the cluster's check user (loadbalancer:check_user/check_password)."""
+    lb = settings.get("loadbalancer") or {}
+    if not lb.get("check_password"):
+        raise SaltInvocationError(
+            f"cluster '{settings['name']}' has no loadbalancer:check_password in this minion's "
+            "pillar")
+    return lb["check_user"], lb["check_password"]
+
+
+def _rest_ca(settings):
+    """The REST CA file (REST SSL with rest:ca_cert), written from pillar; None otherwise."""
+    rest = settings["rest"]
+    if not (rest.get("ssl") and rest.get("ca_cert")):
+        return None
+    path = os.path.join(CERT_DIR, settings["name"], "rest-ca.pem")
+    _write_private(path, rest["ca_cert"], 0o644)
+    return path
+
+
+def _check_endpoint(settings, host):
+    """A manager as the health check reaches it: the check user, no Tenant header (it is in no
+    tenant: 4.6 authorizes its system role alone), as HAProxy's check sends it."""
+    user, password = _check_settings(settings)
+    return _rest().Endpoint(host, user, password, None, settings["rest"].get("ssl"),
+                            _rest_ca(settings))
+
+
+def check_user(active=None, cluster=None):
+    """
+    The cluster's check user (``loadbalancer:check_user``) as the active node knows it, or None
+    when it does not exist: ``role`` (4.6's system role), ``tenants`` and ``groups`` (counts,
+    as 4.6 answers them), ``active``, and ``password_ok``: whether the active node accepts the
+    pillar's ``loadbalancer:check_password`` for it (one ``GET /status`` as that user).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.check_user
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    user, _password = _check_settings(settings)
+    host = _active_host(settings, active)
+    rest = _rest()
+    found = _call(settings, host, "GET", f"/users/{rest.segment(user)}", absent={})
+    if not found:
+        return None
+    out = {"username": found.get("username"), "role": found.get("role"),
+           "tenants": found.get("tenants"), "groups": found.get("groups"),
+           "active": found.get("active")}
+    out["password_ok"] = _check_login(settings, host) == "active"
+    return out
+
+
+def _check_login(settings, host):
+    """What a manager answers the check user's GET /status: as _probe_status."""
+    return _probe_status(_rest(), _check_endpoint(settings, host), 5)
+
+
+def create_check_user(active=None, cluster=None):
+    """
+    Create the cluster's check user through the active node: ``PUT /users`` with the name, the
+    pillar's password and 4.6's ``default`` role in a JSON body (never a command line: ``cfy
+    users create -p`` would put the password on argv). True when created, False when a user of
+    that name exists already (4.6 answers 409). The state ``cloudify_ha.check_user_present``
+    decides when.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.create_check_user
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    user, password = _check_settings(settings)
+    host = _active_host(settings, active)
+    rest = _rest()
+    try:
+        rest.request(_endpoint(settings, host), "PUT", "/users",
+                     body={"username": user, "password": password, "role": CHECK_ROLE})
+    except rest.RestError as exc:
+        if exc.status == 409:
+            return False
+        raise CommandExecutionError(_scrub(f"PUT /users on {host} failed: {exc}",
+                                           settings)) from None
+    except rest.Unreachable as exc:
+        raise CommandExecutionError(f"PUT /users: nothing answered at {host} ({exc})") from None
+    return True
+
+
+def check_credentials(cluster=None, timeout=3):
+    """
+    Every manager's answer to the check user's ``GET /status``, by node name, polled in
+    parallel: ``active`` (200: the health check would mark it up), ``unauthorized`` (401: the
+    managers do not accept ``loadbalancer:check_password``), ``not_cluster_master`` (a replica,
+    which 4.6 answers before it authenticates), ``unreachable``, or another error. What the
+    load balancer asks before it writes a new password into HAProxy's configuration.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha.check_credentials cluster=prod
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    rest = _rest()
+    endpoints = {m["name"]: _check_endpoint(settings, m["private_ip"])
+                 for m in settings["managers"]}
+    with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
+        answers = pool.map(lambda e: _probe_status(rest, e, timeout), endpoints.values())
+    return dict(zip(endpoints, answers))
 
 
 # ---- snapshots (issue 34: a backup's first step, on the active node) ------------------------

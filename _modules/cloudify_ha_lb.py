@@ -7,11 +7,14 @@ Salt 3008 has no HAProxy module; this one speaks HAProxy's admin socket protocol
 
 import csv
 import io
+import json
 import logging
 import os
 import re
 import socket
 import stat
+import tempfile
+import time
 
 import salt.utils.files
 import salt.utils.path
@@ -22,6 +25,8 @@ log = logging.getLogger(__name__)
 __virtualname__ = "cloudify_ha_lb"
 
 DEFAULT_SOCKET = "/run/haproxy/admin.sock"
+# a backend or server name as the formula writes them (cloudify_<cluster>, a node name)
+SERVER_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}", re.ASCII)
 
 
 def __virtual__():
@@ -178,6 +183,63 @@ def make_directory(path, mode=0o750):
     return True
 
 
+# `haproxy -v`: "HA-Proxy version 1.5.18 2016/05/10" (EL7), "HAProxy version 2.6.12-1+deb12u4"
+VERSION_RE = re.compile(r"HA-?Proxy version ([0-9]{1,3})\.([0-9]{1,3})(?:\.([0-9]{1,4}))?")
+# what the formula's haproxy.cfg uses beyond what HAProxy 1.5 (EL7's) has, from the version
+# that brought it (HAProxy's configuration.txt of each branch)
+FEATURES = {
+    # `set server <b>/<s> state maint|ready`, `server-state-file`, `load-server-state-from-file`
+    "server_state": (1, 6),
+    # `ssl-min-ver` on bind/server lines and in ssl-default-*-options
+    "ssl_min_ver": (1, 8),
+    # `http-check send meth ... uri ... ver ... hdr ...`
+    "http_check_send": (2, 2),
+}
+
+
+def version():
+    """
+    The installed HAProxy's version as ``[major, minor, patch]``, from ``haproxy -v``; None
+    when HAProxy is not installed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.version
+    """
+    binary = salt.utils.path.which("haproxy")
+    if binary is None:
+        return None
+    result = __salt__["cmd.run_all"]([binary, "-v"], python_shell=False,
+                                     output_loglevel="quiet", ignore_retcode=True)
+    match = VERSION_RE.search(result.get("stdout") or "")
+    if result["retcode"] != 0 or not match:
+        raise CommandExecutionError(f"haproxy -v did not say its version: "
+                                    f"{(result['stdout'] + result['stderr']).strip()[-300:]}")
+    return [int(part or 0) for part in match.groups()]
+
+
+def features():
+    """
+    What the installed HAProxy can do of what the formula's haproxy.cfg uses beyond HAProxy
+    1.5 (``FEATURES``: each True or False), and its ``version``. Without HAProxy (a ``test=True``
+    run before its package is installed) every feature is False: the configuration every
+    supported HAProxy parses.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.features
+    """
+    found = version()
+    out = {name: found is not None and tuple(found[:2]) >= since
+           for name, since in FEATURES.items()}
+    out["version"] = ".".join(map(str, found)) if found else None
+    return out
+
+
 def pids(pidfile):
     """
     The live HAProxy processes listed in a pid file (zombies excluded).
@@ -246,3 +308,179 @@ def start(config, pidfile, reload=False):
         raise CommandExecutionError(f"haproxy did not start: "
                                     f"{(result['stdout'] + result['stderr']).strip()[-800:]}")
     return pids(pidfile)
+
+
+# ---- servers taken out of a backend by the formula ---------------------------------------------
+# The servers this formula took out of its backends (a manager joining: 4.6 answers /status as
+# a standalone manager for minutes before it joins), {backend: [server, ...]}: HAProxy does not
+# say who put a server in maintenance, and one an operator took out must stay out
+DRAINED = "/var/lib/cloudify_ha/haproxy-drained.json"
+
+
+def drained():
+    """
+    The servers the formula took out of each backend (its record, ``DRAINED``): the
+    configuration renders them ``disabled`` and the ``backend_servers`` state keeps them out of
+    the running HAProxy until the orchestration puts them back.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.drained
+    """
+    try:
+        with salt.utils.files.fopen(DRAINED, "r") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise CommandExecutionError(f"{DRAINED} cannot be read ({exc}): remove it only if no "
+                                    "manager is joining (it lists the servers the formula took "
+                                    "out of HAProxy)") from None
+    if not isinstance(data, dict):
+        raise CommandExecutionError(f"{DRAINED} is not the formula's record of drained servers")
+    return {str(b): sorted({str(s) for s in servers}) for b, servers in data.items()
+            if isinstance(servers, list) and servers}
+
+
+def record_drained(backend, servers):
+    """
+    Set the formula's record of the servers it took out of ``backend`` (``DRAINED``), written
+    atomically (0644). Returns the whole record.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.record_drained cloudify_prod '[cfy-mgr2]'
+    """
+    data = drained()
+    if servers:
+        data[backend] = sorted(set(servers))
+    else:
+        data.pop(backend, None)
+    os.makedirs(os.path.dirname(DRAINED), mode=0o755, exist_ok=True)
+    _replace(DRAINED, json.dumps(data, sort_keys=True))
+    return data
+
+
+def _replace(path, text):
+    """Write ``path`` anew (0644) through a temporary file beside it: never half written."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or "/", prefix=".cloudify_ha-")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def serving(admin_socket=DEFAULT_SOCKET):
+    """
+    True when HAProxy answers on its admin socket, False when nothing listens there (not
+    started, or a socket file left by a process that is gone).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.serving
+    """
+    try:
+        _ask(admin_socket, "show info", timeout=2)
+    except CommandExecutionError:
+        return False
+    return True
+
+
+def _tell(admin_socket, command):
+    """One runtime command HAProxy answers with nothing on success (1.5 and later)."""
+    answer = _ask(admin_socket, command)
+    if answer.strip():
+        raise CommandExecutionError(f"HAProxy refused '{command}': {answer.strip()[:200]}")
+
+
+def _server_names(backend, server):
+    for name in (backend, server):
+        if not SERVER_NAME_RE.fullmatch(str(name)):
+            raise CommandExecutionError(f"{ascii(name)} is not a backend or server name")
+
+
+def set_server(backend, server, up, admin_socket=DEFAULT_SOCKET, settle=0):
+    """
+    Take ``server`` out of ``backend`` in the running HAProxy (``disable server``: maintenance,
+    no traffic, no checks; HAProxy 1.5 and later) or put it back. HAProxy marks a server it
+    takes out of maintenance UP until its checks fail (a replica would get requests for
+    ``fall`` checks), so it is put back with weight 0 (no request), given up to ``settle``
+    seconds for its checks to mark it DOWN, then its configured weight (``set weight ...
+    100%``). The running HAProxy only: a reload starts from the configuration (and, from HAProxy
+    1.6, from the saved server state). Returns the server's status.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.set_server cloudify_prod cfy-mgr2 up=False
+    """
+    _server_names(backend, server)
+    if not up:
+        _tell(admin_socket, f"disable server {backend}/{server}")
+        return _status_of(backend, server, admin_socket)
+    _tell(admin_socket, f"set weight {backend}/{server} 0")
+    _tell(admin_socket, f"enable server {backend}/{server}")
+    deadline, pause = time.monotonic() + float(settle), 0.1
+    status = _status_of(backend, server, admin_socket)
+    while not status.startswith("DOWN") and time.monotonic() < deadline:
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.5)
+        status = _status_of(backend, server, admin_socket)
+    _tell(admin_socket, f"set weight {backend}/{server} 100%")
+    return _status_of(backend, server, admin_socket)
+
+
+def _status_of(backend, server, admin_socket):
+    return next((s["status"] for s in backends(admin_socket, backend) if s["server"] == server),
+                "")
+
+
+TIME_UNITS = {"us": 0.000001, "ms": 0.001, "": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def seconds(value):
+    """
+    An HAProxy time (``500ms``, ``2s``; a bare number is milliseconds) in seconds.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.seconds 500ms
+    """
+    match = re.fullmatch(r"([0-9]{1,9})(us|ms|s|m|h|d)?", str(value), re.ASCII)
+    if not match:
+        raise CommandExecutionError(f"{ascii(value)} is not an HAProxy time")
+    return int(match.group(1)) * TIME_UNITS[match.group(2) or ""]
+
+
+def save_server_state(path, admin_socket=DEFAULT_SOCKET):
+    """
+    Write the running HAProxy's server states (``show servers state``) to ``path``, the
+    configuration's ``server-state-file`` (HAProxy 1.6 and later): the process a reload or a
+    boot starts loads them, so that a server taken out stays out and one found down is not
+    sent traffic before its first check. Written atomically; True when written.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-lb1 cloudify_ha_lb.save_server_state /var/lib/haproxy/server-state
+    """
+    text = _ask(admin_socket, "show servers state")
+    if not text.lstrip().startswith("1\n"):  # the format's version line
+        raise CommandExecutionError(f"HAProxy did not answer its server states: {text[:200]}")
+    _replace(path, text)
+    return True

@@ -162,12 +162,14 @@ def ask(targets, fun, kwarg=None, timeout=5):
     return answers
 
 
-def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha"):
+def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha",
+               node_state=None):
     """
     The steps (high data) of one of the formula's orchestrations, built as data from the plan
     and the minions' answers the orchestration gathered (``_utils/cloudify_ha_orch.py``):
-    ``kind`` is ``orch``, ``rejoin`` (``node``: a minion id) or ``retire`` (``cluster`` and
-    ``node``: a node name). Pure: asks nothing, changes nothing.
+    ``kind`` is ``orch``, ``rejoin`` (``node``: a minion id; ``node_state``: its answer to
+    ``cloudify_ha.node_state``) or ``retire`` (``cluster`` and ``node``: a node name). Pure: asks
+    nothing, changes nothing.
 
     CLI Example:
 
@@ -180,7 +182,7 @@ def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloud
     if kind == "orch":
         return builder.orch_steps(plan, answers, tplroot)
     if kind == "rejoin":
-        return builder.rejoin_steps(plan, node, answers, tplroot)
+        return builder.rejoin_steps(plan, node, answers, tplroot, node_state=node_state)
     if kind == "retire":
         return builder.retire_steps(plan, cluster, node, answers, tplroot)
     raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
@@ -189,8 +191,9 @@ def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloud
 def orch_targets(kind, plan, node=None, cluster=None):
     """
     Whom an orchestration asks before it builds its steps (see ``orch_steps``): for ``orch``
-    every minion of the plan, for ``rejoin`` the managers and CLI hosts of `node`'s cluster
-    (none when `node` is not a manager in pillar), for ``retire`` the cluster's managers.
+    every minion of the plan, for ``rejoin`` the managers, CLI hosts and load balancers of
+    `node`'s cluster (none when `node` is not a manager in pillar), for ``retire`` the
+    cluster's managers.
 
     CLI Example:
 

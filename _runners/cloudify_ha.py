@@ -298,13 +298,17 @@ def _cluster_status(local, cname, settings, lookup, timeout):
         active = {"name": maintenance["name"], "host": maintenance["host"]}
     for mid in [] if blocked else ids:
         if states.get(mid) in ("leader", "replica"):
-            got = _ask(local, [mid], "cloudify_ha.active_node", kwarg={"cluster": cname},
-                       timeout=timeout).get(mid)
-            nodes = _ask(local, [mid], "cloudify_ha.cluster_nodes", kwarg={"cluster": cname},
-                         timeout=timeout).get(mid)
-            if isinstance(got, dict) and "host" in got and isinstance(nodes, list):
-                active, listed = got, nodes
-                break
+            # a view: it waits for no failover (cloudify_ha.active_node's waits:active_node)
+            got = _ask(local, [mid], "cloudify_ha.active_node",
+                       kwarg={"cluster": cname, "wait": 0}, timeout=timeout).get(mid)
+            if isinstance(got, dict) and "host" in got:
+                nodes = _ask(local, [mid], "cloudify_ha.cluster_nodes",
+                             kwarg={"cluster": cname, "active": got["host"]},
+                             timeout=timeout).get(mid)
+                if isinstance(nodes, list):
+                    active, listed = got, nodes
+                    break
+                got = nodes
             problem = (got or {}).get("error") if isinstance(got, dict) else got
     by_name = {n["name"]: n for n in listed or []}
     rows = []

@@ -392,6 +392,13 @@ def _is_online(cluster, active, name):
     return any(n["name"] == name and n["online"] for n in nodes)
 
 
+def _failover(active):
+    """What a comment adds when the active node was found only after a failover's wait
+    (cloudify_ha.active_node's ``waited``)."""
+    waited = (active or {}).get("waited")
+    return f", found after waiting {waited}s for a failover" if waited else ""
+
+
 def _member(nodes, name):
     return next((n for n in nodes or [] if n["name"] == name), None)
 
@@ -494,7 +501,7 @@ def _install(f):
 
 
 # ---- cluster_started ------------------------------------------------------------------------
-def cluster_started(name, host_ip, cluster=None, wait=90):
+def cluster_started(name, host_ip, cluster=None, wait=120):
     """
     The cluster is started on this manager (``cfy cluster start``), always with an explicit node
     name and host IP. A no-op when the manager already belongs to a cluster.
@@ -506,7 +513,9 @@ def cluster_started(name, host_ip, cluster=None, wait=90):
     wait
         Seconds the check after the start waits for the cluster to show initialized with this
         node its active node: 4.6 restarts the REST service and nginx while it initializes,
-        which may still answer 502 when ``cfy cluster start`` returns.
+        which may still answer 502 when ``cfy cluster start`` returns. The formula's SLS pass
+        the cluster's ``waits:started`` (``cfy cluster start`` itself runs under
+        ``waits:cluster_start``).
     """
     return _converge(name, {"host_ip": host_ip, "cluster": cluster, "wait": wait}, _decide_start,
                      _READ_START, _start)
@@ -570,8 +579,8 @@ def _start(f):
 
 
 # ---- joined ---------------------------------------------------------------------------------
-def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster_runs=False,
-           active_hint=None, remove_failed_join=True, offline_wait=60):
+def joined(name, host_ip, cluster=None, replace_stale=False, wait=120, if_cluster_runs=False,
+           active_hint=None, remove_failed_join=True, offline_wait=60, boot_wait=300):
     """
     This manager is a member of its cluster, online as a replica (or the active node).
 
@@ -598,10 +607,15 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
         and name the command instead.
     offline_wait
         Seconds a freshly installed host's own entry, still listed online (a host wiped a moment
-        ago), may take to show offline before this join goes on (4.6: tens of seconds).
+        ago), may take to show offline before this join goes on (4.6: tens of seconds); the
+        formula's SLS pass the cluster's ``waits:offline``.
     wait
-        Seconds to wait, after joining, for the node to be online in the active node's view,
-        and for a rebooted member's REST service to come back.
+        Seconds to wait, after joining (or for a member back from a reboot), for the node to be
+        online in the active node's view (4.6 heartbeats every 15 s); ``waits:online``.
+    boot_wait
+        Seconds to wait for a rebooted member's REST service to come back (nginx answers 502
+        until then; 4.6 sets no bound); ``waits:boot``. How long to wait for a new active node
+        during a failover is the cluster's ``waits:active_node`` (``cloudify_ha.active_node``).
     if_cluster_runs
         Do nothing (result True) when no manager answers as the cluster's active node: for a
         reaction to a minion's start before the cluster has been built.
@@ -613,7 +627,7 @@ def joined(name, host_ip, cluster=None, replace_stale=False, wait=90, if_cluster
     """
     return _converge(name, {"host_ip": host_ip, "cluster": cluster,
                             "replace_stale": replace_stale, "wait": wait,
-                            "remove_failed_join": remove_failed_join,
+                            "boot_wait": boot_wait, "remove_failed_join": remove_failed_join,
                             "offline_wait": offline_wait,
                             "if_cluster_runs": if_cluster_runs, "active_hint": active_hint},
                      _decide_join, _READ_JOIN, _join)
@@ -655,7 +669,7 @@ def _decide_join(f):
             return _need("came_online")
         if me["online"] or f["came_online"]:
             return _ok(f"{name} is a member of the cluster ({me['state']}; active node "
-                       f"{active['host']})")
+                       f"{active['host']}{_failover(active)})")
         return _refuse(f"{name}: a member of the cluster, but offline in the active node's view "
                        f"({active['host']}) although its services run: check ports "
                        f"{CLUSTER_PORTS} between the managers")
@@ -744,17 +758,17 @@ def _decide_fresh_join(f, active, nodes, me):
         torn += " (after removing the record its failed join left)"
     return _act(changes, f"{name} would join the cluster through the active node "
                          f"{active['host']}{torn}", f"{name} joined the cluster (active node "
-                                                    f"{active['host']}){torn}")
+                                                    f"{active['host']}{_failover(active)}){torn}")
 
 
 def _read_local_up(facts):
     """The node state; a rebooted member (``down``: its services may still be starting) is
-    waited for, ``wait`` seconds at most."""
+    waited for, ``boot_wait`` seconds at most."""
     cluster = facts["cluster"]
     local = _node_state(cluster)
     if local == "down":
         local = _wait_for(lambda: (lambda st: st if st != "down" else None)(
-            _node_state(cluster, fresh=True)), facts["wait"], 1.0) or "down"
+            _node_state(cluster, fresh=True)), facts["boot_wait"], 1.0) or "down"
     return {"local": local}
 
 
@@ -801,11 +815,21 @@ def _profile_fits(entries, expected, own):
              (e["manager_ip"] == "localhost" and e["name"] == own))]
 
 
-def _profile_right(entries, expected, own):
-    """A profile that exists and lists exactly the cluster's nodes, each as ``_profile_fits``."""
+def _profile_right(entries, expected, own, first=None):
+    """A profile that exists and lists exactly the cluster's nodes, each as ``_profile_fits``,
+    and ``first`` (the active node) first when given."""
     good = _profile_fits(entries, expected, own)
     return entries is not None and len(good) == len(entries) and \
-        sorted(e["name"] for e in good) == sorted(expected)
+        sorted(e["name"] for e in good) == sorted(expected) and \
+        (first is None or entries[0]["name"] == first)
+
+
+def _first(active, expected):
+    """The node a profile lists first: the active node (the real cfy 4.6 walks a profile in its
+    order and stops at the first answer that is not a connection error, not_cluster_master or
+    removed_from_cluster: a first entry in its boot window answers 502 and every command fails,
+    cloudify-4.6.md section 0.4), when pillar names it."""
+    return active["name"] if active and active.get("name") in expected else None
 
 
 def _listing(entries):
@@ -827,7 +851,9 @@ def profile_updated(name, cluster=None, active_hint=None, own=False):
     own entry is what 4.6 writes and is kept), and its file (which holds the admin password) is
     0600. It makes the profile active (a profile that does not exist is created with ``cfy
     profiles use``), then writes its node list, the active node first (4.6's ``cfy`` walks only
-    the nodes a profile lists), as ``cfy cluster update-profile`` would write it (``name`` and
+    the nodes a profile lists, in their order, and stops at a node answering 502: a profile
+    whose first node is not the active one, as after a failover, is rewritten; changes:
+    ``first``), as ``cfy cluster update-profile`` would write it (``name`` and
     ``manager_ip``; what the profile stores for an entry it keeps is kept) but with the
     pillar's addresses: update-profile takes them from the cluster's plain-HTTP answer.
 
@@ -866,16 +892,20 @@ def _decide_profile(f):
     if "mode" not in f:
         return _need("profile")
     expected = _expected_profile(f["nodes"], f["addresses"])
+    first, entries = _first(f["active"], expected), f["entries"]
     changes = {}
-    if not _profile_right(f["entries"], expected, f["own"]):
-        changes["nodes"] = {"old": _listing(f["entries"]),
+    if not _profile_right(entries, expected, f["own"]):
+        changes["nodes"] = {"old": _listing(entries),
                             "new": sorted(f"{n} ({a})" for n, a in expected.items())}
+    elif not _profile_right(entries, expected, f["own"], first):
+        changes["first"] = {"old": entries[0]["name"], "new": first}
     if f["mode"] != "0o600":
         changes["mode"] = {"old": f["mode"], "new": "0o600"}
-    if changes.get("nodes") and f["was_active"] != name:
+    if (changes.get("nodes") or changes.get("first")) and f["was_active"] != name:
         changes["active_profile"] = {"old": f["was_active"], "new": name}
     if not changes:
-        return _ok(f"profile {name} lists the cluster's {len(expected)} nodes")
+        return _ok(f"profile {name} lists the cluster's {len(expected)} nodes"
+                   f"{_failover(f['active'])}")
     return _act(changes, f"profile {name} would be updated", f"profile {name} updated")
 
 
@@ -898,18 +928,19 @@ def _update_profile(f):
     file made 0600; then the re-check: the profile as ``_profile_right`` and 0600."""
     mod, name, active, entries = __salt__, f["name"], f["active"], f["entries"]
     expected = _expected_profile(f["nodes"], f["addresses"])
-    if not _profile_right(entries, expected, f["own"]):
+    first = _first(active, expected)
+    if not _profile_right(entries, expected, f["own"], first):
         if entries is None or f["was_active"] != name:
             mod["cloudify_ha.use_profile"](name, active["host"], cluster=f["cluster"])
             entries = mod["cloudify_ha.profile_cluster"](profile=name)
         fits = {e["name"]: e for e in _profile_fits(entries, expected, f["own"])}
-        order = list(dict.fromkeys([active["name"], *fits, *sorted(expected)]))
+        order = list(dict.fromkeys([*([first] if first else []), *fits, *sorted(expected)]))
         wanted = [fits.get(n) or {"name": n, "manager_ip": expected[n]} for n in order]
         if wanted != entries:
             mod["cloudify_ha.set_profile_cluster"](name, wanted)
     mod["cloudify_ha.secure_profile"](profile=name)
     after = mod["cloudify_ha.profile_cluster"](profile=name)
-    if not _profile_right(after, expected, f["own"]) or \
+    if not _profile_right(after, expected, f["own"], first) or \
             mod["cloudify_ha.profile_mode"](profile=name) != "0o600":
         return (f"profile {name}: lists {_listing(after)} after the update, the cluster has "
                 f"{sorted(f'{n} ({a})' for n, a in expected.items())}")
@@ -983,7 +1014,106 @@ def _decide_listed(f):
                        f"{f['active']['host']}) does not list it: it cannot join while it is "
                        "down; bring it up and re-run")
     return _ok(f"{name}: its minion does not answer; the cluster lists it ({node['state']}, "
-               f"active node {f['active']['host']}); it rejoins when its host comes back")
+               f"active node {f['active']['host']}{_failover(f['active'])}); it rejoins when its "
+               "host comes back")
 
 
 _READ_LISTED = {"cluster": _read_cluster(lambda f: False)}
+
+
+# ---- check_user_present ---------------------------------------------------------------------
+def check_user_present(name, cluster=None, active_hint=None):
+    """
+    The load balancer's check user ``name`` (``loadbalancer:check_user``) exists in the cluster
+    with 4.6's ``default`` role, in no tenant and no group, active, and accepts the pillar's
+    ``loadbalancer:check_password``: created through the active node when it is missing. A user
+    of that name with more rights, deactivated, or with another password is refused, never
+    changed: the formula does not rotate that password, and a refusal here stops the
+    orchestration before the load balancers get a password the managers would reject.
+    """
+    return _converge(name, {"cluster": cluster, "active_hint": active_hint},
+                     _decide_check_user, _READ_CHECK_USER, _create_check_user)
+
+
+def _decide_check_user(f):
+    name = f["name"]
+    if "user" not in f:
+        return _need("user")
+    user = f["user"]
+    if user is None:
+        return _act({"created": {"old": None, "new": name, "role": "default"}},
+                    f"the check user {name} would be created through {f['host']} (role default)",
+                    f"the check user {name} created through {f['host']} (role default)")
+    if user["role"] != "default" or user["tenants"] or user["groups"]:
+        return _refuse(f"the Cloudify user {name} exists with role {user['role']}, in "
+                       f"{user['tenants']} tenant(s) and {user['groups']} group(s): the health "
+                       "check's user must have the default role only (it reads /status and "
+                       f"nothing else); remove that user (cfy users delete {name}) or name "
+                       "another in loadbalancer:check_user; nothing was changed")
+    if not user["active"]:
+        return _refuse(f"the Cloudify user {name} is deactivated: every health check would fail "
+                       f"and the load balancers mark every manager down; activate it (cfy users "
+                       f"activate {name}) or delete it; nothing was changed")
+    if not user["password_ok"]:
+        return _refuse(f"the Cloudify user {name} exists but the active node does not accept "
+                       "loadbalancer:check_password for it (401): the formula never changes its "
+                       "password; set it to the pillar's in Cloudify (cfy users set-password), "
+                       "put the old one back in pillar, or delete the user so that the next run "
+                       "creates it; the load balancers keep the password they have")
+    return _ok(f"the check user {name} exists (role default) and accepts the pillar's password")
+
+
+def _read_check_user(facts):
+    host = facts.get("active_hint") or __salt__["cloudify_ha.active_node"](
+        cluster=facts["cluster"])["host"]
+    user = __salt__["cloudify_ha.check_user"](active=host, cluster=facts["cluster"])
+    return {"user": user, "host": host}
+
+
+_READ_CHECK_USER = {"user": _read_check_user}
+
+
+def _create_check_user(f):
+    """The user created through the active node (409: another run made it meanwhile), then the
+    re-check: the active node lists it with the default role and accepts its password."""
+    __salt__["cloudify_ha.create_check_user"](active=f["host"], cluster=f["cluster"])
+    again = __salt__["cloudify_ha.check_user"](active=f["host"], cluster=f["cluster"])
+    verdict = _decide_check_user(dict(f, user=again))
+    if verdict.kind != "ok":
+        return (f"{f['name']}: the active node accepted the new user but then answers: "
+                f"{verdict.text}")
+    return None
+
+
+# ---- check_credentials_accepted -------------------------------------------------------------
+def check_credentials_accepted(name, cluster=None):
+    """
+    Read-only: the cluster's managers accept the check user ``name`` with the pillar's
+    ``loadbalancer:check_password`` (each asked ``GET /status`` as that user): refused when one
+    answers 401 or 403, so that a load balancer never loads a password the managers reject
+    (every health check would fail and every manager be marked down). Where no manager answers
+    as the active node (a cluster not built yet, or down) there is nothing to check against.
+    """
+    return _converge(name, {"cluster": cluster}, _decide_check_credentials,
+                     {"answers": lambda f: {"answers": __salt__["cloudify_ha.check_credentials"](
+                         cluster=f["cluster"])}})
+
+
+def _decide_check_credentials(f):
+    name = f["name"]
+    if "answers" not in f:
+        return _need("answers")
+    answers = f["answers"]
+    rejected = sorted(n for n, a in answers.items() if a in ("unauthorized", "forbidden_error"))
+    if rejected:
+        return _refuse(f"{', '.join(rejected)} reject the check user {name} with "
+                       f"loadbalancer:check_password ({answers[rejected[0]]}): Cloudify has "
+                       "another password for it, or it does not exist yet (the orchestration's "
+                       "check-user step creates it); HAProxy's configuration was left as it is")
+    active = sorted(n for n, a in answers.items() if a == "active")
+    if active:
+        return _ok(f"{', '.join(active)} accepts the check user {name} with the pillar's "
+                   "password")
+    shown = "; ".join(f"{n}: {a}" for n, a in sorted(answers.items()))
+    return _ok(f"no manager answers as the active node ({shown}): the check user {name} could "
+               "not be checked; HAProxy's checks will mark a manager up once it does")

@@ -21,6 +21,11 @@ import re
 RUN = {"concurrent": True}
 MINION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}", re.ASCII)
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}", re.ASCII)
+# a manager in one of these states (orch_facts' node, cloudify_ha.node_state) is a cluster
+# member: it installs nothing (down: clustered, its REST service not answering yet). Any other
+# (absent, package_installed, half_installed, installed, removed, no answer) may install and
+# answer /status as a standalone manager before it joins (cloudify-4.6.md section 0.4)
+MEMBER_STATES = ("leader", "replica", "down")
 NOT_SYNCED = ("the cloudify_ha modules on the master are missing or older than the formula: run "
               "'salt-run saltutil.sync_all' (once, and after each upgrade of the formula), then "
               "re-run")
@@ -85,6 +90,19 @@ def read_answers(plan, answers):
             leaders.setdefault(cname, []).append(ip)
     hints = {cname: ips[0] for cname, ips in leaders.items() if len(ips) == 1}
     return alive, stale, hints
+
+
+def members(plan, answers):
+    """The minion ids of the managers that say they are cluster members (MEMBER_STATES): the
+    others are taken out of their cluster's load balancers before their install."""
+    out = set()
+    for settings in plan["clusters"].values():
+        for manager in settings["managers"]:
+            answer = answers.get(manager["minion_id"])
+            facts = answer["ret"] if _answered(answer) and isinstance(answer["ret"], dict) else {}
+            if facts.get("node") in MEMBER_STATES:
+                out.add(manager["minion_id"])
+    return out
 
 
 def maintenance_of(plan, answers):
@@ -165,16 +183,41 @@ def orch_steps(plan, answers, tplroot="cloudify_ha"):
         synced = "test"
     parallel = len(plan["clusters"]) > 1
     maintenance = maintenance_of(plan, answers)
+    joined = members(plan, answers)
     for cname, settings in plan["clusters"].items():
         if cname in maintenance:
             high.update(refused(f"cloudify_ha-orch-{cname}-maintenance", maintenance_text(
                 cname, *maintenance[cname], "the cluster was not built or converged")))
             continue
-        high.update(_cluster_steps(cname, settings, alive, hints, parallel, synced, tplroot))
+        high.update(_cluster_steps(cname, settings, alive, hints, parallel, synced, tplroot,
+                                   joined))
     return high
 
 
-def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
+def backends_step(sid, cname, settings, node, alive, out, require, tplroot, parallel=False):
+    """One manager taken out of (``out``) or put back into its cluster's load balancers, on the
+    load balancers' minions that answer (cloudify_ha.backends): {sid: step}, or {} when there is
+    nothing to put back into. Taking out is refused while a load balancer's minion does not
+    answer: that HAProxy would send requests to the manager's standalone REST service."""
+    ids = (settings.get("loadbalancer") or {}).get("minion_ids") or []
+    up = [mid for mid in ids if mid in alive]
+    down = [mid for mid in ids if mid not in alive]
+    if out and down:
+        return refused(sid, f"cluster {cname}: {node} is not a cluster member yet: during its "
+                            "install its REST service answers /status as a standalone manager, "
+                            "which the load balancers would send requests to; it cannot be taken "
+                            f"out of load balancer(s) {', '.join(down)}, whose minion does not "
+                            "answer: bring them up (or remove them from loadbalancer:minion_ids) "
+                            "and re-run; nothing was installed", require=require)
+    if not up:
+        return {}
+    change = {"cluster": cname, "out" if out else "back": [node]}
+    return {sid: _step("salt.state", **RUN, tgt=up, tgt_type="list", sls=f"{tplroot}.backends",
+                       pillar={"cloudify_ha_orch": {"backends": change}}, parallel=parallel,
+                       require=require)}
+
+
+def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot, joined=()):
     high = {}
     prefix = f"cloudify_ha-orch-{cname}"
     up = [m for m in c["managers"] if m["minion_id"] in alive]
@@ -204,6 +247,15 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
         require = [{prev[0]: prev[1]}]
         if not is_leader and followers_up:
             require.append({"salt": prepare})
+        # a manager that is no member may install: out of the load balancers until it is one
+        drained = bool(c.get("loadbalancer")) and m["minion_id"] in alive \
+            and m["minion_id"] not in joined
+        if drained:
+            out = backends_step(f"{prefix}-lb-out-{m['name']}", cname, c, m["name"], alive, True,
+                                require, tplroot, parallel)
+            high.update(out)
+            require = [{next(iter(step)).split(".")[0]: out_sid}
+                       for out_sid, step in out.items()] or require
         if m["minion_id"] in alive:
             sls = ([f"{tplroot}.firewall", f"{tplroot}.installer", f"{tplroot}.cluster.leader"]
                    if is_leader else f"{tplroot}.cluster.follower")
@@ -216,6 +268,11 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
                               pillar={"cloudify_ha_orch": {"node": m["name"], "cluster": cname}},
                               parallel=parallel or is_leader, require=require)
         prev = ("salt", sid)
+        if drained:
+            back = backends_step(f"{prefix}-lb-back-{m['name']}", cname, c, m["name"], alive,
+                                 False, [{"salt": sid}], tplroot, parallel)
+            high.update(back)
+            prev = ("salt", next(iter(back))) if back else prev
     profile_targets = [m["minion_id"] for m in up] + cli_up
     require = [{"salt": prev[1]}] + ([{"salt": f"{prefix}-cli"}] if cli_up else [])
     high[f"{prefix}-profiles"] = _step("salt.state", **RUN, tgt=profile_targets,
@@ -230,15 +287,25 @@ def _cluster_steps(cname, c, alive, hints, parallel, synced, tplroot):
                             require=[{"salt": prev[1]}]))
     lb = c.get("loadbalancer")
     if lb:
+        # the check user the load balancers' health checks log in as, through the active node
+        leaders = [m["minion_id"] for m in up if m["private_ip"] == hints.get(cname)]
+        high[f"{prefix}-check-user"] = _step(
+            "salt.state", **RUN, tgt=(leaders or [up[0]["minion_id"]])[0],
+            sls=f"{tplroot}.check_user", **hint, parallel=parallel, require=[{"salt": prev[1]}])
+        prev = ("salt", f"{prefix}-check-user")
         lb_down = [h for h in lb["minion_ids"] if h not in alive]
         if lb_down:
             high.update(refused(f"{prefix}-loadbalancer",
                                 f"cluster {cname}: load balancer minion(s) {', '.join(lb_down)} "
                                 "do not answer", require=[{"salt": prev[1]}]))
         else:
+            # every manager is a member once every step above succeeded: servers the formula
+            # took out (an earlier run that died mid-join) are put back
+            back = {"cluster": cname, "back": [m["name"] for m in c["managers"]]}
             high[f"{prefix}-loadbalancer"] = _step(
                 "salt.state", **RUN, tgt=list(lb["minion_ids"]), tgt_type="list",
-                sls=[f"{tplroot}.firewall", f"{tplroot}.loadbalancer"], parallel=parallel,
+                sls=[f"{tplroot}.firewall", f"{tplroot}.loadbalancer"],
+                pillar={"cloudify_ha_orch": {"backends": back}}, parallel=parallel,
                 require=[{"salt": prev[1]}])
     return high
 
@@ -256,17 +323,20 @@ def rejoin_target(plan, node):
     return None, None
 
 
-def rejoin_steps(plan, node, pings, tplroot="cloudify_ha"):
+def rejoin_steps(plan, node, pings, tplroot="cloudify_ha", node_state=None):
     """The high data of ``cloudify_ha.orch.rejoin`` for `node` (a minion id), `pings` being the
-    answers of the cluster's managers and CLI hosts to cloudify_ha.maintenance_mode (test.ping
-    for a minion without the formula's modules): see rejoin_target. Nothing but a refusal in a
-    cluster in maintenance mode (the runner's rejoin logs it and skips)."""
+    answers of the cluster's managers, CLI hosts and load balancers to
+    cloudify_ha.maintenance_mode (test.ping for a minion without the formula's modules): see
+    rejoin_target; `node_state` the node's answer to cloudify_ha.node_state: a node that is no
+    member (MEMBER_STATES) is taken out of the load balancers before its join and put back
+    after it. Nothing but a refusal in a cluster in maintenance mode (the runner's rejoin logs
+    it and skips)."""
     if plan["errors"]:
         return salt_refused("cloudify_ha-rejoin-validate",
                             f"rejoin of {ascii(node)}: the cloudify_ha pillar is invalid; nothing "
                             "was changed. Run salt-run state.orch cloudify_ha.orch test=True to "
                             "see the errors")
-    settings, _manager = rejoin_target(plan, node)
+    settings, manager = rejoin_target(plan, node)
     if settings is None:
         return {"cloudify_ha-rejoin-ignored": _step(
             "test.succeed_without_changes",
@@ -278,24 +348,46 @@ def rejoin_steps(plan, node, pings, tplroot="cloudify_ha"):
         return refused(f"{prefix}-maintenance", maintenance_text(
             settings["name"], *maintenance, f"the rejoin of {node} did not run"))
     alive = [mid for mid in rejoin_ping_targets(settings) if _answered(pings.get(mid))]
-    return {
+    high = {
         f"{prefix}-sync": _step("salt.state", tgt=node, sls=f"{tplroot}.sync", test=False,
                                 **RUN),
         f"{prefix}-prepare": _step("salt.state", tgt=node,
                                    sls=[f"{tplroot}.firewall", f"{tplroot}.installer"],
                                    **RUN, require=[{"salt": f"{prefix}-sync"}]),
-        f"{prefix}-joined": _step("salt.state", tgt=node, sls=f"{tplroot}.cluster.follower",
-                                  pillar={"cloudify_ha_orch": {"rejoin": True}}, **RUN,
-                                  require=[{"salt": f"{prefix}-prepare"}]),
-        # not only on a change: a rejoin also repairs profiles an earlier run left stale
-        f"{prefix}-profiles": _step("salt.state", tgt=alive, tgt_type="list",
-                                    sls=f"{tplroot}.profile", **RUN,
-                                    require=[{"salt": f"{prefix}-joined"}]),
     }
+    require = [{"salt": f"{prefix}-prepare"}]
+    name = manager["name"]
+    drained = bool(settings.get("loadbalancer")) and node_state not in MEMBER_STATES
+    if drained:
+        out = backends_step(f"{prefix}-lb-out", settings["name"], settings, name, alive, True,
+                            require, tplroot)
+        high.update(out)
+        require = [{next(iter(step)).split(".")[0]: sid} for sid, step in out.items()] or require
+    high[f"{prefix}-joined"] = _step("salt.state", tgt=node, sls=f"{tplroot}.cluster.follower",
+                                     pillar={"cloudify_ha_orch": {"rejoin": True}}, **RUN,
+                                     require=require)
+    last = f"{prefix}-joined"
+    if drained:
+        back = backends_step(f"{prefix}-lb-back", settings["name"], settings, name, alive, False,
+                             [{"salt": last}], tplroot)
+        high.update(back)
+        last = next(iter(back), last)
+    members_up = [mid for mid in alive if mid not in _lb_ids(settings)]
+    # not only on a change: a rejoin also repairs profiles an earlier run left stale
+    high[f"{prefix}-profiles"] = _step("salt.state", tgt=members_up, tgt_type="list",
+                                       sls=f"{tplroot}.profile", **RUN,
+                                       require=[{"salt": last}])
+    return high
+
+
+def _lb_ids(settings):
+    return list((settings.get("loadbalancer") or {}).get("minion_ids") or [])
 
 
 def rejoin_ping_targets(settings):
-    return [m["minion_id"] for m in settings["managers"]] + list(settings["cli_hosts"])
+    """The managers, CLI hosts and load balancers of a cluster, each once."""
+    return list(dict.fromkeys([m["minion_id"] for m in settings["managers"]]
+                              + list(settings["cli_hosts"]) + _lb_ids(settings)))
 
 
 # ---- cloudify_ha.orch.retire ----------------------------------------------------------------

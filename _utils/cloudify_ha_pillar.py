@@ -39,13 +39,13 @@ CLUSTER_DEFAULTS = {
         "client_key": "",
     },
     "installer": {"source": "", "source_hash": "", "cli_source": "", "cli_source_hash": "",
-                  "version": "", "install_timeout": 1800},
+                  "version": ""},
     "allow_database_reset": False,
     "replace_stale": False,
     "remove_failed_joins": True,
-    # seconds a wiped host's old entry may take to show offline before its join (4.6: tens of
-    # seconds, its heartbeat is every 15 s)
-    "offline_wait": 60,
+    # every bounded wait of the formula against Cloudify, in seconds: WAITS says what each is
+    "waits": {"active_node": 120, "cluster_start": 900, "started": 120, "online": 120,
+              "boot": 300, "offline": 60, "install": 1800},
     # the sources are IPv4 (the managers' addresses are); empty rest_sources is every address,
     # which needs allow_wide_rest_sources (_validate_misc)
     "firewall": {"enabled": True, "backend": "auto", "rest_sources": [],
@@ -55,6 +55,27 @@ CLUSTER_DEFAULTS = {
     "loadbalancer": None,
 }
 MANAGER_KEYS = {"name", "minion_id", "private_ip", "public_ip"}
+# waits:<key>: (least, most, what the formula waits for) in seconds. 4.6's timing
+# (cloudify-4.6.md sections 0.3, 0.4): a heartbeat every 15 s, a dead node offline after tens of
+# seconds, a failover of tens of seconds (the new active node starts its services), a 502 from
+# nginx after every boot while the REST service starts (no bound), `cfy cluster start`'s own
+# --timeout default 900 s
+WAITS = {
+    "active_node": (0, 3600, "for a new active node while the managers answer only as replicas "
+                             "or starting (4.6's failover: tens of seconds); 0 fails at once"),
+    "cluster_start": (60, 86400, "for `cfy cluster start` (its --timeout; 4.6's default 900)"),
+    "started": (1, 3600, "after `cfy cluster start`, for the cluster to show initialized with "
+                         "this node active, through 4.6's restart of the REST service and nginx"),
+    "online": (1, 3600, "after a join, for the node to be online in the active node's view "
+                        "(4.6 heartbeats every 15 s)"),
+    "boot": (1, 3600, "for a rebooted member's REST service (nginx answers 502 until then; 4.6 "
+                      "sets no bound)"),
+    "offline": (1, 3600, "for a wiped or rebuilt host's old entry to show offline (4.6: tens of "
+                         "seconds)"),
+    "install": (60, 86400, "for one `cfy_manager install`"),
+}
+# keys that moved: a pillar still using one is told where its value goes now
+MOVED_KEYS = {"offline_wait": "waits:offline", "installer:install_timeout": "waits:install"}
 LOADBALANCER_DEFAULTS = {
     "minion_ids": [],
     "bind": "0.0.0.0",
@@ -70,6 +91,14 @@ LOADBALANCER_DEFAULTS = {
     "timeout_server": "60s",
     "admin_socket": "/run/haproxy/admin.sock",
     "config_path": "/etc/haproxy/haproxy.cfg",
+    # where HAProxy logs: '' for the OS family's (lookup:haproxy_log, haproxy_log_facility)
+    "log": "",
+    "log_facility": "",
+    # the Cloudify user of the health checks (and of the managers' beacon): 4.6's `default`
+    # role, which may read /status and no tenant's data; the formula creates it on the active
+    # node. Its password is a secret, required where the cluster has a load balancer
+    "check_user": "cloudify_ha_check",
+    "check_password": None,
     # who may reach `port` through the LB host's firewall: everyone, as a public LB is
     "sources": ["0.0.0.0/0"],
 }
@@ -78,8 +107,11 @@ SECRET_KEYS = ("admin:password", "database:password", "database:postgres_passwor
 # all of them, a load balancer (its health check) and a CLI host (its profile) the admin
 # password; the master none (it validates the rest and asks each minion for its own errors)
 ROLE_SECRETS = {
-    "manager": SECRET_KEYS + ("database:ca_key", "database:client_key"),
-    "lb": ("admin:password", "loadbalancer:ssl_cert"),
+    # (the check user's password: the managers create that user, and their beacon uses it)
+    "manager": SECRET_KEYS + ("database:ca_key", "database:client_key",
+                              "loadbalancer:check_password"),
+    # a load balancer holds the check user's password, never the admin's (its health check)
+    "lb": ("loadbalancer:check_password", "loadbalancer:ssl_cert"),
     "cli": ("admin:password",),
 }
 # The passwords 4.6 can carry (README "Safety", cloudify-4.6.md section 0.4): a database
@@ -91,6 +123,8 @@ DB_PASSWORD_CHARS = "ASCII letters, digits and _ - . , + = ^ @"
 # ASCII; 4.6 (Python 2) stops at a non-ASCII one (UnicodeEncodeError)
 ADMIN_PASSWORD_RE = re.compile(r"[\x20-\x7e]+", re.ASCII)
 MIN_PASSWORD = 8
+# the health check's Cloudify user (loadbalancer:check_user): what 4.6's validate_inputs takes
+CHECK_USER_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
 # PEM material: written to files (0600 where private) from pillar, never rendered into text
 PEM_KEYS = ("database:ca_cert", "database:ca_key", "database:client_cert",
             "database:client_key", "rest:ca_cert", "loadbalancer:ssl_cert")
@@ -142,6 +176,10 @@ PLACES = {
         re.compile(r"/etc/salt/master\.d/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,250}\.conf", ASCII),
         "a '.conf' file directly in /etc/salt/master.d/: the formula replaces that file whole "
         "and the salt-master reads it", "/etc/salt/master.d/cloudify_ha_reactor.conf"),
+    "lookup:haproxy_chroot": (
+        re.compile(r"/var/lib/haproxy(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){0,7}", ASCII),
+        "/var/lib/haproxy or a directory under it (the directory HAProxy's packages make for "
+        "its chroot): the formula writes HAProxy's server states there", "/var/lib/haproxy"),
     "lookup:firewall_dir": (
         re.compile(r"/etc/cloudify_ha(/[A-Za-z0-9_+-][A-Za-z0-9_.+-]{0,254}){0,7}", ASCII),
         "/etc/cloudify_ha or a directory under it: the formula writes its firewall rules and "
@@ -155,7 +193,17 @@ LOOKUP_KEYS = {
     "haproxy_package": "package", "haproxy_service": "package",
     "haproxy_manager": ("auto", "service", "direct"), "haproxy_pidfile": "lookup:haproxy_pidfile",
     "lock_wait": "lock_wait", "prerequisite_packages": "package_list",
+    "haproxy_user": "name", "haproxy_group": "name", "haproxy_chroot": "lookup:haproxy_chroot",
+    "haproxy_log": "syslog_address", "haproxy_log_facility": "syslog_facility",
+    "haproxy_run_dir": "path_or_empty",
 }
+# where a syslog daemon's UNIX socket may be (HAProxy sends its log lines there): the usual
+# /dev/log, a daemon's own under /run, or one inside HAProxy's chroot
+SYSLOG_SOCKET_DIRS = ("/dev/", "/run/", "/var/lib/haproxy/")
+# HAProxy's syslog facilities (its `log` keyword)
+SYSLOG_FACILITIES = ("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp",
+                     "cron", "auth2", "ftp", "ntp", "audit", "alert", "cron2",
+                     *(f"local{n}" for n in range(8)))
 ORCHESTRATION_KEYS = {"ping_timeout": "ping_timeout"}
 # the templates an operator can override (TOFS, as saltstack-formulas/template-formula does):
 # state id -> the formula's file, under <path_prefix>/files/<switch value>/ or .../default/
@@ -249,6 +297,16 @@ def _is_ip(value):
         return False
 
 
+def _is_ip_port(value):
+    """<IPv4> or <IPv4>:<port>, the port 1 to 65535."""
+    if not isinstance(value, str):
+        return False
+    address, colon, port = value.partition(":")
+    return _is_ip(address) and (not colon or (port.isascii() and port.isdigit()
+                                                and 1 <= int(port) <= 65535
+                                                and port == str(int(port))))
+
+
 def _is_host(value):
     return isinstance(value, str) and (_is_ip(value) or bool(HOST_RE.fullmatch(value)))
 
@@ -296,8 +354,13 @@ def _suggest(key, known):
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _unknown_keys(errors, where, given, known):
+def _unknown_keys(errors, where, given, known, moved=None):
+    """`moved`: {key: where its value goes now} (MOVED_KEYS, with the cluster's path)."""
     for key in sorted(set(given) - set(known), key=q):
+        if key in (moved or {}):
+            errors.append(f"{where}:{key}: moved to {moved[key]} (every wait of a cluster is "
+                          "under waits:, in seconds); move its value there")
+            continue
         errors.append(f"{where}:{_key(key)}: unknown key{_suggest(key, known)}; remove it or fix "
                       "its spelling (see pillar.example)")
 
@@ -338,6 +401,14 @@ KINDS = {
     "ipv4": (_is_ip, "is not an IPv4 address"),
     "pem": (lambda v: v in ("", None) or _is_pem(v),
             "is not PEM text (-----BEGIN ...----- ... -----END ...-----)"),
+    "path_or_empty": (lambda v: v == "" or _is_path(v), "is not a plain absolute path, or ''"),
+    "syslog_address": (lambda v: (_is_path(v) and v.startswith(SYSLOG_SOCKET_DIRS))
+                       or _is_ip_port(v),
+                       "is not a syslog address: a UNIX socket's path under "
+                       f"{', '.join(SYSLOG_SOCKET_DIRS)} (e.g. /dev/log) or an IPv4 address with "
+                       "an optional :port (e.g. 127.0.0.1 or 10.0.0.9:514)"),
+    "syslog_facility": (lambda v: v in SYSLOG_FACILITIES,
+                        f"is not a syslog facility ({', '.join(SYSLOG_FACILITIES)})"),
     "lock_wait": (lambda v: _is_int(v) and 1 <= v <= 86400,
                   "must be a whole number of seconds from 1 to 86400 (a day)"),
     "ping_timeout": (lambda v: _is_int(v) and 1 <= v <= 300,
@@ -446,13 +517,16 @@ def validate(pillar, minion_id=None):
         if not isinstance(raw, dict):
             errors.append(f"{where}: must be a mapping of cluster settings (see pillar.example)")
             continue
-        _unknown_keys(errors, where, raw, CLUSTER_DEFAULTS)
-        sections = ("admin", "rest", "database", "installer", "firewall")
+        moved = {old: f"{where}:{new}" for old, new in MOVED_KEYS.items()}
+        _unknown_keys(errors, where, raw, CLUSTER_DEFAULTS, moved)
+        sections = ("admin", "rest", "database", "installer", "firewall", "waits")
         for section in sections:
             if section in raw and not isinstance(raw[section], dict):
                 errors.append(f"{where}:{section}: must be a mapping (see pillar.example)")
             elif isinstance(raw.get(section), dict):
-                _unknown_keys(errors, f"{where}:{section}", raw[section], CLUSTER_DEFAULTS[section])
+                _unknown_keys(errors, f"{where}:{section}", raw[section], CLUSTER_DEFAULTS[section],
+                              {old.split(":", 1)[1]: new for old, new in moved.items()
+                               if old.startswith(f"{section}:")})
         # a section that is not a mapping is reported above: check the rest without it
         settings = cluster_settings(cname, {k: v for k, v in raw.items()
                                             if k not in sections or isinstance(v, dict)})
@@ -875,10 +949,7 @@ def _validate_misc(errors, where, settings):
     for key in ("allow_database_reset", "replace_stale", "remove_failed_joins"):
         if not isinstance(settings.get(key), bool):
             errors.append(f"{where}:{key}: must be true or false")
-    wait = settings.get("offline_wait")
-    if not _is_int(wait) or not 0 < wait <= 3600:
-        errors.append(f"{where}:offline_wait: must be a number of seconds from 1 to 3600 (4.6 "
-                      "shows a dead node offline after tens of seconds)")
+    _validate_waits(errors, where, settings)
     admin = settings["admin"]
     _check(errors, f"{where}:admin", "username", admin.get("username"), "user")
     _check(errors, f"{where}:admin", "tenant", admin.get("tenant"), "user")
@@ -914,10 +985,6 @@ def _validate_misc(errors, where, settings):
                       f"10.0.0.20, 10.0.1.0/24), or set {where}:firewall:allow_wide_rest_sources: "
                       "true to open it to every address on purpose")
     installer = settings["installer"]
-    timeout = installer.get("install_timeout")
-    if not _is_int(timeout) or not 60 <= timeout <= 86400:
-        errors.append(f"{where}:installer:install_timeout: {q(timeout)} must be a whole number "
-                      "of seconds from 60 to 86400 (a day)")
     _check(errors, f"{where}:installer", "version", installer.get("version"), "version")
     for key in ("source", "cli_source"):
         source, digest = installer.get(key), installer.get(f"{key}_hash")
@@ -932,6 +999,19 @@ def _validate_misc(errors, where, settings):
         elif valid and digest and not source:
             errors.append(f"{where}:installer:{key}_hash: given without installer:{key}; set "
                           f"both or neither")
+
+
+def _validate_waits(errors, where, settings):
+    """Each waits:<key> a whole number of seconds within its bounds (WAITS), named in the
+    error with what it waits for. A waits section that is not a mapping is reported already."""
+    waits = settings.get("waits")
+    if not isinstance(waits, dict):
+        return
+    for key, (least, most, what) in WAITS.items():
+        value = waits.get(key)
+        if not _is_int(value) or not least <= value <= most:
+            errors.append(f"{where}:waits:{key}: {q(value)} must be a whole number of seconds "
+                          f"from {least} to {most}: how long the formula waits {what}")
 
 
 def _check_sources(errors, where, key, sources, ports, wide=None):
@@ -992,6 +1072,52 @@ def _validate_loadbalancer(errors, where, settings, needed):
     if lb.get("sources") == []:
         errors.append(f"{lwhere}:sources: empty, which lets nobody reach the load balancer; list "
                       "the networks of its clients, or [0.0.0.0/0] for everyone (the default)")
+    _validate_lb_host(errors, lwhere, lb)
+    _validate_check_user(errors, lwhere, lb, settings["admin"], needed)
+
+
+def _validate_lb_host(errors, lwhere, lb):
+    """The load balancer host's own keys: where HAProxy logs ('' each: the OS family's)."""
+    for key, kind in (("log", "syslog_address"), ("log_facility", "syslog_facility")):
+        if lb.get(key) != "":
+            _check(errors, lwhere, key, lb.get(key), kind)
+
+
+def _validate_check_user(errors, lwhere, lb, admin, needed):
+    """The health check's Cloudify user: a name 4.6 takes (rest_utils.validate_inputs: letters,
+    digits, '-', '.', '_', starting with a letter) that is not the admin's, and its password
+    (a secret: never shown), printable ASCII (it goes into JSON, Basic auth and HAProxy's
+    configuration as base64), MIN_PASSWORD to 256 characters (4.6 takes 5 to 256), not the
+    user's name nor the admin's password (the load balancer would then hold the admin's)."""
+    user = lb.get("check_user")
+    if not (isinstance(user, str) and CHECK_USER_RE.fullmatch(user)):
+        errors.append(f"{lwhere}:check_user: {q(user)} is not a Cloudify user name 4.6 takes: "
+                      "ASCII letters, digits, '-', '.', '_', starting with a letter, at most 64 "
+                      "(e.g. cloudify_ha_check)")
+    elif user == admin.get("username"):
+        errors.append(f"{lwhere}:check_user: {q(user)} is admin:username: the health check "
+                      "needs a user of its own, with no rights but reading /status")
+    password = lb.get("check_password")
+    what = None
+    if password in (None, ""):
+        if "loadbalancer:check_password" in needed:
+            errors.append(f"{lwhere}:check_password: required secret is missing; set it in "
+                          "this minion's pillar (the health check's user, created by the "
+                          "orchestration; ideally from an encrypted source such as GPG pillar)")
+        return
+    if not isinstance(password, str):
+        what = "must be a string (quote it in YAML)"
+    elif not ADMIN_PASSWORD_RE.fullmatch(password):
+        what = "has a non-ASCII or control character; use printable ASCII"
+    elif not MIN_PASSWORD <= len(password) <= 256:
+        what = f"must be {MIN_PASSWORD} to 256 characters long"
+    elif isinstance(user, str) and password.casefold() == user.casefold():
+        what = "is the same as loadbalancer:check_user; choose a password that is not its name"
+    elif password == admin.get("password"):
+        what = ("is admin:password: the load balancers would hold the admin's password; give "
+                "the check user its own")
+    if what:
+        errors.append(f"{lwhere}:check_password: {what} (the value is not shown)")
 
 
 def _is_relative(value, most=32):
@@ -1224,7 +1350,8 @@ def public(settings):
                     "tenant": settings["admin"]["tenant"]}
     lb = settings.get("loadbalancer")
     if isinstance(lb, dict):
-        out["loadbalancer"] = {k: v for k, v in lb.items() if k != "ssl_cert"}
+        out["loadbalancer"] = {k: v for k, v in lb.items()
+                               if k not in ("ssl_cert", "check_password")}
     return out
 
 
@@ -1306,6 +1433,11 @@ def secrets_in(settings):
                            ("postgres", db.get("postgres_password"))):
         if user and password:
             found.add(f"{user}:{password}")
+    lb = settings.get("loadbalancer")
+    if isinstance(lb, dict) and lb.get("check_password"):
+        found.add(str(lb["check_password"]))
+        if lb.get("check_user"):
+            found.add(f"{lb['check_user']}:{lb['check_password']}")
     return found
 
 

@@ -34,14 +34,15 @@ class RestError(Exception):
 
 
 class Endpoint:
-    """How to reach one manager's REST API."""
+    """How to reach one manager's REST API. ``tenant`` None: no Tenant header (a user in no
+    tenant, as the load balancer's check user; 4.6 then authorizes its system role only)."""
 
     def __init__(self, host, username, password, tenant="default_tenant", ssl=False,
                  ca_cert_path=None, port=None):
         self.host = host
         self.username = username
         self.password = password
-        self.tenant = tenant or "default_tenant"
+        self.tenant = tenant
         self.ssl = bool(ssl)
         self.ca_cert_path = ca_cert_path
         self.port = port or (443 if self.ssl else 80)
@@ -80,8 +81,9 @@ def request(endpoint, method, path, body=None, timeout=None, retries=None):
     """
     if retries is None:
         retries = 2 if method == "GET" else 0
-    headers = {"Authorization": auth_header(endpoint.username, endpoint.password),
-               "Tenant": endpoint.tenant}
+    headers = {"Authorization": auth_header(endpoint.username, endpoint.password)}
+    if endpoint.tenant:
+        headers["Tenant"] = endpoint.tenant
     verify = (endpoint.ca_cert_path or True) if endpoint.ssl else True
     attempt = 0
     while True:

@@ -19,7 +19,9 @@ cloudify_ha-cluster-follower-joined:
     # and does nothing before the cluster has been started
     - replace_stale: {{ (rejoin or me.cluster.replace_stale) | json }}
     - remove_failed_join: {{ me.cluster.remove_failed_joins | json }}
-    - offline_wait: {{ me.cluster.offline_wait | json }}
+    - wait: {{ me.cluster.waits.online | json }}
+    - boot_wait: {{ me.cluster.waits.boot | json }}
+    - offline_wait: {{ me.cluster.waits.offline | json }}
     - if_cluster_runs: {{ rejoin | json }}
     - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:

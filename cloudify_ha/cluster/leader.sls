@@ -15,6 +15,7 @@ cloudify_ha-cluster-leader-started:
     - name: {{ me.manager.name | json }}
     - host_ip: {{ me.manager.private_ip | json }}
     - cluster: {{ me.cluster_name | json }}
+    - wait: {{ me.cluster.waits.started | json }}
     - require:
       - cloudify_ha: cloudify_ha-manager-installed
 
@@ -25,7 +26,9 @@ cloudify_ha-cluster-leader-joined:
     - cluster: {{ me.cluster_name | json }}
     - replace_stale: {{ me.cluster.replace_stale | json }}
     - remove_failed_join: {{ me.cluster.remove_failed_joins | json }}
-    - offline_wait: {{ me.cluster.offline_wait | json }}
+    - wait: {{ me.cluster.waits.online | json }}
+    - boot_wait: {{ me.cluster.waits.boot | json }}
+    - offline_wait: {{ me.cluster.waits.offline | json }}
     - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:
       - cloudify_ha: cloudify_ha-cluster-leader-started

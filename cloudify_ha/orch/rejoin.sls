@@ -4,11 +4,12 @@
 the reactor runs it through `salt-run cloudify_ha.rejoin`, one at a time)
 
 Brings one manager back into its cluster: a rebooted member that is back online -> its firewall
-rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> its
-stale entry removed through the ACTIVE node, installed with the install-time join; then stale
-profiles refreshed everywhere; before the cluster has been started -> nothing; a cluster in
-4.6's maintenance mode -> nothing, and a refusal that says so. The node must be a plain minion
-id AND the minion_id of a manager of a cluster in pillar, else nothing runs.
+rules again (a reboot loses them), nothing about Cloudify; a wiped or reinstalled host -> taken
+out of the cluster's load balancers, its stale entry removed through the ACTIVE node, installed
+with the install-time join, put back into the load balancers; then stale profiles refreshed
+everywhere; before the cluster has been started -> nothing; a cluster in 4.6's maintenance mode
+-> nothing, and a refusal that says so. The node must be a plain minion id AND the minion_id of
+a manager of a cluster in pillar, else nothing runs.
 
 Built as data (the py renderer): the steps come from cloudify_ha_master.orch_steps
 (_utils/cloudify_ha_orch.py); the node is never rendered into text.
@@ -49,8 +50,16 @@ def run():
     # the ping, and whether a manager's node is in 4.6's maintenance mode
     pings = __salt__["cloudify_ha_master.ask"](  # noqa: F821
         targets, "cloudify_ha.maintenance_mode")
+    state = None
+    if isinstance(node, str) and node in targets and isinstance(pings.get(node), dict) \
+            and "ret" in pings[node]:
+        # whether the node is a cluster member: one that is not is taken out of the load
+        # balancers before it installs (its own word: it only decides that)
+        answer = __salt__["cloudify_ha_master.ask"](  # noqa: F821
+            [node], "cloudify_ha.node_state", timeout=10).get(node) or {}
+        state = answer.get("ret") if answer.get("retcode") == 0 else None
     if not targets and not plan["errors"]:
         log.warning("cloudify_ha rejoin: ignored: %r is not a manager of a cluster in pillar "
                     "cloudify_ha:clusters", node)
     return __salt__["cloudify_ha_master.orch_steps"](  # noqa: F821
-        "rejoin", plan, answers=pings, node=node, tplroot=tplroot)
+        "rejoin", plan, answers=pings, node=node, tplroot=tplroot, node_state=state)

@@ -295,6 +295,12 @@ EXERCISES = {
         equals(1)),
     (Api("module", "cmd.which"), call_shape(1, [])): Exercise(
         jinja("cmd.which"), lambda sb: (("sh",), {}), lambda value, sb: value.endswith("/sh")),
+    (Api("module", "service.offline"), call_shape(0, [])): Exercise(
+        # systemd's service module only (the SLS asks `"service.offline" in salt` first), which
+        # a host without systemd does not load: loaded here past its __virtual__
+        lambda sb: salt.loader.raw_mod(sb.minion.opts, "systemd_service", None)[
+            "systemd_service.offline"],
+        check=lambda value, sb: isinstance(value, (bool, str))),
     (Api("module", "file.source_list"), call_shape(3, [])): Exercise(
         jinja("file.source_list"),
         lambda sb: ((["salt://sandbox/missing.jinja", "salt://sandbox/digest.jinja"], "",

@@ -33,6 +33,8 @@ TCP_PORTS = (8300, 8301, 8500, 22000)
 AGENT_PORTS = (5671, 53333)
 REST = 80
 OTHER = 9999  # a port the formula does not handle
+# the load balancer's health check user's password (a cluster with a load balancer needs one)
+CHECK_PASSWORD = "Check-" + uuid.uuid4().hex[:12]
 # what reach() says, as a firewall sees it: let through (a listener answered, or the host's
 # stack refused: nothing listens) or stopped (no answer, or an ICMP error)
 THROUGH, STOPPED = {"open", "refused"}, {"dropped", "rejected"}
@@ -144,7 +146,8 @@ def firewall_pillar(salt_cli, lab, managers=MANAGERS, lb_sources=("cli",)):
     cluster["managers"] = [m for m in cluster["managers"] if m["name"] in managers]
     cluster["leader"] = managers[0]
     cluster["loadbalancer"] = {"minion_ids": ["lb"], "port": REST,
-                               "sources": [lab[h].ip for h in lb_sources]}
+                               "sources": [lab[h].ip for h in lb_sources],
+                               "check_password": CHECK_PASSWORD}
     return pillar
 
 
@@ -268,7 +271,7 @@ def test_a_cluster_and_its_load_balancer_are_built_and_a_rebooted_manager_rejoin
     pillar = deep(minion_pillar(salt_cli))
     pillar["clusters"]["lab"]["loadbalancer"] = {
         "minion_ids": ["lb"], "port": REST, "sources": [cli.ip], "inter": "500ms", "fall": 2,
-        "rise": 1}
+        "rise": 1, "check_password": CHECK_PASSWORD}
     with shadow_pillar(pillar_dir, pillar):
         refresh_pillar(salt_cli, FIREWALLED + ("cli",))
         run = orch(salt_run_cli)

@@ -205,6 +205,25 @@ def test_boot_runs_the_hosts_boot_scripts_with_a_fresh_run_dir(lab):
     assert not host.exists("/run/stale.pid")
 
 
+def test_a_host_is_a_sysv_debian_that_starts_only_the_services_it_enabled(lab):
+    """A fresh host enables no SysV service of the machine's packages, has no systemctl (Salt
+    would take it for systemd's offline mode) and says runlevel 2; its boot starts what the
+    host enabled with update-rc.d, in order."""
+    host = lab["cli"]
+    assert host.run(["sh", "-c", "ls /etc/rc2.d"]).stdout.split() == []
+    assert not host.exists("/usr/bin/systemctl")
+    assert host.run(["runlevel"]).stdout.strip() == "N 2"
+    host.write("/etc/init.d/lab-hello", "#!/bin/sh\n### BEGIN INIT INFO\n# Provides: lab-hello\n"
+               "# Required-Start:\n# Required-Stop:\n# Default-Start: 2 3 4 5\n"
+               "# Default-Stop: 0 1 6\n### END INIT INFO\n"
+               "echo \"$1\" >> /var/tmp/hello-sysv\n", mode="0755")
+    host.run(["update-rc.d", "lab-hello", "defaults"])
+    lab.kill("cli")
+    lab.power_on("cli")
+    assert host.read("/var/tmp/hello-sysv") == "start\n"
+    assert not lab["mgr1"].exists("/var/tmp/hello-sysv")  # the other hosts did not enable it
+
+
 def test_a_second_lab_does_not_collide_and_the_sweeper_removes_a_dead_runs_leftovers(lab):
     other = Lab(managers=1)
     other.create()

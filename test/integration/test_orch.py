@@ -400,7 +400,7 @@ def test_a_wiped_follower_rejoins_at_4_6_liveness_timing(built_cluster, emulator
     test/lab/fixtures.py LAB_KNOBS): a heartbeat every 15 s and a node offline only once its
     check's TTL (30 s) ran out, so a dead node is still listed online for a while
     (cloudify-4.6.md section 0.3). A host wiped and rejoined in that window: the join waits
-    (offline_wait) for its old entry to go offline, replaces it, and the node is back."""
+    (waits:offline) for its old entry to go offline, replaces it, and the node is back."""
     lab = built_cluster
     timing = {"heartbeat_seconds": 15, "offline_after_seconds": 30}
     for name in MANAGERS:

@@ -192,17 +192,62 @@ def with_manager_secrets(cloudify_ha, lab, cluster="lab"):
     return out
 
 
+# a shadowed pillar that differs per minion: each minion's own JSON file, else the default's;
+# the values never become text of the pillar SLS (the py renderer returns the data)
+PER_MINION_PILLAR = """#!py
+import json
+import pathlib
+
+
+def run():
+    here = pathlib.Path({directory!r})
+    mine = here / ("{tag}-" + __grains__["id"] + ".json")
+    return json.loads((mine if mine.exists() else here / "{tag}-default.json").read_text())
+"""
+
+
+def lb_view(cloudify_ha, cluster="lab"):
+    """What a load balancer's pillar holds of a full pillar: no admin password and none of the
+    managers' secrets (cloudify_ha_pillar.ROLE_SECRETS), the check user's password kept."""
+    out = copy.deepcopy(cloudify_ha)
+    settings = out["clusters"][cluster]
+    settings["admin"].pop("password", None)
+    for key in ("password", "postgres_password", "ca_key", "client_key"):
+        settings["database"].pop(key, None)
+    return out
+
+
+def shadow_lb_pillar(pillar_dir, cloudify_ha, lb="lb", cluster="lab", **top_level):
+    """shadow_pillar with the load balancer `lb` given only what its role holds (lb_view)."""
+    return shadow_pillar(pillar_dir, cloudify_ha, per_minion={lb: lb_view(cloudify_ha, cluster)},
+                         **top_level)
+
+
 @contextlib.contextmanager
-def shadow_pillar(pillar_dir, cloudify_ha, **top_level):
-    """Serve another cloudify_ha pillar (shadowing test/pillar/cloudify_ha.sls) for a while."""
+def shadow_pillar(pillar_dir, cloudify_ha, per_minion=None, **top_level):
+    """Serve another cloudify_ha pillar (shadowing test/pillar/cloudify_ha.sls) for a while;
+    ``per_minion`` {minion id: cloudify_ha}: what those minions get instead (a host holds only
+    the secrets of its role)."""
     path = Path(pillar_dir) / "cloudify_ha.sls"
     previous = path.read_text() if path.exists() else None
-    path.write_text(yaml.safe_dump(dict(top_level, cloudify_ha=cloudify_ha),
-                                   default_flow_style=False))
+    shadows = []
+    if per_minion:
+        tag = f"shadow-{os.urandom(4).hex()}"  # its own files: a shadow may shadow another
+        for mid, data in [("default", cloudify_ha), *per_minion.items()]:
+            shadow = Path(pillar_dir) / f"{tag}-{mid}.json"
+            shadow.write_text(json.dumps(dict(top_level, cloudify_ha=data)))
+            shadow.chmod(0o600)
+            shadows.append(shadow)
+        path.write_text(PER_MINION_PILLAR.format(directory=str(pillar_dir), tag=tag))
+    else:
+        path.write_text(yaml.safe_dump(dict(top_level, cloudify_ha=cloudify_ha),
+                                       default_flow_style=False))
     path.chmod(0o600)
     try:
         yield path
     finally:
+        for shadow in shadows:
+            shadow.unlink()
         if previous is None:
             path.unlink()
         else:

@@ -25,6 +25,18 @@ from .proc import LabError, alive, run, wait_until
 OVERLAID = ("etc", "opt", "root", "usr", "var")
 # what a host starts at boot, like enabled units on a systemd host (see boot())
 BOOT_DIR = "/etc/lab/boot.d"
+# and the SysV services the host itself enabled (update-rc.d, insserv: Salt's debian_service),
+# as a SysV init runs them in runlevel 2, Debian's default; a fresh host has none enabled (the
+# machine's own links are the machine's: its packages are the hosts' /usr, not their services)
+SYSV_LINKS = "/etc/rc[0-6S].d/[SK][0-9][0-9]*"
+SYSV_START = "/etc/rc2.d/S[0-9][0-9]*"
+# a host whose init is SysV has no systemctl: where it has one but systemd is not PID 1, Salt
+# takes the host for systemd "offline" (a container, a chroot) and its service states do nothing
+SYSTEMCTL = "/usr/bin/systemctl"
+# and sysvinit's runlevel (the machine's is systemd's: a link to systemctl), which says what a
+# SysV host booted into runlevel 2 says (Salt's debian_service asks it)
+RUNLEVEL = "/usr/sbin/runlevel"
+RUNLEVEL_SCRIPT = "#!/bin/sh\n# the lab's SysV hosts run in runlevel 2 (test/lab/hosts.py)\necho 'N 2'\n"
 FAULT_TABLE = "lab_faults"
 # the firewall a host's OS comes with (Host.set_firewall): nftables (Debian's nft, the default),
 # iptables (no nft binary: Debian's iptables alone) or firewalld (CentOS 7's default: its own
@@ -162,6 +174,14 @@ class Host:
              f"mount -t sysfs sysfs /sys; hostname {self.name}"])
         self._mount_overlays()
         self._mount_run()
+        self._install_os()
+
+    def _install_os(self):
+        """A fresh Debian whose init is SysV (the lab's boot): no SysV service enabled (see
+        SYSV_LINKS), no systemctl (SYSTEMCTL; a whiteout in the host's /usr), sysvinit's
+        runlevel (RUNLEVEL)."""
+        self.sh(f"rm -f {SYSV_LINKS} {SYSTEMCTL} {RUNLEVEL}")
+        self.write(RUNLEVEL, RUNLEVEL_SCRIPT, mode="0755")
 
     def _mount_overlays(self):
         script = []
@@ -244,14 +264,17 @@ class Host:
                 self._nft("delete", "table", table["family"], table["name"], check=False)
 
     def boot(self):
-        """Start what the host starts at boot: a fresh /run, then every script in BOOT_DIR.
+        """Start what the host starts at boot: a fresh /run, every script in BOOT_DIR, then the
+        SysV services the host enabled (SYSV_START, in their order), each with `start`.
 
         Boot scripts start their daemons in the background and return; the lab's caller starts
         the salt-minion itself (it is a pytest-salt-factories daemon).
         """
         self._mount_run()
-        self.sh(f"[ -d {BOOT_DIR} ] || exit 0\n"
-                f"for s in {BOOT_DIR}/*; do [ -x \"$s\" ] && \"$s\" start; done; true")
+        # a SysV service that fails to start is left down, as init leaves it
+        self.sh(f"for s in {BOOT_DIR}/*; do [ -x \"$s\" ] && \"$s\" start; done\n"
+                f"for s in {SYSV_START}; do [ -x \"$s\" ] && {{ \"$s\" start || true; }}; done; "
+                "true")
 
     def wipe(self):
         """Return the host to a freshly installed OS: every write since creation is gone.
@@ -271,6 +294,7 @@ class Host:
                 (self.dir / d / sub).mkdir(parents=True, exist_ok=True)
         self._mount_overlays()
         self._mount_run()
+        self._install_os()
         self._install_firewall()
 
     def destroy(self):

@@ -57,6 +57,15 @@ cloudify_ha:
         cli_source_hash: ""
       allow_database_reset: false
       replace_stale: false
+      # pillar.example's (4.6's timing); the lab's emulator runs faster unless a test says
+      waits:
+        active_node: 120
+        cluster_start: 900
+        started: 120
+        online: 120
+        boot: 300
+        offline: 60
+        install: 1800
       firewall:
         enabled: true
         backend: auto

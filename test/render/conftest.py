@@ -60,19 +60,20 @@ def host_grains(example_opts):
 
 @pytest.fixture(scope="session")
 def minion(example_opts, lab_opts, host_grains):
-    """minion(pillar name, minion id, pillar=..., binaries=..., init=..., os_family=...): a Minion, built once
+    """minion(pillar name, minion id, pillar=..., binaries=..., init=..., os_family=...,
+    grains=...): a Minion, built once
     per argument set (pillar and loaders take 0.15 s to build) and reused by every test."""
     built = {}
     bases = {"example": example_opts, "lab": lab_opts}
 
     def get(pillar_name, minion_id, pillar=None, binaries=("nft",), init="systemd", test=False,
-            os_family=None):
+            os_family=None, grains=None):
         key = (pillar_name, minion_id, repr(pillar), tuple(sorted(binaries)), init, test,
-               os_family)
+               os_family, repr(grains))
         if key not in built:
             family = {"os_family": os_family} if os_family else {}
             opts = opts_for(bases[pillar_name], host_grains, minion_id, test=test, init=init,
-                            **family)
+                            **family, **(grains or {}))
             built[key] = Minion(opts, pillar=pillar, binaries=binaries)
         return built[key]
 

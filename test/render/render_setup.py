@@ -118,14 +118,24 @@ def opts_for(opts, grains, minion_id, test=False, **grain_values):
     return out
 
 
-def fake_host_probes(functions, binaries):
+def fake_host_probes(functions, binaries, init=None):
     """The firewall plan asks the host which firewall tools it has: answer from `binaries`
     (e.g. {"nft"}) instead of this machine's PATH; `firewall-cmd --state` succeeds when
     firewall-cmd is one of them; `nft --version` says 1.0.6 (Debian 12's), or the version
-    given as "nft=0.8". Every other command runs for real."""
+    given as "nft=0.8". Every other command runs for real. The load balancer's SLS asks whether
+    Salt's service module is systemd's offline mode: where systemctl is one of `binaries` and
+    `init` is not systemd."""
     functions["cmd.which"]  # noqa: B018  loads cmdmod now, so that a later load keeps the fakes
     versions = dict(b.partition("=")[::2] for b in binaries)
-    real_run_all = functions["cmd.run_all"]
+    # the function itself: the loader's entry looks its name up at each call, and that name is
+    # the fake below from then on
+    loaded = functions["cmd.run_all"]
+    real, loader = loaded.func, loaded.loader
+
+    def real_run_all(*args, **kwargs):
+        return loader.run(real, *args, **kwargs)
+    if "service.offline" in functions:
+        functions["service.offline"] = lambda: init != "systemd" and "systemctl" in versions
 
     def which(cmd):
         return f"/usr/sbin/{cmd}" if cmd in versions else None
@@ -151,7 +161,7 @@ class Minion:
 
     def __init__(self, opts, pillar=None, binaries=("nft",)):
         self.hs = salt.state.HighState(dict(opts), pillar_override=pillar)
-        fake_host_probes(self.hs.state.functions, set(binaries))
+        fake_host_probes(self.hs.state.functions, set(binaries), opts["grains"].get("init"))
         self._rendered = {}
 
     @property

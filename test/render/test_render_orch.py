@@ -35,17 +35,20 @@ class Minions:
     """What the minions answer the master (``saltutil.cmd``), and what the master asked."""
 
     def __init__(self, down=(), without_modules=(), stale=(), leader=LEADER,
-                 maintenance="deactivated"):
+                 maintenance="deactivated", states=None):
         self.down, self.without_modules, self.stale = set(down), list(without_modules), set(stale)
         self.leader, self.mode = leader, maintenance
+        self.states = states or {}  # a manager's node state other than leader/replica
         self.asked = []
+
+    def node_state(self, mid):
+        return self.states.get(mid, "leader" if mid == self.leader else "replica")
 
     def facts(self, mid):
         out = {"modules_current": mid not in self.stale, "node": None}
         for name, (minion_id, ip) in MANAGERS.items():
             if minion_id == mid:
-                out.update(cluster="prod", private_ip=ip,
-                           node="leader" if mid == self.leader else "replica")
+                out.update(cluster="prod", private_ip=ip, node=self.node_state(mid))
         if mid == self.leader:
             out["maintenance"] = self.maintenance(mid)
         return out
@@ -55,9 +58,11 @@ class Minions:
         return {"status": self.mode if mid == self.leader else None}
 
     def cmd(self, tgt, fun, arg=(), timeout=None, tgt_type="glob", kwarg=None, **_kwargs):
-        self.asked.append((fun, list(tgt), tgt_type, kwarg, timeout))
+        tgt = [tgt] if isinstance(tgt, str) else list(tgt)
+        self.asked.append((fun, tgt, tgt_type, kwarg, timeout))
         answer = {"test.ping": lambda mid: True, "cloudify_ha.orch_facts": self.facts,
-                  "cloudify_ha.maintenance_mode": self.maintenance}[fun]
+                  "cloudify_ha.maintenance_mode": self.maintenance,
+                  "cloudify_ha.node_state": self.node_state}[fun]
         return {mid: {"ret": answer(mid), "retcode": 0} for mid in tgt if mid not in self.down}
 
     def minions_without_modules(self, minion_ids):
@@ -129,8 +134,11 @@ FULL_RUN = [
      ["cloudify_ha-orch-prod-join-cfy-mgr2", "cloudify_ha-orch-prod-prepare"]),
     ("cloudify_ha-orch-prod-profiles", "salt.state",
      ["cloudify_ha-orch-prod-join-cfy-mgr3", "cloudify_ha-orch-prod-cli"]),
-    ("cloudify_ha-orch-prod-loadbalancer", "salt.state", ["cloudify_ha-orch-prod-profiles"]),
+    ("cloudify_ha-orch-prod-check-user", "salt.state", ["cloudify_ha-orch-prod-profiles"]),
+    ("cloudify_ha-orch-prod-loadbalancer", "salt.state", ["cloudify_ha-orch-prod-check-user"]),
 ]
+ALL_BACK = {"cloudify_ha_orch": {"backends": {"cluster": "prod",
+                                              "back": ["cfy-mgr1", "cfy-mgr2", "cfy-mgr3"]}}}
 
 
 # ---- cloudify_ha.orch -------------------------------------------------------------------------
@@ -158,9 +166,10 @@ def test_each_step_targets_its_minions_with_its_sls_and_the_active_nodes_hint(ma
                                                 False),
         "cloudify_ha-orch-prod-profiles": (
             [LEADER, FOLLOWER, FOLLOWER3, CLI], "cloudify_ha.profile", HINT, False),
+        "cloudify_ha-orch-prod-check-user": (LEADER, "cloudify_ha.check_user", HINT, False),
         # the LB host's firewall (its port to loadbalancer:sources), then HAProxy
         "cloudify_ha-orch-prod-loadbalancer": (
-            [LB], ["cloudify_ha.firewall", "cloudify_ha.loadbalancer"], None, False),
+            [LB], ["cloudify_ha.firewall", "cloudify_ha.loadbalancer"], ALL_BACK, False),
     }
     for sid, (tgt, sls, pillar, parallel) in wanted.items():
         args = args_of(high, sid)
@@ -171,7 +180,38 @@ def test_each_step_targets_its_minions_with_its_sls_and_the_active_nodes_hint(ma
 def test_a_fresh_cluster_without_an_active_node_passes_no_hint(master):
     high, _ = orch(master, minions=Minions(leader=None))
     assert steps(high) == FULL_RUN
-    assert [sid for sid in high if "pillar" in args_of(high, sid)] == []
+    assert [sid for sid in high if "pillar" in args_of(high, sid)] == [
+        "cloudify_ha-orch-prod-loadbalancer"]
+    assert args_of(high, "cloudify_ha-orch-prod-loadbalancer")["pillar"] == ALL_BACK
+
+
+def test_a_manager_that_is_no_member_is_out_of_the_load_balancers_during_its_join(master):
+    high, _ = orch(master, minions=Minions(states={FOLLOWER: "absent"}))
+    out, back = "cloudify_ha-orch-prod-lb-out-cfy-mgr2", "cloudify_ha-orch-prod-lb-back-cfy-mgr2"
+    assert steps(high)[4:8] == [
+        FULL_RUN[4],
+        (out, "salt.state",
+         ["cloudify_ha-orch-prod-leader-cfy-mgr1", "cloudify_ha-orch-prod-prepare"]),
+        ("cloudify_ha-orch-prod-join-cfy-mgr2", "salt.state", [out]),
+        (back, "salt.state", ["cloudify_ha-orch-prod-join-cfy-mgr2"])]
+    assert steps(high)[8] == ("cloudify_ha-orch-prod-join-cfy-mgr3", "salt.state",
+                              [back, "cloudify_ha-orch-prod-prepare"])
+    for sid, change in ((out, {"out": ["cfy-mgr2"]}), (back, {"back": ["cfy-mgr2"]})):
+        args = args_of(high, sid)
+        assert (args["tgt"], args["tgt_type"], args["sls"], args["pillar"]) == (
+            [LB], "list", "cloudify_ha.backends",
+            {"cloudify_ha_orch": {"backends": {"cluster": "prod", **change}}}), sid
+
+
+def test_a_manager_that_is_no_member_does_not_join_while_a_load_balancer_is_down(master):
+    high, _ = orch(master, minions=Minions(states={FOLLOWER: "half_installed"}, down=[LB]))
+    out = "cloudify_ha-orch-prod-lb-out-cfy-mgr2"
+    assert functions_of(high)[out] == "cloudify_ha.refused"
+    assert args_of(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["require"] == [
+        {"cloudify_ha": out}]
+    refusal_runs(master, high, out,
+                 "cluster prod: cfy-mgr2 is not a cluster member yet: during its install its "
+                 "REST service answers /status as a standalone manager")
 
 
 def test_a_new_minion_is_pinged_not_asked_and_synced_first(master):
@@ -238,12 +278,13 @@ def test_no_manager_answering_refuses_the_cluster(master):
 
 def test_a_cli_host_or_load_balancer_down_refuses_its_step_after_the_profiles(master):
     high, _ = orch(master, minions=Minions(down=[CLI, LB]))
-    assert steps(high)[-3:] == [
+    assert steps(high)[-4:] == [
         ("cloudify_ha-orch-prod-profiles", "salt.state", ["cloudify_ha-orch-prod-join-cfy-mgr3"]),
         ("cloudify_ha-orch-prod-profiles-not-refreshed", "cloudify_ha.refused",
          ["cloudify_ha-orch-prod-profiles"]),
+        ("cloudify_ha-orch-prod-check-user", "salt.state", ["cloudify_ha-orch-prod-profiles"]),
         ("cloudify_ha-orch-prod-loadbalancer", "cloudify_ha.refused",
-         ["cloudify_ha-orch-prod-profiles"])]
+         ["cloudify_ha-orch-prod-check-user"])]
     refusal_runs(master, high, "cloudify_ha-orch-prod-profiles-not-refreshed",
                  "cluster prod: the minions of CLI hosts admin1.example.com do not answer")
     refusal_runs(master, high, "cloudify_ha-orch-prod-loadbalancer",
@@ -266,9 +307,26 @@ def test_the_rejoin_of_a_manager_syncs_prepares_joins_and_refreshes_profiles(mas
         FOLLOWER, "cloudify_ha.cluster.follower", {"cloudify_ha_orch": {"rejoin": True}})
     assert args_of(high, f"cloudify_ha-rejoin-{FOLLOWER}-profiles")["tgt"] == [
         LEADER, FOLLOWER, FOLLOWER3, CLI]
-    # the ping is the question whether a manager's node is in maintenance mode
-    assert minions.asked == [("cloudify_ha.maintenance_mode", [LEADER, FOLLOWER, FOLLOWER3, CLI],
-                              "list", {}, 5)]
+    # the ping is the question whether a manager's node is in maintenance mode; then whether
+    # the node is a member
+    assert minions.asked == [("cloudify_ha.maintenance_mode", [LEADER, FOLLOWER, FOLLOWER3, CLI, LB],
+                              "list", {}, 5),
+                             ("cloudify_ha.node_state", [FOLLOWER], "list", {}, 10)]
+
+
+def test_the_rejoin_of_a_rebuilt_manager_takes_it_out_of_the_load_balancers_meanwhile(master):
+    high, _ = orch(master, "cloudify_ha.orch.rejoin", pillar={"node": FOLLOWER},
+                   minions=Minions(states={FOLLOWER: "absent"}))
+    prefix = f"cloudify_ha-rejoin-{FOLLOWER}"
+    assert steps(high) == [
+        (f"{prefix}-sync", "salt.state", []),
+        (f"{prefix}-prepare", "salt.state", [f"{prefix}-sync"]),
+        (f"{prefix}-lb-out", "salt.state", [f"{prefix}-prepare"]),
+        (f"{prefix}-joined", "salt.state", [f"{prefix}-lb-out"]),
+        (f"{prefix}-lb-back", "salt.state", [f"{prefix}-joined"]),
+        (f"{prefix}-profiles", "salt.state", [f"{prefix}-lb-back"])]
+    assert args_of(high, f"{prefix}-lb-out")["pillar"] == {
+        "cloudify_ha_orch": {"backends": {"cluster": "prod", "out": ["cfy-mgr2"]}}}
 
 
 def test_the_rejoin_of_an_id_that_is_no_manager_is_ignored_and_asks_nobody(master):

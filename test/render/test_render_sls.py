@@ -34,6 +34,10 @@ NOTHING = {
     "cloudify_ha.loadbalancer": {"cloudify_ha-loadbalancer-nothing-here":
                                  "test.succeed_without_changes"},
     "cloudify_ha.profile": {"cloudify_ha-profile-nothing-here": "test.succeed_without_changes"},
+    "cloudify_ha.check_user": {"cloudify_ha-check-user-nothing-here":
+                               "test.succeed_without_changes"},
+    # only with the orchestration's cloudify_ha_orch:backends
+    "cloudify_ha.backends": {"cloudify_ha-backends-nothing-here": "test.succeed_without_changes"},
 }
 NOT_MANAGER_SLS = {sls: NOT_A_MANAGER for sls in ("cloudify_ha.installer", "cloudify_ha.manager",
                                                   "cloudify_ha.cluster.leader",
@@ -53,6 +57,9 @@ MANAGER = {
                                      "cloudify_ha-cluster-follower-joined": "cloudify_ha.joined"},
     "cloudify_ha.profile": {"cloudify_ha-profile-local": "cloudify_ha.profile_updated"},
 }
+# a manager of a cluster with a load balancer (pillar.example's) makes its check user
+EXAMPLE_MANAGER = {**MANAGER, "cloudify_ha.check_user": {
+    "cloudify_ha-check-user-present": "cloudify_ha.check_user_present"}}
 
 
 def cli_host(cluster):
@@ -69,15 +76,20 @@ LB_ROLE = {**STRANGER_ROLE,
            "cloudify_ha.firewall": NFTABLES,
            "cloudify_ha.loadbalancer": {
                "cloudify_ha-loadbalancer-package": "pkg.installed",
+               "cloudify_ha-loadbalancer-prod-servers": "cloudify_ha_lb.backend_servers",
+               "cloudify_ha-loadbalancer-prod-check-user": "cloudify_ha.check_credentials_accepted",
+               "cloudify_ha-loadbalancer-servers-state-saved": "cloudify_ha_lb.servers_state_saved",
                "cloudify_ha-loadbalancer-socket-dir": "cloudify_ha_lb.directory_created",
+               # pillar.example's haproxy_run_dir is EL7's (none): /run/haproxy needs an entry
+               "cloudify_ha-loadbalancer-socket-dir-at-boot": "file.managed",
                "cloudify_ha-loadbalancer-config-private": "file.managed",
                "cloudify_ha-loadbalancer-config": "file.managed",
                # systemd is init here (the `minion` fixture's default)
                "cloudify_ha-loadbalancer-running": "service.running"}}
 
 ROLES = {
-    ("example", LEADER): MANAGER,
-    ("example", FOLLOWER): MANAGER,
+    ("example", LEADER): EXAMPLE_MANAGER,
+    ("example", FOLLOWER): EXAMPLE_MANAGER,
     ("example", CLI): cli_host("prod"),
     ("example", LB): LB_ROLE,
     ("example", STRANGER): STRANGER_ROLE,
@@ -142,10 +154,29 @@ def test_a_follower_joins_with_its_own_name_and_no_hint_outside_the_orchestratio
     joined = args_of(high, "cloudify_ha-cluster-follower-joined")
     assert {k: joined[k] for k in ("name", "host_ip", "cluster", "replace_stale",
                                    "if_cluster_runs", "active_hint", "remove_failed_join",
-                                   "offline_wait")} == {
+                                   "offline_wait", "wait", "boot_wait")} == {
         "name": "cfy-mgr2", "host_ip": "10.0.0.12", "cluster": "prod", "replace_stale": False,
         "if_cluster_runs": False, "active_hint": None, "remove_failed_join": True,
-        "offline_wait": 60}
+        "offline_wait": 60, "wait": 120, "boot_wait": 300}
+
+
+WAITS = {"active_node": 30, "cluster_start": 600, "started": 45, "online": 50, "boot": 400,
+         "offline": 70, "install": 3600}
+
+
+@pytest.mark.parametrize("role, sls, state_id", [
+    (LEADER, "cloudify_ha.cluster.leader", "cloudify_ha-cluster-leader-joined"),
+    (FOLLOWER, "cloudify_ha.cluster.follower", "cloudify_ha-cluster-follower-joined")])
+def test_the_clusters_waits_reach_the_states(minion, role, sls, state_id):
+    """waits: online, boot and offline are the join's; started the cluster start's check
+    (active_node, cluster_start and install are read by the execution module itself)."""
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"waits": WAITS}}}}
+    high, errors = minion("example", role, pillar=pillar).render(sls)
+    assert errors == []
+    joined = args_of(high, state_id)
+    assert (joined["wait"], joined["boot_wait"], joined["offline_wait"]) == (50, 400, 70)
+    if role == LEADER:
+        assert args_of(high, "cloudify_ha-cluster-leader-started")["wait"] == 45
 
 
 def test_the_orchestrations_pillar_reaches_the_follower_as_hint_and_rejoin(minion):
@@ -300,13 +331,77 @@ def test_the_down_pillar_turns_cluster_down_into_the_listed_check(minion):
     assert problems_of(m.state, high) == []
 
 
-def test_a_load_balancer_without_systemd_runs_haproxy_itself(minion):
-    m = minion("example", LB, init="sysvinit")
+@pytest.mark.parametrize("init, running", [("systemd", "service.running"),
+                                           ("sysvinit", "service.running"),
+                                           ("unknown", "cloudify_ha_lb.running")])
+def test_haproxy_is_the_init_systems_service_where_one_starts_it_at_boot(minion, init, running):
+    """haproxy_manager auto: the service (enabled, so the init starts it at boot) under systemd
+    or a SysV init; where there is none (a container), the formula runs it from a pid file."""
+    m = minion("example", LB, init=init)
+    high, errors = m.render("cloudify_ha.loadbalancer")
+    assert (errors, problems_of(m.state, high)) == ([], [])
+    assert functions_of(high)["cloudify_ha-loadbalancer-running"] == running
+    args = args_of(high, "cloudify_ha-loadbalancer-running")
+    if running == "service.running":
+        assert (args["name"], args["enable"], args["reload"]) == ("haproxy", True, True)
+    else:
+        assert args["pidfile"] == "/run/haproxy.pid"
+
+
+@pytest.mark.parametrize("family, socket, entry", [
+    # EL7's unit makes nothing under /run: systemd-tmpfiles makes the socket's directory at boot
+    ("RedHat", "/run/haproxy/admin.sock", "d /run/haproxy 0750 root root -"),
+    # EL7's own place, which its package made: nothing to make at boot
+    ("RedHat", "/var/lib/haproxy/stats", None),
+    # Debian's package makes /run/haproxy at every start, but no directory below it
+    ("Debian", "/run/haproxy/admin.sock", None),
+    ("Debian", "/run/haproxy/lb/admin.sock", "d /run/haproxy/lb 0750 root root -"),
+])
+def test_the_admin_sockets_directory_is_there_after_a_boot(minion, family, socket, entry):
+    # the lab's pillar sets no lookup: each family's defaults (cloudify_ha/defaults.yaml)
+    high, errors = minion("lab", "lb", pillar=lab_lb(admin_socket=socket),
+                          os_family=family).render("cloudify_ha.loadbalancer")
+    assert errors == []
+    sid = "cloudify_ha-loadbalancer-socket-dir-at-boot"
+    args = args_of(high, sid)
+    assert args["name"] == "/etc/tmpfiles.d/cloudify_ha-haproxy.conf"
+    if entry is None:
+        assert functions_of(high)[sid] == "file.absent"
+    else:
+        assert functions_of(high)[sid] == "file.managed"
+        assert (args["contents"], args["mode"]) == (entry, "0644")
+
+
+def lab_lb(**settings):
+    """The lab's pillar with its `lb` host as the load balancer (and the secret it needs)."""
+    return {"cloudify_ha": {"clusters": {"lab": {"loadbalancer": {
+        "minion_ids": ["lb"], "check_password": "lab-check-pw", **settings}}}}}
+
+
+ENFORCING = {"selinux": {"enabled": True, "enforced": "Enforcing"}}
+
+
+@pytest.mark.parametrize("grains, port, boolean", [
+    (ENFORCING, 8080, True),
+    (ENFORCING, 80, False),   # http_port_t: HAProxy may bind it
+    (ENFORCING, 8443, False),
+    ({"selinux": {"enabled": True, "enforced": "Permissive"}}, 8080, False),
+    ({"selinux": {"enabled": False, "enforced": "Disabled"}}, 8080, False),
+    ({}, 8080, False),
+])
+def test_selinux_lets_haproxy_use_a_port_only_where_it_enforces_and_the_port_needs_it(
+        minion, grains, port, boolean):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"loadbalancer": {"port": port}}}}}
+    m = minion("example", LB, pillar=pillar, grains=grains)
     high, errors = m.render("cloudify_ha.loadbalancer")
     assert errors == []
-    assert functions_of(high)["cloudify_ha-loadbalancer-running"] == "cloudify_ha_lb.running"
-    assert args_of(high, "cloudify_ha-loadbalancer-running")["pidfile"] == "/run/haproxy.pid"
-    assert problems_of(m.state, high) == []
+    sid = "cloudify_ha-loadbalancer-selinux-ports"
+    assert (sid in high) is boolean
+    if boolean:
+        assert functions_of(high)[sid] == "selinux.boolean"
+        assert args_of(high, sid) == {"name": "haproxy_connect_any", "value": True,
+                                      "persist": True, "require_in": [
+                                          {"service": "cloudify_ha-loadbalancer-running"}]}
 
 
 def test_an_invalid_pillar_refuses_the_load_balancer(minion):
@@ -371,3 +466,83 @@ def test_the_active_node_hint_is_kept_only_when_it_is_a_managers_private_ip(mini
                      ("cloudify_ha.profile", "cloudify_ha-profile-local")):
         high, errors = m.render(sls)
         assert (errors, args_of(high, sid)["active_hint"]) == ([], kept), sls
+
+
+# ---- the orchestration's drain and undrain on the load balancers ---------------------------------
+@pytest.mark.parametrize("asked, out, back", [
+    ({"cluster": "prod", "out": ["cfy-mgr2"]}, ["cfy-mgr2"], []),
+    ({"cluster": "prod", "back": ["cfy-mgr3", "cfy-mgr1"]}, [], ["cfy-mgr1", "cfy-mgr3"]),
+    # only the cluster's manager names are kept, as the settings spell them
+    ({"cluster": "prod", "out": ["cfy-mgr2", "x\n  evil: true", "../../etc", 7]}, ["cfy-mgr2"],
+     []),
+    ({"cluster": "prod", "out": "cfy-mgr2"}, [], []),
+])
+def test_the_backends_sls_takes_out_and_puts_back_only_managers_of_the_cluster(minion, asked,
+                                                                               out, back):
+    m = minion("example", LB, pillar={"cloudify_ha_orch": {"backends": asked}})
+    high, errors = m.render("cloudify_ha.backends")
+    assert (errors, functions_of(high)) == ([], {
+        "cloudify_ha-backends-prod": "cloudify_ha_lb.backend_servers"})
+    assert args_of(high, "cloudify_ha-backends-prod") == {
+        "name": "cloudify_prod", "admin_socket": "/run/haproxy/admin.sock", "out": out,
+        "back": back, "state_file": "/var/lib/haproxy/server-state", "inter": "2s", "fall": 2,
+        "timeout_connect": "5s"}
+    assert problems_of(m.state, high) == []
+
+
+@pytest.mark.parametrize("asked", [{"cluster": "staging", "out": ["cfy-mgr2"]}, "prod", None,
+                                   {"cluster": ["prod"], "out": ["cfy-mgr2"]}])
+def test_the_backends_sls_of_another_cluster_or_no_cluster_does_nothing(minion, asked):
+    m = minion("example", LB, pillar={"cloudify_ha_orch": {"backends": asked}})
+    high, errors = m.render("cloudify_ha.backends")
+    assert (errors, functions_of(high)) == ([], {
+        "cloudify_ha-backends-nothing-here": "test.succeed_without_changes"})
+
+
+def test_the_load_balancer_puts_back_the_members_the_orchestration_names(minion):
+    asked = {"cluster": "prod", "back": ["cfy-mgr1", "cfy-mgr2", "cfy-mgr3"]}
+    high, errors = minion("example", LB, pillar={"cloudify_ha_orch": {"backends": asked}}).render(
+        "cloudify_ha.loadbalancer")
+    assert errors == []
+    servers = args_of(high, "cloudify_ha-loadbalancer-prod-servers")
+    assert (servers["back"], servers["require_in"]) == (
+        ["cfy-mgr1", "cfy-mgr2", "cfy-mgr3"], [{"file": "cloudify_ha-loadbalancer-config"}])
+    # applied without the orchestration: the servers the formula took out stay out
+    high, _ = minion("example", LB).render("cloudify_ha.loadbalancer")
+    assert args_of(high, "cloudify_ha-loadbalancer-prod-servers")["back"] == []
+    saved = args_of(high, "cloudify_ha-loadbalancer-servers-state-saved")
+    assert (saved["name"], saved["onchanges"]) == (
+        "/var/lib/haproxy/server-state", [{"file": "cloudify_ha-loadbalancer-config"}])
+    assert {"cloudify_ha_lb": "cloudify_ha-loadbalancer-servers-state-saved"} in args_of(
+        high, "cloudify_ha-loadbalancer-running")["require"]
+
+
+def test_a_manager_makes_the_check_user_its_load_balancer_logs_in_as(minion):
+    m = minion("example", FOLLOWER, pillar={"cloudify_ha_orch": {"active": {"prod": "10.0.0.11"}}})
+    high, errors = m.render("cloudify_ha.check_user")
+    assert errors == []
+    assert args_of(high, "cloudify_ha-check-user-present") == {
+        "name": "cloudify_ha_check", "cluster": "prod", "active_hint": "10.0.0.11"}
+    assert problems_of(m.state, high) == []
+    high, _ = minion("example", LB).render("cloudify_ha.loadbalancer")
+    assert args_of(high, "cloudify_ha-loadbalancer-prod-check-user") == {
+        "name": "cloudify_ha_check", "cluster": "prod",
+        "require_in": [{"file": "cloudify_ha-loadbalancer-config"}]}
+
+
+# ---- Salt's service module in systemd's offline mode ---------------------------------------------
+def test_where_salts_service_states_would_do_nothing_haproxy_is_run_by_the_formula(minion):
+    # systemctl installed, systemd not PID 1 (a container): auto is direct
+    m = minion("example", LB, init="unknown", binaries=("nft", "systemctl"))
+    high, errors = m.render("cloudify_ha.loadbalancer")
+    assert (errors, functions_of(high)["cloudify_ha-loadbalancer-running"]) == (
+        [], "cloudify_ha_lb.running")
+    # and the service asked for by name is refused, not silently a no-op
+    service = {"cloudify_ha": {"lookup": {"haproxy_manager": "service"}}}
+    high, errors = minion("example", LB, init="unknown", binaries=("nft", "systemctl"),
+                          pillar=service).render("cloudify_ha.loadbalancer")
+    assert (errors, functions_of(high)) == ([], {
+        "cloudify_ha-loadbalancer-no-service-manager": "cloudify_ha.refused"})
+    assert args_of(high, "cloudify_ha-loadbalancer-no-service-manager")["comment"].startswith(
+        "cloudify_ha:lookup:haproxy_manager is service, but Salt's service module here is "
+        "systemd's offline mode")

@@ -3,6 +3,7 @@
 ``file.get_managed``, what ``file.managed`` with ``template: jinja`` and its ``context`` runs)."""
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import os
@@ -238,18 +239,45 @@ def test_the_load_balancer_host_opens_its_port_to_its_sources_with_the_same_temp
 
 
 # ---- HAProxy ----------------------------------------------------------------------------------
-def haproxy_cfg(minion, **kwargs):
-    """The configuration file.managed would write, from the SLS's own arguments."""
-    m = minion("example", LB, **kwargs)
+# `haproxy -v` of the two HAProxy packages the formula is written for (cloudify_ha_lb.FEATURES)
+EL7_HAPROXY = {"version": "1.5.18", "server_state": False, "ssl_min_ver": False,
+               "http_check_send": False}
+DEBIAN12_HAPROXY = {"version": "2.6.12", "server_state": True, "ssl_min_ver": True,
+                    "http_check_send": True}
+
+
+@contextlib.contextmanager
+def haproxy_on_host(m, features):
+    """The template asks the host's HAProxy what it parses (cloudify_ha_lb.features): answer as
+    that HAProxy would, for `m` (a cached Minion) during the block."""
+    functions = m.state.functions
+    functions["cloudify_ha_lb.features"]  # noqa: B018  loaded now, so that a later load keeps the fake
+    real = functions._dict["cloudify_ha_lb.features"]  # the function, not the loader's wrapper
+    functions["cloudify_ha_lb.features"] = lambda: dict(features)
+    try:
+        yield
+    finally:
+        functions["cloudify_ha_lb.features"] = real
+
+
+def haproxy_cfg(minion, features=None, pillar_name="example", lb=LB, **kwargs):
+    """The configuration file.managed would write, from the SLS's own arguments (with the
+    HAProxy `features` of cloudify_ha_lb.features; by default this machine's own)."""
+    m = minion(pillar_name, lb, **kwargs)
     high, errors = m.render("cloudify_ha.loadbalancer")
-    assert (errors, problems_of(m.state, high)) == ([], [])
+    assert errors == []
+    if "os_family" not in kwargs:  # another family's pkg module does not load on this machine
+        assert problems_of(m.state, high) == []
     config = args_of(high, "cloudify_ha-loadbalancer-config")
     # the TOFS sources (cloudify_ha:tofs): the minion's own directory, its os_family's, default
     assert (config["source"], config["template"], config["mode"]) == (
-        [f"salt://cloudify_ha/files/{LB}/haproxy.cfg.jinja",
+        [f"salt://cloudify_ha/files/{lb}/haproxy.cfg.jinja",
          f"salt://cloudify_ha/files/{m.state.opts['grains']['os_family']}/haproxy.cfg.jinja",
          "salt://cloudify_ha/files/default/haproxy.cfg.jinja"], "jinja", "0600")
-    return high, managed_content(m, config)
+    if features is None:
+        return high, managed_content(m, config)
+    with haproxy_on_host(m, features):
+        return high, managed_content(m, config)
 
 
 def managed_content(m, config):
@@ -268,22 +296,80 @@ def managed_content(m, config):
         os.unlink(sfn)  # Salt's temporary copy holds the health check's credentials
 
 
-def test_haproxy_checks_each_manager_with_cloudifys_status_call(minion):
-    high, cfg = haproxy_cfg(minion)
-    assert args_of(high, "cloudify_ha-loadbalancer-config")["context"] == {
-        "clusters": ["prod"], "certs_dir": "/etc/cloudify_ha"}
-    auth = base64.b64encode(b"admin:CHANGE-ME-admin-password").decode()
-    assert re.findall(r"^    server .*$", cfg, re.M) == [
-        "    server cfy-mgr1 10.0.0.11:80 check", "    server cfy-mgr2 10.0.0.12:80 check",
-        "    server cfy-mgr3 10.0.0.13:80 check"]
-    assert re.findall(r"^    (?:option httpchk|http-check|default-server|bind|stats socket) .*$",
-                      cfg, re.M) == [
-        "    stats socket /run/haproxy/admin.sock mode 600 level admin",
-        "    bind 0.0.0.0:80",
-        f"    option httpchk GET /api/v3.1/status HTTP/1.0\\r\\nAuthorization:\\ Basic\\ {auth}"
-        "\\r\\nTenant:\\ default_tenant",
-        "    http-check expect status 200",
+def lines(cfg, *keywords):
+    """The configuration's lines that start with one of the keywords (after the indent)."""
+    pattern = "|".join(re.escape(k) for k in keywords)
+    return re.findall(rf"^ *(?:{pattern})(?: .*)?$", cfg, re.M)
+
+
+# the check user's, never the admin's
+AUTH = base64.b64encode(b"cloudify_ha_check:CHANGE-ME-check-password").decode()
+# the lab's pillar with its `lb` host as the load balancer (and the secret it needs)
+LAB_LB = {"cloudify_ha": {"clusters": {"lab": {"loadbalancer": {
+    "minion_ids": ["lb"], "check_password": "lab-check-pw"}}}}}
+SERVERS = ["    server cfy-mgr1 10.0.0.11:80 check", "    server cfy-mgr2 10.0.0.12:80 check",
+           "    server cfy-mgr3 10.0.0.13:80 check"]
+
+
+@pytest.mark.parametrize("family, features, check", [
+    ("RedHat", EL7_HAPROXY, [
+        "    option httpchk GET /api/v3.1/status HTTP/1.0\\r\\nAuthorization:\\ Basic\\ "
+        f"{AUTH}"]),
+    ("Debian", DEBIAN12_HAPROXY, [
+        "    option httpchk",
+        "    http-check send meth GET uri /api/v3.1/status ver HTTP/1.0 hdr Authorization "
+        f'"Basic {AUTH}"']),
+], ids=["EL7's HAProxy 1.5: the request in option httpchk",
+        "Debian 12's HAProxy 2.6: http-check send"])
+def test_haproxy_checks_each_manager_with_cloudifys_status_call(minion, family, features, check):
+    high, cfg = haproxy_cfg(minion, features, os_family=family)
+    assert args_of(high, "cloudify_ha-loadbalancer-config")["context"]["clusters"] == ["prod"]
+    assert lines(cfg, "server") == SERVERS
+    assert lines(cfg, "option httpchk", "http-check", "default-server", "bind") == [
+        "    bind 0.0.0.0:80", *check, "    http-check expect status 200",
         "    default-server inter 2s fall 2 rise 2"]
+
+
+@pytest.mark.parametrize("family, features, tls, log", [
+    ("RedHat", EL7_HAPROXY, "no-sslv3 no-tlsv10 no-tlsv11", "127.0.0.1 local2"),
+    ("Debian", DEBIAN12_HAPROXY, "ssl-min-ver TLSv1.2", "/dev/log local0"),
+], ids=["EL7", "Debian 12"])
+def test_haproxy_runs_as_its_packages_user_in_its_chroot_with_tls_1_2_at_least(
+        minion, family, features, tls, log):
+    # the lab's pillar sets no lookup: each family's defaults (cloudify_ha/defaults.yaml)
+    high, cfg = haproxy_cfg(minion, features, pillar_name="lab", lb="lb", os_family=family,
+                            pillar=LAB_LB)
+    assert args_of(high, "cloudify_ha-loadbalancer-config")["context"] == {
+        "clusters": ["lab"], "certs_dir": "/etc/cloudify_ha",
+        "haproxy": {"user": "haproxy", "group": "haproxy", "chroot": "/var/lib/haproxy",
+                    "log": log.split()[0], "log_facility": log.split()[1],
+                    "state_file": "/var/lib/haproxy/server-state"}}
+    state = (["    server-state-file /var/lib/haproxy/server-state"]
+             if features["server_state"] else [])
+    assert lines(cfg, "user", "group", "chroot", "log", "stats socket", "server-state-file",
+                 "ssl-default-bind-options", "ssl-default-server-options",
+                 "load-server-state-from-file") == [
+        "    user haproxy", "    group haproxy", "    chroot /var/lib/haproxy", f"    log {log}",
+        "    stats socket /run/haproxy/admin.sock mode 600 level admin", *state,
+        f"    ssl-default-bind-options {tls}", f"    ssl-default-server-options {tls}",
+        "    log global", *(["    load-server-state-from-file global"] if state else [])]
+
+
+def test_haproxy_logs_where_the_pillar_says(minion):
+    pillar = {"cloudify_ha": {"clusters": {"prod": {"loadbalancer": {
+        "log": "10.0.0.9:5140", "log_facility": "local4"}}}}}
+    _, cfg = haproxy_cfg(minion, DEBIAN12_HAPROXY, os_family="RedHat", pillar=pillar)
+    assert lines(cfg, "log") == ["    log 10.0.0.9:5140 local4", "    log global"]
+
+
+@pytest.mark.parametrize("features", [EL7_HAPROXY, DEBIAN12_HAPROXY], ids=["1.5", "2.6"])
+def test_this_machines_haproxy_parses_each_form(minion, tmp_path, features):
+    """haproxy -c of each form (2.6 parses 1.5's too): what the SLS's check_cmd runs."""
+    _, cfg = haproxy_cfg(minion, features)
+    (tmp_path / "haproxy.cfg").write_text(cfg)
+    done = subprocess.run(["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_haproxy_serves_https_with_the_certificate_the_sls_writes(minion):
@@ -445,3 +531,23 @@ def test_an_operators_firewall_template_for_one_minion_wins_over_the_formulas(mi
     other = firewall(minion, "example", "cfy-mgr2.example.com", pillar=pillar, binaries=("nft",))
     assert "ip saddr @peers_0 tcp dport" in args_of(
         other, "cloudify_ha-firewall-nftables-file")["contents"]
+
+
+@contextlib.contextmanager
+def drained_on_host(m, record):
+    """The formula's record of the servers it took out (cloudify_ha_lb.drained), as on a host."""
+    functions = m.state.functions
+    functions["cloudify_ha_lb.drained"]  # noqa: B018  loaded now, so that a later load keeps the fake
+    real = functions._dict["cloudify_ha_lb.drained"]
+    functions["cloudify_ha_lb.drained"] = lambda: dict(record)
+    try:
+        yield
+    finally:
+        functions["cloudify_ha_lb.drained"] = real
+
+
+def test_a_server_the_formula_took_out_starts_disabled(minion):
+    m = minion("example", LB)
+    with drained_on_host(m, {"cloudify_prod": ["cfy-mgr2"], "cloudify_other": ["cfy-mgr3"]}):
+        _, cfg = haproxy_cfg(minion, DEBIAN12_HAPROXY)
+    assert lines(cfg, "server") == [SERVERS[0], SERVERS[1] + " disabled", SERVERS[2]]

@@ -55,7 +55,7 @@ def example_pillar():
 
 # pillar.example's secrets: nothing the formula returns, logs or puts on a command line has them
 EXAMPLE_SECRETS = ("CHANGE-ME-admin-password", "CHANGE-ME-db-password",
-                   "CHANGE-ME-postgres-password")
+                   "CHANGE-ME-postgres-password", "CHANGE-ME-check-password")
 
 
 def firewall_state_module():

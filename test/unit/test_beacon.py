@@ -10,7 +10,8 @@ BEACON = beacon_module()
 STATES = []  # what node_state answers at each check; an exception is raised
 
 
-def node_state(cluster=None):
+def node_state(cluster=None, as_check_user=False):
+    assert as_check_user is True  # the beacon never asks as the admin
     value = STATES.pop(0)
     if isinstance(value, Exception):
         raise value
@@ -63,9 +64,11 @@ def test_no_node_state_fires_nothing_and_forgets_nothing(error):
 
 def test_the_cluster_option_reaches_node_state():
     seen = []
-    BEACON.__salt__["cloudify_ha.node_state"] = lambda cluster=None: seen.append(cluster) or "leader"
+    BEACON.__salt__["cloudify_ha.node_state"] = (
+        lambda cluster=None, as_check_user=False: seen.append((cluster, as_check_user))
+        or "leader")
     assert BEACON.beacon([{"interval": 30}, {"cluster": "prod"}]) == []
-    assert seen == ["prod"]
+    assert seen == [("prod", True)]
 
 
 def test_validate():

@@ -302,10 +302,66 @@ def test_listed_decision(given, kind, expected):
     check(STATES._decide_listed, given, kind, expected)
 
 
+CHECK = {"name": "lbcheck", "test": False, "host": "10.0.0.11"}
+GOOD_USER = {"username": "lbcheck", "role": "default", "tenants": 0, "groups": 0, "active": True,
+             "password_ok": True}
+CHECK_USER_TABLE = [
+    (CHECK, "need", "user"),
+    (facts(CHECK, user=None), "act", ["the check user lbcheck would be created through "
+                                      "10.0.0.11 (role default)"]),
+    (facts(CHECK, user=GOOD_USER), "ok", ["the check user lbcheck exists (role default) and "
+                                          "accepts the pillar's password"]),
+    # more rights than reading /status: never changed, refused
+    (facts(CHECK, user=dict(GOOD_USER, role="sys_admin")), "refuse",
+     ["exists with role sys_admin, in 0 tenant(s) and 0 group(s)", "cfy users delete lbcheck"]),
+    (facts(CHECK, user=dict(GOOD_USER, tenants=1)), "refuse", ["in 1 tenant(s)"]),
+    (facts(CHECK, user=dict(GOOD_USER, groups=2)), "refuse", ["and 2 group(s)"]),
+    (facts(CHECK, user=dict(GOOD_USER, active=False)), "refuse",
+     ["is deactivated", "cfy users activate lbcheck"]),
+    # a password Cloudify does not accept: detected, never rotated here
+    (facts(CHECK, user=dict(GOOD_USER, password_ok=False)), "refuse",
+     ["does not accept loadbalancer:check_password", "never changes its password",
+      "the load balancers keep the password they have"]),
+]
+
+
+@pytest.mark.parametrize("given, kind, expected", CHECK_USER_TABLE)
+def test_check_user_decision(given, kind, expected):
+    check(STATES._decide_check_user, given, kind, expected)
+
+
+def test_check_user_decision_changes():
+    verdict = STATES._decide_check_user(facts(CHECK, user=None))
+    assert verdict.changes == {"created": {"old": None, "new": "lbcheck", "role": "default"}}
+
+
+CREDENTIALS = {"name": "lbcheck", "test": False}
+CREDENTIALS_TABLE = [
+    (CREDENTIALS, "need", "answers"),
+    (facts(CREDENTIALS, answers={"m1": "active", "m2": "not_cluster_master"}), "ok",
+     ["m1 accepts the check user lbcheck with the pillar's password"]),
+    (facts(CREDENTIALS, answers={"m1": "unauthorized", "m2": "not_cluster_master"}), "refuse",
+     ["m1 reject the check user lbcheck with loadbalancer:check_password (unauthorized)",
+      "HAProxy's configuration was left as it is"]),
+    (facts(CREDENTIALS, answers={"m1": "forbidden_error", "m2": "active"}), "refuse",
+     ["m1 reject", "(forbidden_error)"]),
+    (facts(CREDENTIALS, answers={"m1": "unreachable", "m2": "not_cluster_master"}), "ok",
+     ["no manager answers as the active node (m1: unreachable; m2: not_cluster_master)",
+      "could not be checked"]),
+]
+
+
+@pytest.mark.parametrize("given, kind, expected", CREDENTIALS_TABLE)
+def test_check_credentials_decision(given, kind, expected):
+    check(STATES._decide_check_credentials, given, kind, expected)
+
+
 @pytest.mark.parametrize("decide, table", [
     (STATES._decide_join, JOIN_TABLE), (STATES._decide_install, INSTALL_TABLE),
     (STATES._decide_start, START_TABLE), (STATES._decide_profile, PROFILE_TABLE),
-    (STATES._decide_absent, ABSENT_TABLE), (STATES._decide_listed, LISTED_TABLE)])
+    (STATES._decide_absent, ABSENT_TABLE), (STATES._decide_listed, LISTED_TABLE),
+    (STATES._decide_check_user, CHECK_USER_TABLE),
+    (STATES._decide_check_credentials, CREDENTIALS_TABLE)])
 def test_a_decision_never_changes_the_facts_it_is_given(decide, table):
     for given, _kind, _expected in table:
         before = repr(given)

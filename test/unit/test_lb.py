@@ -3,10 +3,17 @@ together against a fake host: cmd.run_all plays `haproxy -c` and `haproxy -D` (p
 tmp_path, soft reloads with -sf), /proc/<pid>/status is the host's process table, and the
 admin socket is a real UNIX socket under tmp_path that answers with canned `show stat` CSV."""
 
+import http.server
 import io
+import os
 import pathlib
 import socket
+import subprocess
 import threading
+import time
+import types
+import urllib.error
+import urllib.request
 from contextlib import ExitStack
 from unittest.mock import patch
 
@@ -672,3 +679,247 @@ def test_a_reload_whose_new_process_dies_is_not_a_change(files):
     assert state(host, "mod_watch", name=config, pidfile=pidfile) == {
         "name": config, "changes": {}, "result": False,
         "comment": f"HAProxy was not replaced by a new process (pids [{old}] -> [])"}
+
+
+# ---- what the installed HAProxy parses ---------------------------------------------------------
+@pytest.mark.parametrize("said, version, has", [
+    ("HA-Proxy version 1.5.18 2016/05/10\nCopyright 2000-2016 Willy Tarreau\n", "1.5.18", set()),
+    ("HA-Proxy version 1.6.3 2015/12/25\n", "1.6.3", {"server_state"}),
+    ("HA-Proxy version 1.8.19-1+deb10u4 2022/05/21\n", "1.8.19", {"server_state", "ssl_min_ver"}),
+    ("HAProxy version 2.2.0 2020/07/07 - https://haproxy.org/\n", "2.2.0",
+     {"server_state", "ssl_min_ver", "http_check_send"}),
+    ("HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/\nStatus: long-term\n",
+     "2.6.12", {"server_state", "ssl_min_ver", "http_check_send"}),
+])
+def test_features_follow_the_version_haproxy_says(said, version, has):
+    calls = []
+
+    def run_all(argv, **kwargs):
+        calls.append((argv, kwargs))
+        return {"retcode": 0, "stdout": said, "stderr": "", "pid": 7}
+
+    with patch.object(MODULE, "__salt__", {"cmd.run_all": run_all}, create=True), \
+            patch.object(salt.utils.path, "which", {"haproxy": HAPROXY}.get):
+        found = MODULE.features()
+    assert found == {"version": version, **{name: name in has for name in MODULE.FEATURES}}
+    assert calls == [([HAPROXY, "-v"], {"python_shell": False, "output_loglevel": "quiet",
+                                         "ignore_retcode": True})]
+
+
+def test_without_haproxy_every_feature_is_off_and_nothing_runs():
+    with patch.object(MODULE, "__salt__", {}, create=True), \
+            patch.object(salt.utils.path, "which", {}.get):
+        assert MODULE.features() == {"version": None, "server_state": False,
+                                     "ssl_min_ver": False, "http_check_send": False}
+
+
+def test_a_version_haproxy_does_not_say_is_an_error():
+    def run_all(argv, **kwargs):
+        return {"retcode": 0, "stdout": "something else\n", "stderr": "", "pid": 7}
+
+    with patch.object(MODULE, "__salt__", {"cmd.run_all": run_all}, create=True), \
+            patch.object(salt.utils.path, "which", {"haproxy": HAPROXY}.get):
+        with pytest.raises(CommandExecutionError, match="^haproxy -v did not say its version: "
+                                                        "something else$"):
+            MODULE.features()
+
+
+def test_this_machines_haproxy_has_every_feature():
+    """The real `haproxy -v` of this machine (Debian 12's 2.6) through the module's parser."""
+    done = subprocess.run(["haproxy", "-v"], capture_output=True, text=True, check=True)
+
+    def run_all(argv, **kwargs):
+        return {"retcode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+    with patch.object(MODULE, "__salt__", {"cmd.run_all": run_all}, create=True):
+        found = MODULE.features()
+    assert found["version"].startswith("2.6.") and all(found[n] for n in MODULE.FEATURES)
+
+
+# ---- servers taken out and put back, against this machine's real HAProxy -------------------------
+class _Manager(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        body = self.server.name.encode()
+        self.send_response(self.server.code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def real_haproxy(request, tmp_path, monkeypatch):
+    """This machine's HAProxy in front of three managers on 127.0.0.1 (by default mgr1 and mgr2
+    answer 200, mgr3 400; indirect parametrization gives other codes), its admin socket and
+    server-state file in tmp_path, the formula's record of drained servers there too; `start()`
+    (re)starts it from the configuration, a soft reload when it runs; `get()` is a request
+    through its frontend, answered with the server's name. Yields a namespace: sock,
+    state_file, start, status(), get()."""
+    codes = getattr(request, "param", (200, 200, 400))
+    servers = []
+    for name, code in zip(("mgr1", "mgr2", "mgr3"), codes):
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Manager)
+        httpd.name, httpd.code = name, code
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        servers.append(httpd)
+    sock, state_file, pidfile = (str(tmp_path / n) for n in ("admin.sock", "state", "pid"))
+    config = tmp_path / "haproxy.cfg"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config.write_text(
+        f"global\n    stats socket {sock} mode 600 level admin\n"
+        f"    server-state-file {state_file}\n"
+        "defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n"
+        "    timeout server 5s\n    load-server-state-from-file global\n"
+        f"frontend cloudify_prod\n    bind 127.0.0.1:{port}\n    default_backend cloudify_prod\n"
+        "backend cloudify_prod\n    balance first\n    option httpchk GET /api/v3.1/status\n"
+        "    http-check expect status 200\n    default-server inter 100ms fall 1 rise 1\n"
+        + "".join(f"    server {s.name} 127.0.0.1:{s.server_address[1]} check\n"
+                  for s in servers))
+    monkeypatch.setattr(MODULE, "DRAINED", str(tmp_path / "drained.json"))
+
+    def start():
+        old = pathlib.Path(pidfile).read_text().split() if os.path.exists(pidfile) else []
+        subprocess.run(["haproxy", "-D", "-f", str(config), "-p", pidfile]
+                       + (["-sf", *old] if old else []), check=True, capture_output=True)
+        wait(lambda: MODULE.serving(sock) and len(status()) == 3, "HAProxy's admin socket")
+
+    def status():
+        return {s["server"]: s["status"].split()[0] for s in MODULE.backends(sock)}
+
+    def get():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as resp:
+                return resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.read().decode()
+
+    yield types.SimpleNamespace(sock=sock, state_file=state_file, start=start, status=status,
+                                get=get)
+    if os.path.exists(pidfile):
+        for pid in pathlib.Path(pidfile).read_text().split():
+            subprocess.run(["kill", pid], check=False)
+    for httpd in servers:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def wait(predicate, what, timeout=10):
+    """A bounded poll (HAProxy's checks run every 100 ms here)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def servers_state(name="cloudify_prod", sock=None, test=False, **kwargs):
+    """cloudify_ha_lb.backend_servers with the real execution module under it."""
+    salt_ = {f"cloudify_ha_lb.{f}": getattr(MODULE, f) for f in (
+        "drained", "record_drained", "serving", "backends", "set_server", "save_server_state",
+        "features", "seconds")}
+    kwargs.setdefault("inter", "100ms")
+    kwargs.setdefault("fall", 1)
+    kwargs.setdefault("timeout_connect", "1s")
+    with patch.object(STATE, "__salt__", salt_, create=True), \
+            patch.object(STATE, "__opts__", {"test": test}, create=True), \
+            patch.object(MODULE, "__salt__", {"cmd.run_all": _run_all}, create=True):
+        return STATE.backend_servers(name=name, admin_socket=sock, **kwargs)
+
+
+def _run_all(argv, **kwargs):
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return {"retcode": done.returncode, "stdout": done.stdout, "stderr": done.stderr}
+
+
+def test_a_joiner_stays_out_across_a_reload_and_an_operators_server_is_never_put_back(
+        real_haproxy):
+    lb = real_haproxy
+    lb.start()
+    wait(lambda: lb.status() == {"mgr1": "UP", "mgr2": "UP", "mgr3": "DOWN"}, "the checks")
+    MODULE.set_server("cloudify_prod", "mgr3", False, admin_socket=lb.sock)  # an operator's
+    out = servers_state(sock=lb.sock, out=["mgr2", "mgr3"], state_file=lb.state_file)
+    assert (out["result"], out["changes"]) == (True, {"out": ["mgr2"]}), out
+    assert "mgr3: out of cloudify_prod already, not by this formula" in out["comment"]
+    assert MODULE.drained() == {"cloudify_prod": ["mgr2"]}
+    assert lb.status() == {"mgr1": "UP", "mgr2": "MAINT", "mgr3": "MAINT"}
+    # a soft reload re-reads the configuration (no `disabled` in it here): the saved state keeps
+    # both out, and the one found down is not sent traffic before its first check
+    lb.start()
+    assert lb.status() == {"mgr1": "UP", "mgr2": "MAINT", "mgr3": "MAINT"}
+    again = servers_state(sock=lb.sock, out=["mgr2"], state_file=lb.state_file)
+    assert (again["result"], again["changes"]) == (True, {}), again
+    back = servers_state(sock=lb.sock, back=["mgr1", "mgr2", "mgr3"], state_file=lb.state_file)
+    assert (back["result"], back["changes"]) == (True, {"back": ["mgr2"]}), back
+    assert MODULE.drained() == {}
+    wait(lambda: lb.status() == {"mgr1": "UP", "mgr2": "UP", "mgr3": "MAINT"}, "mgr2 back up")
+
+
+def test_a_restart_that_let_a_joiner_in_is_corrected_and_test_mode_changes_nothing(
+        real_haproxy):
+    lb = real_haproxy
+    MODULE.record_drained("cloudify_prod", ["mgr2"])  # a run took it out, then HAProxy restarted
+    lb.start()
+    wait(lambda: lb.status()["mgr2"] == "UP", "mgr2 up after the restart")
+    would = servers_state(sock=lb.sock, test=True, state_file=lb.state_file)
+    assert (would["result"], would["changes"]) == (None, {"out_again": ["mgr2"]}), would
+    assert lb.status()["mgr2"] == "UP" and not os.path.exists(lb.state_file)
+    done = servers_state(sock=lb.sock, state_file=lb.state_file)
+    assert (done["result"], done["changes"]) == (True, {"out_again": ["mgr2"]}), done
+    assert lb.status()["mgr2"] == "MAINT" and os.path.exists(lb.state_file)
+
+
+def test_without_haproxy_running_only_the_record_changes(tmp_path, monkeypatch):
+    monkeypatch.setattr(MODULE, "DRAINED", str(tmp_path / "drained.json"))
+    sock = str(tmp_path / "none.sock")
+    out = servers_state(sock=sock, out=["mgr2"], state_file=str(tmp_path / "state"))
+    assert (out["result"], out["changes"]) == (True, {"out": ["mgr2"]}), out
+    assert "HAProxy does not run" in out["comment"]
+    assert MODULE.drained() == {"cloudify_prod": ["mgr2"]}
+    back = servers_state(sock=sock, back=["mgr2"])
+    assert (back["result"], back["changes"], MODULE.drained()) == (True, {"back": ["mgr2"]}, {})
+
+
+def test_set_server_takes_only_plain_names():
+    with pytest.raises(CommandExecutionError, match="is not a backend or server name"):
+        MODULE.set_server("cloudify_prod", "mgr2\nshutdown sessions", False)
+
+
+@pytest.mark.parametrize("real_haproxy", [(400, 200, 200)], indirect=True)
+def test_a_server_put_back_gets_no_request_before_its_checks_mark_it_down(real_haproxy):
+    """HAProxy marks a server it takes out of maintenance UP until its checks fail: the first
+    server in `balance first` order, a replica (400), would get requests. Put back with weight 0
+    until its checks had their chance, it gets none."""
+    lb = real_haproxy
+    lb.start()
+    wait(lambda: lb.status() == {"mgr1": "DOWN", "mgr2": "UP", "mgr3": "UP"}, "the checks")
+    for _ in range(3):  # HAProxy does not always mark it UP: a few rounds
+        out = servers_state(sock=lb.sock, out=["mgr1"])
+        assert out["changes"] == {"out": ["mgr1"]}, out
+        answers = []
+        stop = threading.Event()
+
+        def poll():
+            while not stop.is_set():
+                answers.append(lb.get())
+
+        poller = threading.Thread(target=poll)
+        poller.start()
+        try:
+            back = servers_state(sock=lb.sock, back=["mgr1"])
+        finally:
+            stop.set()
+            poller.join()
+        assert (back["result"], back["changes"]) == (True, {"back": ["mgr1"]}), back
+        assert answers and set(answers) == {"mgr2"}, answers
+        assert lb.status()["mgr1"] == "DOWN"
+    assert "(initial 1)" in MODULE._ask(lb.sock, "get weight cloudify_prod/mgr1")
+    assert MODULE._ask(lb.sock, "get weight cloudify_prod/mgr1").startswith("1 ")
+
+
+@pytest.mark.parametrize("value, seconds", [("500ms", 0.5), ("2s", 2), ("1m", 60), (250, 0.25),
+                                            ("100us", 0.0001)])
+def test_haproxy_times_in_seconds(value, seconds):
+    assert MODULE.seconds(value) == pytest.approx(seconds)

@@ -30,7 +30,7 @@ REST = rest_util()
 UTILS = {"cloudify_ha_pillar.plan": PILLAR_UTIL.plan, "cloudify_ha_rest.request": REST.request}
 
 MINION = "cfy-mgr2.example.com"
-ADMIN_PW, DB_PW, POSTGRES_PW = EXAMPLE_SECRETS
+ADMIN_PW, DB_PW, POSTGRES_PW, CHECK_PW = EXAMPLE_SECRETS
 DATA = REPO / "test" / "unit" / "data"
 # pillar.example's throwaway database PKI (RSA, as 4.6 checks it)
 _DB = example_pillar()["clusters"]["prod"]["database"]
@@ -145,6 +145,38 @@ def managers(monkeypatch):
 
 
 REPLICA = REST.RestError(400, "not_cluster_master", "not the active node")
+STARTING = REST.RestError(502, "", "Bad Gateway")
+
+
+class FakeClock:
+    """The module's `time`: sleeping advances the clock at once and runs what a test scheduled
+    for that moment (at(seconds, action))."""
+
+    def __init__(self):
+        self.now, self.slept, self.due = 1000.0, 0.0, []
+
+    def monotonic(self):
+        return self.now
+
+    def time(self):
+        return self.now
+
+    def at(self, seconds, action):
+        self.due.append((self.now + seconds, action))
+
+    def sleep(self, seconds):
+        self.now += seconds
+        self.slept += seconds
+        for when, action in [d for d in self.due if d[0] <= self.now]:
+            self.due.remove((when, action))
+            action()
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch):
+    fake = FakeClock()
+    monkeypatch.setattr(MODULE, "time", fake)
+    return fake
 
 
 # ---- commands ---------------------------------------------------------------------------------
@@ -155,7 +187,7 @@ COMMANDS = {
                        ["/usr/bin/cfy_manager", "remove", "-f"]),
     "start_cluster": (lambda: MODULE.start_cluster("cfy-mgr2", "10.0.0.12"),
                       ["/usr/bin/cfy", "cluster", "start", "--cluster-node-name", "cfy-mgr2",
-                       "--cluster-host-ip", "10.0.0.12"]),
+                       "--cluster-host-ip", "10.0.0.12", "--timeout", "900"]),
     "use_profile": (lambda: MODULE.use_profile("prod", "10.0.0.11", cluster="prod"),
                     ["/usr/bin/cfy", "profiles", "use", "10.0.0.11", "--profile-name", "prod",
                      "--skip-credentials-validation"]),
@@ -173,6 +205,33 @@ def test_commands_run_without_a_shell_quietly_and_without_secrets(command, salt)
     assert_no_secret(args)
     assert (kwargs["python_shell"], kwargs["output_loglevel"]) == (False, "quiet")
     assert_no_secret({k: v for k, v in kwargs.items() if k != "env"})
+
+
+def test_cluster_start_passes_the_pillars_wait_as_its_timeout_and_runs_a_grace_longer(salt,
+                                                                                      pillar):
+    """4.6's cfy checks its --timeout only between its 3 s polls, and a poll has no timeout of
+    its own: the command is stopped CLUSTER_START_GRACE after its own deadline."""
+    pillar["clusters"]["prod"]["waits"]["cluster_start"] = 600
+    MODULE.start_cluster("cfy-mgr2", "10.0.0.12")
+    (args, kwargs), = salt["cmd.run_all"].call_args_list
+    assert args[0][-2:] == ["--timeout", "600"]
+    assert kwargs["timeout"] == 600 + MODULE.CLUSTER_START_GRACE > 600
+
+
+def test_cluster_start_refuses_a_pillar_wait_out_of_bounds_before_running(salt, pillar):
+    pillar["clusters"]["prod"]["waits"]["cluster_start"] = 10
+    with pytest.raises(SaltInvocationError, match=re.escape(
+            "cloudify_ha:clusters:prod:waits:cluster_start: 10 must be a whole number of seconds "
+            "from 60 to 86400")):
+        MODULE.start_cluster("cfy-mgr2", "10.0.0.12")
+    salt["cmd.run_all"].assert_not_called()
+
+
+def test_install_runs_under_the_pillars_install_wait(salt, host, pillar):
+    pillar["clusters"]["prod"]["waits"]["install"] = 2400
+    MODULE.install()
+    assert [c.kwargs["timeout"] for c in salt["cmd.run_all"].call_args_list
+            if c.args[0][:2] == ["/usr/bin/cfy_manager", "install"]] == [2400]
 
 
 CREDENTIALS = {"CLOUDIFY_USERNAME": "admin", "CLOUDIFY_PASSWORD": ADMIN_PW,
@@ -568,6 +627,24 @@ def write_profile(host, name, text, mode=0o644):
     return path
 
 
+@pytest.mark.parametrize("active, first", [("10.0.0.11", "cfy-mgr1"), ("10.0.0.13", None)])
+def test_update_profile_puts_the_active_node_first_before_cfy_walks_it(salt, host, managers,
+                                                                        active, first):
+    """4.6's cfy stops at a first entry answering 502 (a node in its boot window): the active
+    node goes first, then update-profile runs; a profile already in that order is not written."""
+    path = write_profile(host, "prod", PROFILE, 0o600)
+    (host.profiles.parent / "active.profile").write_text("prod\n")
+    before = path.read_text()
+    managers({active: "active", "10.0.0.12": REPLICA})
+    answer = MODULE.update_profile(cluster="prod")
+    assert answer.get("first") == first
+    order = [e["name"] for e in MODULE.profile_cluster("prod")]
+    assert order == (["cfy-mgr1", "cfy-mgr3"] if first else ["cfy-mgr3", "cfy-mgr1"])
+    assert (path.read_text() == before) is (first is None)
+    (args, _), = salt["cmd.run_all"].call_args_list
+    assert args[0] == ["/usr/bin/cfy", "cluster", "update-profile"]
+
+
 def test_profile_nodes_reads_a_tagged_profile(host):
     write_profile(host, "prod", PROFILE)
     assert MODULE.profile_nodes("prod") == ["cfy-mgr1", "cfy-mgr3"]
@@ -652,13 +729,102 @@ def test_active_node_is_the_one_manager_that_answers_200(managers):
             for c in fake.calls} == {("GET", "/status", 0, "admin", ADMIN_PW)}
 
 
-def test_active_node_without_one_names_every_node_and_its_answer(managers):
+def test_active_node_without_one_names_every_node_and_its_answer(managers, clock):
     managers({"10.0.0.12": REPLICA, "10.0.0.13": REST.RestError(500, "", "Internal error")})
     with pytest.raises(CommandExecutionError) as raised:
-        MODULE.active_node()
+        MODULE.active_node(wait=0)
     assert str(raised.value) == ("no active node in cluster 'prod': cfy-mgr1 (10.0.0.11): "
                                  "unreachable; cfy-mgr2 (10.0.0.12): not_cluster_master; "
                                  "cfy-mgr3 (10.0.0.13): http 500")
+    assert clock.slept == 0
+
+
+# 4.6's failover (cloudify-4.6.md section 0.4): no node answers as the active one for tens of
+# seconds while the new one starts its services; replicas answer not_cluster_master meanwhile
+def test_active_node_during_a_failover_waits_for_the_new_active_node(managers, clock):
+    answers = {"10.0.0.12": REPLICA, "10.0.0.13": REPLICA}
+    fake = managers(answers)
+    clock.at(40, lambda: answers.update({"10.0.0.13": "active"}))
+    found = MODULE.active_node()
+    assert (found["name"], found["host"]) == ("cfy-mgr3", "10.0.0.13")
+    assert 40 <= clock.slept < 45  # asked again, backing off to 4 s between rounds
+    assert found["waited"] == round(clock.slept)
+    assert len([c for c in fake.calls if c.endpoint.host == "10.0.0.13"]) > 5
+
+
+def test_active_node_waits_through_nginxs_502_after_a_boot(managers, clock):
+    answers = {"10.0.0.11": STARTING, "10.0.0.12": REPLICA, "10.0.0.13": REPLICA}
+    managers(answers)
+    clock.at(20, lambda: answers.update({"10.0.0.11": "active"}))
+    assert MODULE.active_node()["host"] == "10.0.0.11"
+    assert 20 <= clock.slept < 25
+
+
+def test_active_node_waits_no_longer_than_the_pillars_wait(managers, clock, pillar):
+    pillar["clusters"]["prod"]["waits"]["active_node"] = 30
+    managers({"10.0.0.12": REPLICA, "10.0.0.13": REPLICA})
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.active_node()
+    assert str(raised.value).startswith("no active node in cluster 'prod' (still after waiting "
+                                        "30s for a failover): cfy-mgr1 (10.0.0.11): unreachable; "
+                                        "cfy-mgr2 (10.0.0.12): not_cluster_master")
+    assert clock.slept == pytest.approx(30)
+
+
+def test_active_node_the_callers_wait_wins_over_the_pillars(managers, clock):
+    managers({"10.0.0.12": REPLICA})
+    with pytest.raises(CommandExecutionError, match=r"after waiting 7s for a failover"):
+        MODULE.active_node(wait=7)
+    assert clock.slept == pytest.approx(7)
+
+
+@pytest.mark.parametrize("answers, error", [
+    ({}, "no active node in cluster 'prod': cfy-mgr1 (10.0.0.11): unreachable; cfy-mgr2 "
+         "(10.0.0.12): unreachable"),
+    ({"10.0.0.12": REST.RestError(500, "", "Internal error")}, "cfy-mgr2 (10.0.0.12): http 500"),
+    ({ip: REST.RestError(401, "unauthorized_error", "no") for ip in
+      ("10.0.0.11", "10.0.0.12", "10.0.0.13")}, "every manager rejected the admin credentials"),
+], ids=["nobody answers", "a server error", "credentials refused"])
+def test_active_node_waits_for_no_failover_when_no_manager_answers_as_a_member(managers, clock,
+                                                                              answers, error):
+    """Only replicas and starting managers mean a failover may be under way: anything else is
+    answered at once, whatever waits:active_node says."""
+    managers(answers)
+    with pytest.raises(CommandExecutionError, match=re.escape(error)):
+        MODULE.active_node()
+    assert clock.slept == 0
+
+
+def test_active_node_a_split_brain_is_not_waited_for(managers, clock):
+    managers({"10.0.0.11": _manager(True), "10.0.0.12": REPLICA, "10.0.0.13": _manager(True)})
+    with pytest.raises(CommandExecutionError, match="split brain"):
+        MODULE.active_node()
+    assert clock.slept == 0
+
+
+def test_active_node_not_required_and_nobody_home_is_not_waited_for(managers, clock):
+    managers({})
+    assert MODULE.active_node(required=False) is None
+    assert clock.slept == 0
+
+
+@pytest.mark.parametrize("wait", [-1, True, "60", [5]])
+def test_active_node_refuses_a_wait_that_is_no_number_of_seconds(managers, wait):
+    managers({"10.0.0.11": "active"})
+    with pytest.raises(SaltInvocationError, match="wait: .* must be a number of seconds, 0 or "
+                                                  "more"):
+        MODULE.active_node(wait=wait)
+
+
+@pytest.mark.parametrize("value", [-1, 3601, "60", True, None])
+def test_active_node_refuses_a_pillar_wait_out_of_bounds_naming_the_key(managers, pillar, value):
+    """The SLS and the orchestration refuse such a pillar first; a call by hand gets this."""
+    pillar["clusters"]["prod"]["waits"]["active_node"] = value
+    managers({"10.0.0.11": "active"})
+    with pytest.raises(SaltInvocationError, match=re.escape(
+            f"cloudify_ha:clusters:prod:waits:active_node: {value!r} must be a whole number of "
+            "seconds from 0 to 3600: how long the formula waits for a new active node")):
+        MODULE.active_node()
 
 
 def test_active_node_while_nginx_answers_502_says_the_manager_is_starting(managers):
@@ -877,11 +1043,12 @@ def test_own_profile_is_the_one_46s_installer_made(host, config, made, expected)
     (MINION, {"10.0.0.13": "active"}, True, "localhost"),  # installed: no forecast
     # the others cannot tell: the pillar's leader, as before the cluster runs
     (MINION, {"10.0.0.11": REST.RestError(502, "", "Bad Gateway")}, False, "10.0.0.11"),
+    (MINION, {"10.0.0.11": REPLICA, "10.0.0.13": REPLICA}, False, "10.0.0.11"),  # a failover
 ])
 def test_own_profile_forecast_names_the_profile_the_install_will_leave(
-        minion, answers, installed, expected, host, managers, configure_loader_modules):
+        minion, answers, installed, expected, host, managers, configure_loader_modules, clock):
     """What test=True names: a joiner's profile after the node it joins through
-    (cloudify-4.6.md section 0.1), never `localhost`."""
+    (cloudify-4.6.md section 0.1), never `localhost`; a forecast waits for no failover."""
     configure_loader_modules[MODULE]["__opts__"]["id"] = minion
     if installed:
         host.install.parent.mkdir(parents=True, exist_ok=True)
@@ -889,6 +1056,7 @@ def test_own_profile_forecast_names_the_profile_the_install_will_leave(
     managers(answers)
     assert MODULE.own_profile(forecast=True) == expected
     assert MODULE.own_profile() == "localhost"  # what exists today
+    assert clock.slept == 0
 
 
 def test_profile_nodes_of_the_own_profile(host):
@@ -1272,6 +1440,121 @@ def test_the_real_cfy_46_reads_the_profile_set_profile_cluster_writes(host, tmp_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "localhost" in proc.stdout and "admin" in proc.stdout
     assert MODULE.profile_cluster()[0] == {"name": "mgr3", "manager_ip": "10.0.0.13"}
+
+
+# ---- the load balancer's check user ---------------------------------------------------------
+CHECK = ("cloudify_ha_check", CHECK_PW)
+
+
+def users(found=None, check_answer="active"):
+    """The active node 10.0.0.11: GET /users/<name> (404 or `found`), PUT /users (201, or 409
+    when `found`), GET /status as the admin (200) or as the check user (`check_answer`)."""
+    def answer(endpoint, method, path, body=None, **_):
+        if path == "/status" and endpoint.username == CHECK[0]:
+            if check_answer == "active":
+                return {"status": "running"}
+            raise check_answer
+        if path == f"/users/{CHECK[0]}" and method == "GET":
+            if found is None:
+                raise REST.RestError(404, "not_found_error", "Requested `User` was not found")
+            return found
+        if path == "/users" and method == "PUT":
+            if found is not None:
+                raise REST.RestError(409, "storage_error", f"SQL Storage error: {body}")
+            return {"username": body["username"], "role": body["role"]}
+        return {"status": "running"}
+    return answer
+
+
+def test_check_user_as_the_active_node_knows_it():
+    found = {"username": CHECK[0], "role": "default", "tenants": 0, "groups": 0, "active": True}
+    answer = users(found)
+    calls = []
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        calls.append((endpoint.host, endpoint.username, endpoint.tenant, method, path))
+        return answer(endpoint, method, path, body)
+
+    with patch.object(REST, "request", request):
+        assert MODULE.check_user(active="10.0.0.11") == dict(found, password_ok=True)
+    # the user read as the admin (in its tenant), the password tried as the check user: no tenant
+    assert calls == [("10.0.0.11", "admin", "default_tenant", "GET", f"/users/{CHECK[0]}"),
+                     ("10.0.0.11", CHECK[0], None, "GET", "/status")]
+
+
+@pytest.mark.parametrize("check_answer, ok", [
+    ("active", True), (REST.RestError(401, "unauthorized_error", "bad"), False),
+    (REST.RestError(403, "forbidden_error", "deactivated"), False)])
+def test_check_user_says_whether_the_pillars_password_is_accepted(check_answer, ok):
+    found = {"username": CHECK[0], "role": "default", "tenants": 0, "groups": 0, "active": True}
+    answer = users(found, check_answer)
+    with patch.object(REST, "request", lambda e, m, p, body=None, **k: answer(e, m, p, body)):
+        assert MODULE.check_user(active="10.0.0.11")["password_ok"] is ok
+
+
+def test_check_user_that_does_not_exist_is_none():
+    answer = users(None)
+    with patch.object(REST, "request", lambda e, m, p, body=None, **k: answer(e, m, p, body)):
+        assert MODULE.check_user(active="10.0.0.11") is None
+
+
+@pytest.mark.parametrize("found, created", [(None, True), ({"username": CHECK[0]}, False)])
+def test_create_check_user_puts_the_password_in_a_json_body_with_the_default_role(found,
+                                                                                  created):
+    seen = []
+    answer = users(found)
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        seen.append((endpoint.username, method, path, body))
+        return answer(endpoint, method, path, body)
+
+    with patch.object(REST, "request", request):
+        assert MODULE.create_check_user(active="10.0.0.11") is created
+    assert seen == [("admin", "PUT", "/users",
+                     {"username": CHECK[0], "password": CHECK_PW, "role": "default"})]
+
+
+def test_create_check_user_failing_says_why_without_the_password():
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        raise REST.RestError(400, "bad_parameters_error", f"rejected {body}")
+
+    with patch.object(REST, "request", request):
+        with pytest.raises(CommandExecutionError, match="^PUT /users on 10.0.0.11 failed: 400 "
+                                                        "bad_parameters_error") as err:
+            MODULE.create_check_user(active="10.0.0.11")
+    assert CHECK_PW not in str(err.value)
+
+
+def test_check_credentials_asks_every_manager_as_the_check_user(managers):
+    fake = managers({"10.0.0.11": None, "10.0.0.12": REPLICA,
+                     "10.0.0.13": REST.RestError(401, "unauthorized_error", "no")})
+    fake.answers["10.0.0.11"] = lambda method, path: {"status": "running"}
+    assert MODULE.check_credentials() == {"cfy-mgr1": "active", "cfy-mgr2": "not_cluster_master",
+                                          "cfy-mgr3": "unauthorized"}
+    assert {(c.endpoint.username, c.endpoint.tenant, c.path) for c in fake.calls} == {
+        (CHECK[0], None, "/status")}
+
+
+def test_the_check_user_of_a_cluster_without_its_password_is_an_error(pillar):
+    del pillar["clusters"]["prod"]["loadbalancer"]["check_password"]
+    with pytest.raises(SaltInvocationError, match="has no loadbalancer:check_password"):
+        MODULE.check_credentials()
+
+
+@pytest.mark.parametrize("as_check_user, user, key", [
+    (False, "admin", "admin:password"),
+    (True, CHECK[0], "loadbalancer:check_password")])
+def test_node_state_asks_as_the_admin_or_as_the_check_user(host, managers, as_check_user, user,
+                                                           key):
+    for marker in (host.install, host.cluster):
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+    fake = managers({"10.0.0.12": REPLICA})
+    assert MODULE.node_state(as_check_user=as_check_user) == "replica"
+    assert [c.endpoint.username for c in fake.calls] == [user]
+    managers({"10.0.0.12": REST.RestError(401, "unauthorized_error", "no")})
+    with pytest.raises(CommandExecutionError, match=rf"check cloudify_ha:clusters:prod:{key}$"):
+        MODULE.node_state(as_check_user=as_check_user)
 
 
 # ---- snapshot and verify_archive (issue 34, first stage) -------------------------------------

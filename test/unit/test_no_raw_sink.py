@@ -40,7 +40,7 @@ TRUSTED_NAMES = {"tpldir", "tplpath", "tplfile", "sls", "slspath", "saltenv", "o
 FIREWALL_CONTEXT = {"cluster", "openings", "peers", "tcp_ports", "udp_ports", "rest_port",
                     "rest_allowed", "agent_ports", "agent_allowed", "digest"}
 TEMPLATE_CONTEXT = {
-    "haproxy.cfg.jinja": {"clusters", "certs_dir"},
+    "haproxy.cfg.jinja": {"clusters", "certs_dir", "haproxy"},
     "firewall.nft.jinja": FIREWALL_CONTEXT,
     "firewall.iptables.jinja": FIREWALL_CONTEXT,
     "firewall.ip6tables.jinja": FIREWALL_CONTEXT,
@@ -254,7 +254,7 @@ def test_the_templates_context_is_built_from_trusted_values():
     _, env = raw_prints(FORMULA / "firewall.sls")
     assert env["fw"] is True
     _, env = raw_prints(FORMULA / "loadbalancer.sls")
-    assert (env["clusters"], env["lookup"]) == (True, True)
+    assert (env["clusters"], env["lookup"], env["haproxy"]) == (True, True, True)
 
 
 # master.sls as it was before issue 33: config.get read the pillar and printed it raw

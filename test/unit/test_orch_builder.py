@@ -53,7 +53,13 @@ def funs(high):
 FULL = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch-prod-cli",
         "cloudify_ha-orch-prod-prepare", "cloudify_ha-orch-prod-leader-cfy-mgr1",
         "cloudify_ha-orch-prod-join-cfy-mgr2", "cloudify_ha-orch-prod-join-cfy-mgr3",
-        "cloudify_ha-orch-prod-profiles", "cloudify_ha-orch-prod-loadbalancer"]
+        "cloudify_ha-orch-prod-profiles", "cloudify_ha-orch-prod-check-user",
+        "cloudify_ha-orch-prod-loadbalancer"]
+
+
+def hinted(high, sid):
+    """Whether a step carries the orchestration's active node hint."""
+    return "active" in args(high, sid).get("pillar", {}).get("cloudify_ha_orch", {})
 
 
 # ---- cloudify_ha.orch -----------------------------------------------------------------------
@@ -78,7 +84,7 @@ def test_all_up_one_leader_every_step_in_order_with_the_hint():
                 args(h, "cloudify_ha-orch-prod-join-cfy-mgr3")["sls"]) == (
                     MGR1, "cloudify_ha.cluster.down")),
     ("two leaders: no hint, every manager is polled", {"leaders": [MGR1, MGR2]},
-     lambda h: all("pillar" not in args(h, s) for s in FULL[2:5] + FULL[7:])),
+     lambda h: not any(hinted(h, s) for s in FULL[2:5] + FULL[7:])),
     ("a down CLI host: its profile refresh refused after the others", {"down": [CLI]},
      lambda h: funs(h)["cloudify_ha-orch-prod-profiles-not-refreshed"] == "cloudify_ha.refused"
      and "cloudify_ha-orch-prod-cli" not in h),
@@ -115,7 +121,7 @@ def test_a_minion_that_is_no_manager_cannot_claim_the_active_node():
     claims = answers(leaders=[], facts={CLI: {"node": "leader", "cluster": "prod",
                                               "private_ip": "10.0.0.99"}})
     high = O.orch_steps(plan_of(), claims)
-    assert all("pillar" not in args(high, s) for s in FULL[2:5] + FULL[7:])
+    assert not any(hinted(high, s) for s in FULL[2:5] + FULL[7:])
 
 
 @pytest.mark.parametrize("answer", [None, {}, {"failed": True, "ret": "x"}, "up", {"retcode": 0}])
@@ -168,13 +174,14 @@ def test_an_invalid_plan_is_one_refusal_with_every_error():
 
 # ---- cloudify_ha.orch.rejoin ------------------------------------------------------------------
 def pings(down=()):
-    return {mid: {"ret": True, "retcode": 0} for mid in (MGR1, MGR2, MGR3, CLI) if mid not in down}
+    return {mid: {"ret": True, "retcode": 0} for mid in (MGR1, MGR2, MGR3, CLI, LB)
+            if mid not in down}
 
 
 def test_the_rejoin_of_a_rebuilt_host():
-    high = O.rejoin_steps(plan_of(), MGR2, pings(down=[MGR3]))
+    high = O.rejoin_steps(plan_of(), MGR2, pings(down=[MGR3]), node_state="absent")
     assert list(high) == [f"cloudify_ha-rejoin-{MGR2}-{s}"
-                          for s in ("sync", "prepare", "joined", "profiles")]
+                          for s in ("sync", "prepare", "lb-out", "joined", "lb-back", "profiles")]
     assert args(high, f"cloudify_ha-rejoin-{MGR2}-joined")["pillar"] == {
         "cloudify_ha_orch": {"rejoin": True}}
     assert args(high, f"cloudify_ha-rejoin-{MGR2}-profiles")["tgt"] == [MGR1, MGR2, CLI]
@@ -313,3 +320,114 @@ def test_every_state_run_on_a_minion_is_concurrent_for_salt_and_ordered_by_the_f
             if fun == "salt.state"]
     assert len(runs) >= 10
     assert [sid for sid, arg in runs if arg.get("concurrent") is not True or "queue" in arg] == []
+
+
+
+# ---- the load balancers during a manager's install --------------------------------------------
+def steps_of(high):
+    """[(step, [required steps])] in order."""
+    return [(sid, [t for req in args(high, sid).get("require", []) for t in req.values()])
+            for sid in high]
+
+
+@pytest.mark.parametrize("state, member", [
+    ("leader", True), ("replica", True), ("down", True),
+    ("absent", False), ("package_installed", False), ("half_installed", False),
+    ("installed", False), ("removed", False), (None, False)])
+def test_a_manager_that_says_it_is_no_member_is_out_of_the_load_balancers_while_it_joins(
+        state, member):
+    raw = answers(facts={MGR2: {"node": state}})
+    high = O.orch_steps(plan_of(), raw)
+    assert (MGR2 in O.members(plan_of(), raw)) is member
+    drained = [sid for sid in high if "-lb-" in sid]
+    assert drained == ([] if member else ["cloudify_ha-orch-prod-lb-out-cfy-mgr2",
+                                          "cloudify_ha-orch-prod-lb-back-cfy-mgr2"])
+
+
+def test_a_new_host_that_only_answers_a_ping_is_taken_out_too():
+    raw = answers()
+    raw[MGR3] = {"ret": True, "retcode": 0}
+    assert MGR3 not in O.members(plan_of(), raw)
+    assert "cloudify_ha-orch-prod-lb-out-cfy-mgr3" in O.orch_steps(plan_of(), raw)
+
+
+def test_a_minion_that_is_no_manager_is_no_member_whatever_it_says():
+    raw = answers(facts={CLI: {"node": "leader"}, LB: {"node": "replica"}})
+    assert O.members(plan_of(), raw) == {MGR1, MGR2, MGR3}
+
+
+def test_a_build_from_empty_takes_each_manager_out_until_it_is_a_member():
+    raw = answers(leaders=[], facts={m: {"node": "absent"} for m in (MGR1, MGR2, MGR3)})
+    high = O.orch_steps(plan_of(), raw)
+    prefix = "cloudify_ha-orch-prod"
+    assert steps_of(high)[4:13] == [
+        (f"{prefix}-lb-out-cfy-mgr1", ["cloudify_ha-orch-sync"]),
+        (f"{prefix}-leader-cfy-mgr1", [f"{prefix}-lb-out-cfy-mgr1"]),
+        (f"{prefix}-lb-back-cfy-mgr1", [f"{prefix}-leader-cfy-mgr1"]),
+        (f"{prefix}-lb-out-cfy-mgr2", [f"{prefix}-lb-back-cfy-mgr1", f"{prefix}-prepare"]),
+        (f"{prefix}-join-cfy-mgr2", [f"{prefix}-lb-out-cfy-mgr2"]),
+        (f"{prefix}-lb-back-cfy-mgr2", [f"{prefix}-join-cfy-mgr2"]),
+        (f"{prefix}-lb-out-cfy-mgr3", [f"{prefix}-lb-back-cfy-mgr2", f"{prefix}-prepare"]),
+        (f"{prefix}-join-cfy-mgr3", [f"{prefix}-lb-out-cfy-mgr3"]),
+        (f"{prefix}-lb-back-cfy-mgr3", [f"{prefix}-join-cfy-mgr3"])]
+    assert args(high, f"{prefix}-lb-out-cfy-mgr1") == {
+        "tgt": [LB], "tgt_type": "list", "sls": "cloudify_ha.backends", "concurrent": True,
+        "pillar": {"cloudify_ha_orch": {"backends": {"cluster": "prod", "out": ["cfy-mgr1"]}}},
+        "parallel": False, "require": [{"test": "cloudify_ha-orch-sync"}]}
+    # every manager is a member once every step above succeeded: all put back at the end
+    assert args(high, f"{prefix}-loadbalancer")["pillar"] == {"cloudify_ha_orch": {"backends": {
+        "cluster": "prod", "back": ["cfy-mgr1", "cfy-mgr2", "cfy-mgr3"]}}}
+
+
+def test_a_cluster_without_a_load_balancer_takes_nobody_out():
+    pillar = example_pillar()
+    pillar["clusters"]["prod"]["loadbalancer"] = None
+    raw = answers(facts={MGR2: {"node": "absent"}})
+    high = O.orch_steps(plan_of(pillar), raw)
+    assert [sid for sid in high if "-lb-" in sid or "check-user" in sid
+            or "loadbalancer" in sid] == []
+
+
+def test_a_manager_that_is_no_member_does_not_install_while_a_load_balancer_is_down():
+    raw = answers(down=[LB], facts={MGR2: {"node": "half_installed"}})
+    high = O.orch_steps(plan_of(), raw)
+    out = "cloudify_ha-orch-prod-lb-out-cfy-mgr2"
+    assert funs(high)[out] == "cloudify_ha.refused"
+    assert "load balancer(s) cfy-lb1.example.com, whose minion does not answer" in \
+        args(high, out)["comment"]
+    assert args(high, "cloudify_ha-orch-prod-join-cfy-mgr2")["require"] == [{"cloudify_ha": out}]
+    assert "cloudify_ha-orch-prod-lb-back-cfy-mgr2" not in high
+
+
+def test_the_check_user_is_made_through_the_active_nodes_minion_before_the_load_balancer():
+    high = O.orch_steps(plan_of(), answers(leaders=[MGR2]))
+    check = args(high, "cloudify_ha-orch-prod-check-user")
+    assert (check["tgt"], check["sls"], check["require"]) == (
+        MGR2, "cloudify_ha.check_user", [{"salt": "cloudify_ha-orch-prod-profiles"}])
+    assert args(high, "cloudify_ha-orch-prod-loadbalancer")["require"] == [
+        {"salt": "cloudify_ha-orch-prod-check-user"}]
+    # no active node known: the first live manager (the state finds the active node)
+    high = O.orch_steps(plan_of(), answers(leaders=[], down=[MGR1]))
+    assert args(high, "cloudify_ha-orch-prod-check-user")["tgt"] == MGR2
+
+
+@pytest.mark.parametrize("state, drained", [("replica", False), ("down", False),
+                                            ("leader", False), ("absent", True),
+                                            ("half_installed", True), (None, True)])
+def test_the_rejoin_takes_out_only_a_node_that_is_no_member(state, drained):
+    high = O.rejoin_steps(plan_of(), MGR2, pings(), node_state=state)
+    prefix = f"cloudify_ha-rejoin-{MGR2}"
+    assert (f"{prefix}-lb-out" in high, f"{prefix}-lb-back" in high) == (drained, drained)
+    assert args(high, f"{prefix}-profiles")["tgt"] == [MGR1, MGR2, MGR3, CLI]
+
+
+def test_the_rejoin_of_a_node_that_is_no_member_waits_for_a_down_load_balancer():
+    high = O.rejoin_steps(plan_of(), MGR2, pings(down=[LB]), node_state="absent")
+    prefix = f"cloudify_ha-rejoin-{MGR2}"
+    assert funs(high)[f"{prefix}-lb-out"] == "cloudify_ha.refused"
+    assert args(high, f"{prefix}-joined")["require"] == [{"cloudify_ha": f"{prefix}-lb-out"}]
+
+
+def test_the_rejoin_pings_the_load_balancers_too():
+    settings = plan_of()["clusters"]["prod"]
+    assert O.rejoin_ping_targets(settings) == [MGR1, MGR2, MGR3, CLI, LB]

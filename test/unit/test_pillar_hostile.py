@@ -32,7 +32,8 @@ HOSTILE = {
 # secrets: never shown in a message; each kept when 4.6 can carry it (the admin password: any
 # printable ASCII; a database password: P.DB_PASSWORD_RE), at least P.MIN_PASSWORD long and not
 # its user's name (README "Safety")
-SECRETS = {"admin:password", "database:password", "database:postgres_password"}
+SECRETS = {"admin:password", "database:password", "database:postgres_password",
+           "loadbalancer:check_password"}
 CLUSTER = "cloudify_ha:clusters:prod"
 
 
@@ -100,7 +101,8 @@ def test_a_hostile_value_is_refused_naming_its_key_or_is_a_secret(path, name):
     key = full_key(path)
     short = ":".join(str(p) for p in path[2:]) if path[0] == "clusters" else None
     if short in SECRETS:
-        carried = P.ADMIN_PASSWORD_RE if short == "admin:password" else P.DB_PASSWORD_RE
+        carried = (P.ADMIN_PASSWORD_RE if short in ("admin:password", "loadbalancer:check_password")
+                   else P.DB_PASSWORD_RE)
         kept = isinstance(value, str) and bool(carried.fullmatch(value)) and \
             len(value) >= P.MIN_PASSWORD
         assert (errors == []) is kept, errors
@@ -158,7 +160,8 @@ def test_an_unknown_top_level_key_is_an_error_naming_it():
     ("loadbalancer:inter", "0", "is not an HAProxy time from 100ms to 1h"),
     ("loadbalancer:timeout_server", "999999999d", "is not an HAProxy time from 1s to 24h"),
     ("loadbalancer:fall", 10 ** 12, "must be a whole number from 1 to 100"),
-    ("installer:install_timeout", 10 ** 12, "from 60 to 86400"),
+    ("waits:install", 10 ** 12, "from 60 to 86400"),
+    ("waits:active_node", 10 ** 12, "from 0 to 3600"),
     ("installer:source", "http://mirror.example.com/cfy.rpm", "give installer:source_hash"),
     ("installer:cli_source_hash", "md5=0123456789abcdef0123456789abcdef", "sha256=<64 hex"),
     ("installer:version", "4.10\n", "is not a package version"),

@@ -60,9 +60,10 @@ def test_pillar_example_is_valid_without_warnings():
 def test_example_secrets_are_the_ones_in_pillar_example():
     settings = P.cluster_settings("prod", example_pillar()["clusters"]["prod"])
     db = settings["database"]
-    admin_pw, db_pw, postgres_pw = EXAMPLE_SECRETS
+    admin_pw, db_pw, postgres_pw, check_pw = EXAMPLE_SECRETS
     assert P.secrets_in(settings) == set(EXAMPLE_SECRETS) | {db["ca_key"], db["client_key"]} | {
-        f"admin:{admin_pw}", f"cloudify:{db_pw}", f"postgres:{postgres_pw}"}
+        f"admin:{admin_pw}", f"cloudify:{db_pw}", f"postgres:{postgres_pw}",
+        f"cloudify_ha_check:{check_pw}"}
     assert db["ca_key"].startswith("-----BEGIN RSA PRIVATE KEY-----")
 
 
@@ -75,7 +76,8 @@ def test_plan_of_pillar_example():
                                       "private_ip": "10.0.0.11", "public_ip": "192.0.2.11"}
     assert [m["name"] for m in prod["followers"]] == ["cfy-mgr2", "cfy-mgr3"]
     assert prod["loadbalancer"] == dict(P.LOADBALANCER_DEFAULTS,
-                                        minion_ids=["cfy-lb1.example.com"])
+                                        minion_ids=["cfy-lb1.example.com"],
+                                        check_password="CHANGE-ME-check-password")
 
 
 def test_plan_follows_the_named_leader_not_the_list_order():
@@ -163,16 +165,37 @@ MISTAKES = [
     ("allow_database_reset", "yes", "allow_database_reset", "must be true or false"),
     ("replace_stale", 1, "replace_stale", "must be true or false"),
     ("remove_failed_joins", "no", "remove_failed_joins", "must be true or false"),
-    ("offline_wait", 0, "offline_wait", "must be a number of seconds from 1 to 3600"),
-    ("offline_wait", "60", "offline_wait", "must be a number of seconds from 1 to 3600"),
-    ("offline_wait", 7200, "offline_wait", "must be a number of seconds from 1 to 3600"),
-    ("offline_wait", True, "offline_wait", "must be a number of seconds from 1 to 3600"),
+    # every wait: a whole number of seconds within its bounds, the error saying what it waits for
+    ("waits:offline", 0, "waits:offline", "0 must be a whole number of seconds from 1 to 3600: "
+     "how long the formula waits for a wiped or rebuilt host's old entry to show offline"),
+    ("waits:offline", "60", "waits:offline", "'60' must be a whole number of seconds from 1"),
+    ("waits:offline", 7200, "waits:offline", "seconds from 1 to 3600"),
+    ("waits:offline", True, "waits:offline", "seconds from 1 to 3600"),
+    ("waits:active_node", -1, "waits:active_node", "from 0 to 3600: how long the formula waits "
+     "for a new active node"),
+    ("waits:active_node", 1.5, "waits:active_node", "whole number of seconds from 0 to 3600"),
+    ("waits:active_node", None, "waits:active_node", "whole number of seconds from 0 to 3600"),
+    ("waits:cluster_start", 59, "waits:cluster_start", "from 60 to 86400: how long the formula "
+     "waits for `cfy cluster start` (its --timeout"),
+    ("waits:cluster_start", "900", "waits:cluster_start", "seconds from 60 to 86400"),
+    ("waits:started", 0, "waits:started", "from 1 to 3600: how long the formula waits after "
+     "`cfy cluster start`"),
+    ("waits:online", 3601, "waits:online", "from 1 to 3600: how long the formula waits after a "
+     "join"),
+    ("waits:boot", False, "waits:boot", "from 1 to 3600: how long the formula waits for a "
+     "rebooted member's REST service"),
+    ("waits:install", 0, "waits:install", "seconds from 60 to 86400"),
+    ("waits:install", True, "waits:install", "seconds from 60 to 86400"),
+    ("waits:install", 10 ** 9, "waits:install", "from 60 to 86400"),
+    ("waits:instal", 600, "waits:instal", "did you mean 'install'?"),
+    ("waits", 60, "waits", "must be a mapping"),
+    # the keys the waits replace: the error says where the value goes now
+    ("offline_wait", 60, "offline_wait", f"moved to {PROD}:waits:offline"),
+    ("installer:install_timeout", 1800, "installer:install_timeout",
+     f"moved to {PROD}:waits:install"),
     ("cli_hosts", "admin1.example.com", "cli_hosts", "must be a list of minion ids"),
     ("firewall:backend", "ufw", "firewall:backend", "'ufw' is not one of"),
     ("firewall:enabled", "no", "firewall:enabled", "must be true or false"),
-    ("installer:install_timeout", 0, "installer:install_timeout", "seconds from 60 to 86400"),
-    ("installer:install_timeout", True, "installer:install_timeout", "seconds from 60 to 86400"),
-    ("installer:install_timeout", 10 ** 9, "installer:install_timeout", "from 60 to 86400"),
     # every source list: IPv4 addresses or networks; wider than a /8 (every address included)
     # only with its allow_wide_ key, which the error names beside it
     ("firewall:rest_sources", [], "firewall:rest_sources",
@@ -217,6 +240,13 @@ MISTAKES = [
     ("loadbalancer:bind", "any", "loadbalancer:bind", "is not an IPv4 address"),
     ("loadbalancer:ssl", True, "loadbalancer:ssl_cert", "required when loadbalancer:ssl is true"),
     ("loadbalancer:balance", "roundrobin", "loadbalancer:balance", "unknown key"),
+    ("loadbalancer:log", "/dev/log local0", "loadbalancer:log", "is not a syslog address"),
+    ("loadbalancer:log", "/etc/salt/master", "loadbalancer:log", "is not a syslog address"),
+    ("loadbalancer:log", "10.0.0.9:0", "loadbalancer:log", "is not a syslog address"),
+    ("loadbalancer:log", "10.0.0.9:514\n", "loadbalancer:log", "is not a syslog address"),
+    ("loadbalancer:log", "syslog.example.com", "loadbalancer:log", "is not a syslog address"),
+    ("loadbalancer:log_facility", "local8", "loadbalancer:log_facility",
+     "is not a syslog facility"),
     ("loadbalancer:sources", [], "loadbalancer:sources", "lets nobody reach the load balancer"),
     ("loadbalancer:sources", ["10.0.0.0/33"], "loadbalancer:sources:0", "is not an IPv4"),
     ("loadbalancer:sources", "0.0.0.0/0", "loadbalancer:sources", "must be a list of IPv4"),
@@ -255,6 +285,32 @@ def test_one_mistake_is_one_error_naming_its_full_key(path, value, key, fix):
                                    LB1 if key == "loadbalancer:ssl_cert" else MGR1)
     assert keys_of(errors) == [f"{PROD}:{key}"], errors
     assert fix in errors[0]
+
+
+@pytest.mark.parametrize("log, facility", [("", ""), ("/dev/log", "local0"),
+                                           ("/var/lib/haproxy/dev/log", "daemon"),
+                                           ("127.0.0.1", "local2"), ("10.0.0.9:5140", "")])
+def test_a_load_balancers_log_target_is_a_socket_or_an_address(log, facility):
+    pillar = with_change("loadbalancer:log_facility", facility,
+                         with_change("loadbalancer:log", log))
+    assert P.validate(pillar, LB1)[0] == []
+
+
+@pytest.mark.parametrize("key, value, fix", [
+    ("haproxy_user", "hap roxy", "must be letters, digits"),
+    ("haproxy_chroot", "var/lib/haproxy", "is not /var/lib/haproxy or a directory under it"),
+    # the formula writes HAProxy's server states into the chroot: by allow-list, as every path
+    ("haproxy_chroot", "/etc", "is not /var/lib/haproxy or a directory under it"),
+    ("haproxy_log", "/etc/passwd", "is not a syslog address"),
+    ("haproxy_log", "", "is not a syslog address"),
+    ("haproxy_log_facility", "local", "is not a syslog facility"),
+    ("haproxy_run_dir", "/run/../etc", "is not a plain absolute path, or ''"),
+])
+def test_the_load_balancer_hosts_platform_values_are_checked(key, value, fix):
+    pillar = example_pillar()
+    pillar.setdefault("lookup", {})[key] = value
+    errors, _ = P.validate(pillar, LB1)
+    assert keys_of(errors) == [f"cloudify_ha:lookup:{key}"] and fix in errors[0], errors
 
 
 def test_an_admin_password_equal_to_its_username_is_refused_without_showing_it():
@@ -318,6 +374,9 @@ def without_secrets(*paths):
     return pillar
 
 
+CHECK = "loadbalancer:check_password"
+
+
 MANAGER_ONLY = ("database:password", "database:postgres_password", "database:ca_key",
                 "database:client_key")
 
@@ -327,22 +386,61 @@ def test_a_host_that_is_no_manager_needs_none_of_the_managers_secrets(minion):
     assert P.validate(without_secrets(*MANAGER_ONLY), minion) == ([], [])
 
 
-@pytest.mark.parametrize("minion", [LB1, CLI1])
-def test_a_load_balancer_or_cli_host_needs_the_admin_password(minion):
-    errors, _ = P.validate(without_secrets("admin:password", *MANAGER_ONLY), minion)
+def test_a_cli_host_needs_the_admin_password_and_not_the_check_users():
+    errors, _ = P.validate(without_secrets("admin:password", CHECK, *MANAGER_ONLY), CLI1)
     assert keys_of(errors) == [f"{PROD}:admin:password"]
 
 
+def test_a_load_balancer_needs_the_check_users_password_and_never_the_admins():
+    assert P.validate(without_secrets("admin:password", *MANAGER_ONLY), LB1) == ([], [])
+    errors, _ = P.validate(without_secrets(CHECK, *MANAGER_ONLY), LB1)
+    assert errors == [f"{PROD}:{CHECK}: required secret is missing; set it in this minion's "
+                      "pillar (the health check's user, created by the orchestration; ideally "
+                      "from an encrypted source such as GPG pillar)"]
+
+
 def test_the_master_needs_no_secret_but_checks_one_it_holds():
-    assert P.validate(without_secrets("admin:password", *MANAGER_ONLY)) == ([], [])
+    assert P.validate(without_secrets("admin:password", CHECK, *MANAGER_ONLY)) == ([], [])
     errors, _ = P.validate(with_change("admin:password", 1234))
     assert keys_of(errors) == [f"{PROD}:admin:password"]
 
 
 def test_a_manager_needs_every_secret():
-    errors, _ = P.validate(without_secrets("admin:password", *MANAGER_ONLY), MGR1)
+    errors, _ = P.validate(without_secrets("admin:password", CHECK, *MANAGER_ONLY), MGR1)
     assert sorted(keys_of(errors)) == sorted(f"{PROD}:{k}" for k in ("admin:password",
-                                                                      *MANAGER_ONLY))
+                                                                      *MANAGER_ONLY, CHECK))
+
+
+def test_a_manager_of_a_cluster_without_a_load_balancer_needs_no_check_password():
+    pillar = with_change("loadbalancer", DROP)
+    assert P.validate(pillar, MGR1) == ([], [])
+
+
+@pytest.mark.parametrize("user, password, key, fix", [
+    ("cloudify ha", "check-pw-123", "check_user", "is not a Cloudify user name 4.6 takes"),
+    ("_check", "check-pw-123", "check_user", "starting with a letter"),
+    ("admin", "check-pw-123", "check_user", "is admin:username"),
+    ("haproxy", "short", "check_password", "must be 8 to 256 characters long"),
+    ("haproxy", "x" * 257, "check_password", "must be 8 to 256 characters long"),
+    ("haproxy", "HAProxy", "check_password", "must be 8 to 256"),
+    ("haproxyhaproxy", "HAProxyHAProxy", "check_password", "is the same as"),
+    ("haproxy", "CHANGE-ME-admin-password", "check_password", "is admin:password"),
+    ("haproxy", "p\u00e4ss-word-1", "check_password", "non-ASCII or control character"),
+    ("haproxy", "pass\nword-12", "check_password", "non-ASCII or control character"),
+    ("haproxy", 12345678, "check_password", "must be a string"),
+])
+def test_a_check_user_4_6_or_the_formula_would_refuse(user, password, key, fix):
+    pillar = with_change("loadbalancer:check_user", user,
+                         with_change("loadbalancer:check_password", password))
+    errors, _ = P.validate(pillar, MGR1)
+    assert keys_of(errors) == [f"{PROD}:loadbalancer:{key}"] and fix in errors[0], errors
+    assert not isinstance(password, str) or password not in errors[0]
+
+
+def test_the_check_password_is_a_secret_of_the_cluster_and_of_no_public_setting():
+    settings = P.plan(example_pillar())["clusters"]["prod"]
+    assert "CHANGE-ME-check-password" in P.secrets_in(settings)
+    assert "check_password" not in P.public(settings)["loadbalancer"]
 
 
 def test_the_settings_of_any_role_hold_no_secret():
@@ -433,7 +531,7 @@ def test_cluster_settings_defaults():
     assert settings == dict(copy.deepcopy(P.CLUSTER_DEFAULTS), name="c1")
     assert (settings["database"]["port"], settings["database"]["name"],
             settings["admin"]["username"], settings["admin"]["tenant"],
-            settings["installer"]["install_timeout"], settings["allow_database_reset"],
+            settings["waits"]["install"], settings["allow_database_reset"],
             settings["replace_stale"], settings["firewall"]["enabled"],
             settings["loadbalancer"]) == (5432, "cloudify_db", "admin", "default_tenant", 1800,
                                           False, False, True, None)

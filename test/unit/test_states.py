@@ -18,7 +18,7 @@ from formula_code import files_util, state_module
 STATES = state_module()
 UTILS = {"cloudify_ha_files.open_private": files_util().open_private}
 MUTATING = ("install", "join", "start_cluster", "remove_node", "use_profile", "update_profile",
-            "secure_profile", "set_profile_cluster", "remove_manager")
+            "secure_profile", "set_profile_cluster", "remove_manager", "create_check_user")
 
 MGR1, MGR2, MGR3 = ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr2", "10.0.0.12"), ("cfy-mgr3", "10.0.0.13")
 ACTIVE = {"name": "cfy-mgr1", "host": "10.0.0.11"}
@@ -334,9 +334,9 @@ def test_cluster_started_starts_with_explicit_name_and_address_then_checks():
 def test_cluster_started_fails_when_the_start_did_not_take(status, after, clock):
     fake = starting(node_state=Seq("installed", after), cluster_status=status)
     assert start_on_mgr1(fake) == ret("cfy-mgr1", False, "cfy-mgr1: cfy cluster start returned 0 "
-                                      "but the cluster is not initialized after 90s (node "
+                                      "but the cluster is not initialized after 120s (node "
                                       f"state: {after})")
-    assert clock.slept == pytest.approx(90)  # waited for, as through 4.6's restart
+    assert clock.slept == pytest.approx(120)  # waited for, as through 4.6's restart
 
 
 def test_cluster_started_waits_through_the_rest_restart_of_the_start(clock):
@@ -692,7 +692,7 @@ def test_joined_waits_for_a_rebooted_member(clock):
 
 def test_joined_gives_up_on_a_member_whose_services_stay_down(clock):
     fake = joining(node_state="down")
-    assert join_mgr2(fake, wait=45) == ret("cfy-mgr2", False, Mentions(
+    assert join_mgr2(fake, boot_wait=45) == ret("cfy-mgr2", False, Mentions(
         "cfy-mgr2: this manager is installed and clustered but its REST service does not answer",
         "systemctl status"))
     assert clock.slept == pytest.approx(45, abs=1)
@@ -707,12 +707,29 @@ def test_joined_member_that_comes_online(clock):
     fake.assert_nothing_mutated()
 
 
+def test_joined_member_found_through_a_failover_says_it_waited():
+    fake = joining(node_state="replica", active_node=dict(ACTIVE, waited=41),
+                   cluster_nodes=AFTER)
+    assert join_mgr2(fake) == ret("cfy-mgr2", True, Mentions(
+        "cfy-mgr2 is a member of the cluster", "active node 10.0.0.11, found after waiting 41s "
+        "for a failover"))
+    fake.assert_nothing_mutated()
+
+
+def test_joined_through_a_failover_says_it_waited():
+    fake = joining(active_node=dict(ACTIVE, waited=41))
+    result = join_mgr2(fake)
+    assert (result["result"], result["comment"]) == (True, Mentions(
+        "cfy-mgr2 joined the cluster (active node 10.0.0.11, found after waiting 41s for a "
+        "failover)"))
+
+
 def test_joined_member_that_stays_offline(clock):
     fake = joining(node_state="replica", cluster_nodes=Seq(BEFORE + [node(MGR2, "offline")]))
     assert join_mgr2(fake) == ret("cfy-mgr2", False, Mentions(
         "cfy-mgr2: a member of the cluster, but offline in the active node's view (10.0.0.11)",
         "8300/tcp, 8301/tcp+udp, 8500/tcp, 22000/tcp"))
-    assert clock.slept == pytest.approx(90, abs=1)  # the state's `wait`
+    assert clock.slept == pytest.approx(120, abs=1)  # the state's `wait`
     fake.assert_nothing_mutated()
 
 
@@ -917,6 +934,39 @@ def test_profile_updated_keeps_the_entries_that_fit_in_their_order_after_the_act
     assert update_prod_profile(fake)["result"] is True
     fake.set_profile_cluster.assert_called_once_with("prod", at(
         ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr3", "192.0.2.13"), ("cfy-mgr2", "10.0.0.12")))
+
+
+# after a failover: 4.6's cfy walks a profile in its order and stops at a 502 (a first node in
+# its boot window fails every command, cloudify-4.6.md section 0.4): the active node goes first
+FAILED_OVER = {"name": "cfy-mgr2", "host": "10.0.0.12", "waited": 37}
+MGR2_FIRST = at(("cfy-mgr2", "10.0.0.12"), ("cfy-mgr1", "10.0.0.11"), ("cfy-mgr3", "192.0.2.13"))
+
+
+def test_profile_updated_after_a_failover_would_put_the_new_active_node_first():
+    fake = profiling(active_node=FAILED_OVER)
+    assert update_prod_profile(fake, test=True) == ret(
+        "prod", None, "profile prod would be updated",
+        {"first": {"old": "cfy-mgr1", "new": "cfy-mgr2"}})
+    fake.assert_nothing_mutated()
+
+
+def test_profile_updated_after_a_failover_puts_the_new_active_node_first_then_is_a_no_op():
+    fake = profiling(active_node=FAILED_OVER, profile_cluster=Seq(EVERY, MGR2_FIRST))
+    assert update_prod_profile(fake) == ret("prod", True, "profile prod updated",
+                                            {"first": {"old": "cfy-mgr1", "new": "cfy-mgr2"}})
+    fake.set_profile_cluster.assert_called_once_with("prod", MGR2_FIRST)
+    again = profiling(active_node=FAILED_OVER, profile_cluster=MGR2_FIRST)
+    assert update_prod_profile(again) == ret(
+        "prod", True, "profile prod lists the cluster's 3 nodes, found after waiting 37s for a "
+                      "failover")
+    again.assert_nothing_mutated()
+
+
+def test_profile_updated_fails_when_the_active_node_is_still_not_first_after_the_update():
+    fake = profiling(active_node=FAILED_OVER)  # set_profile_cluster leaves EVERY as it was
+    result = update_prod_profile(fake)
+    assert result["result"] is False
+    assert "profile prod: lists" in result["comment"]
 
 
 def test_profile_updated_takes_each_address_from_pillar_never_from_the_rest_answer():
@@ -1298,3 +1348,64 @@ def test_a_dry_run_takes_no_run_lock():
             "lock", True, "test=True reads only: no lock taken")
     finally:
         os.close(fd)
+
+
+# ---- check_user_present / check_credentials_accepted ------------------------------------------
+GOOD_CHECK = {"username": "lbcheck", "role": "default", "tenants": 0, "groups": 0,
+              "active": True, "password_ok": True}
+ACTIVE_MGR1 = {"name": "cfy-mgr1", "host": "10.0.0.11"}
+
+
+def test_check_user_present_creates_a_missing_user_through_the_active_node_then_checks():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=Seq(None, GOOD_CHECK),
+                      create_check_user=True)
+    assert run(STATES.check_user_present, fake, name="lbcheck", cluster="prod") == ret(
+        "lbcheck", True, "the check user lbcheck created through 10.0.0.11 (role default)",
+        {"created": {"old": None, "new": "lbcheck", "role": "default"}})
+    assert fake.order == ["active_node", "check_user", "create_check_user", "check_user"]
+    fake.create_check_user.assert_called_once_with(active="10.0.0.11", cluster="prod")
+
+
+def test_check_user_present_is_a_no_op_for_a_user_that_fits():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=GOOD_CHECK, create_check_user=True)
+    result = run(STATES.check_user_present, fake, name="lbcheck", cluster="prod")
+    assert (result["result"], result["changes"]) == (True, {})
+    fake.create_check_user.assert_not_called()
+
+
+def test_check_user_present_test_mode_creates_nothing():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=None, create_check_user=True)
+    result = run(STATES.check_user_present, fake, test=True, name="lbcheck", cluster="prod")
+    assert (result["result"], result["changes"]) == (
+        None, {"created": {"old": None, "new": "lbcheck", "role": "default"}})
+    fake.create_check_user.assert_not_called()
+
+
+def test_check_user_present_fails_when_the_new_user_does_not_fit():
+    # created meanwhile by someone else, with more rights (the create answered 409: False)
+    fake = FakeModule(active_node=ACTIVE_MGR1,
+                      check_user=Seq(None, dict(GOOD_CHECK, role="sys_admin")),
+                      create_check_user=False)
+    result = run(STATES.check_user_present, fake, name="lbcheck", cluster="prod")
+    assert result == ret("lbcheck", False, Mentions(
+        "lbcheck: the active node accepted the new user but then answers",
+        "exists with role sys_admin"))
+
+
+def test_check_user_present_with_a_stale_password_refuses_and_changes_nothing():
+    fake = FakeModule(active_node=ACTIVE_MGR1, check_user=dict(GOOD_CHECK, password_ok=False),
+                      create_check_user=True)
+    result = run(STATES.check_user_present, fake, name="lbcheck", cluster="prod")
+    assert (result["result"], result["changes"]) == (False, {})
+    assert "does not accept loadbalancer:check_password" in result["comment"]
+    fake.create_check_user.assert_not_called()
+
+
+@pytest.mark.parametrize("test", [False, True])
+def test_check_credentials_accepted_refuses_a_password_the_managers_reject(test):
+    fake = FakeModule(check_credentials={"cfy-mgr1": "unauthorized",
+                                         "cfy-mgr2": "not_cluster_master"})
+    result = run(STATES.check_credentials_accepted, fake, test=test, name="lbcheck",
+                 cluster="prod")
+    assert (result["result"], result["changes"]) == (False, {})
+    assert result["comment"].startswith("cfy-mgr1 reject the check user lbcheck")

@@ -43,6 +43,12 @@ APPEND_EVERY = 0.3
 MINORITY_AFTER_SECONDS = 5.0  # inferred: 4.6's delay is in the private premium package
 HEARTBEAT_SECONDS = 15.0  # knob heartbeat_seconds
 OFFLINE_AFTER_SECONDS = 30.0  # knob offline_after_seconds
+# A failover (cloudify-4.6.md section 0.4): once elected, the new active node starts RabbitMQ
+# and the management worker before it answers as the active node; until then its REST service
+# answers as a replica's (not_cluster_master) and the cluster has no active node. Knob
+# failover_seconds, read at every request (a test may hold the window open); 30 s: inferred,
+# "tens of seconds" (the promotion is in the private premium package)
+FAILOVER_SECONDS = 30.0
 LEASE = 2.5  # minority_mode passive: a leader without a majority's acks this long steps down
 ELECTION_TIMEOUT = (1.5, 3.0)
 RPC_TIMEOUT = 0.4
@@ -54,6 +60,11 @@ def liveness():
     knob = knobs()
     return (float(knob.get("heartbeat_seconds", HEARTBEAT_SECONDS)),
             float(knob.get("offline_after_seconds", OFFLINE_AFTER_SECONDS)))
+
+
+def failover_seconds():
+    """How long an elected node takes to answer as the active node: the knob or 4.6's."""
+    return float(knobs().get("failover_seconds", FAILOVER_SECONDS) or 0)
 
 
 def active_minority():
@@ -289,13 +300,14 @@ class Agent:
         self.leader = None
         self.last_leader_contact = 0.0
         self.last_majority = 0.0
+        self.elected_at = None  # elected then: active failover_seconds later
         self.peers = {}  # name -> {"tcp_hb", "udp_hb", "rpc_ok", "checks", "initialized"}
         self.election_deadline = self._next_deadline()
         self.transfer_requested = False  # set-active: elect this node now, past the stickiness
         self.servers = []
         self.stopping = threading.Event()
         if len(self.state["members"]) == 1 and self.name in self.state["members"]:
-            self._become_leader()
+            self._become_leader(elected=False)
 
     # ---- facts -------------------------------------------------------------------------------
     @property
@@ -309,13 +321,21 @@ class Agent:
     def quorum(self):
         return len(self.members) // 2 + 1
 
-    def is_active(self):
+    def leads(self):
+        """The leader's role, held: elected (or alone), with a majority's acks or in active
+        minority mode. Whether it answers as the active node yet is is_active."""
         with self.lock:
             if self.role != "leader" or self.removed:
                 return False
             if len(self.members) == 1 or active_minority()[0]:
                 return True
             return time.monotonic() - self.last_majority < LEASE
+
+    def is_active(self):
+        """Leading, and done starting its services since its election (failover_seconds)."""
+        with self.lock:
+            return self.leads() and (self.elected_at is None or
+                                     time.monotonic() - self.elected_at >= failover_seconds())
 
     def leader_ip(self):
         with self.lock:
@@ -532,11 +552,18 @@ class Agent:
                 self.role = "follower"
                 self.election_deadline = self._next_deadline()
 
-    def _become_leader(self):
+    def _become_leader(self, elected=True):
+        """`elected`: by a vote (a failover, a set-active, a partition), not the node that
+        started the cluster or is its only member: it starts its services first."""
         self.role = "leader"
         self.leader = self.name
         self.last_majority = time.monotonic()
-        self.log(f"node {self.name} is now the active node (term {self.state['term']})")
+        self.elected_at = time.monotonic() if elected else None
+        if elected:
+            self.log(f"node {self.name} was elected (term {self.state['term']}): it starts its "
+                     f"services, then answers as the active node")
+        else:
+            self.log(f"node {self.name} is now the active node (term {self.state['term']})")
 
     def _step_down(self, term):
         if term > self.state["term"]:
@@ -598,7 +625,7 @@ class Agent:
             return {"granted": False, "term": term, "removed": True}
         recent_leader = (self.leader and self.leader != msg["candidate"]
                          and time.monotonic() - self.last_leader_contact < ELECTION_TIMEOUT[0])
-        if self.role == "leader" and self.is_active():
+        if self.role == "leader" and self.leads():
             recent_leader = True
         if msg.get("transfer"):
             recent_leader = False

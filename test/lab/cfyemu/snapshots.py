@@ -790,7 +790,7 @@ class Day2:
         tables = _run(["psql", db, "-XAtq", "-c", "SELECT tablename FROM pg_tables WHERE "
                        "schemaname = 'public';"], env).split()
         execution = self.execution(execution_id)
-        rows, _ = self.store.run("SELECT username, password FROM users WHERE id = 0")
+        rows, _ = self.store.run("SELECT username, password_hash FROM users WHERE id = 0")
         if not rows:
             raise RuntimeError("Illegal state - missing admin user in db")
         username, password = rows[0]
@@ -805,7 +805,8 @@ class Day2:
                       f"workflow_id, tenant, created_by, started_at) VALUES ('{execution_id}', "
                       f"'{execution['created_at']}', 't', 'started', 'restore_snapshot', "
                       f"'{DEFAULT_TENANT}', '{execution['created_by']}', now());\n")
-            out.write(f"\nUPDATE {SCHEMA}users SET username='{username}', password='{password}' "
+            out.write(f"\nUPDATE {SCHEMA}users SET username='{username}', "
+                      f"password_hash='{password}' "
                       "WHERE id=0;\n")
         _run(["psql", db, "-X", "--single-transaction", "-f", str(dump)], env)
         for name in ("stage", "composer"):
@@ -826,7 +827,8 @@ class Day2:
         """_restore_admin_user's post-restore command: every non-empty column of the
         snapshot's admin row but its id written over users.id 0."""
         admin_row = {k: v for k, v in admin_row.items() if k != "id" and v}
-        columns = [c for c in ("username", "password", "role", "api_token_key") if c in admin_row]
+        columns = [c for c in ("username", "password_hash", "role", "api_token_key")
+                   if c in admin_row]
         if not columns:
             return
         try:

@@ -1,5 +1,6 @@
-"""The manager's data in the external PostgreSQL: users, tenants, blueprints, and what 4.6's
-snapshots move (secrets, executions, snapshots, licenses: snapshots.py).
+"""The manager's data in the external PostgreSQL: users (a system role each, and their roles in
+tenants), tenants, blueprints, and what 4.6's snapshots move (secrets, executions, snapshots,
+licenses: snapshots.py).
 
 No connection is kept open: a non-join install on another manager must be able to drop the
 database (the data-loss trap), as it could when the real REST service's pool was idle.
@@ -15,11 +16,16 @@ from .common import DEFAULT_TENANT, db_connect
 
 # 4.6's names where a snapshot reads them (rest-service storage/management_models.py): the
 # bootstrap admin is users.id 0, whose row a restore replaces (snapshot_restore.py
-# _restore_admin_user); `password` is the emulator's own hash (store.hash_password)
+# _restore_admin_user); `password_hash` is the emulator's own hash (store.hash_password), the
+# column 4.6 names `password` and also fills with a hash
 SCHEMA = [
-    "CREATE TABLE users (id integer PRIMARY KEY, username text UNIQUE NOT NULL,"
-    " password text NOT NULL, role text NOT NULL, api_token_key text)",
-    "CREATE TABLE tenants (id integer PRIMARY KEY, name text UNIQUE NOT NULL)",
+    "CREATE TABLE users (id serial UNIQUE NOT NULL, username text PRIMARY KEY,"
+    " password_hash text NOT NULL, role text NOT NULL, active boolean NOT NULL DEFAULT true,"
+    " last_login_at text, api_token_key text)",
+    "CREATE TABLE tenants (name text PRIMARY KEY)",
+    # 4.6's users_tenants: a user's role in a tenant (storage/management_models.py UserTenantAssoc)
+    "CREATE TABLE user_tenants (username text NOT NULL, tenant text NOT NULL, role text NOT NULL,"
+    " PRIMARY KEY (username, tenant))",
     "CREATE TABLE blueprints (id text NOT NULL, tenant text NOT NULL, main_file_name text,"
     " created_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant, id))",
     "CREATE TABLE deployments (id text NOT NULL, tenant text NOT NULL, blueprint_id text,"
@@ -61,10 +67,15 @@ def create_schema(config, admin_username, admin_password):
     try:
         for stmt in SCHEMA:
             conn.run(stmt)
-        conn.run("INSERT INTO tenants (id, name) VALUES (0, :n)", n=DEFAULT_TENANT)
-        conn.run("INSERT INTO users (id, username, password, role, api_token_key)"
+        conn.run("INSERT INTO tenants (name) VALUES (:n)", n=DEFAULT_TENANT)
+        # 4.6's create_default_user_tenant_and_roles (storage/storage_utils.py): the bootstrap
+        # admin (users.id 0) gets the first role (sys_admin) and the role `user` in the default
+        # tenant
+        conn.run("INSERT INTO users (id, username, password_hash, role, api_token_key)"
                  " VALUES (0, :u, :p, 'sys_admin', :k)",
                  u=admin_username, p=hash_password(admin_password), k=os.urandom(16).hex())
+        conn.run("INSERT INTO user_tenants (username, tenant, role) VALUES (:u, :t, 'user')",
+                 u=admin_username, t=DEFAULT_TENANT)
     finally:
         conn.close()
 
@@ -95,18 +106,67 @@ class Store:
             return False
 
     def authenticate(self, username, password):
-        """The user's role, or None. A good answer is remembered for 5 s (one DB trip per burst)."""
+        """(the user, or None when there is none, and whether the password is its own). The user
+        is {"username", "role", "active", "tenants": {tenant: role}}. A good answer is
+        remembered for 5 s (one DB trip per burst)."""
         key = (username, hashlib.sha256(password.encode()).hexdigest())
         with self._lock:
             hit = self._auth_cache.get(key)
             if hit and hit[1] > time.monotonic():
-                return hit[0]
-        rows, _ = self._run("SELECT password, role FROM users WHERE username = :u", u=username)
-        if not rows or not verify_password(password, rows[0][0]):
-            return None
+                return hit[0], True
+        user = self.user(username, with_hash=True)
+        if user is None:
+            return None, False
+        if not verify_password(password, user.pop("password_hash")):
+            return user, False
         with self._lock:
-            self._auth_cache[key] = (rows[0][1], time.monotonic() + 5)
-        return rows[0][1]
+            self._auth_cache[key] = (user, time.monotonic() + 5)
+        return user, True
+
+    def user(self, username, with_hash=False):
+        """A user as authorization reads it, or None."""
+        rows, _ = self._run("SELECT username, role, active, last_login_at, password_hash FROM users"
+                            " WHERE username = :u", u=username)
+        if not rows:
+            return None
+        tenants, _ = self._run("SELECT tenant, role FROM user_tenants WHERE username = :u",
+                               u=username)
+        user = {"username": rows[0][0], "role": rows[0][1], "active": rows[0][2],
+                "last_login_at": rows[0][3], "tenants": {t: r for t, r in tenants}}
+        if with_hash:
+            user["password_hash"] = rows[0][4]
+        return user
+
+    def tenant_exists(self, name):
+        rows, _ = self._run("SELECT 1 FROM tenants WHERE name = :n", n=name)
+        return bool(rows)
+
+    def create_user(self, username, password, role):
+        """False when a user of that name exists."""
+        rows, _ = self._run("INSERT INTO users (username, password_hash, role) VALUES (:u, :p, :r)"
+                            " ON CONFLICT (username) DO NOTHING RETURNING username",
+                            u=username, p=hash_password(password), r=role)
+        return bool(rows)
+
+    def update_user(self, username, password=None, role=None):
+        """False when there is no such user."""
+        if password is not None:
+            rows, _ = self._run("UPDATE users SET password_hash = :p WHERE username = :u "
+                                "RETURNING username", u=username, p=hash_password(password))
+        else:
+            rows, _ = self._run("UPDATE users SET role = :r WHERE username = :u RETURNING username",
+                                u=username, r=role)
+        with self._lock:
+            self._auth_cache = {k: v for k, v in self._auth_cache.items() if k[0] != username}
+        return bool(rows)
+
+    def delete_user(self, username):
+        """False when there is no such user."""
+        self._run("DELETE FROM user_tenants WHERE username = :u", u=username)
+        rows, _ = self._run("DELETE FROM users WHERE username = :u RETURNING username", u=username)
+        with self._lock:
+            self._auth_cache = {k: v for k, v in self._auth_cache.items() if k[0] != username}
+        return bool(rows)
 
     def blueprints(self, tenant):
         rows, _ = self._run("SELECT id, main_file_name, created_at FROM blueprints WHERE tenant = :t"
