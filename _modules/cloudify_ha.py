@@ -188,18 +188,26 @@ def _cert_paths(settings):
     return paths
 
 
-def _endpoint(settings, host):
+def _rest_ca(settings):
+    """The REST CA file (REST SSL with rest:ca_cert), written from pillar; None otherwise."""
     rest = settings["rest"]
-    ca_path = None
-    if rest.get("ssl") and rest.get("ca_cert"):
-        ca_path = _cert_paths(settings)["rest_ca"]
+    if not (rest.get("ssl") and rest.get("ca_cert")):
+        return None
+    path = os.path.join(CERT_DIR, settings["name"], "rest-ca.pem")
+    _write_private(path, rest["ca_cert"], 0o644)
+    return path
+
+
+def _endpoint(settings, host):
     return _rest().Endpoint(host, settings["admin"]["username"], settings["admin"]["password"],
-                               settings["admin"]["tenant"], rest.get("ssl"), ca_path)
+                               settings["admin"]["tenant"], settings["rest"].get("ssl"),
+                               _rest_ca(settings))
 
 
-def _call(settings, host, method, path, body=None, timeout=None, retries=None, absent=None):
+def _call(settings, host, method, path, body=None, timeout=None, retries=None, absent=None,
+          conflict=None):
     """A REST call; RestError/Unreachable become CommandExecutionError (scrubbed). With
-    ``absent``, a 404 answers that value instead."""
+    ``absent``, a 404 answers that value instead; with ``conflict``, a 409."""
     rest = _rest()
     try:
         return rest.request(_endpoint(settings, host), method, path, body=body,
@@ -207,6 +215,8 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
     except rest.RestError as exc:
         if absent is not None and exc.status == 404:
             return absent
+        if conflict is not None and exc.status == 409:
+            return conflict
         if exc.status == 401:
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
@@ -1415,16 +1425,6 @@ def _check_settings(settings):
     return lb["check_user"], lb["check_password"]
 
 
-def _rest_ca(settings):
-    """The REST CA file (REST SSL with rest:ca_cert), written from pillar; None otherwise."""
-    rest = settings["rest"]
-    if not (rest.get("ssl") and rest.get("ca_cert")):
-        return None
-    path = os.path.join(CERT_DIR, settings["name"], "rest-ca.pem")
-    _write_private(path, rest["ca_cert"], 0o644)
-    return path
-
-
 def _check_endpoint(settings, host):
     """A manager as the health check reaches it: the check user, no Tenant header (it is in no
     tenant: 4.6 authorizes its system role alone), as HAProxy's check sends it."""
@@ -1482,18 +1482,9 @@ def create_check_user(active=None, cluster=None):
     settings, _ = _settings(cluster, need_manager=False)
     user, password = _check_settings(settings)
     host = _active_host(settings, active)
-    rest = _rest()
-    try:
-        rest.request(_endpoint(settings, host), "PUT", "/users",
-                     body={"username": user, "password": password, "role": CHECK_ROLE})
-    except rest.RestError as exc:
-        if exc.status == 409:
-            return False
-        raise CommandExecutionError(_scrub(f"PUT /users on {host} failed: {exc}",
-                                           settings)) from None
-    except rest.Unreachable as exc:
-        raise CommandExecutionError(f"PUT /users: nothing answered at {host} ({exc})") from None
-    return True
+    answer = _call(settings, host, "PUT", "/users", conflict=False,
+                   body={"username": user, "password": password, "role": CHECK_ROLE})
+    return answer is not False
 
 
 def check_credentials(cluster=None, timeout=3):

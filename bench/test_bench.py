@@ -25,6 +25,7 @@ import json
 import os
 import re
 import resource
+import secrets
 import signal
 import statistics
 import subprocess
@@ -647,7 +648,9 @@ def test_day2(lab, emulator, salt_cli, salt_run_cli, pillar_dir, quick, report, 
     names = ["mgr1", "mgr2", "mgr3"]
     pillar["clusters"]["lab"]["managers"] = managers_pillar(lab, names)
     pillar["clusters"]["lab"]["loadbalancer"] = {
-        "minion_ids": ["lb"], "port": 80, "inter": "500ms", "fall": 2, "rise": 1}
+        "minion_ids": ["lb"], "port": 80, "inter": "500ms", "fall": 2, "rise": 1,
+        # the health check's own user (never the admin), which a load balancer now needs
+        "check_password": "Check-" + secrets.token_hex(6)}
     rejoins, to_online, failovers, joins, parts = [], [], [], [], []
     # built with the reactor paused: the reset's start events queue no rejoin run that the
     # first measured rejoin would wait behind (the runner runs one at a time)

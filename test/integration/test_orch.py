@@ -13,10 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab.formula import (OrchRun, active_profile, blueprint_ids, demo_hints, encodings,
-                         files_containing, http_get, jobs_published, leaky_logs, member_state,
-                         minion_pillar, nodes, orch, profile_entries, shadow_pillar, sizes,
-                         upload_blueprint)
+from lab.formula import (OrchRun, active_profile, blueprint_ids, cluster_healthy, demo_hints,
+                         encodings, files_containing, http_get, jobs_published, leaky_logs,
+                         member_state, minion_pillar, nodes, orch, profile_entries,
+                         shadow_pillar, sizes, upload_blueprint)
 from lab.hosts import reach
 from lab.proc import wait_until
 
@@ -30,12 +30,7 @@ STEPS = ["cloudify_ha-orch-validate", "cloudify_ha-orch-sync", "cloudify_ha-orch
 
 
 def healthy(lab):
-    try:
-        listed = nodes(lab["mgr2"])
-    except AssertionError:
-        return False
-    return sorted(listed) == list(MANAGERS) and all(n["state"] in ("leader", "replica")
-                                                   for n in listed.values())
+    return cluster_healthy(lab, MANAGERS)
 
 
 @pytest.fixture

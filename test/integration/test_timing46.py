@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from lab.formula import OrchRun, member_state, nodes, orch, profile_entries
+from lab.formula import OrchRun, cluster_healthy, member_state, nodes, orch, profile_entries
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
@@ -26,12 +26,7 @@ AT_46 = {"heartbeat_seconds": 15, "offline_after_seconds": 30, "failover_seconds
 
 
 def _healthy(lab):
-    try:
-        listed = nodes(lab["mgr2"])
-    except AssertionError:
-        return False
-    return sorted(listed) == list(MANAGERS) and all(n["state"] in ("leader", "replica")
-                                                   for n in listed.values())
+    return cluster_healthy(lab, MANAGERS)
 
 
 @pytest.fixture(scope="module")

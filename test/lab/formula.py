@@ -92,6 +92,17 @@ def nodes(host, credentials=None):
     return {row[0]: dict(zip(header, row)) for row in body}
 
 
+def cluster_healthy(lab, managers=("mgr1", "mgr2", "mgr3")):
+    """The lab's cluster lists exactly `managers`, each the leader or a replica (asked on mgr2;
+    False while it does not answer)."""
+    try:
+        listed = nodes(lab["mgr2"])
+    except AssertionError:
+        return False
+    return sorted(listed) == sorted(managers) and all(n["state"] in ("leader", "replica")
+                                                      for n in listed.values())
+
+
 def member_state(lab, name, via="mgr2"):
     """`name`'s state in `cfy cluster nodes list`, asked on `via` first, then on mgr3, mgr2,
     mgr1 (a host whose profile cannot reach the active node fails); None when none answers."""
