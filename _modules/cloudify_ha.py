@@ -62,6 +62,9 @@ GATEWAY_ERRORS = (502, 503, 504)
 MAINTENANCE_ERRORS = ("maintenance_mode_active", "entering_maintenance_mode")
 MAINTENANCE_STATES = ("activated", "activating", "deactivated")
 LEAVE_MAINTENANCE = "cfy maintenance-mode deactivate"
+# 4.6 premium's license check (a before_request hook: cloudify-premium, inferred from
+# cloudify-manager 4.6 tests/integration_tests/tests/agentless_tests/test_license.py)
+LICENSE_ERRORS = ("missing_cloudify_license", "expired_cloudify_license")
 CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
@@ -205,11 +208,14 @@ def _endpoint(settings, host):
 
 
 def _call(settings, host, method, path, body=None, timeout=None, retries=None, absent=None,
-          conflict=None):
+          conflict=None, data=None):
     """A REST call; RestError/Unreachable become CommandExecutionError (scrubbed). With
     ``absent``, a 404 answers that value instead; with ``conflict``, a 409."""
     rest = _rest()
     try:
+        if data is not None:
+            return rest.request(_endpoint(settings, host), method, path, timeout=timeout,
+                                retries=retries, data=data)
         return rest.request(_endpoint(settings, host), method, path, body=body,
                                timeout=timeout, retries=retries)
     except rest.RestError as exc:
@@ -221,6 +227,13 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:username/password") from None
+        if exc.status == 400 and exc.error_code in LICENSE_ERRORS:
+            raise CommandExecutionError(
+                f"the manager at {host} refused {method} {path} for want of a license "
+                f"({exc.error_code}): 4.6 answers only status, version, license, tokens, "
+                "config, cluster and tenants until one is uploaded. Put the license file's text "
+                f"in cloudify_ha:clusters:{settings['name']}:license and re-run (or `cfy "
+                "license upload <file>` on the active node); nothing was changed") from None
         if exc.status == 503 and exc.error_code in MAINTENANCE_ERRORS:
             raise CommandExecutionError(
                 f"the manager at {host} is in maintenance mode: {method} {path} answered 503 "
@@ -1508,6 +1521,92 @@ def check_credentials(cluster=None, timeout=3):
     with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
         answers = pool.map(lambda e: _probe_status(rest, e, timeout), endpoints.values())
     return dict(zip(endpoints, answers))
+
+
+# ---- the license (4.6 premium) --------------------------------------------------------------
+def _license_text(settings):
+    text = settings.get("license")
+    if not isinstance(text, str) or not text:
+        raise SaltInvocationError(
+            f"cluster '{settings['name']}' has no license in this minion's pillar "
+            f"(cloudify_ha:clusters:{settings['name']}:license)")
+    return text
+
+
+def license_info(active=None, cluster=None):
+    """
+    The license the cluster's active node holds, as 4.6's ``GET /license`` answers it
+    (customer_id, expiration_date, license_edition, trial, cloudify_version, capabilities,
+    normalised as ``license_wanted``, and expired), ``{}`` when it holds none, or None when the manager has no license endpoint
+    (4.5.5 has no license). Never the signature.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.license_info
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    host = _active_host(settings, active)
+    answer = _call(settings, host, "GET", "/license", absent=False)
+    if answer is False:
+        return None
+    items = answer.get("items") if isinstance(answer, dict) else None
+    if not items or not isinstance(items[0], dict):
+        return {}
+    return _license_view(items[0])
+
+
+def _license_view(answer):
+    """A license as the REST service answers it, normalised as ``license_wanted`` (the
+    expiration as a date, the version a string) and whether it ``expired``."""
+    try:
+        view = _pillar_util().license_summary(answer)
+    except ValueError as exc:
+        raise CommandExecutionError(f"the manager answered a license the formula cannot read: "
+                                    f"{exc}") from None
+    return dict(view, expired=bool(answer.get("expired")))
+
+
+def license_wanted(cluster=None):
+    """
+    The fields of the pillar's license (``cloudify_ha:clusters:<name>:license``), normalised as
+    the state compares them with ``license_info``: never the text nor its signature.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.license_wanted
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    util = _pillar_util()
+    try:
+        fields, _sig = util.license_document(_license_text(settings))
+        return util.license_summary(fields)
+    except ValueError as exc:
+        raise SaltInvocationError(f"cloudify_ha:clusters:{settings['name']}:license: {exc}") \
+            from None
+
+
+def upload_license(active=None, cluster=None):
+    """
+    Upload the pillar's license to the cluster's active node: ``PUT /license`` with the file's
+    bytes, as 4.6's ``cfy license upload`` sends them (no file, no command line). The manager's
+    answer without the signature. The state ``cloudify_ha.license_present`` decides when.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.upload_license
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    license_wanted(cluster=settings["name"])  # refused here when the pillar's is no license
+    host = _active_host(settings, active)
+    answer = _call(settings, host, "PUT", "/license",
+                   data=_license_text(settings).encode("utf-8"))
+    return _license_view(answer) if isinstance(answer, dict) else {}
 
 
 # ---- snapshots (issue 34: a backup's first step, on the active node) ------------------------

@@ -91,6 +91,16 @@ def test_build_from_empty(lab, emulator, salt_cli, salt_run_cli, event_listener)
                              ).stdout.strip() == "600"
     assert profile_entries(lab["cli"], "lab") == every
 
+    # the pillar's license, uploaded once through the active node (never on a command line):
+    # the real cfy reads it back from every manager (one database)
+    leader_states = run.minion_states("cloudify_ha-orch-lab-leader-mgr1")["mgr1"]
+    uploaded = next(v for k, v in leader_states.items() if "cloudify_ha-cluster-license" in k)
+    assert uploaded["changes"]["license"]["new"]["customer_id"] == "CloudifyLab", uploaded
+    assert "signature" not in repr(uploaded) and "BEGIN" not in repr(uploaded), uploaded
+    for name in MANAGERS:
+        listed = lab[name].run(["cfy", "license", "list", "--json"]).stdout
+        assert '"customer_id": "CloudifyLab"' in listed, (name, listed)
+
     # exactly one non-join install (the leader's) and one join per follower
     installs = {m: [e for e in emulator.audit(m) if e["kind"] == "cli" and e["prog"] == "cfy_manager"]
                 for m in MANAGERS}
@@ -478,7 +488,6 @@ def test_maintenance_mode_stops_every_orchestration_and_shows_in_status(built_cl
     nothing."""
     lab = built_cluster
     leader = _leader(lab)
-    emulator.ensure_license(leader)  # 4.6 serves /maintenance only with a license
     activated = lab[leader].run(["cfy", "maintenance-mode", "activate"], check=False)
     assert activated.returncode == 0, activated
     expected = (f"cluster lab: {leader} ({lab[leader].ip}) is in maintenance mode (activated)",
@@ -530,7 +539,6 @@ def test_a_snapshot_through_salt_on_the_active_node(built_cluster, emulator, sal
     4.6's refusal comes back and maintenance mode is not left on."""
     lab = built_cluster
     leader = _leader(lab)
-    emulator.ensure_license(leader)  # 4.6 serves /snapshots only with a license
     emulator.clear_audit()
     ret = salt_cli.run("cloudify_ha.snapshot", "timeout=120", "poll=1", minion_tgt=leader)
     assert ret.returncode == 0, ret

@@ -1785,3 +1785,72 @@ def test_a_snapshot_that_cannot_read_maintenance_mode_says_so(salt, host, snapsh
         "status'")
     assert [a[:2] for a in fake.argv] == [["maintenance-mode", "activate"],
                                           ["maintenance-mode", "deactivate"]]
+
+
+# ---- the license -------------------------------------------------------------------------------
+LICENSE_TEXT = example_pillar()["clusters"]["prod"]["license"]
+LICENSE_ANSWER = {"customer_id": "CHANGE-ME", "expiration_date": "2030-12-31T00:00:00.000Z",
+                  "license_edition": "Spire", "trial": False, "cloudify_version": "4.6",
+                  "capabilities": None, "expired": False}
+LICENSE_VIEW = {"customer_id": "CHANGE-ME", "expiration_date": "2030-12-31",
+                "license_edition": "Spire", "trial": False, "cloudify_version": "4.6",
+                "capabilities": None, "expired": False}
+
+
+@pytest.mark.parametrize("answer, view", [
+    ({"items": [LICENSE_ANSWER], "metadata": {}}, LICENSE_VIEW),
+    ({"items": [], "metadata": {}}, {}),
+    # 4.5.5: no such endpoint
+    (REST.RestError(404, "not_found", "Not Found"), None)])
+def test_license_info_as_the_active_node_answers_it(answer, view):
+    calls = []
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        calls.append((endpoint.host, endpoint.username, method, path))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with patch.object(REST, "request", request):
+        assert MODULE.license_info(active="10.0.0.11") == view
+    assert calls == [("10.0.0.11", "admin", "GET", "/license")]
+
+
+def test_license_wanted_is_the_pillars_license_without_its_text():
+    assert MODULE.license_wanted() == {k: v for k, v in LICENSE_VIEW.items() if k != "expired"}
+
+
+def test_upload_license_puts_the_files_bytes_as_4_6s_cli_does():
+    seen = []
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None, data=None):
+        seen.append((endpoint.host, method, path, body, data))
+        return LICENSE_ANSWER
+
+    with patch.object(REST, "request", request):
+        assert MODULE.upload_license(active="10.0.0.11") == LICENSE_VIEW
+    assert seen == [("10.0.0.11", "PUT", "/license", None, LICENSE_TEXT.encode())]
+
+
+def test_a_license_that_is_no_license_is_refused_before_anything_is_sent(pillar):
+    pillar["clusters"]["prod"]["license"] = "license: {}\n"
+    with patch.object(REST, "request", MagicMock(side_effect=AssertionError("sent"))):
+        with pytest.raises(SaltInvocationError, match=r"^cloudify_ha:clusters:prod:license: has "
+                                                      r"no binary `signature`"):
+            MODULE.upload_license(active="10.0.0.11")
+    del pillar["clusters"]["prod"]["license"]
+    with pytest.raises(SaltInvocationError, match="has no license in this minion's pillar"):
+        MODULE.license_wanted()
+
+
+@pytest.mark.parametrize("code", ["missing_cloudify_license", "expired_cloudify_license"])
+def test_an_unlicensed_manager_refusing_a_call_names_the_license_key(code):
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        raise REST.RestError(400, code, "no license")
+
+    with patch.object(REST, "request", request):
+        with pytest.raises(CommandExecutionError) as err:
+            MODULE.create_check_user(active="10.0.0.11")
+    assert f"refused PUT /users for want of a license ({code})" in str(err.value)
+    assert "cloudify_ha:clusters:prod:license" in str(err.value)
+    assert CHECK_PW not in str(err.value)
