@@ -18,7 +18,9 @@ import datetime
 import hashlib
 import inspect
 import ipaddress
+import json
 import logging
+import math
 import os
 import re
 import socket
@@ -27,6 +29,7 @@ import struct
 import tempfile
 import time
 import types
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import salt.utils.files
@@ -59,6 +62,9 @@ GATEWAY_ERRORS = (502, 503, 504)
 MAINTENANCE_ERRORS = ("maintenance_mode_active", "entering_maintenance_mode")
 MAINTENANCE_STATES = ("activated", "activating", "deactivated")
 LEAVE_MAINTENANCE = "cfy maintenance-mode deactivate"
+# 4.6 premium's license check (a before_request hook: cloudify-premium, inferred from
+# cloudify-manager 4.6 tests/integration_tests/tests/agentless_tests/test_license.py)
+LICENSE_ERRORS = ("missing_cloudify_license", "expired_cloudify_license")
 CLI_LOG = os.path.join(os.path.expanduser("~root"), ".cloudify", "logs", "cli.log")
 LOCAL_PROFILE = "localhost"
 PROFILE_TAG = "!CloudifyProfileContext"
@@ -202,11 +208,14 @@ def _endpoint(settings, host):
 
 
 def _call(settings, host, method, path, body=None, timeout=None, retries=None, absent=None,
-          conflict=None):
+          conflict=None, data=None):
     """A REST call; RestError/Unreachable become CommandExecutionError (scrubbed). With
     ``absent``, a 404 answers that value instead; with ``conflict``, a 409."""
     rest = _rest()
     try:
+        if data is not None:
+            return rest.request(_endpoint(settings, host), method, path, timeout=timeout,
+                                retries=retries, data=data)
         return rest.request(_endpoint(settings, host), method, path, body=body,
                                timeout=timeout, retries=retries)
     except rest.RestError as exc:
@@ -218,6 +227,13 @@ def _call(settings, host, method, path, body=None, timeout=None, retries=None, a
             raise CommandExecutionError(
                 f"the manager at {host} rejected the admin credentials (401): check "
                 f"cloudify_ha:clusters:{settings['name']}:admin:username/password") from None
+        if exc.status == 400 and exc.error_code in LICENSE_ERRORS:
+            raise CommandExecutionError(
+                f"the manager at {host} refused {method} {path} for want of a license "
+                f"({exc.error_code}): 4.6 answers only status, version, license, tokens, "
+                "config, cluster and tenants until one is uploaded. Put the license file's text "
+                f"in cloudify_ha:clusters:{settings['name']}:license and re-run (or `cfy "
+                "license upload <file>` on the active node); nothing was changed") from None
         if exc.status == 503 and exc.error_code in MAINTENANCE_ERRORS:
             raise CommandExecutionError(
                 f"the manager at {host} is in maintenance mode: {method} {path} answered 503 "
@@ -1505,6 +1521,264 @@ def check_credentials(cluster=None, timeout=3):
     with ThreadPoolExecutor(max_workers=min(16, len(endpoints))) as pool:
         answers = pool.map(lambda e: _probe_status(rest, e, timeout), endpoints.values())
     return dict(zip(endpoints, answers))
+
+
+# ---- the license (4.6 premium) --------------------------------------------------------------
+def _license_text(settings):
+    text = settings.get("license")
+    if not isinstance(text, str) or not text:
+        raise SaltInvocationError(
+            f"cluster '{settings['name']}' has no license in this minion's pillar "
+            f"(cloudify_ha:clusters:{settings['name']}:license)")
+    return text
+
+
+def license_info(active=None, cluster=None):
+    """
+    The license the cluster's active node holds, as 4.6's ``GET /license`` answers it
+    (customer_id, expiration_date, license_edition, trial, cloudify_version, capabilities,
+    normalised as ``license_wanted``, and expired), ``{}`` when it holds none, or None when the manager has no license endpoint
+    (4.5.5 has no license). Never the signature.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.license_info
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    host = _active_host(settings, active)
+    answer = _call(settings, host, "GET", "/license", absent=False)
+    if answer is False:
+        return None
+    items = answer.get("items") if isinstance(answer, dict) else None
+    if not items or not isinstance(items[0], dict):
+        return {}
+    return _license_view(items[0])
+
+
+def _license_view(answer):
+    """A license as the REST service answers it, normalised as ``license_wanted`` (the
+    expiration as a date, the version a string) and whether it ``expired``."""
+    try:
+        view = _pillar_util().license_summary(answer)
+    except ValueError as exc:
+        raise CommandExecutionError(f"the manager answered a license the formula cannot read: "
+                                    f"{exc}") from None
+    return dict(view, expired=bool(answer.get("expired")))
+
+
+def license_wanted(cluster=None):
+    """
+    The fields of the pillar's license (``cloudify_ha:clusters:<name>:license``), normalised as
+    the state compares them with ``license_info``: never the text nor its signature.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.license_wanted
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    util = _pillar_util()
+    try:
+        fields, _sig = util.license_document(_license_text(settings))
+        return util.license_summary(fields)
+    except ValueError as exc:
+        raise SaltInvocationError(f"cloudify_ha:clusters:{settings['name']}:license: {exc}") \
+            from None
+
+
+def upload_license(active=None, cluster=None):
+    """
+    Upload the pillar's license to the cluster's active node: ``PUT /license`` with the file's
+    bytes, as 4.6's ``cfy license upload`` sends them (no file, no command line). The manager's
+    answer without the signature. The state ``cloudify_ha.license_present`` decides when.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.upload_license
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    license_wanted(cluster=settings["name"])  # refused here when the pillar's is no license
+    host = _active_host(settings, active)
+    answer = _call(settings, host, "PUT", "/license",
+                   data=_license_text(settings).encode("utf-8"))
+    return _license_view(answer) if isinstance(answer, dict) else {}
+
+
+# ---- snapshots (issue 34: a backup's first step, on the active node) ------------------------
+SNAPSHOT_QUIESCE = ("maintenance", "executions", "none")
+# cloudify/models_states.py (4.6): ExecutionState.ACTIVE_STATES, what blocks a snapshot
+# (resource_manager.py _check_for_any_active_executions)
+ACTIVE_EXECUTION_STATES = ("pending", "started", "cancelling", "force_cancelling",
+                           "kill_cancelling")
+
+
+def _seconds(value, key):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = 0
+    if not number > 0:
+        raise SaltInvocationError(f"{key}: {value!r} is not a positive number of seconds")
+    return number
+
+
+def _cfy_json(args, settings):
+    result = _cfy([*args, "--json"], settings)
+    try:
+        return json.loads(result["stdout"])
+    except ValueError:
+        raise CommandExecutionError(f"cfy {' '.join(args[:2])} --json printed no JSON: "
+                                    f"{_tail(result['stdout'], 3)}") from None
+
+
+def _wait_for(probe, deadline, poll):
+    """probe() until it returns a truthy value or the deadline passes; its last answer."""
+    while True:
+        answer = probe()
+        if answer or time.monotonic() >= deadline:
+            return answer
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic())))
+
+
+def _running_executions(settings):
+    listed = _cfy_json(["executions", "list", "--include-system-workflows", "--all-tenants"],
+                       settings)
+    return [e.get("id") for e in listed if e.get("status") in ACTIVE_EXECUTION_STATES]
+
+
+def _snapshot_state(settings, snapshot_id):
+    listed = _cfy_json(["snapshots", "list"], settings)
+    return next((s for s in listed if s.get("id") == snapshot_id), None)
+
+
+def _leave_maintenance(settings):
+    """`cfy maintenance-mode deactivate`; None once the mode is off, else what to tell."""
+    try:
+        _cfy(["maintenance-mode", "deactivate"], settings)
+    except CommandExecutionError as exc:
+        status = maintenance_mode(settings["name"])["status"]
+        if status is None:  # no answer (4.6 without a license answers /maintenance with 400)
+            return (f"{exc}; whether maintenance mode is off could not be read: check with "
+                    "'cfy maintenance-mode status'")
+        if status != "deactivated":
+            return f"maintenance mode is still on ({exc}): run '{LEAVE_MAINTENANCE}'"
+    return None
+
+
+def verify_archive(path, version):
+    """
+    Check a snapshot archive on this minion: a zip whose every member reads back with its
+    CRC, and whose ``metadata.json`` names ``version`` as its ``snapshot_version`` (4.6's
+    snapshot_create.py _dump_metadata). Returns ``{"path", "size", "version"}``; raises
+    CommandExecutionError saying what is wrong. Reads a member at a time, never the whole
+    archive.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.verify_archive /opt/manager/resources/snapshots/s1/s1.zip 4.6
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            if bad is not None:
+                raise CommandExecutionError(f"{path}: member {bad} is corrupt (CRC mismatch)")
+            metadata = json.loads(archive.read("metadata.json"))
+    except (OSError, zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise CommandExecutionError(f"{path} is not a Cloudify snapshot archive: {exc}") from None
+    found = str(metadata.get("snapshot_version") if isinstance(metadata, dict) else None)
+    if found != str(version):
+        raise CommandExecutionError(f"{path}: metadata.json says snapshot_version {found}, "
+                                    f"the cluster runs {version}")
+    return {"path": path, "size": os.path.getsize(path), "version": found}
+
+
+def snapshot(quiesce="maintenance", timeout=3600, poll=5, cluster=None):
+    """
+    Take a snapshot of the cluster on its ACTIVE node, which this minion must be: quiesce as
+    asked (``maintenance``: ``cfy maintenance-mode activate --wait`` within the timeout, which
+    waits for running executions; ``executions``: wait until none runs; ``none``), then
+    ``cfy snapshots create <cluster>-<UTC time>``, poll ``cfy snapshots list`` until it is
+    ``created`` or ``failed`` (4.6 refuses a create while any execution runs), and leave
+    maintenance mode again whatever happened, when this call turned it on (a mode that was on
+    before is left as found). Then the archive the active node keeps is verified
+    (``verify_archive``, against the version the manager answers on ``GET /version``).
+    ``timeout`` bounds the whole wait, in seconds; ``poll`` is the interval between reads.
+
+    Returns ``{"id", "status", "path", "size", "version", "quiesce", "maintenance"}``; any
+    failure raises CommandExecutionError saying what happened and whether maintenance mode
+    was left. Credentials reach ``cfy`` through its environment, never argv.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.snapshot quiesce=maintenance timeout=3600
+    """
+    if quiesce not in SNAPSHOT_QUIESCE:
+        raise SaltInvocationError(f"quiesce: {quiesce!r} is none of "
+                                  f"{', '.join(SNAPSHOT_QUIESCE)}")
+    timeout, poll = _seconds(timeout, "timeout"), _seconds(poll, "poll")
+    settings, manager = _settings(cluster)
+    name = settings["name"]
+    active = active_node(cluster=name)["host"]
+    if active != manager["private_ip"]:
+        raise CommandExecutionError(
+            f"cluster {name}: {manager['name']} ({manager['private_ip']}) is not the active "
+            f"node ({active} is): take the snapshot there")
+    deadline = time.monotonic() + timeout
+    snapshot_id = f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
+    before = maintenance_mode(name)["status"]
+    ours = quiesce == "maintenance" and before == "deactivated"
+    out = {"id": snapshot_id, "quiesce": quiesce,
+           "maintenance": "turned on and off" if ours else f"{before or 'unknown'}, left as found"}
+    failure = None
+    try:
+        if ours:
+            left = max(1, math.ceil(deadline - time.monotonic()))
+            _cfy(["maintenance-mode", "activate", "--wait", "--timeout", str(left)], settings,
+                 timeout=left + 60)
+        elif quiesce == "executions":
+            running = []
+
+            def settled():
+                running[:] = _running_executions(settings)
+                return not running
+
+            if not _wait_for(settled, deadline, poll):
+                raise CommandExecutionError(f"executions still running after {timeout:g} s: "
+                                            f"{', '.join(map(str, running))}")
+        _cfy(["snapshots", "create", snapshot_id], settings)
+        seen = {}
+
+        def ended():
+            seen.update(_snapshot_state(settings, snapshot_id) or {"status": "absent"})
+            return seen["status"] in ("created", "failed")
+
+        _wait_for(ended, deadline, poll)
+        if seen["status"] == "failed":
+            raise CommandExecutionError(f"snapshot {snapshot_id} failed: "
+                                        f"{seen.get('error') or 'no error given'}")
+        if seen["status"] != "created":
+            raise CommandExecutionError(f"snapshot {snapshot_id} is still {seen['status']} "
+                                        f"after {timeout:g} s")
+    except CommandExecutionError as exc:
+        failure = str(exc)
+    finally:
+        left_on = _leave_maintenance(settings) if ours else None
+    if failure or left_on:
+        raise CommandExecutionError("; ".join(m for m in (
+            failure, left_on or ("maintenance mode left again" if ours else None)) if m))
+    version = (_call(settings, active, "GET", "/version") or {}).get("version")
+    path = os.path.join(RESOURCES, "snapshots", snapshot_id, f"{snapshot_id}.zip")
+    out.update(verify_archive(path, version), status="created")
+    return out
 
 
 # ---- the formula's own modules on this minion ----------------------------------------------

@@ -1085,6 +1085,77 @@ def _create_check_user(f):
     return None
 
 
+# ---- license_present ---------------------------------------------------------------------------
+def license_present(name, cluster=None, active_hint=None):
+    """
+    The cluster ``name`` holds the pillar's license (``cloudify_ha:clusters:<name>:license``):
+    uploaded through the active node when the manager holds none or another one (4.6 keeps one
+    license per manager database, the new one replacing the old). A manager without a license
+    endpoint (4.5.5, which has no license) has nothing to hold. Nothing of the license's text
+    is in the return.
+    """
+    return _converge(name, {"cluster": cluster or name, "active_hint": active_hint},
+                     _decide_license, _READ_LICENSE, _upload_license)
+
+
+def _license_differs(have, want):
+    """The fields of `want` (license_wanted) the manager's license `have` (license_info)
+    answers otherwise."""
+    return sorted(k for k in want if have.get(k) != want[k])
+
+
+def _decide_license(f):
+    name = f["name"]
+    for fact in ("want", "have"):
+        if fact not in f:
+            return _need(fact)
+    want, have = f["want"], f["have"]
+    what = f"license of customer {want['customer_id']} ({want['license_edition'] or 'no edition'}"
+    what += f", expires {want['expiration_date']})" if want["expiration_date"] else ", no expiry)"
+    if have is None:
+        return _ok(f"cluster {name}: the manager at {f['host']} has no license endpoint (4.5.5 "
+                   "has no license); the pillar's is uploaded once the cluster runs 4.6")
+    if not have:
+        return _act({"license": {"old": None, "new": want}},
+                    f"cluster {name}: the {what} would be uploaded through {f['host']}",
+                    f"cluster {name}: the {what} uploaded through {f['host']}")
+    differs = _license_differs(have, want)
+    if differs:
+        old = {k: v for k, v in have.items() if k in want}
+        return _act({"license": {"old": old, "new": want}},
+                    f"cluster {name}: the manager's license differs from the pillar's in "
+                    f"{', '.join(differs)}: the {what} would be uploaded through {f['host']}",
+                    f"cluster {name}: the {what} uploaded through {f['host']} (it differed in "
+                    f"{', '.join(differs)})")
+    if have.get("expired"):
+        return _ok(f"cluster {name}: the manager holds the pillar's {what}, which has EXPIRED: "
+                   "give a current one in pillar")
+    return _ok(f"cluster {name}: the manager holds the pillar's {what}")
+
+
+def _read_license(facts):
+    host = facts.get("active_hint") or __salt__["cloudify_ha.active_node"](
+        cluster=facts["cluster"])["host"]
+    return {"have": __salt__["cloudify_ha.license_info"](active=host, cluster=facts["cluster"]),
+            "host": host}
+
+
+_READ_LICENSE = {"want": lambda f: {"want": __salt__["cloudify_ha.license_wanted"](
+    cluster=f["cluster"])}, "have": _read_license}
+
+
+def _upload_license(f):
+    """The license uploaded through the active node, then the re-check: the manager answers the
+    pillar's license."""
+    __salt__["cloudify_ha.upload_license"](active=f["host"], cluster=f["cluster"])
+    again = __salt__["cloudify_ha.license_info"](active=f["host"], cluster=f["cluster"])
+    differs = _license_differs(again or {}, f["want"]) if again else ["everything"]
+    if differs:
+        return (f"{f['name']}: the active node accepted the license but then answers another "
+                f"one (it differs in {', '.join(differs)})")
+    return None
+
+
 # ---- check_credentials_accepted -------------------------------------------------------------
 def check_credentials_accepted(name, cluster=None):
     """

@@ -7,6 +7,7 @@ the fix, so that a mistake is caught before any host is touched.
 
 import base64
 import copy
+import datetime
 import difflib
 import hashlib
 import ipaddress
@@ -18,6 +19,8 @@ import subprocess
 import tempfile
 import urllib.parse
 from collections.abc import Mapping
+
+import yaml
 
 ROOT = "cloudify_ha:clusters"
 
@@ -53,6 +56,10 @@ CLUSTER_DEFAULTS = {
                  "allow_wide_agent_sources": False, "firewalld_zone": ""},
     "cli_hosts": [],
     "loadbalancer": None,
+    # the text of the cluster's Cloudify license file (4.6 premium: until one is uploaded the
+    # REST service refuses blueprints, deployments, users, snapshots...); uploaded on the
+    # active node once the cluster is started. Managers only
+    "license": None,
 }
 MANAGER_KEYS = {"name", "minion_id", "private_ip", "public_ip"}
 # waits:<key>: (least, most, what the formula waits for) in seconds. 4.6's timing
@@ -547,6 +554,7 @@ def validate(pillar, minion_id=None):
         _validate_rest(errors, where, settings)
         _validate_misc(errors, where, settings)
         _validate_loadbalancer(errors, where, settings, needed)
+        _validate_license(errors, where, settings)
         _collect_roles(seen, where, settings)
     _validate_one_role(errors, seen)
     return errors, warnings
@@ -943,6 +951,95 @@ def _validate_rest(errors, where, settings):
                       "set rest:ssl: false and terminate TLS on the load balancer")
     if rest.get("ca_cert") not in (None, ""):
         _check(errors, f"{where}:rest", "ca_cert", rest["ca_cert"], "pem")
+
+
+# ---- the license (4.6 premium) --------------------------------------------------------------
+# what a 4.6 license file holds under `license:` (cloudify-manager 4.6 tests/integration_tests/
+# resources/licenses/*.yaml; the REST service answers GET /license with the same fields)
+LICENSE_FIELDS = ("customer_id", "expiration_date", "license_edition", "trial",
+                  "cloudify_version", "capabilities")
+
+
+def license_document(text):
+    """(the `license` mapping, the signature's bytes) of a 4.6 license file's text; ValueError
+    naming what is wrong (never a part of the text)."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError("is not YAML: give the license file's whole text (a block scalar, "
+                         "`license: |`)") from None
+    if not isinstance(document, dict) or not isinstance(document.get("license"), dict):
+        raise ValueError("holds no `license:` mapping: give the license file's whole text, as "
+                         "Cloudify sent it")
+    fields, signature = document["license"], document.get("signature")
+    if not isinstance(signature, bytes) or not signature:
+        raise ValueError("has no binary `signature` (`signature: !!binary |`): give the license "
+                         "file's whole text, as Cloudify sent it")
+    if fields.get("customer_id") in (None, ""):
+        raise ValueError("has no license:customer_id")
+    unknown = sorted(str(k) for k in fields if k not in LICENSE_FIELDS)
+    if unknown:
+        raise ValueError(f"has field(s) 4.6 does not know under `license:`: {', '.join(unknown)}")
+    return fields, signature
+
+
+def license_expiration(value):
+    """A license's expiration_date (MM/DD/YYYY in a license file; the REST service answers it as
+    '%Y-%m-%dT%H:%M:%S.%fZ') as a date, or None for a license that does not expire."""
+    if value in (None, ""):
+        return None
+    text = str(value)
+    for fmt in ("%m/%d/%Y", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%d"):
+        try:
+            return datetime.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise ValueError(f"license:expiration_date {q(text)} is not a date (MM/DD/YYYY)")
+
+
+def license_summary(fields):
+    """What decides whether the manager holds this license: the fields GET /license answers,
+    normalised (the expiration as a date, the version as a string)."""
+    expiration = license_expiration(fields.get("expiration_date"))
+    version = fields.get("cloudify_version")
+    return {"customer_id": str(fields.get("customer_id")),
+            "expiration_date": expiration.isoformat() if expiration else None,
+            "license_edition": fields.get("license_edition"),
+            "trial": bool(fields.get("trial")),
+            "cloudify_version": None if version in (None, "") else str(version),
+            "capabilities": fields.get("capabilities")}
+
+
+def _validate_license(errors, where, settings):
+    text = settings.get("license")
+    if text in (None, ""):
+        return
+    if not isinstance(text, str):
+        errors.append(f"{where}:license: must be the license file's text (a YAML block scalar, "
+                      "`license: |`), not a " + type(text).__name__)
+        return
+    try:
+        fields, _ = license_document(text)
+        summary = license_summary(fields)
+    except ValueError as exc:
+        errors.append(f"{where}:license: {exc}")
+        return
+    version = (settings.get("installer") or {}).get("version")
+    bound = summary["cloudify_version"]
+    if bound and isinstance(version, str) and VERSION_RE.fullmatch(version) \
+            and _version_key(bound) < _version_key(version):
+        errors.append(f"{where}:license: the license is for Cloudify {bound} and below; "
+                      f"installer:version is {version}, whose REST service refuses it: give a "
+                      f"license for {version}")
+    expires = summary["expiration_date"]
+    if summary["trial"] and expires and expires < datetime.date.today().isoformat():
+        errors.append(f"{where}:license: a trial license that expired on {expires}: 4.6 "
+                      "refuses every endpoint but status, version and license with it; give a "
+                      "current license")
+
+
+def _version_key(text):
+    return tuple(int(part) for part in re.findall(r"\d+", str(text)))
 
 
 def _validate_misc(errors, where, settings):
@@ -1352,6 +1449,8 @@ def public(settings):
     if isinstance(lb, dict):
         out["loadbalancer"] = {k: v for k, v in lb.items()
                                if k not in ("ssl_cert", "check_password")}
+    # whether the pillar gives a license: its text is the managers' alone
+    out["license"] = bool(settings.get("license"))
     return out
 
 

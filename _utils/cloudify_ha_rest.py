@@ -74,8 +74,10 @@ def auth_header(username, password):
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
 
-def request(endpoint, method, path, body=None, timeout=None, retries=None):
+def request(endpoint, method, path, body=None, timeout=None, retries=None, data=None):
     """The decoded JSON answer of a 2xx; RestError for an error answer; Unreachable otherwise.
+    ``body`` is sent as JSON; ``data`` (bytes) as it is, the way 4.6's client uploads a file
+    (a license: ``PUT /license`` with the file's bytes).
 
     GETs are retried (twice by default, 0.5 s apart) when nothing answered; other methods never.
     """
@@ -90,7 +92,8 @@ def request(endpoint, method, path, body=None, timeout=None, retries=None):
         try:
             with requests.Session() as session:
                 session.trust_env = False
-                resp = session.request(method, endpoint.url(path), headers=headers, json=body,
+                resp = session.request(method, endpoint.url(path), headers=headers,
+                                       json=body if data is None else None, data=data,
                                        timeout=timeout or (CONNECT_TIMEOUT, READ_TIMEOUT),
                                        verify=verify, allow_redirects=False)
             break

@@ -1,6 +1,7 @@
 # The bootstrap leader: installed on the external database, the cluster started on it, and then
-# a member like any other. When the cluster already runs elsewhere (a re-run after a failover,
-# a rebuilt leader host) the first two defer and `joined` brings this host in.
+# a member like any other; the cluster then holds the pillar's license. When the cluster already
+# runs elsewhere (a re-run after a failover, a rebuilt leader host) the first two defer and
+# `joined` brings this host in.
 {%- set tplroot = tpldir.split("/")[0] %}
 {%- from tplroot ~ "/map.jinja" import mapdata with context %}
 {%- set me = mapdata.me %}
@@ -32,4 +33,15 @@ cloudify_ha-cluster-leader-joined:
     - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
     - require:
       - cloudify_ha: cloudify_ha-cluster-leader-started
+{%- if me.cluster.license %}
+
+# 4.6 premium refuses blueprints, users, snapshots... until the cluster holds a license: the
+# pillar's, uploaded through the active node once the cluster runs (its text never in a return)
+cloudify_ha-cluster-license:
+  cloudify_ha.license_present:
+    - name: {{ me.cluster_name | json }}
+    - active_hint: {{ mapdata.hints.get(me.cluster_name) | json }}
+    - require:
+      - cloudify_ha: cloudify_ha-cluster-leader-joined
+{%- endif %}
 {%- endif %}

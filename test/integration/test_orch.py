@@ -91,6 +91,16 @@ def test_build_from_empty(lab, emulator, salt_cli, salt_run_cli, event_listener)
                              ).stdout.strip() == "600"
     assert profile_entries(lab["cli"], "lab") == every
 
+    # the pillar's license, uploaded once through the active node (never on a command line):
+    # the real cfy reads it back from every manager (one database)
+    leader_states = run.minion_states("cloudify_ha-orch-lab-leader-mgr1")["mgr1"]
+    uploaded = next(v for k, v in leader_states.items() if "cloudify_ha-cluster-license" in k)
+    assert uploaded["changes"]["license"]["new"]["customer_id"] == "CloudifyLab", uploaded
+    assert "signature" not in repr(uploaded) and "BEGIN" not in repr(uploaded), uploaded
+    for name in MANAGERS:
+        listed = lab[name].run(["cfy", "license", "list", "--json"]).stdout
+        assert '"customer_id": "CloudifyLab"' in listed, (name, listed)
+
     # exactly one non-join install (the leader's) and one join per follower
     installs = {m: [e for e in emulator.audit(m) if e["kind"] == "cli" and e["prog"] == "cfy_manager"]
                 for m in MANAGERS}
@@ -521,3 +531,36 @@ def test_maintenance_mode_stops_every_orchestration_and_shows_in_status(built_cl
     assert emulator.mutating() == []
     status = salt_run_cli.run("cloudify_ha.status").data
     assert status.get("data", status)["lab"]["maintenance mode"] == "off"
+
+
+def test_a_snapshot_through_salt_on_the_active_node(built_cluster, emulator, salt_cli):
+    """cloudify_ha.snapshot (issue 34, first stage) on the emulated 4.6 with the real cfy: in
+    maintenance mode, created, the mode left, the archive verified; while an execution runs,
+    4.6's refusal comes back and maintenance mode is not left on."""
+    lab = built_cluster
+    leader = _leader(lab)
+    emulator.clear_audit()
+    ret = salt_cli.run("cloudify_ha.snapshot", "timeout=120", "poll=1", minion_tgt=leader)
+    assert ret.returncode == 0, ret
+    out = ret.data
+    assert (out["status"], out["quiesce"], out["maintenance"], out["version"]) == (
+        "created", "maintenance", "turned on and off", "4.6"), out
+    assert out["id"].startswith("lab-") and lab[leader].exists(out["path"]), out
+    runs = [e["argv"][:2] for e in emulator.audit(leader) if e["kind"] == "cli"]
+    assert ["maintenance-mode", "activate"] in runs and ["snapshots", "create"] in runs, runs
+    assert runs[-1] == ["maintenance-mode", "deactivate"], runs
+    assert not any(e.get("secret_on_argv") for e in emulator.audit(leader)), runs
+    assert "Status:\tdeactivated" in lab[leader].run(["cfy", "maintenance-mode", "status"]).stdout
+
+    emulator.set_knobs(leader, running_executions=1)
+    try:
+        refused = salt_cli.run("cloudify_ha.snapshot", "quiesce=none", "timeout=30",
+                               minion_tgt=leader)
+    finally:
+        emulator.set_knobs(leader, running_executions=None)
+    assert refused.returncode != 0
+    assert "You cannot start a system-wide execution if there are other executions running" \
+        in str(refused.data), refused
+    assert "Status:\tdeactivated" in lab[leader].run(["cfy", "maintenance-mode", "status"]).stdout
+    ok = lab[leader].run(["cfy", "snapshots", "delete", out["id"]], check=False)
+    assert ok.returncode == 0, ok

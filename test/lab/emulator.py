@@ -2,8 +2,12 @@
 
 import json
 import shutil
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 from .proc import run
 
@@ -74,6 +78,13 @@ def build_packages(out_dir, python=sys.executable, cli_home=CFY46, knobs=None):
     base = root / "opt" / "cloudify-manager-install"
     lib = "/opt/cloudify-manager-install/lib"
     _copy_code(base / "lib")
+    # 4.6 checks a license's signature with Cloudify's key (premium): the lab signs its
+    # licenses with a key of its own, whose public half the package carries
+    key = out_dir / LICENSE_KEY
+    if not key.exists():
+        run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+             "-out", key])
+    run(["openssl", "pkey", "-in", key, "-pubout", "-out", base / "lib" / "lab-license-key.pub"])
     if knobs:
         (base / "lib" / "lab-knobs.json").write_text(json.dumps(knobs))
     _wrapper(base / "bin" / "cfy_manager", "cfy_manager, the Cloudify Manager installer", lib,
@@ -99,12 +110,57 @@ def build_packages(out_dir, python=sys.executable, cli_home=CFY46, knobs=None):
     return built
 
 
+LICENSE_KEY = "lab-license-key.pem"
+# the fields of 4.6's own test licenses (cloudify-manager tests/integration_tests/resources/
+# licenses/test_valid_paying_license.yaml)
+LICENSE_FIELDS = {"capabilities": ["Mock1", "Mock2"], "cloudify_version": "4.6",
+                  "customer_id": "CloudifyLab", "expiration_date": "11/24/2030",
+                  "license_edition": "Spire", "trial": False}
+
+
+def make_license(key, **fields):
+    """A license file's text as 4.6's are (a `license` mapping and a binary `signature`),
+    signed with the lab's key (cfyemu/snapshots.py license_signed_bytes); ``fields`` override
+    LICENSE_FIELDS (None drops one)."""
+    body = {k: v for k, v in dict(LICENSE_FIELDS, **fields).items() if v is not None}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "license"
+        data.write_bytes(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key), str(data)],
+                                   stdout=subprocess.PIPE, check=True).stdout
+    return yaml.safe_dump({"license": body, "signature": signature}, default_flow_style=False)
+
+
+def ensure_license(host, key=None):
+    """Upload the lab's license through ``host``'s active profile with the real `cfy license
+    upload`, unless the manager has one: 4.6 answers most endpoints (blueprints, snapshots,
+    maintenance mode) with 400 missing_cloudify_license until then. ``key``: the lab's signing
+    key (by default where the lab's fixtures build the packages)."""
+    listed = host.run(["cfy", "license", "list", "--json"], check=False)
+    if listed.returncode == 0 and '"customer_id"' in listed.stdout:
+        return
+    key = key or host.dir.parents[1] / "srv" / "cloudify_ha_packages" / LICENSE_KEY
+    host.write("/root/lab-license.yaml", make_license(key))
+    host.run(["cfy", "license", "upload", "/root/lab-license.yaml"])
+
+
 class Emulator:
     """Per-host controls of the emulator, for tests (not used by the formula)."""
 
     def __init__(self, lab, packages):
         self.lab = lab
         self.packages = packages
+
+    @property
+    def license_key(self):
+        return Path(self.packages[MANAGER_PACKAGE]).parent / LICENSE_KEY
+
+    def license(self, **fields):
+        """A license signed with the lab's key (make_license)."""
+        return make_license(self.license_key, **fields)
+
+    def ensure_license(self, host):
+        ensure_license(self.lab[host], self.license_key)
 
     def install_package(self, host, package=MANAGER_PACKAGE):
         """Install the package the way an admin would on a fresh host: dpkg -i."""

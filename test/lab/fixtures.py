@@ -13,7 +13,7 @@ import yaml
 from saltfactories.plugins.event_listener import EventListener
 
 from lab.core import Lab
-from lab.emulator import Emulator, build_packages
+from lab.emulator import LICENSE_KEY, Emulator, build_packages, make_license
 from lab.saltlab import REPO, formula_root, master_overrides, start_minions, stop_minions
 
 
@@ -79,6 +79,8 @@ def pillar_dir(lab, packages):
         "client_key": key.read_text(),
         "packages": {"manager": f"salt://cloudify_ha_packages/{packages['cloudify-manager-install'].name}",
                      "cli": f"salt://cloudify_ha_packages/{packages['cloudify-cli'].name}"},
+        # a license as 4.6's are, signed with the key the lab's packages trust
+        "license": make_license(packages["cloudify-manager-install"].parent / LICENSE_KEY),
     }
     (path / "lab.yaml").write_text(yaml.safe_dump(facts))
     return path

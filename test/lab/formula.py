@@ -12,6 +12,8 @@ from pathlib import Path
 
 import yaml
 
+from .emulator import ensure_license
+
 ORCH = "cloudify_ha.orch"
 
 
@@ -134,6 +136,7 @@ def upload_blueprint(host, blueprint_id):
     # a directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz
     path = f"/root/blueprints/{blueprint_id}/blueprint.yaml"
     host.write(path, "tosca_definitions_version: cloudify_dsl_1_3\n")
+    ensure_license(host)  # 4.6 refuses blueprints without one
     host.run(["cfy", "blueprints", "upload", path, "-b", blueprint_id])
 
 

@@ -49,6 +49,11 @@ cloudify_ha:
         client_key: |
           {{ lab.client_key | indent(10) }}
 {%- endif %}
+{%- if manager %}
+      # 4.6 premium's license (uploaded on the active node once the cluster runs): managers only
+      license: |
+        {{ lab.license | indent(8) }}
+{%- endif %}
       installer:
         source: {{ lab.packages.manager }}
         # salt:// sources come over the master's own channel: no hash needed

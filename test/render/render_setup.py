@@ -46,6 +46,9 @@ LAB_FACTS = {
     **{key: EXAMPLE_DB[key] for key in ("ca_cert", "ca_key", "client_cert", "client_key")},
     "packages": {"manager": "salt://cloudify_ha_packages/cloudify-manager-install_4.6_amd64.deb",
                  "cli": "salt://cloudify_ha_packages/cloudify-cli_4.6_amd64.deb"},
+    # pillar.example's license (the lab signs its own: test/lab/emulator.py make_license)
+    "license": yaml.safe_load((REPO / "pillar.example").read_text(encoding="utf-8"))[
+        "cloudify_ha"]["clusters"]["prod"]["license"],
 }
 
 def example_pillar():

@@ -52,7 +52,9 @@ MANAGER = {
     "cloudify_ha.cluster.leader": {
         **INSTALLER, **MANAGER_INSTALLED,
         "cloudify_ha-cluster-leader-started": "cloudify_ha.cluster_started",
-        "cloudify_ha-cluster-leader-joined": "cloudify_ha.joined"},
+        "cloudify_ha-cluster-leader-joined": "cloudify_ha.joined",
+        # both pillars give a license
+        "cloudify_ha-cluster-license": "cloudify_ha.license_present"},
     "cloudify_ha.cluster.follower": {**INSTALLER,
                                      "cloudify_ha-cluster-follower-joined": "cloudify_ha.joined"},
     "cloudify_ha.profile": {"cloudify_ha-profile-local": "cloudify_ha.profile_updated"},

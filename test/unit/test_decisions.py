@@ -367,3 +367,37 @@ def test_a_decision_never_changes_the_facts_it_is_given(decide, table):
         before = repr(given)
         decide(given)
         assert repr(given) == before
+
+
+WANT = {"customer_id": "c1", "expiration_date": "2030-12-31", "license_edition": "Spire",
+        "trial": False, "cloudify_version": "4.6", "capabilities": None}
+LIC = {"name": "prod", "test": False, "host": "10.0.0.11"}
+LICENSE_TABLE = [
+    (LIC, "need", "want"),
+    (facts(LIC, want=WANT), "need", "have"),
+    (facts(LIC, want=WANT, have={}), "act",
+     ["the license of customer c1 (Spire, expires 2030-12-31) would be uploaded through "
+      "10.0.0.11"]),
+    (facts(LIC, want=WANT, have=dict(WANT, expired=False)), "ok",
+     ["the manager holds the pillar's license of customer c1"]),
+    # another license on the manager (renewed, or another customer's): replaced by the pillar's
+    (facts(LIC, want=WANT, have=dict(WANT, expiration_date="2029-12-31", expired=False)), "act",
+     ["differs from the pillar's in expiration_date", "would be uploaded"]),
+    (facts(LIC, want=dict(WANT, expiration_date=None), have=dict(WANT, expired=True)), "act",
+     ["differs from the pillar's in expiration_date"]),
+    # the pillar's own license has expired (a paying one: 4.6 goes on): said, not re-uploaded
+    (facts(LIC, want=WANT, have=dict(WANT, expired=True)), "ok", ["which has EXPIRED"]),
+    # a 4.5.5 manager: no license endpoint, nothing to hold
+    (facts(LIC, want=WANT, have=None), "ok", ["has no license endpoint (4.5.5"]),
+]
+
+
+@pytest.mark.parametrize("given, kind, expected", LICENSE_TABLE)
+def test_license_decision(given, kind, expected):
+    check(STATES._decide_license, given, kind, expected)
+
+
+def test_license_decision_changes_hold_the_fields_never_the_text():
+    verdict = STATES._decide_license(facts(LIC, want=WANT, have=dict(WANT, trial=True,
+                                                                     expired=False)))
+    assert verdict.changes == {"license": {"old": dict(WANT, trial=True), "new": WANT}}

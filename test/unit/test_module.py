@@ -11,6 +11,7 @@ import re
 import stat
 import threading
 import urllib.parse
+import zipfile
 from types import SimpleNamespace
 from unittest.mock import MagicMock, create_autospec, patch
 
@@ -1554,3 +1555,302 @@ def test_node_state_asks_as_the_admin_or_as_the_check_user(host, managers, as_ch
     managers({"10.0.0.12": REST.RestError(401, "unauthorized_error", "no")})
     with pytest.raises(CommandExecutionError, match=rf"check cloudify_ha:clusters:prod:{key}$"):
         MODULE.node_state(as_check_user=as_check_user)
+
+
+# ---- snapshot and verify_archive (issue 34, first stage) -------------------------------------
+def _archive(path, version="4.6", corrupt=False):
+    """A snapshot archive as 4.6 writes it (metadata.json and a dump)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", json.dumps({"snapshot_version": version}))
+        archive.writestr("pg_data", "COPY public.blueprints (id) FROM stdin;\n" * 50)
+    if corrupt:  # one byte of the dump's compressed data changed: its CRC no longer matches
+        data = bytearray(path.read_bytes())
+        offset = data.index(b"pg_data") + len(b"pg_data") + 10
+        data[offset] ^= 0xFF
+        path.write_bytes(bytes(data))
+    return path
+
+
+class FakeCfy:
+    """cmd.run_all for the cfy commands snapshot() runs: the snapshot's states as listed one
+    after another, what `create` answers, the executions still running at each read; writes the
+    archive where the active node keeps it once the snapshot is created."""
+
+    def __init__(self, host, states=("creating", "created"), create=None, running=(),
+                 deactivate=None, error=""):
+        self.host, self.states, self.create, self.running = host, list(states), create, list(running)
+        self.deactivate, self.error = deactivate, error
+        self.argv, self.snapshot_id = [], None
+
+    def __call__(self, argv, **kwargs):
+        args = argv[1:]
+        self.argv.append(args)
+        if args[:2] == ["snapshots", "create"]:
+            self.snapshot_id = args[2]
+            return self.create or done(stdout="Started workflow execution.")
+        if args[:2] == ["snapshots", "list"]:
+            status = self.states.pop(0) if len(self.states) > 1 else self.states[0]
+            if status == "created":
+                sid = self.snapshot_id
+                _archive(self.host.resources / "snapshots" / sid / f"{sid}.zip")
+            return done(stdout=json.dumps([{"id": "older", "status": "created"},
+                                           {"id": self.snapshot_id, "status": status,
+                                            "error": self.error}]))
+        if args[:2] == ["executions", "list"]:
+            now = self.running.pop(0) if self.running else []
+            return done(stdout=json.dumps([{"id": i, "status": "started"} for i in now] +
+                                          [{"id": "old", "status": "terminated"}]))
+        if args == ["maintenance-mode", "deactivate"] and self.deactivate:
+            return self.deactivate
+        return done()
+
+
+@pytest.fixture
+def snapshot_cluster(managers):
+    """cfy-mgr2 (this minion) the active node; its maintenance mode as `mode` holds it."""
+    mode = {"status": "deactivated"}
+
+    def active(method, path):
+        if path == "/maintenance":
+            return dict(mode)
+        if path == "/version":
+            return {"version": "4.6", "edition": "premium"}
+        return {"initialized": True} if path == "/cluster" else {"status": "running"}
+
+    managers({"10.0.0.11": REPLICA, "10.0.0.12": active, "10.0.0.13": REPLICA})
+    return mode
+
+
+def _snapshot_id_of(argv):
+    return next(a[2] for a in argv if a[:2] == ["snapshots", "create"])
+
+
+def test_snapshot_in_maintenance_mode_creates_polls_leaves_and_verifies(salt, host,
+                                                                        snapshot_cluster):
+    fake = FakeCfy(host)
+    salt["cmd.run_all"].side_effect = fake
+    out = MODULE.snapshot(timeout=600, poll=0.01)
+    sid = _snapshot_id_of(fake.argv)
+    assert re.fullmatch(r"prod-\d{8}T\d{6}Z", sid)
+    assert fake.argv == [["maintenance-mode", "activate", "--wait", "--timeout", "600"],
+                         ["snapshots", "create", sid], ["snapshots", "list", "--json"],
+                         ["snapshots", "list", "--json"], ["maintenance-mode", "deactivate"]]
+    path = str(host.resources / "snapshots" / sid / f"{sid}.zip")
+    assert out == {"id": sid, "status": "created", "quiesce": "maintenance",
+                   "maintenance": "turned on and off", "path": path,
+                   "size": os.path.getsize(path), "version": "4.6"}
+    for args, kwargs in salt["cmd.run_all"].call_args_list:
+        assert_no_secret(args)
+        assert (kwargs["python_shell"], kwargs["output_loglevel"]) == (False, "quiet")
+
+
+@pytest.mark.parametrize("fake_kwargs, timeout, said", [
+    ({"create": done(stderr="You cannot start a system-wide execution if there are other "
+                            "executions running. Currently running executions: [u'x']",
+                     retcode=1)}, 5,
+     "cfy snapshots create failed (exit 1): You cannot start a system-wide execution"),
+    ({"states": ["creating", "failed"], "error": "pg_dump: server version mismatch"}, 5,
+     "snapshot {sid} failed: pg_dump: server version mismatch"),
+    ({"states": ["creating"]}, 0.05, "snapshot {sid} is still creating after 0.05 s"),
+], ids=["refused", "failed", "timeout"])
+def test_a_snapshot_that_fails_leaves_maintenance_mode_and_says_so(fake_kwargs, timeout, said,
+                                                                   salt, host, snapshot_cluster):
+    fake = FakeCfy(host, **fake_kwargs)
+    salt["cmd.run_all"].side_effect = fake
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.snapshot(timeout=timeout, poll=0.01)
+    sid = _snapshot_id_of(fake.argv)
+    assert str(raised.value).startswith(said.format(sid=sid)), raised.value
+    assert str(raised.value).endswith("; maintenance mode left again")
+    assert fake.argv[-1] == ["maintenance-mode", "deactivate"]
+    assert not (host.resources / "snapshots" / sid).exists()
+
+
+def test_a_snapshot_whose_maintenance_mode_stays_on_says_what_to_run(salt, host, snapshot_cluster):
+    fake = FakeCfy(host, states=["failed"], deactivate=done(stderr="503", retcode=1))
+
+    def run(argv, **kwargs):
+        if argv[1:3] == ["maintenance-mode", "activate"]:
+            snapshot_cluster["status"] = "activated"  # what the manager answers from then on
+        return fake(argv, **kwargs)
+
+    salt["cmd.run_all"].side_effect = run
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.snapshot(timeout=5, poll=0.01)
+    assert str(raised.value).endswith(
+        "failed: no error given; maintenance mode is still on (cfy maintenance-mode deactivate "
+        "failed (exit 1): 503): run "
+        "'cfy maintenance-mode deactivate'"), raised.value
+
+
+def test_a_maintenance_mode_on_before_is_left_as_found(salt, host, snapshot_cluster):
+    snapshot_cluster["status"] = "activated"
+    fake = FakeCfy(host, states=["created"])
+    salt["cmd.run_all"].side_effect = fake
+    out = MODULE.snapshot(timeout=5, poll=0.01)
+    assert out["maintenance"] == "activated, left as found"
+    assert [a[0] for a in fake.argv] == ["snapshots", "snapshots"]
+
+
+def test_snapshot_waiting_for_executions_instead(salt, host, snapshot_cluster):
+    fake = FakeCfy(host, states=["created"], running=[["a", "b"], ["b"], []])
+    salt["cmd.run_all"].side_effect = fake
+    out = MODULE.snapshot(quiesce="executions", timeout=5, poll=0.01)
+    assert out["maintenance"] == "deactivated, left as found"
+    listing = ["executions", "list", "--include-system-workflows", "--all-tenants", "--json"]
+    assert fake.argv[:3] == [listing] * 3
+    assert fake.argv[3][:2] == ["snapshots", "create"]
+
+
+def test_snapshot_waiting_for_executions_gives_up_naming_them(salt, host, snapshot_cluster):
+    fake = FakeCfy(host, running=[["stuck-1"]] * 1000)
+    salt["cmd.run_all"].side_effect = fake
+    with pytest.raises(CommandExecutionError, match=r"^executions still running after 0.05 s: "
+                                                    r"stuck-1$"):
+        MODULE.snapshot(quiesce="executions", timeout=0.05, poll=0.01)
+    assert all(a[:2] == ["executions", "list"] for a in fake.argv)
+
+
+def test_snapshot_without_quiescing(salt, host, snapshot_cluster):
+    fake = FakeCfy(host, states=["created"])
+    salt["cmd.run_all"].side_effect = fake
+    assert MODULE.snapshot(quiesce="none", timeout=5, poll=0.01)["status"] == "created"
+    assert [a[:2] for a in fake.argv] == [["snapshots", "create"], ["snapshots", "list"]]
+
+
+def test_snapshot_on_a_replica_runs_nothing(salt, managers):
+    managers({"10.0.0.11": "active", "10.0.0.12": REPLICA, "10.0.0.13": REPLICA})
+    with pytest.raises(CommandExecutionError, match=r"cfy-mgr2 \(10.0.0.12\) is not the active "
+                                                    r"node \(10.0.0.11 is\)"):
+        MODULE.snapshot()
+    salt["cmd.run_all"].assert_not_called()
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    ({"quiesce": "pause"}, "quiesce: 'pause' is none of maintenance, executions, none"),
+    ({"timeout": 0}, "timeout: 0 is not a positive number of seconds"),
+    ({"poll": "soon"}, "poll: 'soon' is not a positive number of seconds"),
+])
+def test_snapshot_refuses_bad_arguments_before_anything(kwargs, said, salt):
+    with pytest.raises(SaltInvocationError, match=re.escape(said)):
+        MODULE.snapshot(**kwargs)
+    salt["cmd.run_all"].assert_not_called()
+
+
+def test_verify_archive_accepts_4_6s_archive(tmp_path):
+    path = _archive(tmp_path / "s1.zip")
+    assert MODULE.verify_archive(str(path), "4.6") == {
+        "path": str(path), "size": path.stat().st_size, "version": "4.6"}
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda p: _archive(p, version="4.5.5"),
+     "metadata.json says snapshot_version 4.5.5, the cluster runs 4.6"),
+    (lambda p: _archive(p, corrupt=True), "member pg_data is corrupt"),
+    (lambda p: p.write_text("not a zip\n"), "is not a Cloudify snapshot archive: File is not a "
+                                            "zip file"),
+    (lambda p: zipfile.ZipFile(p, "w").writestr("pg_data", ""),
+     "is not a Cloudify snapshot archive: \"There is no item named 'metadata.json'"),
+    (lambda p: None, "is not a Cloudify snapshot archive: [Errno 2]"),
+], ids=["version", "crc", "not-zip", "no-metadata", "missing"])
+def test_verify_archive_refuses_saying_why(make, said, tmp_path):
+    path = tmp_path / "s1.zip"
+    make(path)
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.verify_archive(str(path), "4.6")
+    assert said in str(raised.value), raised.value
+
+
+def test_a_snapshot_that_cannot_read_maintenance_mode_says_so(salt, host, snapshot_cluster):
+    """4.6 without a license refuses /maintenance: activate and deactivate fail, the mode
+    cannot be read; nothing claims it is on or off."""
+    refused = done(stderr="This Cloudify Manager has no license", retcode=1)
+    fake = FakeCfy(host, deactivate=refused)
+
+    def run(argv, **kwargs):
+        if argv[1:3] == ["maintenance-mode", "activate"]:
+            snapshot_cluster["status"] = "no license"  # not a state: maintenance_mode gives None
+            fake.argv.append(argv[1:])
+            return refused
+        return fake(argv, **kwargs)
+
+    salt["cmd.run_all"].side_effect = run
+    with pytest.raises(CommandExecutionError) as raised:
+        MODULE.snapshot(timeout=5, poll=0.01)
+    assert str(raised.value) == (
+        "cfy maintenance-mode activate failed (exit 1): This Cloudify Manager has no license; "
+        "cfy maintenance-mode deactivate failed (exit 1): This Cloudify Manager has no license; "
+        "whether maintenance mode is off could not be read: check with 'cfy maintenance-mode "
+        "status'")
+    assert [a[:2] for a in fake.argv] == [["maintenance-mode", "activate"],
+                                          ["maintenance-mode", "deactivate"]]
+
+
+# ---- the license -------------------------------------------------------------------------------
+LICENSE_TEXT = example_pillar()["clusters"]["prod"]["license"]
+LICENSE_ANSWER = {"customer_id": "CHANGE-ME", "expiration_date": "2030-12-31T00:00:00.000Z",
+                  "license_edition": "Spire", "trial": False, "cloudify_version": "4.6",
+                  "capabilities": None, "expired": False}
+LICENSE_VIEW = {"customer_id": "CHANGE-ME", "expiration_date": "2030-12-31",
+                "license_edition": "Spire", "trial": False, "cloudify_version": "4.6",
+                "capabilities": None, "expired": False}
+
+
+@pytest.mark.parametrize("answer, view", [
+    ({"items": [LICENSE_ANSWER], "metadata": {}}, LICENSE_VIEW),
+    ({"items": [], "metadata": {}}, {}),
+    # 4.5.5: no such endpoint
+    (REST.RestError(404, "not_found", "Not Found"), None)])
+def test_license_info_as_the_active_node_answers_it(answer, view):
+    calls = []
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        calls.append((endpoint.host, endpoint.username, method, path))
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    with patch.object(REST, "request", request):
+        assert MODULE.license_info(active="10.0.0.11") == view
+    assert calls == [("10.0.0.11", "admin", "GET", "/license")]
+
+
+def test_license_wanted_is_the_pillars_license_without_its_text():
+    assert MODULE.license_wanted() == {k: v for k, v in LICENSE_VIEW.items() if k != "expired"}
+
+
+def test_upload_license_puts_the_files_bytes_as_4_6s_cli_does():
+    seen = []
+
+    def request(endpoint, method, path, body=None, timeout=None, retries=None, data=None):
+        seen.append((endpoint.host, method, path, body, data))
+        return LICENSE_ANSWER
+
+    with patch.object(REST, "request", request):
+        assert MODULE.upload_license(active="10.0.0.11") == LICENSE_VIEW
+    assert seen == [("10.0.0.11", "PUT", "/license", None, LICENSE_TEXT.encode())]
+
+
+def test_a_license_that_is_no_license_is_refused_before_anything_is_sent(pillar):
+    pillar["clusters"]["prod"]["license"] = "license: {}\n"
+    with patch.object(REST, "request", MagicMock(side_effect=AssertionError("sent"))):
+        with pytest.raises(SaltInvocationError, match=r"^cloudify_ha:clusters:prod:license: has "
+                                                      r"no binary `signature`"):
+            MODULE.upload_license(active="10.0.0.11")
+    del pillar["clusters"]["prod"]["license"]
+    with pytest.raises(SaltInvocationError, match="has no license in this minion's pillar"):
+        MODULE.license_wanted()
+
+
+@pytest.mark.parametrize("code", ["missing_cloudify_license", "expired_cloudify_license"])
+def test_an_unlicensed_manager_refusing_a_call_names_the_license_key(code):
+    def request(endpoint, method, path, body=None, timeout=None, retries=None):
+        raise REST.RestError(400, code, "no license")
+
+    with patch.object(REST, "request", request):
+        with pytest.raises(CommandExecutionError) as err:
+            MODULE.create_check_user(active="10.0.0.11")
+    assert f"refused PUT /users for want of a license ({code})" in str(err.value)
+    assert "cloudify_ha:clusters:prod:license" in str(err.value)
+    assert CHECK_PW not in str(err.value)

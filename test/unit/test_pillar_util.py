@@ -710,3 +710,65 @@ def test_every_copy_of_the_minion_id_rule_is_the_pillars(path, name):
                        (REPO / path).read_text(), re.M)
     assert found == [P.MINION_ID_RE.pattern]
     assert P.MINION_ID_RE.flags & re.ASCII
+
+
+# ---- the license -------------------------------------------------------------------------------
+LICENSE = example_pillar()["clusters"]["prod"]["license"]
+
+
+def a_license(**fields):
+    """pillar.example's license text with `fields` changed under `license:` (None drops one)."""
+    document = P.yaml.safe_load(LICENSE)
+    for key, value in fields.items():
+        if value is None:
+            document["license"].pop(key, None)
+        else:
+            document["license"][key] = value
+    return P.yaml.safe_dump(document)
+
+
+def test_the_example_license_is_read_as_4_6_answers_it():
+    fields, signature = P.license_document(LICENSE)
+    assert signature.startswith(b"CHANGE-ME")
+    assert P.license_summary(fields) == {
+        "customer_id": "CHANGE-ME", "expiration_date": "2030-12-31", "license_edition": "Spire",
+        "trial": False, "cloudify_version": "4.6", "capabilities": None}
+    # as GET /license answers it: the same summary
+    assert P.license_summary(dict(fields, expiration_date="2030-12-31T00:00:00.000Z")) == \
+        P.license_summary(fields)
+
+
+@pytest.mark.parametrize("value, fix", [
+    ("license: [", "is not YAML"),
+    ("just text", "holds no `license:` mapping"),
+    ("license:\n  customer_id: x\n", "has no binary `signature`"),
+    ("license:\n  customer_id: x\nsignature: not-binary\n", "has no binary `signature`"),
+    (a_license(customer_id=None), "has no license:customer_id"),
+    (a_license(owner="me"), "4.6 does not know under `license:`: owner"),
+    (a_license(expiration_date="someday"), "'someday' is not a date (MM/DD/YYYY)"),
+    (a_license(trial=True, expiration_date="01/31/2020"),
+     "a trial license that expired on 2020-01-31"),
+    (["license"], "must be the license file's text"),
+])
+def test_a_license_4_6_would_refuse_is_refused_naming_the_key(value, fix):
+    errors, _ = P.validate(with_change("license", value), MGR1)
+    assert keys_of(errors) == [f"{PROD}:license"] and fix in errors[0], errors
+
+
+def test_a_license_for_an_older_cloudify_than_the_installers_is_refused():
+    pillar = with_change("installer:version", "4.6.1", with_change("license", a_license(
+        cloudify_version="4.6")))
+    errors, _ = P.validate(pillar, MGR1)
+    assert keys_of(errors) == [f"{PROD}:license"] and "for Cloudify 4.6 and below" in errors[0]
+    # a license for the same version, for no version, an expired paying one: taken
+    for fields in ({"cloudify_version": "4.6.1"}, {"cloudify_version": None},
+                   {"expiration_date": "01/31/2020", "cloudify_version": "4.6.1"}):
+        assert P.validate(with_change("license", a_license(**fields), pillar), MGR1)[0] == []
+
+
+def test_no_license_is_fine_and_a_host_is_told_only_whether_there_is_one():
+    assert P.validate(with_change("license", DROP), MGR1)[0] == []
+    assert P.validate(with_change("license", ""), MGR1)[0] == []
+    settings = P.plan(example_pillar())["clusters"]["prod"]
+    assert P.public(settings)["license"] is True
+    assert P.public(P.plan(with_change("license", DROP))["clusters"]["prod"])["license"] is False

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from lab.emulator import CLI_PACKAGE, MANAGER_PACKAGE
+from lab.emulator import CLI_PACKAGE, MANAGER_PACKAGE, ensure_license
 from lab.formula import ProfileLoader
 from lab.manual import build_cluster, manager_config, write_config
 from lab.proc import LabError, wait_until
@@ -266,4 +266,5 @@ def upload_blueprint(host, blueprint_id):
     directory of its own: 4.6's cfy uploads the blueprint's whole directory, as a tar.gz."""
     path = f"/root/blueprints/{blueprint_id}/blueprint.yaml"
     host.write(path, "tosca_definitions_version: cloudify_dsl_1_3\n")
+    ensure_license(host)  # 4.6 refuses blueprints without one
     return cfy(host, "blueprints", "upload", path, "-b", blueprint_id)

@@ -14,6 +14,7 @@ def test_maintenance_mode_blocks_all_but_46s_allowed_endpoints_and_a_join(fresh_
     leader, ip = lab["mgr1"], lab["mgr1"].ip
     ok(install(lab, emulator, "mgr1"))
     ok(start_cluster(leader))
+    emulator.ensure_license("mgr1")  # 4.6 serves /maintenance only with a license
     assert rest(ip, "GET", "/maintenance").body["status"] == "deactivated"
 
     out = ok(cfy(leader, "maintenance-mode", "activate"))
@@ -46,7 +47,7 @@ def test_maintenance_mode_blocks_all_but_46s_allowed_endpoints_and_a_join(fresh_
                                                             "deactivate"))
 
     # executions still running: `activating`, and 4.6 blocks only execution, deployment and
-    # snapshot changes then (none emulated); activated at the first request once they end
+    # snapshot changes then (test_snapshots.py); activated at the first request once they end
     emulator.set_knobs("mgr1", running_executions=2)
     ok(cfy(leader, "maintenance-mode", "activate"))
     state = rest(ip, "GET", "/maintenance").body

@@ -122,7 +122,7 @@ def test_config_yaml_rewrite_keeps_the_files_mode(lab, standalone):
     assert mode_of(lab[HOST], "/etc/cloudify/config.yaml") == "600"
 
 
-def test_installer_creates_the_localhost_profile(lab, standalone):
+def test_installer_creates_the_localhost_profile(lab, standalone, emulator):
     host = lab[HOST]
     assert host.read("/root/.cloudify/profiles/localhost/context").startswith(
         "!CloudifyProfileContext\n")
@@ -132,6 +132,7 @@ def test_installer_creates_the_localhost_profile(lab, standalone):
     assert (context["rest_port"], context["rest_protocol"], context["_cluster"]) == (80, "http", [])
     assert host.read("/root/.cloudify/active.profile").strip() == "localhost"
     assert mode_of(host, "/root/.cloudify/profiles/localhost/context") == "644"
+    emulator.ensure_license(HOST)  # `cfy status` reads /maintenance, which needs one
     assert "Manager Rest-Service" in ok(cfy(host, "status"))
 
 

@@ -8,9 +8,17 @@ import pytest
 
 from cfylab import cfy, ok, rest
 
-pytestmark = pytest.mark.usefixtures("shared_cluster")
+pytestmark = pytest.mark.usefixtures("shared_cluster", "licensed")
 
 CHECKER = ("lbcheck", "Check-pw-123")
+
+
+@pytest.fixture(scope="module")
+def licensed(shared_cluster, emulator):
+    """The cluster's license: 4.6 (premium) answers /users with 400 missing_cloudify_license
+    until the manager has one (rest-service constants.py ALLOWED_LICENSE_ENDPOINTS has no
+    `users`; cfyemu/README.md, "License gate")."""
+    emulator.ensure_license("mgr1")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import socket
 import socketserver
 import threading
@@ -26,7 +27,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from .common import CLUSTER_MARKER, CLUSTER_STATE, PORTS, RESOURCES, RUN_DIR, knobs
+from .common import CLUSTER_MARKER, CLUSTER_STATE, OPT, PORTS, RESOURCES, RUN_DIR, knobs
 
 HEARTBEAT_EVERY = 0.5  # the gossip (Consul's serf probes)
 APPEND_EVERY = 0.3
@@ -102,13 +103,53 @@ def control_call(message, timeout=2.0):
     return json.loads(data or b"{}")
 
 
+_DIGESTS = {}  # path -> ((size, mtime_ns), sha256): a file is hashed again only once changed
+
+
+def file_digest(path):
+    """sha256 of a file, read a block at a time (a snapshot archive can be large)."""
+    stat = path.stat()
+    key = (stat.st_size, stat.st_mtime_ns)
+    known = _DIGESTS.get(path)
+    if known and known[0] == key:
+        return known[1]
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 16), b""):
+            digest.update(block)
+    _DIGESTS[path] = (key, digest.hexdigest())
+    return _DIGESTS[path][1]
+
+
 def resource_index(root=RESOURCES):
     index = {}
     if root.exists():
         for path in sorted(root.rglob("*")):
-            if path.is_file():
-                index[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+            try:
+                if path.is_file():
+                    index[str(path.relative_to(root))] = file_digest(path)
+            except OSError:
+                continue  # gone while listed
     return index
+
+
+def sync_fetch(ip, rel, target, timeout=3.0):
+    """Copy one of the leader's files to ``target`` a block at a time, through a temporary
+    file beside it (a reader never sees half a file)."""
+    tmp = target.with_name(f".{target.name}.sync")
+    with socket.create_connection((ip, PORTS["sync"]), timeout=timeout) as sock:
+        sock.settimeout(timeout)
+        sock.sendall(f"GET {rel}".encode() + b"\n")
+        reader = sock.makefile("rb")
+        size = int(reader.readline())
+        with open(tmp, "wb") as out:
+            while size > 0:
+                chunk = reader.read(min(size, 1 << 16))
+                if not chunk:
+                    raise ConnectionError("short read from file replication peer")
+                out.write(chunk)
+                size -= len(chunk)
+    os.replace(tmp, target)
 
 
 def sync_request(ip, line, timeout=3.0):
@@ -178,10 +219,37 @@ class _SyncHandler(socketserver.StreamRequestHandler):
             if RESOURCES.resolve() not in target.parents or not target.is_file():
                 payload = b""
             else:
-                payload = target.read_bytes()
+                with open(target, "rb") as fh:  # a block at a time: archives can be large
+                    self.wfile.write(f"{os.fstat(fh.fileno()).st_size}\n".encode())
+                    shutil.copyfileobj(fh, self.wfile, 1 << 16)
+                return
+        elif line == "SECURITY":
+            payload = security_payload()
         else:
             payload = b""
         self.wfile.write(f"{len(payload)}\n".encode() + payload)
+
+
+# rest-security.conf (hash salt, secret key, encryption key) is the same on every node of a
+# cluster, whose one database they all read (inferred: premium's join; cloudify-4.6-day2.md
+# sections 2.4 and 9.2): replicas take the active node's with the file replication
+SECURITY_CONF = OPT / "rest-security.conf"
+
+
+def security_payload():
+    try:
+        return SECURITY_CONF.read_bytes()
+    except OSError:
+        return b""
+
+
+def sync_security(payload):
+    if payload and security_payload() != payload:
+        tmp = SECURITY_CONF.with_suffix(".sync")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o660)
+        with os.fdopen(fd, "wb") as out:
+            out.write(payload)
+        os.replace(tmp, SECURITY_CONF)
 
 
 def start_sync_server():
@@ -684,12 +752,12 @@ class Agent:
                 mine = resource_index()
                 for rel, digest in theirs.items():
                     if mine.get(rel) != digest:
-                        data = sync_request(leader_ip, f"GET {rel}", timeout=3.0)
                         target = RESOURCES / rel
                         target.parent.mkdir(parents=True, exist_ok=True)
-                        target.write_bytes(data)
+                        sync_fetch(leader_ip, rel, target, timeout=3.0)
                 for rel in set(mine) - set(theirs):
                     (RESOURCES / rel).unlink(missing_ok=True)
+                sync_security(sync_request(leader_ip, "SECURITY", timeout=2.0))
             except (OSError, ValueError):
                 continue
 

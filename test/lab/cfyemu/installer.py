@@ -25,6 +25,7 @@ from .common import (BOOT_SCRIPT, CFY_BIN, CLUSTER_MARKER, CONFIG, DEFAULT_TENAN
                      PORTS, RESOURCES, RPM_PAYLOAD, VERSION, AuditedCommand, is_external_db,
                      knobs, load_config, merge, read_user_config, write_config_in_place)
 from .rest import NetworkFailure, call
+from .snapshots import deploy_security_config
 from .store import create_schema
 
 # 4.6's order (service_components.py SERVICE_COMPONENTS["manager_service"]), the components
@@ -426,6 +427,7 @@ def _handle_certs(config, log):
     shutil.rmtree(ETC / "ssl", ignore_errors=True)
     (ETC / "ssl").mkdir(parents=True)
     inputs, manager = config["ssl_inputs"], config["manager"]
+    _deploy_ca(inputs, log)
     cert, key = inputs.get("external_cert_path") or "", inputs.get("external_key_path") or ""
     log("nginx", "Handling external certificate...")
     if os.path.isfile(cert) and os.path.isfile(key):
@@ -452,6 +454,18 @@ def _handle_certs(config, log):
     else:
         _openssl(*common, "-x509", "-days", "3650", "-addext", f"subjectAltName={sans}",
                  "-out", str(EXTERNAL_CERT), *subject)
+
+
+def _deploy_ca(inputs, log):
+    """4.6's nginx step begins with the internal CA (nginx.py _handle_ca_cert,
+    _deploy_cert_and_key): the user's ca_cert_path/ca_key_path copied into /etc/cloudify/ssl,
+    where a snapshot takes them from (snapshots/utils.py: the whole directory). Not emulated:
+    the CA 4.6 generates when none is given."""
+    log("nginx", "Handling CA certificate...")
+    for key, name in (("ca_cert_path", "cloudify_internal_ca_cert.pem"),
+                      ("ca_key_path", "cloudify_internal_ca_key.pem")):
+        if os.path.isfile(inputs.get(key) or ""):
+            shutil.copy(inputs[key], ETC / "ssl" / name)
 
 
 def _openssl(*argv):
@@ -786,6 +800,7 @@ def install(args, log):
                 (RESOURCES / rel).parent.mkdir(parents=True, exist_ok=True)
                 (RESOURCES / rel).write_bytes(f"lab stand-in for {rel}\n".encode())
             write_config_in_place(_user_view(config))
+            deploy_security_config()
             if not joining:  # 4.6's restservice _configure_db: create_default_db.sh, then schema
                 _prepare_db(config, log)
                 _populate_db(config, log)

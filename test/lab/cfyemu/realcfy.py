@@ -20,7 +20,10 @@ MUTATING = {("profiles", "use"), ("profiles", "set"), ("profiles", "delete"),
             ("cluster", "start"), ("cluster", "join"), ("cluster", "set-active"),
             ("cluster", "update-profile"), ("cluster", "remove"), ("cluster", "update"),
             ("cluster", "set-certificate"), ("blueprints", "upload"), ("blueprints", "delete"),
-            ("maintenance-mode", "activate"), ("maintenance-mode", "deactivate")}
+            ("maintenance-mode", "activate"), ("maintenance-mode", "deactivate"),
+            ("snapshots", "create"), ("snapshots", "delete"), ("snapshots", "upload"),
+            ("snapshots", "restore"), ("license", "upload"), ("secrets", "create"),
+            ("secrets", "update"), ("secrets", "delete")}
 
 
 def command_key(argv):

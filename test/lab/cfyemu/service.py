@@ -7,12 +7,14 @@ stand-in for enabled systemd units). `python -m cfyemu.service start|stop|run`.
 
 import base64
 import datetime
+import functools
 import io
 import json
 import math
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import ssl
@@ -20,6 +22,7 @@ import string
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import time
 import traceback
@@ -28,6 +31,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 from . import cluster as clustermod
+from . import snapshots as day2mod
 from .common import (CONFIG, DEFAULT_TENANT, EXTERNAL_CERT, EXTERNAL_KEY, OPT, PIDFILE,
                      PORTS, RESOURCES, RUN_DIR, SERVICE_LOG, USER_DATA_DIRS, RestError, audit,
                      knobs, load_config)
@@ -52,6 +56,16 @@ PERMISSIONS = {
     "blueprint_get": _ALL, "blueprint_list": _ALL,
     "blueprint_upload": ("sys_admin", "manager", "user"),
     "blueprint_delete": ("sys_admin", "manager", "user"),
+    # snapshots: sys_admin alone, every one of them
+    **{action: ("sys_admin",) for action in (
+        "snapshot_get", "snapshot_list", "snapshot_create", "snapshot_delete", "snapshot_upload",
+        "snapshot_download", "snapshot_status_update", "snapshot_restore")},
+    "license_upload": ("sys_admin",), "license_list": _ALL + ("default",),
+    "execution_get": _ALL, "execution_list": _ALL,
+    "secret_get": _ALL, "secret_list": _ALL,
+    "secret_create": ("sys_admin", "manager", "user"),
+    "secret_update": ("sys_admin", "manager", "user"),
+    "secret_delete": ("sys_admin", "manager", "user"),
 }
 # the system roles of 4.6's authorization.conf (`roles`, type system_role), in its order
 SYSTEM_ROLES = ("sys_admin", "default")
@@ -66,6 +80,7 @@ MAINTENANCE_STATUS = OPT / "maintenance" / "status.json"
 # one of these (rest-service constants.py ALLOWED_MAINTENANCE_ENDPOINTS, utils.py
 # check_allowed_endpoint: a substring match on request.endpoint)
 ALLOWED_MAINTENANCE_ENDPOINTS = ("status", "version", "license", "maintenance", "snapshots")
+FORBIDDEN_METHODS = ("POST", "PATCH", "PUT")  # constants.py: what activating blocks
 MAINTENANCE_REFUSED = ("Your request was rejected since Cloudify manager is currently in "
                        "maintenance mode")
 # 4.6's endpoint names (rest/endpoint_mapper.py: '<version>/<url>') of the routes emulated here
@@ -79,6 +94,15 @@ ENDPOINTS = [(re.compile(pattern), name) for pattern, name in (
     (r"/cluster/nodes/[^/]+", "v3.1/cluster/nodes/<string:node_id>"),
     (r"/blueprints", "v3.1/blueprints"),
     (r"/blueprints/[^/]+", "v3.1/blueprints/<string:blueprint_id>"),
+    (r"/snapshots", "v3.1/snapshots"),
+    (r"/snapshots/[^/]+", "v3.1/snapshots/<string:snapshot_id>"),
+    (r"/snapshots/[^/]+/archive", "v3.1/snapshots/<string:snapshot_id>/archive"),
+    (r"/snapshots/[^/]+/restore", "v3.1/snapshots/<string:snapshot_id>/restore"),
+    (r"/executions", "v3.1/executions"),
+    (r"/executions/[^/]+", "v3.1/executions/<string:execution_id>"),
+    (r"/secrets", "v3.1/secrets"),
+    (r"/secrets/[^/]+", "v3.1/secrets/<string:key>"),
+    (r"/license", "v3.1/license"),
     (r"/users", "v3.1/users"),
     (r"/users/[^/]+", "v3.1/users/<string:username>"),
 )]
@@ -265,22 +289,24 @@ class Service:
         MAINTENANCE_STATUS.parent.mkdir(parents=True, exist_ok=True)
         MAINTENANCE_STATUS.write_text(json.dumps(state))
 
-    @staticmethod
-    def running_executions():
-        """Executions in no end state (4.6: every tenant's, system workflows included). The
-        emulator runs none; knob running_executions=<n> stands for n that have not ended (a
-        failover leaves such: cloudify-4.6-day2.md section 5.1)."""
-        count = int(knobs().get("running_executions") or 0)
-        return [{"id": f"lab-execution-{i}", "status": "started", "deployment_id": "lab",
-                 "workflow_id": "install"} for i in range(count)]
+    @functools.cached_property
+    def day2(self):
+        """Snapshots, executions, secrets and the license (snapshots.py)."""
+        return day2mod.Day2(self)
 
-    def maintenance_gate(self, route, headers, remote):
+    def running_executions(self):
+        """Executions in no end state (4.6: every tenant's, system workflows included): the
+        emulated snapshot workflows', and knob running_executions=<n> standing for n that have
+        not ended (a failover leaves such: cloudify-4.6-day2.md section 5.1)."""
+        return self.day2.running_executions()
+
+    def maintenance_gate(self, route, headers, remote, method="GET"):
         """4.6's maintenance_mode_handler, a before_request hook (before authentication):
         while the mode is activated every endpoint but the allowed ones answers 503
         `maintenance_mode_active`; `activating` turns `activated` at the first request once no
         execution runs; while executions still run, no endpoint emulated here is blocked (4.6
         blocks only execution, deployment and snapshot changes then)."""
-        endpoint = next((name for pattern, name in ENDPOINTS if pattern.fullmatch(route)), None)
+        endpoint = endpoint_of(route)
         if endpoint is None:  # "failed to route the request - this is a 404. Abort early."
             return
         host = (headers.get("Host") or "").rsplit(":", 1)[0]
@@ -291,6 +317,12 @@ class Service:
             return
         if state["status"] == "activating":
             if self.running_executions():
+                # _handle_activating_mode: snapshot creation and restore, new executions
+                name = endpoint.split("/", 1)[1]
+                if (name == "snapshots/<string:snapshot_id>" and method in FORBIDDEN_METHODS) \
+                        or name == "snapshots/<string:snapshot_id>/restore" \
+                        or (name == "executions" and method in FORBIDDEN_METHODS):
+                    raise RestError(503, "entering_maintenance_mode", MAINTENANCE_REFUSED)
                 return
             state = dict(state, status="activated", activated_at=_timestamp(),
                          remaining_executions=[])
@@ -347,7 +379,9 @@ class Service:
             raise RestError(400, "not_cluster_master",
                             "This node is not the active node of the Cloudify Manager cluster"
                             + (f"; the active node is {leader}" if leader else ""))
-        self.maintenance_gate(route, headers, remote)
+        # premium's license check is a before_request hook registered before maintenance mode's
+        self.day2.license_gate(endpoint_of(route))
+        self.maintenance_gate(route, headers, remote, method)
         user = self.authenticate(headers)
         if route.startswith("/cluster") and knobs().get("edition") == "community":
             raise RestError(404, "missing_premium_package_error",
@@ -448,6 +482,21 @@ class Service:
         m = re.fullmatch(r"/blueprints/([^/]+)", route)
         if m:
             return self.blueprint(method, m.group(1), query, body)
+        m = re.fullmatch(r"/snapshots(?:/([^/]+)(?:/(archive|restore))?)?", route)
+        if m:
+            return self.day2.snapshots(method, m.group(1), m.group(2), query, body, username)
+        m = re.fullmatch(r"/executions(?:/([^/]+))?", route)
+        if m and method == "GET":
+            if m.group(1):
+                return 200, self.day2.execution(m.group(1))
+            return 200, self.day2.executions(query)
+        m = re.fullmatch(r"/secrets(?:/([^/]+))?", route)
+        if m:
+            return self.day2.secrets(method, m.group(1), body, username)
+        if route == "/license":
+            return self.day2.license(method, body)
+        if route == "/version" and method == "GET":
+            return 200, day2mod.version_data()
         raise RestError(404, "not_found_error", f"Requested resource {API}{route} not found")
 
     # ---- users (4.6 rest-service resources_v3/users.py; the rest is the premium package's) ----
@@ -621,6 +670,11 @@ class Service:
         raise RestError(405, "method_not_allowed", f"Method {method} not allowed")
 
 
+def endpoint_of(route):
+    """4.6's endpoint name of a route (rest/endpoint_mapper.py), None when nothing routes it."""
+    return next((name for pattern, name in ENDPOINTS if pattern.fullmatch(route)), None)
+
+
 def action_of(method, route):
     """The 4.6 authorization action of an emulated endpoint (its @authorize), or None."""
     if route == "/users":
@@ -649,6 +703,28 @@ def action_of(method, route):
     if re.fullmatch(r"/blueprints/[^/]+", route):
         return {"GET": "blueprint_get", "PUT": "blueprint_upload",
                 "DELETE": "blueprint_delete"}.get(method)
+    # rest-service resources_v3_1/snapshots.py (Snapshots, SnapshotsId, SnapshotsIdArchive,
+    # SnapshotsIdRestore)
+    if route == "/snapshots":
+        return {"GET": "snapshot_list"}.get(method)
+    if re.fullmatch(r"/snapshots/[^/]+", route):
+        return {"GET": "snapshot_get", "PUT": "snapshot_create", "DELETE": "snapshot_delete",
+                "PATCH": "snapshot_status_update"}.get(method)
+    if re.fullmatch(r"/snapshots/[^/]+/archive", route):
+        return {"GET": "snapshot_download", "PUT": "snapshot_upload"}.get(method)
+    if re.fullmatch(r"/snapshots/[^/]+/restore", route):
+        return {"POST": "snapshot_restore"}.get(method)
+    if route == "/license":  # resources_v3_1/license.py License
+        return {"PUT": "license_upload", "GET": "license_list"}.get(method)
+    if route == "/executions":  # resources_v1/executions.py Executions, ExecutionsId
+        return {"GET": "execution_list"}.get(method)
+    if re.fullmatch(r"/executions/[^/]+", route):
+        return {"GET": "execution_get"}.get(method)
+    if route == "/secrets":  # resources_v3/secrets.py Secrets, SecretsKey
+        return {"GET": "secret_list"}.get(method)
+    if re.fullmatch(r"/secrets/[^/]+", route):
+        return {"GET": "secret_get", "PUT": "secret_create", "PATCH": "secret_update",
+                "DELETE": "secret_delete"}.get(method)
     return None
 
 
@@ -751,15 +827,22 @@ def make_handler(service, port):
                 audit({"kind": "rest", "method": method, "path": url.path, "status": status,
                        "port": port, "remote": self.client_address[0], "t": time.time()})
                 return
+            upload = None
             try:
-                raw = self._body()
                 # cloudify_rest_client labels every request application/json, a blueprint
-                # archive too: the service reads an upload as bytes, as 4.6's does
-                upload = method == "PUT" and url.path.startswith(f"{API}/blueprints/")
-                if raw and not upload and "json" in (self.headers.get("Content-Type") or ""):
-                    body = json.loads(raw)
+                # archive or a license too: the service reads those as bytes, as 4.6's does;
+                # a snapshot archive goes to a file under the file server root first
+                # (upload_manager.py receive_uploaded_data), a chunk at a time
+                if method == "PUT" and STREAMED_UPLOAD.fullmatch(url.path):
+                    upload = self._body_to_file()
+                    body = day2mod.UploadedFile(upload)
                 else:
-                    body = raw or None
+                    raw = self._body()
+                    as_bytes = method == "PUT" and RAW_BODY.fullmatch(url.path)
+                    if raw and not as_bytes and "json" in (self.headers.get("Content-Type") or ""):
+                        body = json.loads(raw)
+                    else:
+                        body = raw or None
                 status, payload = service.dispatch(method, url.path, parse_qs(url.query),
                                                    self.headers, body, port,
                                                    self.client_address[0])
@@ -776,24 +859,44 @@ def make_handler(service, port):
                                  "error_code": "internal_server_error",
                                  "server_traceback": traceback.format_exc()})
             finally:
+                if upload:
+                    Path(upload).unlink(missing_ok=True)
                 audit({"kind": "rest", "method": method, "path": url.path, "status": status,
                        "port": port, "remote": self.client_address[0], "t": time.time()})
 
         def _body(self):
             """The request body: by Content-Length, or chunked (requests streams an upload from
             a generator, as cloudify_rest_client sends a blueprint archive)."""
+            out = io.BytesIO()
+            self._copy_body(out)
+            return out.getvalue()
+
+        def _body_to_file(self):
+            root = RESOURCES if RESOURCES.is_dir() else Path(tempfile.gettempdir())
+            fd, path = tempfile.mkstemp(dir=root, prefix="tmp")
+            with os.fdopen(fd, "wb") as out:
+                self._copy_body(out)
+            return path
+
+        def _copy_body(self, out):
             if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-                parts = []
                 while True:
                     size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                     if size == 0:
                         while self.rfile.readline().strip():  # trailers, then the blank line
                             pass
-                        return b"".join(parts)
-                    parts.append(self.rfile.read(size))
+                        return
+                    self._copy_exactly(size, out)
                     self.rfile.readline()
-            length = int(self.headers.get("Content-Length") or 0)
-            return self.rfile.read(length) if length else b""
+            self._copy_exactly(int(self.headers.get("Content-Length") or 0), out)
+
+        def _copy_exactly(self, size, out):
+            while size > 0:
+                chunk = self.rfile.read(min(size, 1 << 16))
+                if not chunk:
+                    raise ConnectionError("the client closed the connection mid-body")
+                out.write(chunk)
+                size -= len(chunk)
 
         def _bad_gateway(self):
             self._body()
@@ -806,6 +909,9 @@ def make_handler(service, port):
             self.wfile.write(data)
 
         def _send(self, status, payload):
+            if isinstance(payload, day2mod.FileBody):
+                self._send_file(status, payload)
+                return
             data = b"" if payload is None else json.dumps(payload).encode()
             self.send_response(status)
             if payload is not None:
@@ -813,6 +919,17 @@ def make_handler(service, port):
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def _send_file(self, status, payload):
+            with open(payload.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                self.send_response(status)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Disposition",
+                                 f"attachment; filename={payload.filename}")
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                shutil.copyfileobj(fh, self.wfile, 1 << 16)
 
         def do_GET(self):  # noqa: N802
             self._serve("GET")
@@ -832,6 +949,9 @@ def make_handler(service, port):
     return Handler
 
 
+# bodies the service reads as bytes whatever their Content-Type says, and the one it streams
+STREAMED_UPLOAD = re.compile(re.escape(API) + r"/snapshots/[^/]+/archive")
+RAW_BODY = re.compile(re.escape(API) + r"/(blueprints/[^/]+|license)")
 # what 4.6's nginx answers while the REST service behind it is down or starting
 BAD_GATEWAY = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body bgcolor=\"white\">\r\n"
                "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.13.7</center>"

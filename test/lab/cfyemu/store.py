@@ -1,5 +1,6 @@
 """The manager's data in the external PostgreSQL: users (a system role each, and their roles in
-tenants), tenants, blueprints.
+tenants), tenants, blueprints, and what 4.6's snapshots move (secrets, executions, snapshots,
+licenses: snapshots.py).
 
 No connection is kept open: a non-join install on another manager must be able to drop the
 database (the data-loss trap), as it could when the real REST service's pool was idle.
@@ -13,9 +14,14 @@ import time
 
 from .common import DEFAULT_TENANT, db_connect
 
+# 4.6's names where a snapshot reads them (rest-service storage/management_models.py): the
+# bootstrap admin is users.id 0, whose row a restore replaces (snapshot_restore.py
+# _restore_admin_user); `password_hash` is the emulator's own hash (store.hash_password), the
+# column 4.6 names `password` and also fills with a hash
 SCHEMA = [
-    "CREATE TABLE users (username text PRIMARY KEY, password_hash text NOT NULL, role text NOT NULL,"
-    " active boolean NOT NULL DEFAULT true, last_login_at text)",
+    "CREATE TABLE users (id serial UNIQUE NOT NULL, username text PRIMARY KEY,"
+    " password_hash text NOT NULL, role text NOT NULL, active boolean NOT NULL DEFAULT true,"
+    " last_login_at text, api_token_key text)",
     "CREATE TABLE tenants (name text PRIMARY KEY)",
     # 4.6's users_tenants: a user's role in a tenant (storage/management_models.py UserTenantAssoc)
     "CREATE TABLE user_tenants (username text NOT NULL, tenant text NOT NULL, role text NOT NULL,"
@@ -25,6 +31,20 @@ SCHEMA = [
     "CREATE TABLE deployments (id text NOT NULL, tenant text NOT NULL, blueprint_id text,"
     " PRIMARY KEY (tenant, id))",
     "CREATE TABLE plugins (id text PRIMARY KEY, tenant text NOT NULL)",
+    "CREATE TABLE secrets (key text NOT NULL, tenant text NOT NULL, value text NOT NULL,"
+    " visibility text NOT NULL, is_hidden_value boolean NOT NULL DEFAULT false,"
+    " created_by text, created_at timestamptz NOT NULL DEFAULT now(),"
+    " updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tenant, key))",
+    "CREATE TABLE executions (id text PRIMARY KEY, workflow_id text NOT NULL, status text NOT NULL,"
+    " error text NOT NULL DEFAULT '', is_system_workflow boolean NOT NULL,"
+    " deployment_id text, tenant text NOT NULL, created_by text,"
+    " created_at timestamptz NOT NULL DEFAULT now(), started_at timestamptz, ended_at timestamptz)",
+    "CREATE TABLE snapshots (id text PRIMARY KEY, status text NOT NULL, error text NOT NULL"
+    " DEFAULT '', visibility text NOT NULL, created_by text,"
+    " created_at timestamptz NOT NULL DEFAULT now())",
+    "CREATE TABLE licenses (customer_id text PRIMARY KEY, expiration_date text,"
+    " license_edition text, trial boolean NOT NULL DEFAULT false, cloudify_version text,"
+    " capabilities text, signature bytea)",
 ]
 
 
@@ -49,9 +69,11 @@ def create_schema(config, admin_username, admin_password):
             conn.run(stmt)
         conn.run("INSERT INTO tenants (name) VALUES (:n)", n=DEFAULT_TENANT)
         # 4.6's create_default_user_tenant_and_roles (storage/storage_utils.py): the bootstrap
-        # admin gets the first role (sys_admin) and the role `user` in the default tenant
-        conn.run("INSERT INTO users (username, password_hash, role) VALUES (:u, :p, 'sys_admin')",
-                 u=admin_username, p=hash_password(admin_password))
+        # admin (users.id 0) gets the first role (sys_admin) and the role `user` in the default
+        # tenant
+        conn.run("INSERT INTO users (id, username, password_hash, role, api_token_key)"
+                 " VALUES (0, :u, :p, 'sys_admin', :k)",
+                 u=admin_username, p=hash_password(admin_password), k=os.urandom(16).hex())
         conn.run("INSERT INTO user_tenants (username, tenant, role) VALUES (:u, :t, 'user')",
                  u=admin_username, t=DEFAULT_TENANT)
     finally:
@@ -63,6 +85,11 @@ class Store:
         self.config = config
         self._auth_cache = {}
         self._lock = threading.Lock()
+
+    def run(self, sql, **params):
+        """(rows, column names) of one statement, on a connection of its own."""
+        rows, columns = self._run(sql, **params)
+        return rows or [], [c["name"] for c in columns or []]
 
     def _run(self, sql, **params):
         conn = db_connect(self.config, timeout=5)
@@ -144,8 +171,10 @@ class Store:
     def blueprints(self, tenant):
         rows, _ = self._run("SELECT id, main_file_name, created_at FROM blueprints WHERE tenant = :t"
                             " ORDER BY created_at", t=tenant)
+        # description: 4.6's Blueprint has one (storage/resource_models.py), which `cfy
+        # blueprints list` reads; the lab's blueprints have none
         return [{"id": r[0], "main_file_name": r[1], "created_at": r[2].isoformat(),
-                 "tenant_name": tenant} for r in rows]
+                 "tenant_name": tenant, "description": None} for r in rows]
 
     def add_blueprint(self, tenant, blueprint_id, main_file_name):
         self._run("INSERT INTO blueprints (id, tenant, main_file_name) VALUES (:i, :t, :m)",
