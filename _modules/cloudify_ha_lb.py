@@ -5,6 +5,8 @@ it where no service manager does (``haproxy -D`` with a pid file, soft reloads w
 Salt 3008 has no HAProxy module; this one speaks HAProxy's admin socket protocol directly.
 """
 
+import base64
+import binascii
 import csv
 import io
 import json
@@ -271,9 +273,38 @@ def check_config(config):
     result = __salt__["cmd.run_all"]([_binary(), "-c", "-f", config], python_shell=False,
                                      output_loglevel="quiet", ignore_retcode=True)
     if result["retcode"] != 0:
-        raise CommandExecutionError(f"haproxy -c rejects {config}: "
-                                    f"{(result['stdout'] + result['stderr']).strip()[-800:]}")
+        said = (result["stdout"] + result["stderr"]).strip()
+        for secret in _config_secrets(config):
+            said = said.replace(secret, "*****")
+        raise CommandExecutionError(f"haproxy -c rejects {config}: {said[-800:]}")
     return True
+
+
+# a health check's credentials as the formula's haproxy.cfg holds them: `hdr Authorization
+# "Basic <token>"` (http-check send) or `Authorization:\ Basic\ <token>` (1.5's option httpchk)
+BASIC_TOKEN_RE = re.compile(r"Basic(?:\\ |[ \t])+([A-Za-z0-9+/]{4,}={0,2})")
+
+
+def _config_secrets(config):
+    """What of a configuration's text is a secret: each Basic token of its health checks, what
+    it decodes to and the password in it (HAProxy quotes a line's words in some of its errors,
+    e.g. a server line's unknown keyword), longest first."""
+    try:
+        with salt.utils.files.fopen(config, "rb") as fh:
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    found = set()
+    for token in BASIC_TOKEN_RE.findall(text):
+        found.add(token)
+        try:
+            pair = base64.b64decode(token, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            continue
+        found.add(pair)
+        if ":" in pair and pair.split(":", 1)[1]:
+            found.add(pair.split(":", 1)[1])
+    return sorted(found, key=len, reverse=True)
 
 
 def start(config, pidfile, reload=False):

@@ -162,7 +162,9 @@ cloudify_ha-loadbalancer-config:
     - user: root
     - makedirs: true
     - show_changes: false
-    - check_cmd: haproxy -c -f
+    # quiet (-q): HAProxy quotes words of a line it refuses, the health check's credentials among
+    # them, and Salt puts what a check_cmd prints in the state's comment (the job cache)
+    - check_cmd: haproxy -c -q -f
     - context:
         clusters: {{ clusters | map(attribute="name") | list | json }}
         certs_dir: {{ lookup.firewall_dir | json }}

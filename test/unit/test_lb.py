@@ -3,6 +3,7 @@ together against a fake host: cmd.run_all plays `haproxy -c` and `haproxy -D` (p
 tmp_path, soft reloads with -sf), /proc/<pid>/status is the host's process table, and the
 admin socket is a real UNIX socket under tmp_path that answers with canned `show stat` CSV."""
 
+import base64
 import http.server
 import io
 import os
@@ -215,6 +216,47 @@ def test_check_config_keeps_the_last_800_characters_of_a_long_message(files):
             MODULE.check_config(files[0])
     assert str(err.value) == f"haproxy -c rejects {files[0]}: {(lines + ALERT).strip()[-800:]}"
     assert len((lines + ALERT).strip()) > 800
+
+
+CHECK_TOKEN = base64.b64encode(b"cloudify_ha_check:s3cret-Check-pw").decode()
+
+
+@pytest.mark.parametrize("line", [
+    f'    http-check send meth GET uri /api/v3.1/status hdr Authorization "Basic {CHECK_TOKEN}"\n',
+    f"    option httpchk GET /api/v3.1/status HTTP/1.0\\r\\nAuthorization:\\ Basic\\ {CHECK_TOKEN}\n"])
+def test_check_config_never_repeats_the_health_checks_credentials(files, line):
+    """HAProxy quotes words of a line it refuses: the Basic token, its decoded pair and the
+    password are masked in the error (the state's comment, the job cache)."""
+    pathlib.Path(files[0]).write_text(CONFIG_V1 + line, encoding="utf-8")
+    host = Host()
+    said = (f"[ALERT] parsing [haproxy.cfg:6] : 'Basic {CHECK_TOKEN}' unknown; 'cloudify_ha_check:"
+            "s3cret-Check-pw'; 's3cret-Check-pw'\n")
+
+    def run_all(argv, **kwargs):
+        host.calls.append(argv)
+        return {"retcode": 1, "stdout": "", "stderr": said, "pid": 7}
+
+    with patch.object(MODULE, "__salt__", {"cmd.run_all": run_all}, create=True), \
+            patch.object(salt.utils.path, "which", {"haproxy": HAPROXY}.get):
+        with pytest.raises(CommandExecutionError) as err:
+            MODULE.check_config(files[0])
+    assert str(err.value) == (f"haproxy -c rejects {files[0]}: [ALERT] parsing [haproxy.cfg:6] "
+                              ": 'Basic *****' unknown; '*****'; '*****'")
+
+
+def test_the_real_haproxy_quotes_a_refused_lines_words_unless_quiet(tmp_path):
+    """Why the SLS's check_cmd is `haproxy -c -q -f`: HAProxy 2.6 prints the words of a server
+    line it refuses (the token among them), and nothing at all with -q (make deps installs
+    HAProxy: the lab's load balancers run it)."""
+    bad = tmp_path / "bad.cfg"
+    bad.write_text("defaults\n  mode http\nbackend b\n  server s1 192.0.2.1:80 check "
+                   f'"Basic {CHECK_TOKEN}"\n', encoding="utf-8")
+    loud = subprocess.run([HAPROXY, "-c", "-f", str(bad)], capture_output=True, text=True,
+                          check=False)
+    quiet = subprocess.run([HAPROXY, "-c", "-q", "-f", str(bad)], capture_output=True,
+                           text=True, check=False)
+    assert loud.returncode != 0 and CHECK_TOKEN in loud.stdout + loud.stderr
+    assert quiet.returncode != 0 and quiet.stdout + quiet.stderr == ""
 
 
 def test_without_haproxy_installed_nothing_runs(files):
