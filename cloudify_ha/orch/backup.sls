@@ -49,10 +49,14 @@ def run():
         answers = __salt__["cloudify_ha_master.ask"](  # noqa: F821
             targets, "cloudify_ha.orch_facts", kwarg={"expected": expected}, timeout=timeout)
         backup = (plan["clusters"].get(cluster) or {}).get("backup") if cluster else None
-        if snapshot is not None and isinstance(backup, dict):
-            # whether the target holds that snapshot with its manifest (read, not changed)
-            stored = __salt__["cloudify_ha_master.ask"](  # noqa: F821
-                [backup["target"]["minion_id"]], "cloudify_ha_backup.stored",
+        tid = backup["target"]["minion_id"] if isinstance(backup, dict) else None
+        if snapshot is not None and (answers.get(tid) or {}).get("ret"):
+            # whether the target holds that snapshot with its manifest (read, not changed);
+            # asked of the target that answered, whatever the master's grains cache says of its
+            # modules (a target the last run synced shows their grain there only once it asks
+            # for its pillar again); without the module its answer is no manifest: sent again
+            stored = __salt__["saltutil.cmd"](  # noqa: F821
+                tgt=[tid], tgt_type="list", fun="cloudify_ha_backup.stored",
                 kwarg={"directory": backup["target"]["directory"], "cluster": cluster,
                        "snapshot_id": snapshot}, timeout=timeout)
     stamp = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
