@@ -8,6 +8,8 @@ LAB := PYTHONPATH=test $(PY) -m lab
 # starts its own daemons inside its hosts, and a firewalld on the machine itself would close
 # the lab's bridge to the salt-master
 APT_PACKAGES := postgresql haproxy iproute2 nftables iptables firewalld openssl util-linux procps
+# gpg: the backups' encryption (the managers' gnupg2 on EL7), and the tests' throwaway keys
+APT_PACKAGES += gnupg
 # and the stand-ins for 4.6's prerequisite rpms (cloudify_ha/defaults.yaml, os_family Debian):
 # the lab's hosts see the machine's /usr and dpkg database and have no network, so the formula's
 # pkg.installed finds them there, and the emulated installer checks them as 4.6 does

@@ -1699,7 +1699,7 @@ def verify_archive(path, version):
     return {"path": path, "size": os.path.getsize(path), "version": found}
 
 
-def snapshot(quiesce="maintenance", timeout=3600, poll=5, cluster=None):
+def snapshot(quiesce="maintenance", timeout=3600, poll=5, cluster=None, snapshot_id=None):
     """
     Take a snapshot of the cluster on its ACTIVE node, which this minion must be: quiesce as
     asked (``maintenance``: ``cfy maintenance-mode activate --wait`` within the timeout, which
@@ -1710,6 +1710,8 @@ def snapshot(quiesce="maintenance", timeout=3600, poll=5, cluster=None):
     before is left as found). Then the archive the active node keeps is verified
     (``verify_archive``, against the version the manager answers on ``GET /version``).
     ``timeout`` bounds the whole wait, in seconds; ``poll`` is the interval between reads.
+    ``snapshot_id``: the id to create (``<cluster>-...``, what cloudify_ha.orch.backup names
+    before it runs, so that its later steps know it); by default ``<cluster>-<UTC time>``.
 
     Returns ``{"id", "status", "path", "size", "version", "quiesce", "maintenance"}``; any
     failure raises CommandExecutionError saying what happened and whether maintenance mode
@@ -1733,7 +1735,9 @@ def snapshot(quiesce="maintenance", timeout=3600, poll=5, cluster=None):
             f"cluster {name}: {manager['name']} ({manager['private_ip']}) is not the active "
             f"node ({active} is): take the snapshot there")
     deadline = time.monotonic() + timeout
-    snapshot_id = f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
+    if snapshot_id is None:
+        snapshot_id = f"{name}-{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%SZ}"
+    _snapshot_id_of(settings, snapshot_id)
     before = maintenance_mode(name)["status"]
     ours = quiesce == "maintenance" and before == "deactivated"
     out = {"id": snapshot_id, "quiesce": quiesce,
@@ -1778,6 +1782,104 @@ def snapshot(quiesce="maintenance", timeout=3600, poll=5, cluster=None):
     version = (_call(settings, active, "GET", "/version") or {}).get("version")
     path = os.path.join(RESOURCES, "snapshots", snapshot_id, f"{snapshot_id}.zip")
     out.update(verify_archive(path, version), status="created")
+    return out
+
+
+def _snapshot_id_of(settings, snapshot_id):
+    """``snapshot_id`` when it is one of this cluster's (``<cluster>-...``, one REST path
+    segment); SaltInvocationError otherwise."""
+    try:
+        _rest().segment(snapshot_id)
+    except ValueError as exc:
+        raise SaltInvocationError(f"snapshot_id: {exc}") from None
+    if not snapshot_id.startswith(f"{settings['name']}-"):
+        raise SaltInvocationError(f"snapshot_id: {snapshot_id!r} is not a snapshot of cluster "
+                                  f"{settings['name']} (<cluster>-...)")
+    return snapshot_id
+
+
+def _backup_settings(settings):
+    backup = settings.get("backup")
+    if not isinstance(backup, dict) or not isinstance(backup.get("target"), dict):
+        raise SaltInvocationError(f"cluster {settings['name']} has no backup target "
+                                  f"(cloudify_ha:clusters:{settings['name']}:backup:target)")
+    return backup
+
+
+def backup_send(snapshot_id, cluster=None):
+    """
+    Stream snapshot ``snapshot_id`` of this manager's cluster to the cluster's backup target
+    (pillar ``backup``), from this manager, which must be the active node: its archive is
+    verified first (``verify_archive``, against the version ``GET /version`` answers), then
+    sent through ``cloudify_ha_backup.send``, encrypted for ``backup:recipient`` unless
+    ``backup:encrypt`` is false, within ``backup:timeout``. The target's receiver
+    (``cloudify_ha_backup.receive``) must run meanwhile: cloudify_ha.orch.backup runs both.
+    Returns what was sent (sha256, size, fingerprint); no archive byte, no key.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.backup_send prod-20300101T000000Z
+    """
+    settings, manager = _settings(cluster)
+    backup = _backup_settings(settings)
+    snapshot_id = _snapshot_id_of(settings, snapshot_id)
+    active = active_node(cluster=settings["name"])["host"]
+    if active != manager["private_ip"]:
+        raise CommandExecutionError(
+            f"cluster {settings['name']}: {manager['name']} ({manager['private_ip']}) is not "
+            f"the active node ({active} is): send the snapshot from there")
+    version = (_call(settings, active, "GET", "/version") or {}).get("version")
+    path = os.path.join(RESOURCES, "snapshots", snapshot_id, f"{snapshot_id}.zip")
+    checked = verify_archive(path, version)
+    target = backup["target"]
+    sent = __salt__["cloudify_ha_backup.send"](
+        path, settings["name"], snapshot_id, target["address"], backup["port"],
+        recipient=backup["recipient"] if backup["encrypt"] else None,
+        timeout=backup["timeout"], version=checked["version"])
+    if not backup["encrypt"]:
+        sent["warning"] = ("backup:encrypt is false: the archive, which holds the cluster's CA "
+                           "key and rest-security.conf, travelled and is kept in clear")
+    return sent
+
+
+def prune_snapshots(keep=None, cluster=None):
+    """
+    Delete from the cluster, through its active node (``DELETE /snapshots/<id>``), all but the
+    ``keep`` newest snapshots whose id starts with ``<cluster>-`` (by default
+    ``backup:keep_on_cluster``): every snapshot costs disk on every manager. A snapshot still
+    being created, and any other snapshot, is left alone. Returns the ids kept and deleted.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt cfy-mgr1 cloudify_ha.prune_snapshots keep=1
+    """
+    settings, _ = _settings(cluster, need_manager=False)
+    keep = _backup_settings(settings)["keep_on_cluster"] if keep is None else keep
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise SaltInvocationError(f"keep: {keep!r} must be a whole number, 1 or more")
+    host = _active_host(settings)
+    listed = _call(settings, host, "GET", "/snapshots") or {}
+    items = listed.get("items", []) if isinstance(listed, dict) else []
+    ours = sorted((s for s in items if isinstance(s, dict) and isinstance(s.get("id"), str)
+                   and s["id"].startswith(f"{settings['name']}-")
+                   and s.get("status") in ("created", "failed")),
+                  key=lambda s: (str(s.get("created_at")), s["id"]), reverse=True)
+    deleted, left = [], []
+    for item in ours[keep:]:
+        try:
+            path = f"/snapshots/{_rest().segment(item['id'])}"
+        except ValueError:  # not one path segment: never sent as a path
+            left.append(ascii(item["id"]))
+            continue
+        _call(settings, host, "DELETE", path, absent={})
+        deleted.append(item["id"])
+    out = {"kept": [s["id"] for s in ours[:keep]], "deleted": deleted}
+    if left:
+        out["left"] = left
     return out
 
 

@@ -82,12 +82,13 @@ def minions_without_modules(minion_ids):
     return [mid for mid in ids if (cached.get(mid) or {}) and GRAIN not in cached[mid]]
 
 
-ARGUMENTS = ("cluster", "node")
+ARGUMENTS = ("cluster", "node", "snapshot")
 
 
 def orch_argument(name):
     """
-    An argument of the formula's orchestrations (``cluster``, ``node``) from the pillar they
+    An argument of the formula's orchestrations (``cluster``, ``node``, ``snapshot``) from the
+    pillar they
     run with: ``cloudify_ha_orch:<name>`` (``pillar='{"cloudify_ha_orch": {"cluster":
     "prod"}}'``, what the formula's runner passes), else the short form of the documented
     command lines, a top-level ``<name>`` (``pillar='{"cluster": "prod"}'``), but only when it
@@ -163,13 +164,15 @@ def ask(targets, fun, kwarg=None, timeout=5):
 
 
 def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloudify_ha",
-               node_state=None):
+               node_state=None, snapshot=None, stored=None, stamp=None):
     """
     The steps (high data) of one of the formula's orchestrations, built as data from the plan
     and the minions' answers the orchestration gathered (``_utils/cloudify_ha_orch.py``):
     ``kind`` is ``orch``, ``rejoin`` (``node``: a minion id; ``node_state``: its answer to
-    ``cloudify_ha.node_state``) or ``retire`` (``cluster`` and ``node``: a node name). Pure: asks
-    nothing, changes nothing.
+    ``cloudify_ha.node_state``), ``retire`` (``cluster`` and ``node``: a node name) or
+    ``backup`` (``cluster``, ``snapshot``: the one to send, ``stored``: the target's answer to
+    ``cloudify_ha_backup.stored`` for it, ``stamp``: the UTC time naming a new snapshot). Pure:
+    asks nothing, changes nothing.
 
     CLI Example:
 
@@ -185,7 +188,10 @@ def orch_steps(kind, plan, answers=None, node=None, cluster=None, tplroot="cloud
         return builder.rejoin_steps(plan, node, answers, tplroot, node_state=node_state)
     if kind == "retire":
         return builder.retire_steps(plan, cluster, node, answers, tplroot)
-    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
+    if kind == "backup":
+        return builder.backup_steps(plan, answers, cluster=cluster, snapshot=snapshot,
+                                    stored=stored, stamp=stamp, tplroot=tplroot)
+    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire, backup")
 
 
 def orch_targets(kind, plan, node=None, cluster=None):
@@ -193,7 +199,8 @@ def orch_targets(kind, plan, node=None, cluster=None):
     Whom an orchestration asks before it builds its steps (see ``orch_steps``): for ``orch``
     every minion of the plan, for ``rejoin`` the managers, CLI hosts and load balancers of
     `node`'s cluster (none when `node` is not a manager in pillar), for ``retire`` the
-    cluster's managers.
+    cluster's managers, for ``backup`` the managers and the backup target of each cluster to
+    back up (``cluster``: the one named).
 
     CLI Example:
 
@@ -211,4 +218,6 @@ def orch_targets(kind, plan, node=None, cluster=None):
         if builder.retire_problem(cluster, node) or plan["errors"]:
             return []
         return [m["minion_id"] for m in plan["clusters"][cluster]["managers"]]
-    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire")
+    if kind == "backup":
+        return builder.backup_everyone(plan, cluster)
+    raise SaltInvocationError(f"kind: {ascii(kind)} is not one of orch, rejoin, retire, backup")

@@ -66,18 +66,19 @@ def _answered(answer):
     return isinstance(answer, dict) and "ret" in answer and not answer.get("failed")
 
 
-def read_answers(plan, answers):
+def read_answers(plan, answers, ids=None):
     """(alive, stale, hints) from the minions' answers to orch_facts (or test.ping).
 
     A minion's answer is its own word: it decides only whether that minion is up, whether its
-    modules are current and whether IT says it is the active node. The hint is the PILLAR's
+    modules are current and whether IT says it is the active node (``ids``: the minions to
+    read, by default ``everyone``). The hint is the PILLAR's
     private_ip of the one manager that says so (never an address a minion reports), and only
     where exactly one manager of the cluster says so (with two, a split brain, the steps poll
     every manager and refuse to act)."""
     managers = {m["minion_id"]: (cname, m["private_ip"])
                 for cname, settings in plan["clusters"].items() for m in settings["managers"]}
     alive, stale, leaders = [], [], {}
-    for mid in everyone(plan):
+    for mid in everyone(plan) if ids is None else ids:
         answer = answers.get(mid)
         if not _answered(answer):
             continue
@@ -134,12 +135,12 @@ def maintenance_text(cname, manager, status, what):
             f"'{LEAVE_MAINTENANCE}' on that node, then re-run")
 
 
-def pillar_errors(plan, answers):
+def pillar_errors(plan, answers, ids=None):
     """[(error, [minion ids])]: what the minions found wrong with their own pillar (each checks
     the secrets its roles use, which the master does not hold), each error once. A minion's
     text is its own word: it is only ever data in a refusal's comment."""
     found = {}
-    for mid in everyone(plan):
+    for mid in everyone(plan) if ids is None else ids:
         answer = answers.get(mid)
         facts = answer.get("ret") if _answered(answer) else None
         errors = facts.get("pillar_errors") if isinstance(facts, dict) else None
@@ -154,33 +155,11 @@ def orch_steps(plan, answers, tplroot="cloudify_ha"):
     """The high data of ``cloudify_ha.orch``: validate, sync, per cluster the CLI package, the
     followers' preparation, the leader, each follower one at a time, the profiles and the load
     balancer, each step requiring the one before it in its cluster."""
-    if plan["errors"]:
-        text = "\n".join(["the cloudify_ha pillar is invalid; nothing was changed on any host. "
-                          "Fix:"] + [f"- {e}" for e in plan["errors"]])
-        return refused("cloudify_ha-orch-validate", text)
-    text = "\n".join([f"the cloudify_ha pillar is valid: {len(plan['clusters'])} cluster(s) to "
-                      "build"] + [f"warning: {w}" for w in plan["warnings"]]) + "\n"
-    high = {"cloudify_ha-orch-validate": _step("test.succeed_without_changes", name=text)}
-    # a new host (pinged, not asked orch_facts) answered True: up, and its modules are stale
-    alive, stale, hints = read_answers(plan, answers)
-    reported = pillar_errors(plan, answers)
-    if reported:
-        text = "\n".join(["the cloudify_ha pillar of some minions is invalid; nothing was "
-                          "changed on any host. Fix:"]
-                         + [f"- {error} (pillar of {', '.join(mids)})"
-                            for error, mids in reported])
-        return refused("cloudify_ha-orch-validate", text)
-    if stale:
-        high["cloudify_ha-orch-sync"] = _step(
-            "salt.state", **RUN, tgt=stale, tgt_type="list", sls=f"{tplroot}.sync",
-            test=False, require=[{"test": "cloudify_ha-orch-validate"}])
-        synced = "salt"
-    else:
-        high["cloudify_ha-orch-sync"] = _step(
-            "test.succeed_without_changes",
-            name="the formula's modules are current on every minion that answers",
-            require=[{"test": "cloudify_ha-orch-validate"}])
-        synced = "test"
+    opened = _opening(plan, answers, "cloudify_ha-orch", "build", tplroot)
+    if "refused" in opened:
+        return opened["refused"]
+    high, alive, hints, synced = opened["high"], opened["alive"], opened["hints"], \
+        opened["synced"]
     parallel = len(plan["clusters"]) > 1
     maintenance = maintenance_of(plan, answers)
     joined = members(plan, answers)
@@ -192,6 +171,41 @@ def orch_steps(plan, answers, tplroot="cloudify_ha"):
         high.update(_cluster_steps(cname, settings, alive, hints, parallel, synced, tplroot,
                                    joined))
     return high
+
+
+def _opening(plan, answers, prefix, what, tplroot, ids=None):
+    """The first steps of an orchestration: ``<prefix>-validate`` (the plan's errors, or the
+    errors the minions report of their own pillar, refuse the whole run) and ``<prefix>-sync``
+    (the minions whose modules are stale). {"refused": high} or {"high", "alive", "hints",
+    "synced": the sync step's state module}."""
+    if plan["errors"]:
+        text = "\n".join(["the cloudify_ha pillar is invalid; nothing was changed on any host. "
+                          "Fix:"] + [f"- {e}" for e in plan["errors"]])
+        return {"refused": refused(f"{prefix}-validate", text)}
+    text = "\n".join([f"the cloudify_ha pillar is valid: {len(plan['clusters'])} cluster(s) to "
+                      f"{what}"] + [f"warning: {w}" for w in plan["warnings"]]) + "\n"
+    high = {f"{prefix}-validate": _step("test.succeed_without_changes", name=text)}
+    # a new host (pinged, not asked orch_facts) answered True: up, and its modules are stale
+    alive, stale, hints = read_answers(plan, answers, ids)
+    reported = pillar_errors(plan, answers, ids)
+    if reported:
+        text = "\n".join(["the cloudify_ha pillar of some minions is invalid; nothing was "
+                          "changed on any host. Fix:"]
+                         + [f"- {error} (pillar of {', '.join(mids)})"
+                            for error, mids in reported])
+        return {"refused": refused(f"{prefix}-validate", text)}
+    if stale:
+        high[f"{prefix}-sync"] = _step(
+            "salt.state", **RUN, tgt=stale, tgt_type="list", sls=f"{tplroot}.sync",
+            test=False, require=[{"test": f"{prefix}-validate"}])
+        synced = "salt"
+    else:
+        high[f"{prefix}-sync"] = _step(
+            "test.succeed_without_changes",
+            name="the formula's modules are current on every minion that answers",
+            require=[{"test": f"{prefix}-validate"}])
+        synced = "test"
+    return {"high": high, "alive": alive, "hints": hints, "synced": synced}
 
 
 def backends_step(sid, cname, settings, node, alive, out, require, tplroot, parallel=False):
@@ -434,3 +448,166 @@ def retire_steps(plan, cluster, node, pings, tplroot="cloudify_ha"):
             "salt.state", tgt=alive + list(settings["cli_hosts"]), tgt_type="list", **RUN,
             sls=f"{tplroot}.profile", onchanges=[{"salt": f"cloudify_ha-retire-{node}"}]),
     }
+
+
+# ---- cloudify_ha.orch.backup ----------------------------------------------------------------
+BACKUP_USAGE = ("back up every cluster with a backup section, or the one named: "
+                "pillar='{\"cluster\": \"<name>\"}'; send a snapshot the cluster holds (again): "
+                "pillar='{\"cluster\": \"<name>\", \"snapshot\": \"<id>\"}'")
+# how much longer than the backup's own timeout a step's job may take before the master stops
+# waiting for it (the minion's function bounds itself by the timeout)
+BACKUP_JOB_MARGIN = 300
+SNAPSHOT_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,200}", re.ASCII)
+
+
+def backup_clusters(plan, cluster=None, snapshot=None):
+    """([names of the clusters to back up], problem or None): those with a ``backup`` section,
+    or the one named (refused when it has none)."""
+    if snapshot is not None:
+        if not cluster:
+            return [], f"snapshot: give the cluster it belongs to as well; {BACKUP_USAGE}"
+        if not isinstance(snapshot, str) or not SNAPSHOT_ID_RE.fullmatch(snapshot) or \
+                not snapshot.startswith(f"{cluster}-"):
+            return [], (f"snapshot: {ascii(snapshot)} is not a snapshot id of cluster "
+                        f"{ascii(cluster)} (<cluster>-<UTC time>, as cloudify_ha.orch.backup "
+                        "names them)")
+    if plan["errors"]:
+        return [], None
+    names = [n for n, s in plan["clusters"].items() if isinstance(s.get("backup"), dict)]
+    if cluster and not names:
+        return [], (f"cluster {ascii(cluster)} has no backup section: add "
+                    f"cloudify_ha:clusters:{cluster}:backup (target, recipient; see "
+                    "pillar.example), then re-run")
+    if not names:
+        return [], ("no cluster in pillar has a backup section: add "
+                    "cloudify_ha:clusters:<name>:backup (see pillar.example)")
+    return names, None
+
+
+def backup_everyone(plan, cluster=None, snapshot=None):
+    """The managers and the backup target of each cluster to back up, each once."""
+    names, _ = backup_clusters(plan, cluster, snapshot)
+    out = []
+    for cname in names:
+        settings = plan["clusters"][cname]
+        for mid in [m["minion_id"] for m in settings["managers"]] + \
+                [settings["backup"]["target"]["minion_id"]]:
+            if mid not in out:
+                out.append(mid)
+    return out
+
+
+def _stored_manifest(answer, snapshot_id):
+    """The target's answer to cloudify_ha_backup.stored, when it is the manifest of that
+    snapshot with its sha256 (the minion's word: it only decides whether to send again)."""
+    manifest = answer.get("ret") if _answered(answer) else None
+    if isinstance(manifest, dict) and manifest.get("id") == snapshot_id and \
+            isinstance(manifest.get("sha256"), str) and \
+            re.fullmatch(r"[0-9a-f]{64}", manifest["sha256"]):
+        return manifest
+    return None
+
+
+def backup_steps(plan, answers, cluster=None, snapshot=None, stored=None, stamp=None,
+                 tplroot="cloudify_ha"):
+    """The high data of ``cloudify_ha.orch.backup``: validate, sync, then per cluster a snapshot
+    on its ACTIVE node (or the ``snapshot`` given), the stream (the target's receiver beside the
+    active node's sender, in parallel), the target's verify, and retention at the target and
+    on the cluster. ``stamp``: the UTC time that names a new snapshot (``<cluster>-<stamp>``);
+    ``stored``: the target's answer to ``cloudify_ha_backup.stored`` for ``snapshot``."""
+    prefix = "cloudify_ha-backup"
+    names, problem = backup_clusters(plan, cluster, snapshot)
+    if problem:
+        return refused(f"{prefix}-validate", problem)
+    ids = backup_everyone(plan, cluster, snapshot)
+    opened = _opening({**plan, "clusters": {n: plan["clusters"][n] for n in names}}, answers,
+                      prefix, "back up", tplroot, ids=ids)
+    if "refused" in opened:
+        return opened["refused"]
+    high, alive, hints = opened["high"], opened["alive"], opened["hints"]
+    previous = {}  # (target address, port) -> the last step of the cluster streaming there
+    for cname in names:
+        settings = plan["clusters"][cname]
+        backup, target = settings["backup"], settings["backup"]["target"]
+        snapshot_id = snapshot or f"{cname}-{stamp}"
+        steps, last = _backup_cluster_steps(
+            cname, settings, snapshot_id, alive, hints.get(cname), bool(snapshot),
+            _stored_manifest((stored or {}).get(target["minion_id"]) or {}, snapshot_id)
+            if snapshot else None,
+            [{opened["synced"]: f"{prefix}-sync"}] + previous.get(
+                (target["address"], backup["port"]), []))
+        high.update(steps)
+        previous[(target["address"], backup["port"])] = last
+    return high
+
+
+def _backup_cluster_steps(cname, settings, snapshot_id, alive, active_ip, given, manifest,
+                          require):
+    """({sid: step}, [the requisite on its last step]) of one cluster's backup; ``given``: the
+    snapshot is the operator's (not taken now); ``manifest``: the target holds it already."""
+    prefix = f"cloudify_ha-backup-{cname}"
+    backup, target = settings["backup"], settings["backup"]["target"]
+    tid = target["minion_id"]
+    if tid not in alive:
+        return refused(f"{prefix}-target", (
+            f"cluster {cname}: the backup target {tid} does not answer: nothing was "
+            "snapshotted or sent, and nothing changed on the cluster; bring it up (or fix "
+            f"clusters:{cname}:backup:target) and re-run"), require=require), \
+            [{"cloudify_ha": f"{prefix}-target"}]
+    active = next((m for m in settings["managers"] if m["private_ip"] == active_ip
+                   and m["minion_id"] in alive), None)
+    if active is None:
+        return refused(f"{prefix}-active", (
+            f"cluster {cname}: no manager whose minion answers says it is the active node (or "
+            "two do): nothing was snapshotted; check `salt-run cloudify_ha.status` and "
+            "re-run"), require=require), [{"cloudify_ha": f"{prefix}-active"}]
+    on_active = {"tgt": active["minion_id"]}
+    on_target = {"tgt": tid}
+    job = backup["timeout"] + BACKUP_JOB_MARGIN
+    where = {"directory": target["directory"], "cluster": cname, "snapshot_id": snapshot_id}
+    high = {}
+    if manifest is not None:
+        # a re-run: the target has this snapshot with its manifest already
+        high[f"{prefix}-stored"] = _step(
+            "test.succeed_without_changes",
+            name=f"cluster {cname}: snapshot {snapshot_id} is at the backup target {tid} "
+                 f"already (manifest with sha256 {manifest['sha256']}): not sent again",
+            require=require)
+        verified = {"test": f"{prefix}-stored"}
+    else:
+        if given:  # the operator's snapshot, which the cluster holds: no new one
+            high[f"{prefix}-snapshot"] = _step(
+                "test.succeed_without_changes", require=require,
+                name=f"cluster {cname}: snapshot {snapshot_id} is sent as the cluster holds it "
+                     "(no new snapshot)")
+            made = {"test": f"{prefix}-snapshot"}
+        else:
+            high[f"{prefix}-snapshot"] = _step(
+                "salt.function", name="cloudify_ha.snapshot", **on_active, timeout=job,
+                kwarg={"quiesce": backup["quiesce"], "timeout": backup["timeout"],
+                       "cluster": cname, "snapshot_id": snapshot_id},
+                require=require)
+            made = {"salt": f"{prefix}-snapshot"}
+        high[f"{prefix}-receive"] = _step(
+            "salt.function", name="cloudify_ha_backup.receive", **on_target, timeout=job,
+            kwarg=dict(where, address=target["address"], port=backup["port"],
+                       sources=[m["private_ip"] for m in settings["managers"]],
+                       timeout=backup["timeout"], encrypted=backup["encrypt"]),
+            parallel=True, require=[made])
+        high[f"{prefix}-send"] = _step(
+            "salt.function", name="cloudify_ha.backup_send", **on_active, timeout=job,
+            kwarg={"snapshot_id": snapshot_id, "cluster": cname}, parallel=True, require=[made])
+        high[f"{prefix}-verify"] = _step(
+            "salt.function", name="cloudify_ha_backup.verify", **on_target, timeout=job,
+            kwarg=dict(where, encrypted=backup["encrypt"]),
+            require=[{"salt": f"{prefix}-receive"}, {"salt": f"{prefix}-send"}])
+        verified = {"salt": f"{prefix}-verify"}
+    high[f"{prefix}-keep-target"] = _step(
+        "salt.function", name="cloudify_ha_backup.prune", **on_target, timeout=BACKUP_JOB_MARGIN,
+        kwarg={"directory": target["directory"], "cluster": cname, "keep": backup["keep"]},
+        require=[verified])
+    high[f"{prefix}-keep-cluster"] = _step(
+        "salt.function", name="cloudify_ha.prune_snapshots", **on_active,
+        timeout=BACKUP_JOB_MARGIN, kwarg={"keep": backup["keep_on_cluster"], "cluster": cname},
+        require=[verified])
+    return high, [{"salt": f"{prefix}-keep-target"}, {"salt": f"{prefix}-keep-cluster"}]

@@ -60,6 +60,8 @@ CLUSTER_DEFAULTS = {
     # REST service refuses blueprints, deployments, users, snapshots...); uploaded on the
     # active node once the cluster is started. Managers only
     "license": None,
+    # off-cluster backups (cloudify_ha.orch.backup): BACKUP_DEFAULTS, _validate_backup
+    "backup": None,
 }
 MANAGER_KEYS = {"name", "minion_id", "private_ip", "public_ip"}
 # waits:<key>: (least, most, what the formula waits for) in seconds. 4.6's timing
@@ -120,6 +122,8 @@ ROLE_SECRETS = {
     # a load balancer holds the check user's password, never the admin's (its health check)
     "lb": ("loadbalancer:check_password", "loadbalancer:ssl_cert"),
     "cli": ("admin:password",),
+    # a backup target holds the recipient's PUBLIC key and no Cloudify secret at all
+    "backup": ("backup:recipient",),
 }
 # The passwords 4.6 can carry (README "Safety", cloudify-4.6.md section 0.4): a database
 # password goes unescaped through a shell, an SQL literal, .pgpass and URIs, which leave only
@@ -473,6 +477,8 @@ def cluster_settings(name, raw):
     settings = merge(CLUSTER_DEFAULTS, raw if isinstance(raw, dict) else {})
     if isinstance(settings.get("loadbalancer"), dict):
         settings["loadbalancer"] = merge(LOADBALANCER_DEFAULTS, settings["loadbalancer"])
+    if isinstance(settings.get("backup"), dict):
+        settings["backup"] = merge(BACKUP_DEFAULTS, settings["backup"])
     settings["name"] = name
     return settings
 
@@ -492,6 +498,8 @@ def roles_of(settings, minion_id):
         roles.add("lb")
     if isinstance(settings.get("cli_hosts"), list) and minion_id in settings["cli_hosts"]:
         roles.add("cli")
+    if backup_target(settings) == minion_id:
+        roles.add("backup")
     return roles
 
 
@@ -555,6 +563,7 @@ def validate(pillar, minion_id=None):
         _validate_misc(errors, where, settings)
         _validate_loadbalancer(errors, where, settings, needed)
         _validate_license(errors, where, settings)
+        _validate_backup(errors, where, settings)
         _collect_roles(seen, where, settings)
     _validate_one_role(errors, seen)
     return errors, warnings
@@ -1451,6 +1460,10 @@ def public(settings):
                                if k not in ("ssl_cert", "check_password")}
     # whether the pillar gives a license: its text is the managers' alone
     out["license"] = bool(settings.get("license"))
+    backup = settings.get("backup")
+    if isinstance(backup, dict):
+        # whether there is a recipient: the armored key stays out of job data and SLS
+        out["backup"] = dict(backup, recipient=bool(backup.get("recipient")))
     return out
 
 
@@ -1578,3 +1591,144 @@ def scrub(text, secrets):
         text = text.replace(form, "******")
     return text
 
+
+
+# ---- off-cluster backups (cloudify_ha.orch.backup) ------------------------------------------
+BACKUP_DEFAULTS = {
+    # {minion_id, address, directory}: the host the archives are streamed to
+    "target": None,
+    # the stream's TCP port on the target (its receiver listens there for one connection)
+    "port": 4550,
+    # cloudify_ha.snapshot's quiesce: maintenance mode, waiting for executions, or neither
+    "quiesce": "maintenance",
+    # seconds: the snapshot's whole wait, and the stream's (connect, transfer)
+    "timeout": 3600,
+    # archives kept at the target per cluster, snapshots kept on the managers
+    "keep": 7,
+    "keep_on_cluster": 1,
+    # encrypt for `recipient` (GnuPG) before the archive leaves the manager
+    "encrypt": True,
+    "recipient": None,
+}
+BACKUP_TARGET_KEYS = ("minion_id", "address", "directory")
+BACKUP_QUIESCE = ("maintenance", "executions", "none")
+BACKUP_TIMEOUT = (60, 86400)
+BACKUP_KEEP_MOST = 1000
+# where a target's directory may not be: the system's own trees (the receiver writes and
+# deletes archives there as root)
+BACKUP_FORBIDDEN_DIRS = ("/etc", "/proc", "/sys", "/dev", "/run", "/boot", "/usr")
+PGP_PUBLIC_BEGIN = "-----BEGIN PGP PUBLIC KEY BLOCK-----"
+PGP_PUBLIC_END = "-----END PGP PUBLIC KEY BLOCK-----"
+# an armored block: header lines ("Comment: ..."), base64 lines, the "=" checksum line
+PGP_ARMOR_RE = re.compile(r"-----BEGIN PGP PUBLIC KEY BLOCK-----\r?\n"
+                          r"([A-Za-z][A-Za-z0-9-]{0,63}: [\x20-\x7e]{0,200}\r?\n){0,8}\r?\n"
+                          r"([A-Za-z0-9+/=]{1,200}\r?\n){1,2000}"
+                          r"-----END PGP PUBLIC KEY BLOCK-----\s*", ASCII)
+
+
+def backup_target(settings):
+    """The minion id of a cluster's backup target (merged settings), or None."""
+    backup = settings.get("backup") if isinstance(settings, Mapping) else None
+    target = backup.get("target") if isinstance(backup, Mapping) else None
+    mid = target.get("minion_id") if isinstance(target, Mapping) else None
+    return mid if isinstance(mid, str) and MINION_ID_RE.fullmatch(mid) else None
+
+
+def backup_directory_problem(value):
+    """Why ``value`` cannot be a target's directory (None when it can): a normalised absolute
+    path of plain segments, not the root nor under the system's own trees."""
+    if not _is_path(value):
+        return ("is not a plain absolute path (ASCII letters, digits, '.', '_', '+', '-' "
+                "between single slashes, no '.' or '..' part, no trailing slash), e.g. "
+                "/var/backups/cloudify_ha")
+    for system in BACKUP_FORBIDDEN_DIRS:
+        if value == system or value.startswith(system + "/"):
+            return (f"is under {system}, one of the system's own trees "
+                    f"({', '.join(BACKUP_FORBIDDEN_DIRS)}), where the formula writes and "
+                    "deletes no archive; use a directory of its own, e.g. "
+                    "/var/backups/cloudify_ha")
+    return None
+
+
+def _validate_backup(errors, where, settings):
+    backup = settings.get("backup")
+    bwhere = f"{where}:backup"
+    if not _section(errors, bwhere, backup, BACKUP_DEFAULTS):
+        return
+    target = backup.get("target")
+    if not isinstance(target, dict):
+        errors.append(f"{bwhere}:target: required, a mapping: minion_id (the host the "
+                      "archives go to), address (its IPv4 address the managers reach it at) "
+                      "and directory (an absolute path there)")
+    else:
+        twhere = f"{bwhere}:target"
+        _unknown_keys(errors, twhere, target, BACKUP_TARGET_KEYS)
+        for key, kind in (("minion_id", "minion_id"), ("address", "ipv4")):
+            if target.get(key) in (None, ""):
+                errors.append(f"{twhere}:{key}: required; set the backup target's {key}")
+            else:
+                _check(errors, twhere, key, target[key], kind)
+        directory = target.get("directory")
+        problem = "required; an absolute path on the target, e.g. /var/backups/cloudify_ha" \
+            if directory in (None, "") else backup_directory_problem(directory)
+        if problem:
+            shown = "" if directory in (None, "") else f"{q(directory)} "
+            errors.append(f"{twhere}:directory: {shown}{problem}")
+        managers = settings.get("managers") if isinstance(settings.get("managers"), list) else []
+        for manager in managers:
+            if isinstance(manager, dict) and target.get("minion_id") is not None and \
+                    manager.get("minion_id") == target.get("minion_id"):
+                errors.append(f"{twhere}:minion_id: {q(target['minion_id'])} is a manager of "
+                              "this cluster: a backup kept on the cluster is lost with it; "
+                              "name another host")
+            if isinstance(manager, dict) and target.get("address") is not None and \
+                    manager.get("private_ip") == target.get("address"):
+                errors.append(f"{twhere}:address: {q(target['address'])} is the private_ip of "
+                              f"manager {_key(manager.get('name'))}: give the backup target's "
+                              "own address")
+    port = backup.get("port")
+    if not _is_int(port) or not 1 <= port <= 65535:
+        errors.append(f"{bwhere}:port: {q(port)} must be a TCP port from 1 to 65535 (the "
+                      "receiver's on the target; default 4550)")
+    _check(errors, bwhere, "quiesce", backup.get("quiesce"), BACKUP_QUIESCE)
+    least, most = BACKUP_TIMEOUT
+    timeout = backup.get("timeout")
+    if not _is_int(timeout) or not least <= timeout <= most:
+        errors.append(f"{bwhere}:timeout: {q(timeout)} must be a whole number of seconds from "
+                      f"{least} to {most}: how long the snapshot, and then the stream, may take")
+    for key, what in (("keep", "archives of this cluster kept at the target"),
+                      ("keep_on_cluster", "snapshots of this cluster kept on the managers")):
+        value = backup.get(key)
+        if not _is_int(value) or not 1 <= value <= BACKUP_KEEP_MOST:
+            errors.append(f"{bwhere}:{key}: {q(value)} must be a whole number from 1 to "
+                          f"{BACKUP_KEEP_MOST}: the {what}")
+    encrypt = backup.get("encrypt")
+    if not isinstance(encrypt, bool):
+        errors.append(f"{bwhere}:encrypt: {q(encrypt)} must be true or false")
+    _validate_recipient(errors, bwhere, backup.get("recipient"), encrypt is not False)
+
+
+def _validate_recipient(errors, bwhere, recipient, required):
+    """An ASCII-armored GnuPG public key block; never shown in a message (a private key pasted
+    there by mistake must not reach the orchestration's output or the job cache)."""
+    if recipient in (None, ""):
+        if required:
+            errors.append(f"{bwhere}:recipient: required while encrypt is true: the ASCII-armored "
+                          "PUBLIC key the archives are encrypted for (gpg --armor --export "
+                          "<key id>); its private key stays off every Salt host. Or set "
+                          "encrypt: false to send archives in clear")
+        return
+    if not isinstance(recipient, str):
+        errors.append(f"{bwhere}:recipient: must be an ASCII-armored key block (a YAML block "
+                      "scalar, `recipient: |`), not a " + type(recipient).__name__)
+        return
+    if "PRIVATE KEY" in recipient or "SECRET KEY" in recipient:
+        errors.append(f"{bwhere}:recipient: holds a PRIVATE key block (the value is not shown): "
+                      "remove it from pillar at once (and from where the pillar came from) and "
+                      "give the public half instead (gpg --armor --export <key id>); the private "
+                      "key belongs on the host that restores, never on a Salt host")
+        return
+    if not (recipient.isascii() and PGP_ARMOR_RE.fullmatch(recipient.strip() + "\n")):
+        errors.append(f"{bwhere}:recipient: is not one ASCII-armored PGP public key block "
+                      f"({PGP_PUBLIC_BEGIN} ... {PGP_PUBLIC_END}; the value is not shown): give "
+                      "the output of gpg --armor --export <key id>")

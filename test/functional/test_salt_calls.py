@@ -369,6 +369,9 @@ EXERCISES = {
     (Api("utils", "cloudify_ha_pillar.plain"), call_shape(1, [])): Exercise(
         lambda sb: sb.minion_utils["cloudify_ha_pillar.plain"],
         lambda sb: (({"a": ["b", {"c": 1}]},), {}), equals({"a": ["b", {"c": 1}]})),
+    (Api("utils", "cloudify_ha_pillar.backup_directory_problem"), call_shape(1, [])): Exercise(
+        lambda sb: sb.minion_utils["cloudify_ha_pillar.backup_directory_problem"],
+        lambda sb: (("/var/backups/cloudify_ha",), {}), equals(None)),
     (Api("utils", "cloudify_ha_files.open_private"), call_shape(1, [])): Exercise(
         lambda sb: sb.minion_utils["cloudify_ha_files.open_private"],
         lambda sb: ((str(sb.tmp / "private-rw"),), {}), private_descriptor),

@@ -5,17 +5,20 @@ wiped, the external database emptied). Tests that build on a cluster ask for `bu
 which builds one only when the lab does not hold a healthy one already.
 """
 
+import base64
+import copy
 import json
 import shlex
 import subprocess
 import time
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from lab.formula import (OrchRun, active_profile, blueprint_ids, cluster_healthy, demo_hints,
-                         encodings, files_containing, http_get, jobs_published, leaky_logs,
-                         member_state, minion_pillar, nodes, orch, profile_entries,
+                         encodings, files_containing, http_get, jobs_published, lb_view,
+                         leaky_logs, member_state, minion_pillar, nodes, orch, profile_entries,
                          shadow_pillar, sizes, upload_blueprint)
 from lab.hosts import reach
 from lab.proc import wait_until
@@ -564,3 +567,100 @@ def test_a_snapshot_through_salt_on_the_active_node(built_cluster, emulator, sal
     assert "Status:\tdeactivated" in lab[leader].run(["cfy", "maintenance-mode", "status"]).stdout
     ok = lab[leader].run(["cfy", "snapshots", "delete", out["id"]], check=False)
     assert ok.returncode == 0, ok
+
+
+def _backup_pillar(pillar, lab, public_key):
+    """The lab's pillar with a backup of cluster lab to the `lb` host, and what `lb` holds of
+    it: the cluster without any Cloudify secret (the backup target's role)."""
+    pillar = copy.deepcopy(pillar)
+    pillar["clusters"]["lab"]["backup"] = {
+        "target": {"minion_id": "lb", "address": lab["lb"].ip,
+                   "directory": "/var/backups/cloudify_ha"},
+        "port": 4550, "timeout": 300, "keep": 2, "keep_on_cluster": 1, "recipient": public_key}
+    target = lb_view(pillar)
+    settings = target["clusters"]["lab"]
+    settings.pop("license", None)
+    return pillar, target
+
+
+def test_a_backup_off_the_cluster_encrypted_verified_and_not_sent_twice(
+        built_cluster, salt_cli, salt_run_cli, pillar_dir, tmp_path):
+    """cloudify_ha.orch.backup (issue 34 items 1 and 2) with the real cfy: a blueprint uploaded,
+    the snapshot taken on the active node, streamed encrypted to the lb host (a backup target
+    with no Cloudify secret), verified there with its manifest; the archive decrypts with the
+    test's private key (never in pillar) into 4.6's snapshot holding the blueprint; a re-run
+    with that snapshot sends nothing; no archive byte, key or password in the job cache."""
+    lab = built_cluster
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--quiet"]
+    subprocess.run(gpg + ["--passphrase", "", "--quick-gen-key", "lab backup <b@lab.invalid>",
+                          "rsa2048", "encr", "never"], check=True, capture_output=True)
+    public = subprocess.run(gpg + ["--armor", "--export", "b@lab.invalid"], check=True,
+                            capture_output=True, text=True).stdout
+    upload_blueprint(lab[_leader(lab)], "backed-up")
+    pillar, target = _backup_pillar(minion_pillar(salt_cli), lab, public)
+    try:
+        with shadow_pillar(pillar_dir, pillar, per_minion={"lb": target}):
+            for minion in MANAGERS + ("lb",):
+                assert salt_cli.run("saltutil.refresh_pillar", "wait=True",
+                                    minion_tgt=minion).returncode == 0
+            lb_pillar = json.dumps(minion_pillar(salt_cli, minion="lb"))
+            assert "BEGIN PGP PUBLIC KEY BLOCK" in lb_pillar
+            assert not [s for s in lab.passwords.values() if s in lb_pillar]
+            # from here on (the pillar reads above return it, as pillar.item does)
+            before = sizes(lab.dir / "sf")
+            run = OrchRun(salt_run_cli.run("state.orch", "cloudify_ha.orch.backup",
+                                           'pillar={"cluster": "lab"}', _timeout=600))
+            assert run.returncode == 0, run
+            assert all(r is True for r in run.results().values()), run
+            assert {"cloudify_ha-backup-lab-receive", "cloudify_ha-backup-lab-send",
+                    "cloudify_ha-backup-lab-verify"} <= set(run.steps), run
+            # salt.function's changes: {minion: what the function returned}
+            (sent,) = run["cloudify_ha-backup-lab-send"]["changes"]["ret"].values()
+            sid = sent["id"]
+            base = f"/var/backups/cloudify_ha/lab/{sid}"
+            manifest = json.loads(lab["lb"].read(f"{base}.json"))
+            assert manifest == {
+                "id": sid, "cluster": "lab", "time": manifest["time"], "cloudify_version": "4.6",
+                "size": sent["size"], "sha256": sent["sha256"], "encrypted": True,
+                "recipient_fingerprint": sent["recipient_fingerprint"], "file": f"{sid}.zip.gpg"}
+            modes = lab["lb"].run(["find", "/var/backups/cloudify_ha", "-printf", "%m %P\n"]
+                                  ).stdout.split("\n")
+            assert sorted(m for m in modes if m) == sorted(
+                ["700 ", "700 lab", f"600 lab/{sid}.zip.gpg", f"600 lab/{sid}.json"]), modes
+            # the test's private key (in /tmp, which every lab host sees) opens it
+            clear = tmp_path / "snapshot.zip"
+            lab["lb"].run(gpg + ["--output", str(clear), "--decrypt", f"{base}.zip.gpg"])
+            with zipfile.ZipFile(clear) as archive:
+                assert json.loads(archive.read("metadata.json"))["snapshot_version"] == "4.6"
+                assert [n for n in archive.namelist()
+                        if n.startswith("blueprints/") and "backed-up" in n], archive.namelist()
+            # the cluster keeps one snapshot of its own (keep_on_cluster)
+            listed = json.loads(lab[_leader(lab)].run(["cfy", "snapshots", "list", "--json"]
+                                                      ).stdout)
+            assert [s["id"] for s in listed if s["id"].startswith("lab-")] == [sid], listed
+
+            # a re-run with that snapshot: at the target already, nothing sent
+            stamp = lab["lb"].run(["stat", "-c", "%Y %s", f"{base}.zip.gpg"]).stdout
+            again = OrchRun(salt_run_cli.run(
+                "state.orch", "cloudify_ha.orch.backup",
+                "pillar=" + json.dumps({"cluster": "lab", "snapshot": sid}), _timeout=600))
+            assert again.returncode == 0, again
+            assert "cloudify_ha-backup-lab-stored" in again.steps, again
+            assert not {"cloudify_ha-backup-lab-snapshot", "cloudify_ha-backup-lab-send",
+                        "cloudify_ha-backup-lab-receive"} & set(again.steps), again
+            assert lab["lb"].run(["stat", "-c", "%Y %s", f"{base}.zip.gpg"]).stdout == stamp
+    finally:
+        for minion in MANAGERS + ("lb",):
+            salt_cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion)
+        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], check=False)
+    # no archive byte, no key, no password in any job, event or log written meanwhile
+    cipher = lab["lb"].run(["od", "-An", "-tx1", "-N48", "-j512", f"{base}.zip.gpg"]).stdout
+    chunk = bytes(int(b, 16) for b in cipher.split())
+    needles = list(lab.passwords.values()) + [
+        line for line in public.splitlines()[2:6] if len(line) > 40] + [
+        chunk.hex(), base64.b64encode(chunk).decode()[:40]]
+    assert files_containing(lab.dir / "sf", needles, skip=("/minions/", "/pillar"),
+                            after=before) == []
+    assert not [n for n in needles if n in run.text + again.text]

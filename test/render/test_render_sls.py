@@ -64,6 +64,9 @@ EXAMPLE_MANAGER = {**MANAGER, "cloudify_ha.check_user": {
     "cloudify_ha-check-user-present": "cloudify_ha.check_user_present"}}
 
 
+BACKUP_TARGET = "backup1.example.com"
+
+
 def cli_host(cluster):
     package = {f"cloudify_ha-profile-{cluster}-cli-package": "pkg.installed"}
     return {**EVERYONE, **NOTHING, **NOT_MANAGER_SLS,
@@ -95,6 +98,8 @@ ROLES = {
     ("example", CLI): cli_host("prod"),
     ("example", LB): LB_ROLE,
     ("example", STRANGER): STRANGER_ROLE,
+    # the backup target: nothing of Cloudify on it (cloudify_ha.orch.backup calls its module)
+    ("example", BACKUP_TARGET): STRANGER_ROLE,
     ("lab", "mgr1"): MANAGER,
     ("lab", "mgr2"): MANAGER,
     ("lab", "cli"): cli_host("lab"),
