@@ -1064,8 +1064,9 @@ def _decide_check_user(f):
 
 
 def _read_check_user(facts):
-    host = facts.get("active_hint") or __salt__["cloudify_ha.active_node"](
-        cluster=facts["cluster"])["host"]
+    host = _active_or_none(facts)
+    if host is None:  # test=True before the cluster runs: the user does not exist yet
+        return {"user": None, "host": "the active node once the cluster runs"}
     user = __salt__["cloudify_ha.check_user"](active=host, cluster=facts["cluster"])
     return {"user": user, "host": host}
 
@@ -1134,10 +1135,22 @@ def _decide_license(f):
 
 
 def _read_license(facts):
-    host = facts.get("active_hint") or __salt__["cloudify_ha.active_node"](
-        cluster=facts["cluster"])["host"]
+    host = _active_or_none(facts)
+    if host is None:  # test=True before the cluster runs: it will hold none
+        return {"have": {}, "host": "the active node once the cluster runs"}
     return {"have": __salt__["cloudify_ha.license_info"](active=host, cluster=facts["cluster"]),
             "host": host}
+
+
+def _active_or_none(facts):
+    """The active node's address (the orchestration's hint, else asked); under test=True None
+    where no manager answers yet (a dry run before the build: the earlier states only said
+    what they would do), which a real run answers with the error."""
+    if facts.get("active_hint"):
+        return facts["active_hint"]
+    found = __salt__["cloudify_ha.active_node"](cluster=facts["cluster"],
+                                                required=not facts["test"])
+    return found["host"] if found else None
 
 
 _READ_LICENSE = {"want": lambda f: {"want": __salt__["cloudify_ha.license_wanted"](

@@ -1381,6 +1381,70 @@ def test_check_user_present_test_mode_creates_nothing():
     fake.create_check_user.assert_not_called()
 
 
+def test_check_user_present_dry_run_before_the_cluster_runs_says_it_would_create():
+    # no manager answers yet (a dry run of the build): asked without the failover wait
+    fake = FakeModule(active_node=None, check_user=AssertionError("asked"),
+                      create_check_user=True)
+    result = run(STATES.check_user_present, fake, test=True, name="lbcheck", cluster="prod")
+    assert result == ret("lbcheck", None, "the check user lbcheck would be created through the "
+                         "active node once the cluster runs (role default)",
+                         {"created": {"old": None, "new": "lbcheck", "role": "default"}})
+    fake.active_node.assert_called_once_with(cluster="prod", required=False)
+
+
+# ---- license_present --------------------------------------------------------------------------
+WANT_LICENSE = {"customer_id": "c1", "expiration_date": "2030-12-31", "license_edition": "Spire",
+                "trial": False, "cloudify_version": "4.6", "capabilities": None}
+
+
+def test_license_present_uploads_a_missing_license_then_reads_it_back():
+    fake = FakeModule(active_node=ACTIVE_MGR1, license_wanted=WANT_LICENSE,
+                      license_info=Seq({}, dict(WANT_LICENSE, expired=False)),
+                      upload_license=dict(WANT_LICENSE, expired=False))
+    result = run(STATES.license_present, fake, name="prod")
+    assert result == ret("prod", True, "cluster prod: the license of customer c1 (Spire, expires "
+                         "2030-12-31) uploaded through 10.0.0.11",
+                         {"license": {"old": None, "new": WANT_LICENSE}})
+    fake.upload_license.assert_called_once_with(active="10.0.0.11", cluster="prod")
+
+
+def test_license_present_is_a_no_op_when_the_cluster_holds_it():
+    fake = FakeModule(active_node=ACTIVE_MGR1, license_wanted=WANT_LICENSE,
+                      license_info=dict(WANT_LICENSE, expired=False), upload_license={})
+    result = run(STATES.license_present, fake, name="prod")
+    assert (result["result"], result["changes"]) == (True, {})
+    fake.upload_license.assert_not_called()
+
+
+def test_license_present_fails_when_the_manager_answers_another_license_after_the_upload():
+    fake = FakeModule(active_node=ACTIVE_MGR1, license_wanted=WANT_LICENSE,
+                      license_info=Seq({}, dict(WANT_LICENSE, customer_id="c2", expired=False)),
+                      upload_license={})
+    result = run(STATES.license_present, fake, name="prod")
+    assert result == ret("prod", False, "prod: the active node accepted the license but then "
+                         "answers another one (it differs in customer_id)")
+
+
+def test_license_present_dry_run_before_the_cluster_runs_says_it_would_upload():
+    fake = FakeModule(active_node=None, license_wanted=WANT_LICENSE,
+                      license_info=AssertionError("asked"), upload_license={})
+    result = run(STATES.license_present, fake, test=True, name="prod")
+    assert (result["result"], result["changes"]) == (
+        None, {"license": {"old": None, "new": WANT_LICENSE}})
+    assert "would be uploaded through the active node once the cluster runs" in \
+        result["comment"]
+    fake.upload_license.assert_not_called()
+
+
+def test_license_present_without_an_active_node_fails_a_real_run():
+    fake = FakeModule(active_node=CommandExecutionError("no active node in cluster 'prod'"),
+                      license_wanted=WANT_LICENSE, license_info={}, upload_license={})
+    result = run(STATES.license_present, fake, name="prod")
+    assert result == ret("prod", False, "prod: no active node in cluster 'prod'")
+    fake.active_node.assert_called_once_with(cluster="prod", required=True)
+    fake.upload_license.assert_not_called()
+
+
 def test_check_user_present_fails_when_the_new_user_does_not_fit():
     # created meanwhile by someone else, with more rights (the create answered 409: False)
     fake = FakeModule(active_node=ACTIVE_MGR1,
