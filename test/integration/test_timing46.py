@@ -16,13 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from lab.fixtures import AT_46
 from lab.formula import OrchRun, cluster_healthy, member_state, nodes, orch, profile_entries
 from lab.proc import wait_until
 
 MANAGERS = ("mgr1", "mgr2", "mgr3")
-# the emulator's defaults (4.6's), over the lab package's LAB_KNOBS
-AT_46 = {"heartbeat_seconds": 15, "offline_after_seconds": 30, "failover_seconds": 30,
-         "boot_502_seconds": 30}
 
 
 def _healthy(lab):

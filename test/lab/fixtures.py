@@ -96,6 +96,10 @@ def pillar_dir(lab, packages):
 # cluster without an active node for a second, a boot and a cluster start still meet a 502.
 LAB_KNOBS = {"heartbeat_seconds": 0.5, "offline_after_seconds": 3.0, "failover_seconds": 1.0,
              "boot_502_seconds": 5.0, "cluster_start_restart_seconds": 2.0}
+# 4.6's own (the emulator's defaults), over LAB_KNOBS, for the layer that runs at 4.6's timing
+# (test_timing46.py, and the join with a load balancer in test_loadbalancer.py)
+AT_46 = {"heartbeat_seconds": 15, "offline_after_seconds": 30, "failover_seconds": 30,
+         "boot_502_seconds": 30}
 
 
 @pytest.fixture(scope="session")
