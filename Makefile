@@ -39,7 +39,7 @@ NO_LAB_LAYERS := test/unit test/functional test/render
 # modules' durations (`--durations` of each group prints the slowest).
 LAB_GROUP := test/integration/test_orch.py test/integration/emulator \
 	test/integration/test_pillar_mistakes.py test/integration/test_db_certificate.py \
-	test/integration/test_lab.py test/integration/test_safety.py
+	test/integration/test_safety.py
 
 # Every environment (the venv, the Salt venvs, the real cfy) is built once per machine, in
 # $(ENV_CACHE)/<name>-<digest of its pins and its interpreter's version>, and the checkout's
