@@ -22,7 +22,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 import zipfile
 from pathlib import Path
@@ -563,7 +562,8 @@ class Day2:
         """resources_v2/snapshots.py SnapshotsId.put -> resource_manager.create_snapshot: the
         model (creating) first, then the system workflow, refused (and the model deleted) while
         any execution runs; bypass_maintenance (allowed in maintenance mode)."""
-        _validate_id("snapshot_id", snapshot_id)
+        from .service import validate_inputs  # pylint: disable=import-outside-toplevel
+        validate_inputs({"snapshot_id": snapshot_id})
         if str(body.get("queue", "false")).lower() == "true":  # `cfy snapshots create --queue`
             raise RestError(400, "bad_parameters_error", "queue is not emulated")
         self._create_snapshot_model(snapshot_id, "creating", username)
@@ -845,21 +845,6 @@ def version_data():
     edition = "community" if knobs().get("edition") == "community" else "premium"
     return {"version": VERSION, "edition": edition, "build": None, "date": None,
             "commit": None, "distribution": "centos", "distro_release": "Core"}
-
-
-def _validate_id(name, value):
-    """rest_utils.validate_inputs."""
-    prefix = f"The `{name}` argument"
-    if not value:
-        raise RestError(400, "bad_parameters_error", f"{prefix} is empty")
-    if len(value) > 256:
-        raise RestError(400, "bad_parameters_error",
-                        f"{prefix} is too long. Maximum allowed length is 256 characters")
-    if urllib.parse.quote(value, safe="") != value:
-        raise RestError(400, "bad_parameters_error", f"{prefix} contains illegal characters. "
-                        'Only letters, digits and the characters "-", "." and "_" are allowed')
-    if not value[0].isascii() or not value[0].isalpha():
-        raise RestError(400, "bad_parameters_error", f"{prefix} must begin with a letter")
 
 
 def _listing(items):
